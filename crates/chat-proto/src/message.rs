@@ -1,0 +1,1028 @@
+//! Typed messages: every request, response and push, and the one table of
+//! type codes that maps them to the wire.
+//!
+//! A request of type `T` is answered by a response frame of the same type `T`
+//! with the RESPONSE flag set. On success the response payload is the type's
+//! response struct; on failure the status is non-zero and the payload is an
+//! [`ErrorBody`]. Pushes use their own type codes (`0x8000` and above) and the
+//! PUSH flag.
+
+use bytes::BytesMut;
+use serde::{Deserialize, Serialize};
+
+use crate::error::MessageError;
+use crate::frame::{encode_json, Flags, Frame};
+use crate::ids::{ConversationId, GroupId, Seq, UserId};
+use crate::status::Status;
+
+/// Declares the type-code table once and derives from it [`MessageType`],
+/// [`Request`], [`Response`] and [`Push`] with their conversions.
+macro_rules! message_table {
+    (
+        requests { $( $(#[$rdoc:meta])* $rname:ident = $rcode:literal, $rwire:literal, $req:ty => $resp:ty; )* }
+        pushes { $( $(#[$pdoc:meta])* $pname:ident = $pcode:literal, $pwire:literal, $push:ty; )* }
+    ) => {
+        /// Every message type code, requests (below `0x8000`) and pushes.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u16)]
+        pub enum MessageType {
+            $( $(#[$rdoc])* $rname = $rcode, )*
+            $( $(#[$pdoc])* $pname = $pcode, )*
+        }
+
+        impl MessageType {
+            /// Every request type, in table order.
+            pub const REQUESTS: &'static [MessageType] = &[$(MessageType::$rname),*];
+            /// Every push type, in table order.
+            pub const PUSHES: &'static [MessageType] = &[$(MessageType::$pname),*];
+
+            /// The type with this wire code, if there is one.
+            #[must_use]
+            pub fn from_code(code: u16) -> Option<MessageType> {
+                match code {
+                    $( $rcode => Some(MessageType::$rname), )*
+                    $( $pcode => Some(MessageType::$pname), )*
+                    _ => None,
+                }
+            }
+
+            /// The wire code.
+            #[must_use]
+            pub fn code(self) -> u16 {
+                self as u16
+            }
+
+            /// The stable snake_case name (`"friend_add"`), as in the docs.
+            #[must_use]
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( MessageType::$rname => $rwire, )*
+                    $( MessageType::$pname => $pwire, )*
+                }
+            }
+
+            /// Whether this type is a push (server to client only).
+            #[must_use]
+            pub fn is_push(self) -> bool {
+                match self {
+                    $( MessageType::$pname => true, )*
+                    _ => false,
+                }
+            }
+        }
+
+        /// A request from client to server.
+        #[derive(Debug, Clone, PartialEq, Serialize)]
+        #[serde(untagged)]
+        pub enum Request {
+            $( $(#[$rdoc])* $rname($req), )*
+        }
+
+        impl Request {
+            /// This request's type.
+            #[must_use]
+            pub fn message_type(&self) -> MessageType {
+                match self {
+                    $( Request::$rname(_) => MessageType::$rname, )*
+                }
+            }
+
+            /// Parses a request payload of the given type code.
+            ///
+            /// # Errors
+            /// [`MessageError::UnknownType`] for an unknown or push type code,
+            /// [`MessageError::InvalidPayload`] for a payload of the wrong shape.
+            pub fn from_payload(code: u16, payload: &[u8]) -> Result<Request, MessageError> {
+                match MessageType::from_code(code) {
+                    $( Some(MessageType::$rname) => parse(MessageType::$rname, payload).map(Request::$rname), )*
+                    _ => Err(MessageError::UnknownType(code)),
+                }
+            }
+        }
+
+        /// A successful answer to a request.
+        #[derive(Debug, Clone, PartialEq, Serialize)]
+        #[serde(untagged)]
+        pub enum Response {
+            $( $(#[$rdoc])* $rname($resp), )*
+        }
+
+        impl Response {
+            /// The type of the request this answers.
+            #[must_use]
+            pub fn message_type(&self) -> MessageType {
+                match self {
+                    $( Response::$rname(_) => MessageType::$rname, )*
+                }
+            }
+
+            /// Parses a successful response payload of the given type code.
+            ///
+            /// # Errors
+            /// As [`Request::from_payload`].
+            pub fn from_payload(code: u16, payload: &[u8]) -> Result<Response, MessageError> {
+                match MessageType::from_code(code) {
+                    $( Some(MessageType::$rname) => parse(MessageType::$rname, payload).map(Response::$rname), )*
+                    _ => Err(MessageError::UnknownType(code)),
+                }
+            }
+        }
+
+        /// A server-initiated message.
+        #[derive(Debug, Clone, PartialEq, Serialize)]
+        #[serde(untagged)]
+        pub enum Push {
+            $( $(#[$pdoc])* $pname($push), )*
+        }
+
+        impl Push {
+            /// This push's type.
+            #[must_use]
+            pub fn message_type(&self) -> MessageType {
+                match self {
+                    $( Push::$pname(_) => MessageType::$pname, )*
+                }
+            }
+
+            /// Parses a push payload of the given type code.
+            ///
+            /// # Errors
+            /// [`MessageError::UnknownType`] for an unknown or request type code,
+            /// [`MessageError::InvalidPayload`] for a payload of the wrong shape.
+            pub fn from_payload(code: u16, payload: &[u8]) -> Result<Push, MessageError> {
+                match MessageType::from_code(code) {
+                    $( Some(MessageType::$pname) => parse(MessageType::$pname, payload).map(Push::$pname), )*
+                    _ => Err(MessageError::UnknownType(code)),
+                }
+            }
+        }
+    };
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(
+    message_type: MessageType,
+    payload: &[u8],
+) -> Result<T, MessageError> {
+    serde_json::from_slice(payload).map_err(|source| MessageError::InvalidPayload {
+        message_type: message_type.name(),
+        source,
+    })
+}
+
+message_table! {
+    requests {
+        /// Liveness check; also keeps an idle connection open.
+        Ping = 0x0001, "ping", PingRequest => PingResponse;
+        /// Creates an account.
+        Register = 0x0002, "register", RegisterRequest => RegisterResponse;
+        /// Authenticates the session with a password or a session token.
+        Login = 0x0003, "login", LoginRequest => LoginResponse;
+        /// Ends the session's login and revokes its token.
+        Logout = 0x0004, "logout", LogoutRequest => LogoutResponse;
+
+        /// Asks another user to become a friend (accepts theirs if they asked first).
+        FriendAdd = 0x0101, "friend_add", FriendAddRequest => FriendAddResponse;
+        /// Accepts or declines a pending friend request.
+        FriendRespond = 0x0102, "friend_respond", FriendRespondRequest => FriendRespondResponse;
+        /// Ends a friendship.
+        FriendRemove = 0x0103, "friend_remove", FriendRemoveRequest => FriendRemoveResponse;
+        /// Lists friends and pending requests.
+        FriendList = 0x0104, "friend_list", FriendListRequest => FriendListResponse;
+        /// Sets the remark name and/or category of a friend.
+        FriendUpdate = 0x0105, "friend_update", FriendUpdateRequest => FriendUpdateResponse;
+
+        /// Creates a group; the creator becomes its owner.
+        GroupCreate = 0x0201, "group_create", GroupCreateRequest => GroupCreateResponse;
+        /// Joins a group as a member.
+        GroupJoin = 0x0202, "group_join", GroupJoinRequest => GroupJoinResponse;
+        /// Leaves a group (an owner must dissolve or hand over first).
+        GroupLeave = 0x0203, "group_leave", GroupLeaveRequest => GroupLeaveResponse;
+        /// Dissolves a group (owner only).
+        GroupDissolve = 0x0204, "group_dissolve", GroupDissolveRequest => GroupDissolveResponse;
+        /// Removes a member (owner, or admin removing a plain member).
+        GroupKick = 0x0205, "group_kick", GroupKickRequest => GroupKickResponse;
+        /// Changes a member's role (owner only).
+        GroupSetRole = 0x0206, "group_set_role", GroupSetRoleRequest => GroupSetRoleResponse;
+        /// Describes one group.
+        GroupInfo = 0x0207, "group_info", GroupInfoRequest => GroupInfoResponse;
+        /// Lists a group's members with role and presence.
+        GroupMembers = 0x0208, "group_members", GroupMembersRequest => GroupMembersResponse;
+        /// Lists the groups the session's user belongs to.
+        GroupList = 0x0209, "group_list", GroupListRequest => GroupListResponse;
+
+        /// Sends a message to a friend or a group.
+        Send = 0x0301, "send", SendRequest => SendResponse;
+        /// Acknowledges delivery up to a sequence number in a conversation.
+        Ack = 0x0302, "ack", AckRequest => AckResponse;
+        /// Pages through a conversation's history.
+        History = 0x0303, "history", HistoryRequest => HistoryResponse;
+        /// Returns the messages a client has not seen yet.
+        Sync = 0x0304, "sync", SyncRequest => SyncResponse;
+    }
+    pushes {
+        /// A new message in one of the user's conversations.
+        PushMessage = 0x8001, "push_message", ChatMessage;
+        /// Somebody asks the user to be friends.
+        PushFriendRequest = 0x8002, "push_friend_request", FriendRequestPush;
+        /// A friend request the user sent was answered, or a friendship ended.
+        PushFriendUpdate = 0x8003, "push_friend_update", FriendUpdatePush;
+        /// A friend or group member came online or went offline.
+        PushPresence = 0x8004, "push_presence", PresencePush;
+        /// Something happened in a group the user belongs to (or belonged to).
+        PushGroupEvent = 0x8005, "push_group_event", GroupEventPush;
+        /// The server is ending this session; the reason says whether to reconnect.
+        PushSessionEnded = 0x8006, "push_session_ended", SessionEndedPush;
+    }
+}
+
+impl Request {
+    /// Appends this request as a frame with the given request id.
+    ///
+    /// # Errors
+    /// [`MessageError::Encode`] (not produced by any type in this crate).
+    pub fn encode(&self, request_id: u32, buf: &mut BytesMut) -> Result<(), MessageError> {
+        encode_json(
+            buf,
+            Flags::REQUEST,
+            self.message_type().code(),
+            Status::Ok,
+            request_id,
+            self,
+        )
+    }
+}
+
+impl Response {
+    /// Appends this response as a frame answering `request_id`.
+    ///
+    /// # Errors
+    /// [`MessageError::Encode`] (not produced by any type in this crate).
+    pub fn encode(&self, request_id: u32, buf: &mut BytesMut) -> Result<(), MessageError> {
+        encode_json(
+            buf,
+            Flags::RESPONSE,
+            self.message_type().code(),
+            Status::Ok,
+            request_id,
+            self,
+        )
+    }
+}
+
+impl Push {
+    /// Appends this push as a frame (request id 0).
+    ///
+    /// # Errors
+    /// [`MessageError::Encode`] (not produced by any type in this crate).
+    pub fn encode(&self, buf: &mut BytesMut) -> Result<(), MessageError> {
+        encode_json(
+            buf,
+            Flags::PUSH,
+            self.message_type().code(),
+            Status::Ok,
+            0,
+            self,
+        )
+    }
+}
+
+/// The payload of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The status name, e.g. `"not_found"`.
+    pub error: Status,
+    /// A human-readable explanation.
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// Appends an error response frame for a request of type `message_type`
+    /// (the raw code, since it may be one this side does not know).
+    pub fn encode(&self, message_type: u16, request_id: u32, buf: &mut BytesMut) {
+        // An ErrorBody is a status name and a string: it always serializes.
+        let _ = encode_json(
+            buf,
+            Flags::RESPONSE,
+            message_type,
+            self.error,
+            request_id,
+            self,
+        );
+    }
+}
+
+/// What a client does with a frame it received: a decoded reply to one of
+/// its requests, or a push.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerMessage {
+    /// The answer to the request with this id: a response or an error.
+    Reply {
+        /// The request id echoed by the server.
+        request_id: u32,
+        /// The response, or the error status and body.
+        result: Result<Response, ErrorBody>,
+    },
+    /// A server-initiated push.
+    Push(Push),
+}
+
+impl ServerMessage {
+    /// Interprets a frame received by a client.
+    ///
+    /// # Errors
+    /// A [`MessageError`] when the frame is a request, of an unknown type, or
+    /// its payload does not parse.
+    pub fn from_frame(frame: &Frame) -> Result<ServerMessage, MessageError> {
+        let header = &frame.header;
+        if header.flags.is_push() {
+            return Push::from_payload(header.message_type, &frame.payload).map(ServerMessage::Push);
+        }
+        if !header.flags.is_response() {
+            return Err(MessageError::UnknownType(header.message_type));
+        }
+        let result = if header.status == Status::Ok.code() {
+            Ok(Response::from_payload(
+                header.message_type,
+                &frame.payload,
+            )?)
+        } else {
+            let mut body: ErrorBody = serde_json::from_slice(&frame.payload).map_err(|source| {
+                MessageError::InvalidPayload {
+                    message_type: "error",
+                    source,
+                }
+            })?;
+            // The header's status is authoritative; the body's name is for humans.
+            if let Some(status) = Status::from_code(header.status) {
+                body.error = status;
+            }
+            Err(body)
+        };
+        Ok(ServerMessage::Reply {
+            request_id: header.request_id,
+            result,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Shared value types
+// ---------------------------------------------------------------------------
+
+/// Names a user either by numeric id (a JSON number) or by name (a JSON string).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum UserRef {
+    /// By id: `42`.
+    Id(UserId),
+    /// By name: `"alice"`.
+    Name(String),
+}
+
+/// The public face of an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSummary {
+    /// The account's id.
+    pub id: UserId,
+    /// The account's unique name.
+    pub name: String,
+}
+
+/// A friend as the session's user sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Friend {
+    /// The friend's id.
+    pub id: UserId,
+    /// The friend's account name.
+    pub name: String,
+    /// The remark (nickname) the session's user gave them, if any.
+    pub remark: Option<String>,
+    /// The category (folder) the session's user put them in, if any.
+    pub category: Option<String>,
+    /// Whether they have at least one session online.
+    pub online: bool,
+    /// The 1:1 conversation between the two.
+    pub conversation_id: ConversationId,
+}
+
+/// A pending friend request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FriendRequestInfo {
+    /// Who asked.
+    pub from: UserSummary,
+    /// Who was asked.
+    pub to: UserSummary,
+    /// The optional greeting.
+    pub message: Option<String>,
+    /// When it was sent, in milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+}
+
+/// A member's role in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Created the group (or was handed it); may do everything.
+    Owner,
+    /// May kick plain members.
+    Admin,
+    /// May chat.
+    Member,
+}
+
+impl Role {
+    /// The wire name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+
+    /// Parses a wire name.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "owner" => Some(Role::Owner),
+            "admin" => Some(Role::Admin),
+            "member" => Some(Role::Member),
+            _ => None,
+        }
+    }
+}
+
+/// A group as seen by the session's user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    /// The group's id.
+    pub id: GroupId,
+    /// Its display name (not unique).
+    pub name: String,
+    /// Its description, possibly empty.
+    pub description: String,
+    /// Its current owner.
+    pub owner_id: UserId,
+    /// Its message log.
+    pub conversation_id: ConversationId,
+    /// How many members it has.
+    pub member_count: u32,
+    /// The session's user's role, or `null` when not a member.
+    pub my_role: Option<Role>,
+    /// When it was created, in milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+}
+
+/// A member of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The member's id.
+    pub id: UserId,
+    /// The member's account name.
+    pub name: String,
+    /// The member's role.
+    pub role: Role,
+    /// Whether they have at least one session online.
+    pub online: bool,
+}
+
+/// Where a message goes: a user (1:1) or a group. On the wire
+/// `{"user": 42}` or `{"group": 7}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// A friend.
+    User(UserId),
+    /// A group the sender belongs to.
+    Group(GroupId),
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// The conversation it belongs to.
+    pub conversation_id: ConversationId,
+    /// Its position in the conversation (gap-free, from 1).
+    pub seq: Seq,
+    /// Who sent it.
+    pub sender_id: UserId,
+    /// The sender's account name.
+    pub sender_name: String,
+    /// Where the sender sent it: the recipient user, or the group.
+    pub target: Target,
+    /// The sender's idempotency key.
+    pub client_msg_id: String,
+    /// The text.
+    pub body: String,
+    /// When the server committed it, in milliseconds since the Unix epoch.
+    pub server_ts_ms: i64,
+}
+
+/// A conversation and the highest sequence number a client has seen in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The highest sequence number seen.
+    pub seq: Seq,
+}
+
+// ---------------------------------------------------------------------------
+// Session
+// ---------------------------------------------------------------------------
+
+/// `ping` request: no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingRequest {}
+
+/// `ping` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingResponse {
+    /// The server's clock, in milliseconds since the Unix epoch.
+    pub server_ts_ms: i64,
+}
+
+/// `register` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// 1 to 32 characters, unique, no control characters, not all digits.
+    pub name: String,
+    /// 8 to 128 characters.
+    pub password: String,
+}
+
+/// `register` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// The new account.
+    pub user: UserSummary,
+}
+
+/// `login` request: either `user` and `password`, or `token`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginRequest {
+    /// The account, by name or id (with `password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserRef>,
+    /// The password (with `user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// A session token from an earlier login (instead of `user` and `password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// `login` response: everything a client shows right after logging in. The
+/// messages the user has not acknowledged follow as `push_message` frames.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginResponse {
+    /// Who the session is now.
+    pub user: UserSummary,
+    /// A token for reconnecting without the password.
+    pub token: String,
+    /// When the token stops working, in milliseconds since the Unix epoch.
+    pub token_expires_at_ms: i64,
+    /// The user's friends.
+    pub friends: Vec<Friend>,
+    /// The user's groups.
+    pub groups: Vec<Group>,
+    /// Friend requests waiting for the user's answer.
+    pub incoming_requests: Vec<FriendRequestInfo>,
+    /// Friend requests the user sent that are not answered yet.
+    pub outgoing_requests: Vec<FriendRequestInfo>,
+    /// How many unacknowledged messages follow as pushes.
+    pub unacked: u64,
+}
+
+/// `logout` request: no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogoutRequest {}
+
+/// `logout` response: no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogoutResponse {}
+
+// ---------------------------------------------------------------------------
+// Friends
+// ---------------------------------------------------------------------------
+
+/// `friend_add` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FriendAddRequest {
+    /// Whom to ask.
+    pub user: UserRef,
+    /// An optional greeting (at most 256 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The state a friend request ended up in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FriendAddOutcome {
+    /// The request waits for the other user's answer.
+    Pending,
+    /// The other user had already asked; the two are now friends.
+    Accepted,
+}
+
+/// `friend_add` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FriendAddResponse {
+    /// The user asked.
+    pub user: UserSummary,
+    /// Pending, or accepted at once.
+    pub outcome: FriendAddOutcome,
+    /// The new friend, when accepted at once.
+    pub friend: Option<Friend>,
+}
+
+/// `friend_respond` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FriendRespondRequest {
+    /// Who asked.
+    pub user: UserRef,
+    /// Accept (true) or decline (false).
+    pub accept: bool,
+}
+
+/// `friend_respond` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FriendRespondResponse {
+    /// Who asked.
+    pub user: UserSummary,
+    /// Whether it was accepted.
+    pub accepted: bool,
+    /// The new friend, when accepted.
+    pub friend: Option<Friend>,
+}
+
+/// `friend_remove` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FriendRemoveRequest {
+    /// The friend to remove.
+    pub user: UserRef,
+}
+
+/// `friend_remove` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FriendRemoveResponse {
+    /// The former friend.
+    pub user: UserSummary,
+}
+
+/// `friend_list` request: no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FriendListRequest {}
+
+/// `friend_list` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FriendListResponse {
+    /// The user's friends.
+    pub friends: Vec<Friend>,
+    /// Requests waiting for the user's answer.
+    pub incoming_requests: Vec<FriendRequestInfo>,
+    /// Requests the user sent that are not answered yet.
+    pub outgoing_requests: Vec<FriendRequestInfo>,
+}
+
+/// `friend_update` request. A field left out is unchanged; an empty string
+/// clears it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FriendUpdateRequest {
+    /// The friend.
+    pub user: UserRef,
+    /// The new remark name (at most 64 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remark: Option<String>,
+    /// The new category (at most 64 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+}
+
+/// `friend_update` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FriendUpdateResponse {
+    /// The friend as it now stands.
+    pub friend: Friend,
+}
+
+// ---------------------------------------------------------------------------
+// Groups
+// ---------------------------------------------------------------------------
+
+/// `group_create` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCreateRequest {
+    /// 1 to 64 characters.
+    pub name: String,
+    /// At most 512 characters.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// `group_create` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCreateResponse {
+    /// The new group; the session's user is its owner.
+    pub group: Group,
+}
+
+/// `group_join` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupJoinRequest {
+    /// The group.
+    pub group_id: GroupId,
+}
+
+/// `group_join` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupJoinResponse {
+    /// The group joined.
+    pub group: Group,
+}
+
+/// `group_leave` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupLeaveRequest {
+    /// The group.
+    pub group_id: GroupId,
+}
+
+/// `group_leave` response: no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupLeaveResponse {}
+
+/// `group_dissolve` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupDissolveRequest {
+    /// The group.
+    pub group_id: GroupId,
+}
+
+/// `group_dissolve` response: no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupDissolveResponse {}
+
+/// `group_kick` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupKickRequest {
+    /// The group.
+    pub group_id: GroupId,
+    /// The member to remove.
+    pub user: UserRef,
+}
+
+/// `group_kick` response: no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupKickResponse {}
+
+/// `group_set_role` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSetRoleRequest {
+    /// The group.
+    pub group_id: GroupId,
+    /// The member.
+    pub user: UserRef,
+    /// The new role. Making somebody `owner` hands the group over and makes
+    /// the old owner an admin.
+    pub role: Role,
+}
+
+/// `group_set_role` response: no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSetRoleResponse {}
+
+/// `group_info` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfoRequest {
+    /// The group.
+    pub group_id: GroupId,
+}
+
+/// `group_info` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfoResponse {
+    /// The group.
+    pub group: Group,
+}
+
+/// `group_members` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMembersRequest {
+    /// The group (the session's user must be a member).
+    pub group_id: GroupId,
+}
+
+/// `group_members` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMembersResponse {
+    /// The group's members.
+    pub members: Vec<Member>,
+}
+
+/// `group_list` request: no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupListRequest {}
+
+/// `group_list` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupListResponse {
+    /// The groups the session's user belongs to.
+    pub groups: Vec<Group>,
+}
+
+/// Kinds of group events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupEventKind {
+    /// `user_id` joined.
+    Joined,
+    /// `user_id` left.
+    Left,
+    /// `user_id` was removed by `actor_id`.
+    Kicked,
+    /// `user_id` now has `role`.
+    RoleChanged,
+    /// The group was dissolved by its owner.
+    Dissolved,
+}
+
+// ---------------------------------------------------------------------------
+// Chat
+// ---------------------------------------------------------------------------
+
+/// `send` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendRequest {
+    /// A friend or a group.
+    pub to: Target,
+    /// The sender's idempotency key (1 to 64 characters, unique per sender).
+    /// A resend with the same key returns the first answer and stores nothing.
+    pub client_msg_id: String,
+    /// The text (not empty, at most the server's message limit, 4 KiB by default).
+    pub body: String,
+}
+
+/// `send` response: sent only after the message is committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendResponse {
+    /// The conversation it went to.
+    pub conversation_id: ConversationId,
+    /// Its sequence number there.
+    pub seq: Seq,
+    /// When it was committed, in milliseconds since the Unix epoch.
+    pub server_ts_ms: i64,
+    /// Whether this answers a resend of a message stored earlier.
+    pub duplicate: bool,
+}
+
+/// `ack` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckRequest {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// Everything up to and including this sequence number was delivered.
+    pub seq: Seq,
+}
+
+/// `ack` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckResponse {
+    /// The user's acknowledged position after this ack (acks never move it back).
+    pub acked_seq: Seq,
+}
+
+/// `history` request. With `after_seq` it pages forwards (oldest first),
+/// otherwise backwards from `before_seq` (or from the newest); messages are
+/// always returned in ascending order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRequest {
+    /// The conversation (the session's user must take part in it).
+    pub conversation_id: ConversationId,
+    /// Only messages with a smaller sequence number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_seq: Option<Seq>,
+    /// Only messages with a larger sequence number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_seq: Option<Seq>,
+    /// At most this many (default 50, at most 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// `history` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryResponse {
+    /// The page, in ascending sequence order.
+    pub messages: Vec<ChatMessage>,
+    /// Whether more messages lie beyond the page in the paging direction.
+    pub has_more: bool,
+}
+
+/// `sync` request: what has the client missed?
+///
+/// For each conversation of the user, messages after the client's cursor are
+/// returned (all senders); for a conversation without a cursor, messages
+/// after the user's acknowledged position that others sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// The highest sequence number the client holds per conversation.
+    #[serde(default)]
+    pub cursors: Vec<Cursor>,
+    /// At most this many messages (default 500, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// `sync` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    /// Missed messages, ordered by conversation then sequence number.
+    pub messages: Vec<ChatMessage>,
+    /// Whether more remain (ask again with updated cursors).
+    pub has_more: bool,
+}
+
+// ---------------------------------------------------------------------------
+// Pushes
+// ---------------------------------------------------------------------------
+
+/// `push_friend_request`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FriendRequestPush {
+    /// The request.
+    pub request: FriendRequestInfo,
+}
+
+/// What happened to a friendship.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FriendUpdateKind {
+    /// The user's request was accepted; `friend` is set.
+    Accepted,
+    /// The user's request was declined.
+    Declined,
+    /// The friendship was ended by the other side.
+    Removed,
+}
+
+/// `push_friend_update`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FriendUpdatePush {
+    /// The other user.
+    pub user: UserSummary,
+    /// What happened.
+    pub kind: FriendUpdateKind,
+    /// The new friend, when accepted.
+    pub friend: Option<Friend>,
+}
+
+/// `push_presence`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresencePush {
+    /// Whose presence changed.
+    pub user_id: UserId,
+    /// Whether they have at least one session online now.
+    pub online: bool,
+}
+
+/// `push_group_event`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupEventPush {
+    /// The group.
+    pub group_id: GroupId,
+    /// What happened.
+    pub kind: GroupEventKind,
+    /// The member concerned (for dissolve: the owner).
+    pub user_id: UserId,
+    /// Who did it.
+    pub actor_id: UserId,
+    /// The new role, for `role_changed` and `joined`.
+    pub role: Option<Role>,
+}
+
+/// Why a session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionEndReason {
+    /// The server is shutting down or draining: reconnect (perhaps to
+    /// another node) and resume with the token.
+    Draining,
+    /// No traffic for longer than the idle timeout.
+    Idle,
+    /// The client read too slowly and its outbox overflowed; reconnect and sync.
+    SlowConsumer,
+    /// The account logged out on this session.
+    LoggedOut,
+}
+
+/// `push_session_ended`: the last frame before the server closes the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEndedPush {
+    /// Why.
+    pub reason: SessionEndReason,
+    /// A human-readable explanation.
+    pub message: String,
+}

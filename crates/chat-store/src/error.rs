@@ -1,0 +1,28 @@
+//! The store's error type.
+
+/// What can go wrong in a store call. The first four are outcomes the caller
+/// maps to a protocol status; the rest are failures of the database itself.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named user, group, request or conversation does not exist.
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+    /// The row already exists or the state forbids the change.
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// The acting user may not do this (not friends, not a member, wrong role).
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// The store URL or options are invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The database failed or could not be reached.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying the embedded migrations failed.
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The result of a store call.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

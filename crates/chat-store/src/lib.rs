@@ -1,0 +1,40 @@
+//! Persistence for chatd.
+//!
+//! The services of `chat-server` talk to storage only through the repository
+//! traits in [`repo`]; [`Store`] bundles them. Each backend implements all of
+//! them: [`sqlite::SqliteStore`] (the embedded default) and
+//! [`mysql::MysqlStore`] (for clusters). [`open`] picks one by URL scheme and
+//! applies that backend's embedded migrations.
+//!
+//! This crate knows SQL and the value types of `chat-proto`; it knows nothing
+//! about sockets, sessions or routing.
+
+pub mod error;
+pub mod mysql;
+pub mod repo;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+pub use error::{Result, StoreError};
+pub use repo::*;
+
+/// Opens the store named by `url` and brings its schema up to date.
+///
+/// `sqlite://PATH` (created if missing; `sqlite::memory:` for a throw-away
+/// store) or `mysql://USER:PASS@HOST:PORT/DB`.
+///
+/// # Errors
+/// [`StoreError::Config`] for an unknown scheme; a database or migration
+/// error when the store cannot be opened.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+        Ok(Arc::new(mysql::MysqlStore::open(url).await?))
+    } else {
+        Err(StoreError::Config(format!(
+            "unsupported store URL {url:?}: expected sqlite://PATH or mysql://..."
+        )))
+    }
+}

@@ -1,0 +1,331 @@
+//! The repository traits the services call, and the records they return.
+//!
+//! Every method that changes more than one row does so in one transaction, so
+//! that two nodes acting at once on one MySQL database cannot interleave
+//! halfway (two users asking each other to be friends at the same moment, two
+//! senders taking the next sequence number of one conversation).
+//!
+//! Times are milliseconds since the Unix epoch, passed in by the caller.
+
+use async_trait::async_trait;
+use chat_proto::{
+    ChatMessage, ConversationId, Cursor, FriendRequestInfo, GroupId, Role, Seq, Target, UserId,
+};
+
+use crate::error::Result;
+
+/// An account as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// The account's id.
+    pub id: UserId,
+    /// The unique name.
+    pub name: String,
+    /// The argon2id PHC string.
+    pub password_hash: String,
+    /// When it was created.
+    pub created_at_ms: i64,
+}
+
+/// One side of a friendship, as the owner of the friend list sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FriendRecord {
+    /// The friend's id.
+    pub id: UserId,
+    /// The friend's account name.
+    pub name: String,
+    /// The owner's remark for the friend.
+    pub remark: Option<String>,
+    /// The owner's category for the friend.
+    pub category: Option<String>,
+    /// The pair's 1:1 conversation.
+    pub conversation_id: ConversationId,
+}
+
+/// The result of [`FriendStore::add_friend_request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FriendAddResult {
+    /// A new pending request was stored.
+    Pending(FriendRequestInfo),
+    /// The other user had asked first: their request was consumed and the two
+    /// are friends now, sharing this conversation.
+    Accepted(ConversationId),
+}
+
+/// A group as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRecord {
+    /// The group's id.
+    pub id: GroupId,
+    /// Display name.
+    pub name: String,
+    /// Description, possibly empty.
+    pub description: String,
+    /// Current owner.
+    pub owner_id: UserId,
+    /// The group's conversation.
+    pub conversation_id: ConversationId,
+    /// Number of members.
+    pub member_count: u32,
+    /// When it was created.
+    pub created_at_ms: i64,
+}
+
+/// A member of a group as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRecord {
+    /// The member's id.
+    pub id: UserId,
+    /// The member's account name.
+    pub name: String,
+    /// The member's role.
+    pub role: Role,
+}
+
+/// A message to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The sender (the session's user).
+    pub sender_id: UserId,
+    /// The sender's account name, copied into the returned message.
+    pub sender_name: String,
+    /// A friend or a group.
+    pub target: Target,
+    /// The sender's idempotency key.
+    pub client_msg_id: String,
+    /// The text.
+    pub body: String,
+    /// The commit time to record.
+    pub now_ms: i64,
+}
+
+/// The result of [`MessageStore::append_message`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The stored message (the original one when `duplicate`).
+    pub message: ChatMessage,
+    /// Whether `(sender, client_msg_id)` had been stored before; nothing new
+    /// was written then.
+    pub duplicate: bool,
+    /// Everyone the message is for: the conversation's members, sender included.
+    pub recipients: Vec<UserId>,
+}
+
+/// Accounts.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Creates an account.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`](crate::StoreError::Conflict) if the name is taken.
+    async fn create_user(&self, name: &str, password_hash: &str, now_ms: i64)
+        -> Result<UserRecord>;
+
+    /// Looks an account up by exact name.
+    async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>>;
+
+    /// Looks an account up by id.
+    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>>;
+}
+
+/// Session tokens, stored only as hashes.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Stores a token hash for `user` valid until `expires_at_ms`.
+    async fn create_token(&self, token_hash: &str, user: UserId, expires_at_ms: i64) -> Result<()>;
+
+    /// The user a still-valid token belongs to.
+    async fn user_for_token(&self, token_hash: &str, now_ms: i64) -> Result<Option<UserId>>;
+
+    /// Revokes a token; revoking an unknown token is not an error. Also
+    /// removes tokens that have expired before `now_ms`.
+    async fn revoke_token(&self, token_hash: &str, now_ms: i64) -> Result<()>;
+}
+
+/// Friendships and friend requests.
+#[async_trait]
+pub trait FriendStore: Send + Sync {
+    /// `from` asks `to` to be friends, in one transaction: if `to` had asked
+    /// `from`, the two become friends (with a 1:1 conversation whose members
+    /// are both); otherwise a pending request is stored.
+    ///
+    /// # Errors
+    /// `NotFound` if `to` does not exist, `Conflict` if they are already
+    /// friends, the same request is pending, or `from == to`.
+    async fn add_friend_request(
+        &self,
+        from: UserId,
+        to: UserId,
+        message: Option<&str>,
+        now_ms: i64,
+    ) -> Result<FriendAddResult>;
+
+    /// `to` answers the pending request from `from`. On accept the two become
+    /// friends and the conversation id is returned (the old one, if they were
+    /// friends before and removed each other).
+    ///
+    /// # Errors
+    /// `NotFound` if no such request is pending.
+    async fn respond_friend_request(
+        &self,
+        from: UserId,
+        to: UserId,
+        accept: bool,
+        now_ms: i64,
+    ) -> Result<Option<ConversationId>>;
+
+    /// Ends a friendship in both directions; neither may then send in their
+    /// conversation, which is kept for history.
+    ///
+    /// # Errors
+    /// `NotFound` if they are not friends.
+    async fn remove_friend(&self, user: UserId, friend: UserId) -> Result<()>;
+
+    /// `user`'s friends, ordered by name.
+    async fn friends_of(&self, user: UserId) -> Result<Vec<FriendRecord>>;
+
+    /// One friend of `user`, if they are friends.
+    async fn friend(&self, user: UserId, friend: UserId) -> Result<Option<FriendRecord>>;
+
+    /// Sets `user`'s remark and/or category for `friend`. `None` leaves a field
+    /// as it is; `Some("")` clears it.
+    ///
+    /// # Errors
+    /// `NotFound` if they are not friends.
+    async fn update_friend(
+        &self,
+        user: UserId,
+        friend: UserId,
+        remark: Option<&str>,
+        category: Option<&str>,
+    ) -> Result<FriendRecord>;
+
+    /// Pending requests to `user` (incoming) and from `user` (outgoing), oldest first.
+    async fn pending_requests(
+        &self,
+        user: UserId,
+    ) -> Result<(Vec<FriendRequestInfo>, Vec<FriendRequestInfo>)>;
+}
+
+/// Groups and memberships.
+#[async_trait]
+pub trait GroupStore: Send + Sync {
+    /// Creates a group with `owner` as its owner and only member.
+    async fn create_group(
+        &self,
+        owner: UserId,
+        name: &str,
+        description: &str,
+        now_ms: i64,
+    ) -> Result<GroupRecord>;
+
+    /// A group by id (`None` once dissolved).
+    async fn group(&self, group: GroupId) -> Result<Option<GroupRecord>>;
+
+    /// `user`'s role in `group`, if a member.
+    async fn role(&self, group: GroupId, user: UserId) -> Result<Option<Role>>;
+
+    /// Adds a member. The member's acknowledged position in the group's
+    /// conversation starts at its current end: earlier messages are history,
+    /// not offline messages.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown group, `Conflict` if already a member.
+    async fn add_member(&self, group: GroupId, user: UserId, role: Role, now_ms: i64)
+        -> Result<()>;
+
+    /// Removes a member (leave or kick).
+    ///
+    /// # Errors
+    /// `NotFound` if not a member.
+    async fn remove_member(&self, group: GroupId, user: UserId) -> Result<()>;
+
+    /// Sets a member's role. Setting [`Role::Owner`] transfers ownership in
+    /// the same transaction: the previous owner becomes an admin.
+    ///
+    /// # Errors
+    /// `NotFound` if not a member.
+    async fn set_role(&self, group: GroupId, user: UserId, role: Role) -> Result<()>;
+
+    /// Dissolves a group: removes it and all memberships (its messages are
+    /// kept but no longer reachable). Returns the members it had.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown group.
+    async fn dissolve_group(&self, group: GroupId) -> Result<Vec<UserId>>;
+
+    /// A group's members, owner first, then admins, then members by name.
+    async fn members(&self, group: GroupId) -> Result<Vec<MemberRecord>>;
+
+    /// The groups `user` belongs to, with `user`'s role in each.
+    async fn groups_of(&self, user: UserId) -> Result<Vec<(GroupRecord, Role)>>;
+}
+
+/// Conversations, messages and delivery cursors.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Stores a message in one transaction: checks the sender may write to
+    /// the target (friends for a user, member for a group), returns the
+    /// original if `(sender, client_msg_id)` was stored before, and otherwise
+    /// takes the conversation's next sequence number and inserts. Returns only
+    /// after the commit.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown user or group, `Forbidden` if not friends or
+    /// not a member.
+    async fn append_message(&self, message: NewMessage) -> Result<Appended>;
+
+    /// Whether `user` is a member of `conversation` (may read and ack it).
+    async fn is_conversation_member(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+    ) -> Result<bool>;
+
+    /// A page of a conversation in ascending order: after `after` if given
+    /// (oldest first), else before `before` (or the end) taking the newest.
+    async fn history(
+        &self,
+        conversation: ConversationId,
+        before: Option<Seq>,
+        after: Option<Seq>,
+        limit: u32,
+    ) -> Result<Vec<ChatMessage>>;
+
+    /// Moves `user`'s acknowledged position in `conversation` forward to `seq`
+    /// (never back, never past the conversation's end) and returns it.
+    ///
+    /// # Errors
+    /// `Forbidden` if `user` is not a member.
+    async fn ack(&self, user: UserId, conversation: ConversationId, seq: Seq) -> Result<Seq>;
+
+    /// Messages others sent to `user` after `user`'s acknowledged position in
+    /// each of `user`'s conversations, ordered by (conversation, seq), at most
+    /// `limit`, starting after `start` (for paging).
+    async fn unacked(
+        &self,
+        user: UserId,
+        start: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Vec<ChatMessage>>;
+
+    /// How many messages [`MessageStore::unacked`] would return in all.
+    async fn unacked_count(&self, user: UserId) -> Result<u64>;
+
+    /// What a client missed: for each of `user`'s conversations, messages
+    /// after the client's cursor (any sender) if it gave one, else after the
+    /// acknowledged position (others' messages only). Ordered by
+    /// (conversation, seq), at most `limit`.
+    async fn sync(&self, user: UserId, cursors: &[Cursor], limit: u32)
+        -> Result<Vec<ChatMessage>>;
+}
+
+/// A whole store: every repository, and a way to close it.
+#[async_trait]
+pub trait Store: UserStore + TokenStore + FriendStore + GroupStore + MessageStore {
+    /// Waits for in-flight writes and closes the connections.
+    async fn close(&self);
+
+    /// A short name for logs: `"sqlite"` or `"mysql"`.
+    fn backend(&self) -> &'static str;
+}
