@@ -1,0 +1,1214 @@
+//! One TCP connection to a chatd server.
+//!
+//! A [`Connection`] owns two tasks. The reader task decodes frames and routes
+//! each reply to the caller waiting for its request id, and each push to the
+//! push queue. The writer task takes encoded frames from a bounded outbox and
+//! writes whatever is ready in one `write_all`. Callers only encode, queue and
+//! wait, so any number of requests can be in flight at once, from any number
+//! of tasks sharing the connection (`&self` everywhere; wrap it in an `Arc`).
+//!
+//! When the connection closes, for whatever reason, every waiting request
+//! fails at once with [`ClientError::Closed`] and the push queue ends after
+//! the pushes already received.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use chat_proto::{
+    AckRequest, AckResponse, ConversationId, Cursor, ErrorBody, FrameCodec, FriendAddRequest,
+    FriendAddResponse, FriendListRequest, FriendListResponse, FriendRemoveRequest,
+    FriendRemoveResponse, FriendRespondRequest, FriendRespondResponse, FriendUpdateRequest,
+    FriendUpdateResponse, GroupCreateRequest, GroupCreateResponse, GroupDissolveRequest,
+    GroupDissolveResponse, GroupId, GroupInfoRequest, GroupInfoResponse, GroupJoinRequest,
+    GroupJoinResponse, GroupKickRequest, GroupKickResponse, GroupLeaveRequest, GroupLeaveResponse,
+    GroupListRequest, GroupListResponse, GroupMembersRequest, GroupMembersResponse,
+    GroupSetRoleRequest, GroupSetRoleResponse, HistoryRequest, HistoryResponse, LoginRequest,
+    LoginResponse, LogoutRequest, LogoutResponse, MessageType, PingRequest, PingResponse, Push,
+    RegisterRequest, RegisterResponse, Request, Response, Role, SendRequest, SendResponse, Seq,
+    ServerMessage, SyncRequest, SyncResponse, Target, UserId, UserRef, DEFAULT_MAX_PAYLOAD,
+};
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::codec::FramedRead;
+
+use crate::error::{ClientError, Result};
+
+/// How many encoded frames may wait for the writer before callers wait too.
+const OUTBOX_CAPACITY: usize = 1024;
+/// The writer stops adding ready frames to one write beyond this many bytes,
+/// so one huge burst does not build one huge buffer.
+const MAX_WRITE_BATCH: usize = 256 * 1024;
+
+/// What a reader hands a waiting caller: the server's answer (success or
+/// error status), or a failure of the connection or of the frame.
+type ReplyResult = Result<std::result::Result<Response, ErrorBody>>;
+
+/// Settings of one connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionOptions {
+    /// How long a request waits for its response before failing with
+    /// [`ClientError::Timeout`]. Changeable later with
+    /// [`Connection::set_request_timeout`].
+    pub request_timeout: Duration,
+    /// How long opening the TCP connection may take.
+    pub connect_timeout: Duration,
+    /// The largest frame payload accepted from the server; a larger one is a
+    /// protocol violation that closes the connection.
+    pub max_payload: usize,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_payload: DEFAULT_MAX_PAYLOAD,
+        }
+    }
+}
+
+/// Turns the usual ways of naming a user into a [`UserRef`]: a `&str` or
+/// `String` is a name, a [`UserId`] is an id.
+pub trait IntoUserRef {
+    /// The reference.
+    fn into_user_ref(self) -> UserRef;
+}
+
+impl IntoUserRef for &str {
+    fn into_user_ref(self) -> UserRef {
+        UserRef::Name(self.to_owned())
+    }
+}
+
+impl IntoUserRef for String {
+    fn into_user_ref(self) -> UserRef {
+        UserRef::Name(self)
+    }
+}
+
+impl IntoUserRef for &String {
+    fn into_user_ref(self) -> UserRef {
+        UserRef::Name(self.clone())
+    }
+}
+
+impl IntoUserRef for UserId {
+    fn into_user_ref(self) -> UserRef {
+        UserRef::Id(self)
+    }
+}
+
+impl IntoUserRef for UserRef {
+    fn into_user_ref(self) -> UserRef {
+        self
+    }
+}
+
+impl IntoUserRef for &UserRef {
+    fn into_user_ref(self) -> UserRef {
+        self.clone()
+    }
+}
+
+/// State shared by the connection handle and its two tasks.
+struct Shared {
+    /// A `std` mutex is enough: every critical section is a map insert or
+    /// remove and never awaits.
+    state: Mutex<State>,
+    /// Flips to `true` once, when the connection closes.
+    closed: watch::Sender<bool>,
+}
+
+struct State {
+    /// Callers waiting for a reply, by request id.
+    pending: HashMap<u32, oneshot::Sender<ReplyResult>>,
+    /// Why the connection closed, once it has.
+    closed_reason: Option<String>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (single inserts and removes), so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Marks the connection closed (keeping the first reason) and fails
+    /// every waiting caller.
+    fn close(&self, reason: String) {
+        let (pending, reason) = {
+            let mut state = self.lock();
+            let reason = state.closed_reason.get_or_insert(reason).clone();
+            (std::mem::take(&mut state.pending), reason)
+        };
+        for (_, waiter) in pending {
+            let _ = waiter.send(Err(ClientError::Closed(reason.clone())));
+        }
+        self.closed.send_replace(true);
+    }
+
+    /// Hands a reply to its waiting caller; returns it when nobody waits.
+    fn complete(&self, request_id: u32, reply: ReplyResult) -> Option<ReplyResult> {
+        let waiter = self.lock().pending.remove(&request_id);
+        match waiter {
+            Some(waiter) => {
+                // The caller may have given up (timeout, cancellation); then
+                // the reply is simply dropped.
+                let _ = waiter.send(reply);
+                None
+            }
+            None => Some(reply),
+        }
+    }
+}
+
+/// A reply the server sent for a request id nobody was waiting for: an error
+/// frame with request id 0 after a framing violation, or the answer to a
+/// frame sent with [`Connection::send_raw`] whose id was not registered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnmatchedReply {
+    /// The request id in the frame's header.
+    pub request_id: u32,
+    /// The response or error the frame carried.
+    pub result: std::result::Result<Response, ErrorBody>,
+}
+
+/// A registered wait for the reply to one request id; see
+/// [`Connection::expect_reply`]. Dropping it withdraws the registration.
+pub struct PendingReply {
+    request_id: u32,
+    receiver: oneshot::Receiver<ReplyResult>,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for PendingReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingReply")
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingReply {
+    /// The request id this waits for.
+    #[must_use]
+    pub fn request_id(&self) -> u32 {
+        self.request_id
+    }
+
+    /// Waits for the reply, at most `timeout`.
+    ///
+    /// # Errors
+    /// [`ClientError::Server`] when the server answered with an error status,
+    /// [`ClientError::Closed`] when the connection closed first,
+    /// [`ClientError::Timeout`] when nothing came in time, and
+    /// [`ClientError::Protocol`] when the reply could not be decoded.
+    pub async fn wait(mut self, timeout: Duration) -> Result<Response> {
+        match tokio::time::timeout(timeout, &mut self.receiver).await {
+            Ok(Ok(reply)) => reply?.map_err(ClientError::Server),
+            Ok(Err(_)) => {
+                // The sender is only dropped without sending if the
+                // connection was torn down; report it as closed.
+                let reason = self.shared.lock().closed_reason.clone();
+                Err(ClientError::Closed(
+                    reason.unwrap_or_else(|| "connection dropped".to_owned()),
+                ))
+            }
+            Err(_) => Err(ClientError::Timeout(timeout)),
+        }
+    }
+}
+
+impl Drop for PendingReply {
+    fn drop(&mut self) {
+        // After a timeout or a cancelled caller the entry must not linger.
+        self.shared.lock().pending.remove(&self.request_id);
+    }
+}
+
+/// One TCP connection to a chatd server; see the [module docs](self).
+pub struct Connection {
+    shared: Arc<Shared>,
+    outbox: mpsc::Sender<Bytes>,
+    pushes: tokio::sync::Mutex<mpsc::UnboundedReceiver<Push>>,
+    unmatched: tokio::sync::Mutex<mpsc::UnboundedReceiver<UnmatchedReply>>,
+    next_request_id: AtomicU32,
+    request_timeout_ms: AtomicU64,
+    client_msg_id_prefix: String,
+    next_client_msg_id: AtomicU64,
+    local_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("local_addr", &self.local_addr)
+            .field("peer_addr", &self.peer_addr)
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+macro_rules! call {
+    ($self:ident, $variant:ident, $request:expr) => {
+        match $self.request(Request::$variant($request)).await? {
+            Response::$variant(response) => Ok(response),
+            other => Err(unexpected_response(MessageType::$variant, &other)),
+        }
+    };
+}
+
+fn unexpected_response(expected: MessageType, got: &Response) -> ClientError {
+    ClientError::Protocol(format!(
+        "expected a {} response, got {}",
+        expected.name(),
+        got.message_type().name()
+    ))
+}
+
+impl Connection {
+    /// Connects with default [`ConnectionOptions`].
+    ///
+    /// # Errors
+    /// [`ClientError::Connect`] when the TCP connection cannot be opened.
+    pub async fn connect<A>(address: A) -> Result<Connection>
+    where
+        A: ToSocketAddrs + fmt::Display,
+    {
+        Self::connect_with(address, ConnectionOptions::default()).await
+    }
+
+    /// Connects with the given options.
+    ///
+    /// # Errors
+    /// [`ClientError::Connect`] when the TCP connection cannot be opened
+    /// within `options.connect_timeout`.
+    pub async fn connect_with<A>(address: A, options: ConnectionOptions) -> Result<Connection>
+    where
+        A: ToSocketAddrs + fmt::Display,
+    {
+        let address_text = address.to_string();
+        let connect_error = |source| ClientError::Connect {
+            address: address_text.clone(),
+            source,
+        };
+        let stream = tokio::time::timeout(options.connect_timeout, TcpStream::connect(address))
+            .await
+            .map_err(|_| {
+                connect_error(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {:?}", options.connect_timeout),
+                ))
+            })?
+            .map_err(connect_error)?;
+        // Chat traffic is small request/response frames: waiting to coalesce
+        // them (Nagle) only adds latency. Failure to set it is harmless.
+        let _ = stream.set_nodelay(true);
+        let local_addr = stream.local_addr().map_err(connect_error)?;
+        let peer_addr = stream.peer_addr().map_err(connect_error)?;
+        Ok(Self::from_stream(stream, local_addr, peer_addr, &options))
+    }
+
+    fn from_stream(
+        stream: TcpStream,
+        local_addr: SocketAddr,
+        peer_addr: SocketAddr,
+        options: &ConnectionOptions,
+    ) -> Connection {
+        let (read_half, write_half) = stream.into_split();
+        let (closed, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                pending: HashMap::new(),
+                closed_reason: None,
+            }),
+            closed,
+        });
+        let (outbox, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
+        // Pushes are queued without bound on purpose: a bounded queue would
+        // have to stall the reader when the application is slow to take
+        // pushes, and a stalled reader would starve every waiting request.
+        // The server bounds what it sends to one session (its outbox).
+        let (push_tx, push_rx) = mpsc::unbounded_channel();
+        let (unmatched_tx, unmatched_rx) = mpsc::unbounded_channel();
+        let frames = FramedRead::new(read_half, FrameCodec::new(options.max_payload));
+        let reader = tokio::spawn(read_loop(
+            frames,
+            Arc::clone(&shared),
+            push_tx,
+            unmatched_tx,
+        ));
+        let writer = tokio::spawn(write_loop(outbox_rx, write_half, Arc::clone(&shared)));
+        let mut prefix_bytes = [0u8; 8];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut prefix_bytes);
+        let client_msg_id_prefix = prefix_bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Connection {
+            shared,
+            outbox,
+            pushes: tokio::sync::Mutex::new(push_rx),
+            unmatched: tokio::sync::Mutex::new(unmatched_rx),
+            next_request_id: AtomicU32::new(1),
+            request_timeout_ms: AtomicU64::new(duration_to_ms(options.request_timeout)),
+            client_msg_id_prefix,
+            next_client_msg_id: AtomicU64::new(1),
+            local_addr,
+            peer_addr,
+            reader,
+            writer,
+        }
+    }
+
+    /// The local address of the TCP connection.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The server's address.
+    #[must_use]
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// The current per-request timeout.
+    #[must_use]
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// Changes the per-request timeout for requests started from now on.
+    pub fn set_request_timeout(&self, timeout: Duration) {
+        self.request_timeout_ms
+            .store(duration_to_ms(timeout), Ordering::Relaxed);
+    }
+
+    /// Whether the connection has closed.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        *self.shared.closed.borrow()
+    }
+
+    /// Why the connection closed, once it has.
+    #[must_use]
+    pub fn close_reason(&self) -> Option<String> {
+        self.shared.lock().closed_reason.clone()
+    }
+
+    /// Resolves once the connection has closed.
+    pub async fn closed(&self) {
+        let mut receiver = self.shared.closed.subscribe();
+        // `wait_for` checks the current value first; it only errs if the
+        // sender is gone, which `self` prevents.
+        let _ = receiver.wait_for(|closed| *closed).await;
+    }
+
+    /// Closes the connection: waiting requests fail, the socket is shut down.
+    pub fn close(&self) {
+        self.shared.close("closed by the client".to_owned());
+        self.reader.abort();
+    }
+
+    /// A fresh request id: from an atomic counter, never 0 (0 marks pushes).
+    pub fn allocate_request_id(&self) -> u32 {
+        loop {
+            let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
+    /// A fresh `client_msg_id` for [`Connection::send_with_id`]: a random
+    /// per-connection prefix and a counter, so it is unique for the sender.
+    pub fn new_client_msg_id(&self) -> String {
+        let n = self.next_client_msg_id.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.client_msg_id_prefix)
+    }
+
+    /// Registers a wait for the reply to `request_id`, for frames sent with
+    /// [`Connection::send_raw`]. Register before sending, so a fast reply is
+    /// not missed.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`] when the connection is already closed.
+    pub fn expect_reply(&self, request_id: u32) -> Result<PendingReply> {
+        let (sender, receiver) = oneshot::channel();
+        {
+            let mut state = self.shared.lock();
+            // Checked under the same lock `close` takes, so a wait can never
+            // be registered after the pending map was failed and emptied.
+            if let Some(reason) = &state.closed_reason {
+                return Err(ClientError::Closed(reason.clone()));
+            }
+            state.pending.insert(request_id, sender);
+        }
+        Ok(PendingReply {
+            request_id,
+            receiver,
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
+    /// Queues bytes for the socket exactly as given: for tests of malformed
+    /// input (garbage, split frames, many frames in one write).
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`] when the connection is closed.
+    pub async fn send_raw(&self, bytes: &[u8]) -> Result<()> {
+        self.enqueue(Bytes::copy_from_slice(bytes)).await
+    }
+
+    async fn enqueue(&self, frame: Bytes) -> Result<()> {
+        if let Some(reason) = self.close_reason() {
+            return Err(ClientError::Closed(reason));
+        }
+        self.outbox.send(frame).await.map_err(|_| {
+            ClientError::Closed(
+                self.close_reason()
+                    .unwrap_or_else(|| "the writer stopped".to_owned()),
+            )
+        })
+    }
+
+    /// Sends a request and waits for its response, at most the connection's
+    /// request timeout.
+    ///
+    /// # Errors
+    /// [`ClientError::Server`] for a non-zero status (see
+    /// [`ClientError::status`]), [`ClientError::Closed`] when the connection
+    /// is or becomes closed, [`ClientError::Timeout`], and
+    /// [`ClientError::Protocol`] for a reply of the wrong type.
+    pub async fn request(&self, request: Request) -> Result<Response> {
+        self.request_with_timeout(request, self.request_timeout())
+            .await
+    }
+
+    /// As [`Connection::request`] with an explicit timeout.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn request_with_timeout(
+        &self,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response> {
+        let request_id = self.allocate_request_id();
+        let mut buf = BytesMut::new();
+        request.encode(request_id, &mut buf)?;
+        let pending = self.expect_reply(request_id)?;
+        self.enqueue(buf.freeze()).await?;
+        let response = pending.wait(timeout).await?;
+        let expected = request.message_type();
+        if response.message_type() != expected {
+            return Err(unexpected_response(expected, &response));
+        }
+        Ok(response)
+    }
+
+    /// Waits for the next push. Returns `None` once the connection has closed
+    /// and every push received before that has been taken.
+    pub async fn next_push(&self) -> Option<Push> {
+        self.pushes.lock().await.recv().await
+    }
+
+    /// As [`Connection::next_push`], but gives up after `timeout` (also
+    /// returning `None`).
+    pub async fn next_push_timeout(&self, timeout: Duration) -> Option<Push> {
+        tokio::time::timeout(timeout, self.next_push())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// A push that has already arrived, without waiting.
+    pub fn try_next_push(&self) -> Option<Push> {
+        self.pushes.try_lock().ok()?.try_recv().ok()
+    }
+
+    /// Waits at most `timeout` for a reply nobody registered for (see
+    /// [`UnmatchedReply`]).
+    pub async fn next_unmatched_reply(&self, timeout: Duration) -> Option<UnmatchedReply> {
+        let mut receiver = self.unmatched.lock().await;
+        tokio::time::timeout(timeout, receiver.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    // -- Session -----------------------------------------------------------
+
+    /// `ping`.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn ping(&self) -> Result<PingResponse> {
+        call!(self, Ping, PingRequest {})
+    }
+
+    /// `register`: creates an account.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn register(&self, name: &str, password: &str) -> Result<RegisterResponse> {
+        call!(
+            self,
+            Register,
+            RegisterRequest {
+                name: name.to_owned(),
+                password: password.to_owned(),
+            }
+        )
+    }
+
+    /// `login` with a name or id and a password.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn login(&self, user: impl IntoUserRef, password: &str) -> Result<LoginResponse> {
+        call!(
+            self,
+            Login,
+            LoginRequest {
+                user: Some(user.into_user_ref()),
+                password: Some(password.to_owned()),
+                token: None,
+            }
+        )
+    }
+
+    /// `login` with a session token from an earlier login.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn login_with_token(&self, token: &str) -> Result<LoginResponse> {
+        call!(
+            self,
+            Login,
+            LoginRequest {
+                user: None,
+                password: None,
+                token: Some(token.to_owned()),
+            }
+        )
+    }
+
+    /// `logout`.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn logout(&self) -> Result<LogoutResponse> {
+        call!(self, Logout, LogoutRequest {})
+    }
+
+    // -- Friends -----------------------------------------------------------
+
+    /// `friend_add`: asks `user` to be friends, with an optional greeting.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn friend_add(
+        &self,
+        user: impl IntoUserRef,
+        message: Option<&str>,
+    ) -> Result<FriendAddResponse> {
+        call!(
+            self,
+            FriendAdd,
+            FriendAddRequest {
+                user: user.into_user_ref(),
+                message: message.map(str::to_owned),
+            }
+        )
+    }
+
+    /// `friend_respond`: accepts or declines `user`'s request.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn friend_respond(
+        &self,
+        user: impl IntoUserRef,
+        accept: bool,
+    ) -> Result<FriendRespondResponse> {
+        call!(
+            self,
+            FriendRespond,
+            FriendRespondRequest {
+                user: user.into_user_ref(),
+                accept,
+            }
+        )
+    }
+
+    /// `friend_remove`.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn friend_remove(&self, user: impl IntoUserRef) -> Result<FriendRemoveResponse> {
+        call!(
+            self,
+            FriendRemove,
+            FriendRemoveRequest {
+                user: user.into_user_ref(),
+            }
+        )
+    }
+
+    /// `friend_list`.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn friend_list(&self) -> Result<FriendListResponse> {
+        call!(self, FriendList, FriendListRequest {})
+    }
+
+    /// `friend_update`: sets the remark and/or category (`None` leaves a
+    /// field unchanged, `Some("")` clears it).
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn friend_update(
+        &self,
+        user: impl IntoUserRef,
+        remark: Option<&str>,
+        category: Option<&str>,
+    ) -> Result<FriendUpdateResponse> {
+        call!(
+            self,
+            FriendUpdate,
+            FriendUpdateRequest {
+                user: user.into_user_ref(),
+                remark: remark.map(str::to_owned),
+                category: category.map(str::to_owned),
+            }
+        )
+    }
+
+    // -- Groups ------------------------------------------------------------
+
+    /// `group_create`.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn group_create(&self, name: &str, description: &str) -> Result<GroupCreateResponse> {
+        call!(
+            self,
+            GroupCreate,
+            GroupCreateRequest {
+                name: name.to_owned(),
+                description: description.to_owned(),
+            }
+        )
+    }
+
+    /// `group_join`.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn group_join(&self, group_id: GroupId) -> Result<GroupJoinResponse> {
+        call!(self, GroupJoin, GroupJoinRequest { group_id })
+    }
+
+    /// `group_leave`.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn group_leave(&self, group_id: GroupId) -> Result<GroupLeaveResponse> {
+        call!(self, GroupLeave, GroupLeaveRequest { group_id })
+    }
+
+    /// `group_dissolve`.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn group_dissolve(&self, group_id: GroupId) -> Result<GroupDissolveResponse> {
+        call!(self, GroupDissolve, GroupDissolveRequest { group_id })
+    }
+
+    /// `group_kick`.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn group_kick(
+        &self,
+        group_id: GroupId,
+        user: impl IntoUserRef,
+    ) -> Result<GroupKickResponse> {
+        call!(
+            self,
+            GroupKick,
+            GroupKickRequest {
+                group_id,
+                user: user.into_user_ref(),
+            }
+        )
+    }
+
+    /// `group_set_role`.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn group_set_role(
+        &self,
+        group_id: GroupId,
+        user: impl IntoUserRef,
+        role: Role,
+    ) -> Result<GroupSetRoleResponse> {
+        call!(
+            self,
+            GroupSetRole,
+            GroupSetRoleRequest {
+                group_id,
+                user: user.into_user_ref(),
+                role,
+            }
+        )
+    }
+
+    /// `group_info`.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn group_info(&self, group_id: GroupId) -> Result<GroupInfoResponse> {
+        call!(self, GroupInfo, GroupInfoRequest { group_id })
+    }
+
+    /// `group_members`.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn group_members(&self, group_id: GroupId) -> Result<GroupMembersResponse> {
+        call!(self, GroupMembers, GroupMembersRequest { group_id })
+    }
+
+    /// `group_list`: the session user's groups.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn group_list(&self) -> Result<GroupListResponse> {
+        call!(self, GroupList, GroupListRequest {})
+    }
+
+    // -- Chat --------------------------------------------------------------
+
+    /// `send` with a freshly generated `client_msg_id`.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn send(&self, to: Target, body: &str) -> Result<SendResponse> {
+        let client_msg_id = self.new_client_msg_id();
+        self.send_with_id(to, &client_msg_id, body).await
+    }
+
+    /// `send` with the caller's `client_msg_id`; a resend with the same id
+    /// returns the first answer (with `duplicate` set) and stores nothing.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn send_with_id(
+        &self,
+        to: Target,
+        client_msg_id: &str,
+        body: &str,
+    ) -> Result<SendResponse> {
+        call!(
+            self,
+            Send,
+            SendRequest {
+                to,
+                client_msg_id: client_msg_id.to_owned(),
+                body: body.to_owned(),
+            }
+        )
+    }
+
+    /// `ack`: everything up to `seq` in the conversation was delivered.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn ack(&self, conversation_id: ConversationId, seq: Seq) -> Result<AckResponse> {
+        call!(
+            self,
+            Ack,
+            AckRequest {
+                conversation_id,
+                seq,
+            }
+        )
+    }
+
+    /// `history`: one page of a conversation (see [`HistoryRequest`]).
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn history(&self, request: HistoryRequest) -> Result<HistoryResponse> {
+        call!(self, History, request)
+    }
+
+    /// `sync`: what the client missed after `cursors`.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn sync(&self, cursors: Vec<Cursor>, limit: Option<u32>) -> Result<SyncResponse> {
+        call!(self, Sync, SyncRequest { cursors, limit })
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shared.close("connection dropped".to_owned());
+        // Aborting both tasks drops both socket halves, which closes the
+        // socket; nothing else holds them.
+        self.reader.abort();
+        self.writer.abort();
+    }
+}
+
+fn duration_to_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+async fn read_loop(
+    mut frames: FramedRead<OwnedReadHalf, FrameCodec>,
+    shared: Arc<Shared>,
+    pushes: mpsc::UnboundedSender<Push>,
+    unmatched: mpsc::UnboundedSender<UnmatchedReply>,
+) {
+    let reason = loop {
+        let frame = match frames.next().await {
+            None => break "the server closed the connection".to_owned(),
+            Some(Err(error)) => break format!("cannot read from the server: {error}"),
+            Some(Ok(frame)) => frame,
+        };
+        match ServerMessage::from_frame(&frame) {
+            Ok(ServerMessage::Push(push)) => {
+                // The receiver lives as long as the connection handle.
+                let _ = pushes.send(push);
+            }
+            Ok(ServerMessage::Reply { request_id, result }) => {
+                if let Some(Ok(result)) = shared.complete(request_id, Ok(result)) {
+                    let _ = unmatched.send(UnmatchedReply { request_id, result });
+                }
+            }
+            Err(error) => {
+                // The frame was well formed but its content was not: fail
+                // just the request it answers and stay in sync.
+                let request_id = frame.header.request_id;
+                tracing::warn!(request_id, %error, "undecodable frame from the server");
+                if request_id != 0 && !frame.header.flags.is_push() {
+                    let _ = shared.complete(
+                        request_id,
+                        Err(ClientError::Protocol(format!(
+                            "undecodable reply to request {request_id}: {error}"
+                        ))),
+                    );
+                }
+            }
+        }
+    };
+    tracing::debug!(%reason, "connection closed");
+    shared.close(reason);
+}
+
+async fn write_loop(
+    mut outbox: mpsc::Receiver<Bytes>,
+    mut socket: OwnedWriteHalf,
+    shared: Arc<Shared>,
+) {
+    let mut closed = shared.closed.subscribe();
+    let mut batch = BytesMut::new();
+    loop {
+        let first = tokio::select! {
+            frame = outbox.recv() => match frame {
+                Some(frame) => frame,
+                None => break,
+            },
+            _ = closed.wait_for(|closed| *closed) => break,
+        };
+        batch.extend_from_slice(&first);
+        while batch.len() < MAX_WRITE_BATCH {
+            match outbox.try_recv() {
+                Ok(frame) => batch.extend_from_slice(&frame),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = socket.write_all(&batch).await {
+            shared.close(format!("cannot write to the server: {error}"));
+            return;
+        }
+        batch.clear();
+    }
+    // A clean FIN lets the server see an orderly close.
+    let _ = socket.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    //! These tests put a scripted peer on the other end of a real socket, so
+    //! they can reorder replies, go silent or hang up at exact moments that a
+    //! real server never would on demand.
+
+    use chat_proto::{Frame, PingResponse, PresencePush, Status};
+    use tokio::net::TcpListener;
+    use tokio_util::codec::Framed;
+
+    use super::*;
+
+    async fn peer() -> (TcpListener, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        (listener, address)
+    }
+
+    async fn accept(listener: &TcpListener) -> Framed<TcpStream, FrameCodec> {
+        let (stream, _) = listener.accept().await.unwrap();
+        Framed::new(stream, FrameCodec::default())
+    }
+
+    async fn reply(server: &mut Framed<TcpStream, FrameCodec>, response: &Response, id: u32) {
+        let mut buf = BytesMut::new();
+        response.encode(id, &mut buf).unwrap();
+        futures::SinkExt::send(server, buf.freeze()).await.unwrap();
+    }
+
+    fn pong(ts: i64) -> Response {
+        Response::Ping(PingResponse { server_ts_ms: ts })
+    }
+
+    #[tokio::test]
+    async fn replies_in_any_order_reach_their_callers() {
+        let (listener, address) = peer().await;
+        let server = tokio::spawn(async move {
+            let mut server = accept(&listener).await;
+            let mut ids = Vec::new();
+            for _ in 0..3 {
+                let frame: Frame = server.next().await.unwrap().unwrap();
+                assert_ne!(frame.header.request_id, 0);
+                ids.push(frame.header.request_id);
+            }
+            // Answer in reverse, each carrying its own id as the timestamp.
+            for &id in ids.iter().rev() {
+                reply(&mut server, &pong(i64::from(id)), id).await;
+            }
+            server
+        });
+        let connection = Connection::connect(address).await.unwrap();
+        let (a, b, c) = tokio::join!(connection.ping(), connection.ping(), connection.ping());
+        let mut stamps = vec![
+            a.unwrap().server_ts_ms,
+            b.unwrap().server_ts_ms,
+            c.unwrap().server_ts_ms,
+        ];
+        stamps.sort_unstable();
+        stamps.dedup();
+        assert_eq!(stamps.len(), 3, "every caller got its own reply");
+        drop(server.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_error_status_becomes_a_server_error() {
+        let (listener, address) = peer().await;
+        tokio::spawn(async move {
+            let mut server = accept(&listener).await;
+            let frame: Frame = server.next().await.unwrap().unwrap();
+            let mut buf = BytesMut::new();
+            ErrorBody {
+                error: Status::Unauthorized,
+                message: "log in first".to_owned(),
+            }
+            .encode(frame.header.message_type, frame.header.request_id, &mut buf);
+            futures::SinkExt::send(&mut server, buf.freeze())
+                .await
+                .unwrap();
+            server.next().await
+        });
+        let connection = Connection::connect(address).await.unwrap();
+        let error = connection.friend_list().await.unwrap_err();
+        assert_eq!(error.status(), Some(Status::Unauthorized));
+        assert!(error.is_server_error());
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_fails_every_waiting_request() {
+        let (listener, address) = peer().await;
+        tokio::spawn(async move {
+            let mut server = accept(&listener).await;
+            // Read both requests, then hang up without answering.
+            let _ = server.next().await;
+            let _ = server.next().await;
+        });
+        let connection = Connection::connect(address).await.unwrap();
+        connection.set_request_timeout(Duration::from_secs(30));
+        let (a, b) = tokio::join!(connection.ping(), connection.group_list());
+        assert!(matches!(a, Err(ClientError::Closed(_))), "{a:?}");
+        assert!(matches!(b, Err(ClientError::Closed(_))), "{b:?}");
+        connection.closed().await;
+        assert!(connection.is_closed());
+        let after = connection.ping().await;
+        assert!(matches!(after, Err(ClientError::Closed(_))), "{after:?}");
+        assert_eq!(connection.next_push().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_the_request_out() {
+        let (listener, address) = peer().await;
+        tokio::spawn(async move {
+            let mut server = accept(&listener).await;
+            while server.next().await.is_some() {}
+        });
+        let connection = Connection::connect(address).await.unwrap();
+        connection.set_request_timeout(Duration::from_millis(50));
+        let error = connection.ping().await.unwrap_err();
+        assert!(matches!(error, ClientError::Timeout(_)), "{error:?}");
+        assert!(connection.shared.lock().pending.is_empty());
+    }
+
+    #[tokio::test]
+    async fn pushes_queue_in_order_and_unmatched_replies_are_kept() {
+        let (listener, address) = peer().await;
+        tokio::spawn(async move {
+            let mut server = accept(&listener).await;
+            let mut buf = BytesMut::new();
+            for user in 1..=3 {
+                Push::PushPresence(PresencePush {
+                    user_id: UserId(user),
+                    online: true,
+                })
+                .encode(&mut buf)
+                .unwrap();
+            }
+            ErrorBody {
+                error: Status::ProtocolError,
+                message: "bad magic".to_owned(),
+            }
+            .encode(0, 0, &mut buf);
+            futures::SinkExt::send(&mut server, buf.freeze())
+                .await
+                .unwrap();
+            server.next().await
+        });
+        let connection = Connection::connect(address).await.unwrap();
+        for user in 1..=3 {
+            let push = connection.next_push_timeout(Duration::from_secs(5)).await;
+            assert_eq!(
+                push,
+                Some(Push::PushPresence(PresencePush {
+                    user_id: UserId(user),
+                    online: true
+                }))
+            );
+        }
+        let unmatched = connection
+            .next_unmatched_reply(Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(unmatched.request_id, 0);
+        assert_eq!(unmatched.result.unwrap_err().error, Status::ProtocolError);
+    }
+
+    #[tokio::test]
+    async fn a_reply_of_the_wrong_type_is_a_protocol_error() {
+        let (listener, address) = peer().await;
+        tokio::spawn(async move {
+            let mut server = accept(&listener).await;
+            let frame: Frame = server.next().await.unwrap().unwrap();
+            reply(&mut server, &pong(1), frame.header.request_id).await;
+            server.next().await
+        });
+        let connection = Connection::connect(address).await.unwrap();
+        let error = connection.group_list().await.unwrap_err();
+        assert!(matches!(error, ClientError::Protocol(_)), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn send_raw_reaches_the_server_verbatim_and_request_ids_are_distinct() {
+        let (listener, address) = peer().await;
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut received = vec![0u8; 5];
+            tokio::io::AsyncReadExt::read_exact(&mut stream, &mut received)
+                .await
+                .unwrap();
+            received
+        });
+        let connection = Connection::connect(address).await.unwrap();
+        connection.send_raw(b"hello").await.unwrap();
+        assert_eq!(server.await.unwrap(), b"hello");
+        let ids: std::collections::HashSet<u32> = (0..1000)
+            .map(|_| connection.allocate_request_id())
+            .collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(!ids.contains(&0));
+        let first = connection.new_client_msg_id();
+        assert_ne!(first, connection.new_client_msg_id());
+        assert!(first.len() <= 64);
+    }
+
+    #[tokio::test]
+    async fn request_ids_skip_zero_when_the_counter_wraps() {
+        let (listener, address) = peer().await;
+        let _server = tokio::spawn(async move { listener.accept().await });
+        let connection = Connection::connect(address).await.unwrap();
+        connection
+            .next_request_id
+            .store(u32::MAX, Ordering::Relaxed);
+        assert_eq!(connection.allocate_request_id(), u32::MAX);
+        assert_eq!(connection.allocate_request_id(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_reply_fails_only_its_request() {
+        let (listener, address) = peer().await;
+        tokio::spawn(async move {
+            let mut server = accept(&listener).await;
+            let first: Frame = server.next().await.unwrap().unwrap();
+            let second: Frame = server.next().await.unwrap().unwrap();
+            let mut buf = BytesMut::new();
+            chat_proto::frame::encode_json(
+                &mut buf,
+                chat_proto::Flags::RESPONSE,
+                first.header.message_type,
+                Status::Ok,
+                first.header.request_id,
+                &serde_json::json!({"nonsense": true}),
+            )
+            .unwrap();
+            Response::Ping(PingResponse { server_ts_ms: 7 })
+                .encode(second.header.request_id, &mut buf)
+                .unwrap();
+            futures::SinkExt::send(&mut server, buf.freeze())
+                .await
+                .unwrap();
+            server.next().await
+        });
+        let connection = Connection::connect(address).await.unwrap();
+        let history = connection.history(HistoryRequest {
+            conversation_id: ConversationId(1),
+            before_seq: None,
+            after_seq: None,
+            limit: None,
+        });
+        let (first, second) = tokio::join!(history, async {
+            // Make sure the history request is written first.
+            tokio::task::yield_now().await;
+            connection.ping().await
+        });
+        assert!(matches!(first, Err(ClientError::Protocol(_))), "{first:?}");
+        assert_eq!(second.unwrap().server_ts_ms, 7);
+        assert!(!connection.is_closed());
+    }
+}
