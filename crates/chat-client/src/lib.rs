@@ -1,12 +1,22 @@
 //! The chatd client library.
 //!
-//! [`Connection`] is one TCP connection: typed requests awaited by request id
-//! (many in flight at once) and a stream of pushes.
+//! - [`Connection`] is one TCP connection: typed requests awaited by request
+//!   id (many in flight at once) and a queue of pushes. Tests and tools that
+//!   want the protocol as it is use it directly.
+//! - [`Client`] wraps connections with reconnect and resume: it logs in again
+//!   after a lost connection, syncs what it missed, fills gaps, and hands the
+//!   application each message once and in order per conversation as an
+//!   [`Event`].
 //!
 //! [`ClientError`] is the one error type of this crate.
 
+pub mod client;
 pub mod connection;
+pub mod delivery;
 pub mod error;
+pub mod event;
 
+pub use client::{Client, ClientOptions, ReconnectPolicy};
 pub use connection::{Connection, ConnectionOptions, IntoUserRef, PendingReply, UnmatchedReply};
 pub use error::{ClientError, Result};
+pub use event::Event;

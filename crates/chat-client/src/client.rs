@@ -1,0 +1,1147 @@
+//! The resilient client: a [`Connection`] that comes back.
+//!
+//! A [`Client`] owns a background task, the supervisor, which is the one
+//! owner of the delivery state. It reads pushes, de-duplicates and orders
+//! messages by (conversation, sequence number), fills gaps with `history`,
+//! acknowledges what the application has taken, and when the connection is
+//! lost it reconnects with exponential backoff and jitter (rotating through the
+//! configured addresses), logs in again with the session token (or the
+//! password when the token is refused), and syncs from its cursors.
+//!
+//! Requests that are safe to repeat (reads, `ack`, `friend_update`, and
+//! `send`, which the server de-duplicates by `client_msg_id`) are retried on
+//! the next connection when the connection drops under them; the others fail
+//! with the connection error and the application decides.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chat_proto::{
+    AckResponse, ChatMessage, ConversationId, FriendAddResponse, FriendListResponse,
+    FriendRemoveResponse, FriendRespondResponse, FriendUpdateResponse, GroupCreateResponse,
+    GroupDissolveResponse, GroupId, GroupInfoResponse, GroupJoinResponse, GroupKickResponse,
+    GroupLeaveResponse, GroupListResponse, GroupMembersResponse, GroupSetRoleResponse,
+    HistoryRequest, HistoryResponse, LoginResponse, LogoutResponse, PingResponse, Push,
+    RegisterResponse, Request, Response, Role, SendResponse, Seq, SessionEndReason, Status, Target,
+    UserRef, UserSummary,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::connection::{Connection, ConnectionOptions, IntoUserRef};
+use crate::delivery::{DeliveryState, Verdict};
+use crate::error::{ClientError, Result};
+use crate::event::Event;
+
+/// The most messages asked for per `history` page while filling a gap (the
+/// server's maximum).
+const HISTORY_PAGE: u32 = 200;
+/// The most `sync` rounds after one reconnect, so a server that always says
+/// "more" cannot keep the client busy forever.
+const MAX_SYNC_ROUNDS: usize = 1000;
+/// The most attempts of one retried request on a connection that stays open
+/// (timeouts) before the timeout is reported.
+const MAX_TIMEOUT_RETRIES: u32 = 3;
+
+/// How reconnecting backs off and when it gives up.
+#[derive(Debug, Clone)]
+pub struct ReconnectPolicy {
+    /// The delay before the first attempt (before jitter).
+    pub initial_backoff: Duration,
+    /// The longest delay between attempts (before jitter).
+    pub max_backoff: Duration,
+    /// Give up after this many failed attempts in a row.
+    pub max_attempts: u32,
+    /// Give up once this much time has passed since the connection was lost.
+    pub max_elapsed: Duration,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            max_attempts: 50,
+            max_elapsed: Duration::from_secs(120),
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// The delay before attempt number `attempt` (0-based), given a jitter
+    /// value in `[0, 1)`: the exponential delay `initial * 2^attempt`, capped,
+    /// of which the upper half is scaled by the jitter ("equal jitter"), so
+    /// clients that lost the same server spread out but never retry at once.
+    #[must_use]
+    pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.min(31));
+        let exponential = self.initial_backoff.saturating_mul(factor);
+        let capped = exponential.min(self.max_backoff);
+        let half = capped / 2;
+        half + half.mul_f64(jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// Settings of a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Server addresses (`host:port`); reconnects rotate through them.
+    pub addresses: Vec<String>,
+    /// Settings of each connection.
+    pub connection: ConnectionOptions,
+    /// Backoff and limits of reconnecting.
+    pub reconnect: ReconnectPolicy,
+    /// How often acknowledgements of taken messages are sent (batched).
+    pub ack_interval: Duration,
+    /// How often to ping an otherwise idle connection so the server's idle
+    /// timeout does not close it; `None` never pings.
+    pub keepalive: Option<Duration>,
+}
+
+impl ClientOptions {
+    /// Options for one server address, with defaults for the rest.
+    pub fn new(address: impl Into<String>) -> Self {
+        Self::with_addresses(vec![address.into()])
+    }
+
+    /// Options for several addresses of one cluster.
+    #[must_use]
+    pub fn with_addresses(addresses: Vec<String>) -> Self {
+        Self {
+            addresses,
+            connection: ConnectionOptions::default(),
+            reconnect: ReconnectPolicy::default(),
+            ack_interval: Duration::from_millis(100),
+            keepalive: Some(Duration::from_secs(15)),
+        }
+    }
+}
+
+/// How the client last logged in, to do it again after a reconnect.
+#[derive(Debug, Clone)]
+struct Credentials {
+    /// With the password: the account as given. `None` for a token login.
+    user: Option<UserRef>,
+    password: Option<String>,
+}
+
+/// The session as far as the application and the supervisor both need it.
+#[derive(Debug, Default)]
+struct Session {
+    credentials: Option<Credentials>,
+    token: Option<String>,
+    me: Option<UserSummary>,
+    /// `client_msg_id`s of this client's sends not yet accounted for by the
+    /// supervisor: a copy of one met in `sync` or `history` is not delivered.
+    own_pending: HashSet<String>,
+    /// The highest sequence number the application has taken per
+    /// conversation, not yet acknowledged to the server.
+    taken: std::collections::HashMap<ConversationId, Seq>,
+}
+
+/// What the application sees of the connection.
+#[derive(Clone)]
+enum LinkState {
+    /// Reconnecting; requests wait.
+    Connecting,
+    /// Usable (and logged in again if the session was).
+    Ready(Arc<Connection>),
+    /// Gave up; requests fail with this text.
+    Failed(String),
+}
+
+struct Shared {
+    /// A `std` mutex: every critical section is a few map operations and
+    /// never awaits.
+    session: Mutex<Session>,
+}
+
+impl Shared {
+    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
+        self.session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+enum Command {
+    /// A send of this client succeeded.
+    OwnSent {
+        conversation_id: ConversationId,
+        seq: Seq,
+        client_msg_id: String,
+    },
+    /// Acknowledge what the application has taken now, then answer.
+    FlushAcks(oneshot::Sender<()>),
+    /// Acknowledge, close the connection and stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// A connection to a chatd server (or cluster) that survives losing it;
+/// see the [module docs](self).
+pub struct Client {
+    shared: Arc<Shared>,
+    link: watch::Receiver<LinkState>,
+    commands: mpsc::UnboundedSender<Command>,
+    events: tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>,
+    client_msg_id_prefix: String,
+    next_client_msg_id: AtomicU64,
+    supervisor: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("me", &self.me())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a request may be sent again after the connection dropped under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Repeating it has the same effect as doing it once.
+    Idempotent,
+    /// Repeating it might do it twice: report the failure instead.
+    Once,
+}
+
+impl Client {
+    /// Connects to the first reachable address (each is tried once, in
+    /// order); reconnects later follow `options.reconnect`.
+    ///
+    /// # Errors
+    /// [`ClientError::Connect`] (the last address's error) when none is
+    /// reachable, or when `options.addresses` is empty.
+    pub async fn connect(options: ClientOptions) -> Result<Client> {
+        let mut last_error = None;
+        let mut connected = None;
+        for (index, address) in options.addresses.iter().enumerate() {
+            match Connection::connect_with(address.as_str(), options.connection.clone()).await {
+                Ok(connection) => {
+                    connected = Some((index, connection));
+                    break;
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        let Some((index, connection)) = connected else {
+            return Err(last_error.unwrap_or_else(|| ClientError::Connect {
+                address: String::new(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "no server address given",
+                ),
+            }));
+        };
+        let connection = Arc::new(connection);
+        let shared = Arc::new(Shared {
+            session: Mutex::new(Session::default()),
+        });
+        let (link_tx, link) = watch::channel(LinkState::Ready(Arc::clone(&connection)));
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        // Unbounded: an application that is slow to take events must not
+        // stall the supervisor, which also answers the server (acks, pings).
+        let (event_tx, event_rx) = mpsc::unbounded_channel();
+        let supervisor = Supervisor {
+            shared: Arc::clone(&shared),
+            options,
+            next_address: index + 1,
+            connection,
+            link: link_tx,
+            events: event_tx,
+            commands: command_rx,
+            delivery: DeliveryState::new(),
+            acked: std::collections::HashMap::new(),
+        };
+        let supervisor = tokio::spawn(supervisor.run());
+        let mut prefix_bytes = [0u8; 8];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut prefix_bytes);
+        Ok(Client {
+            shared,
+            link,
+            commands,
+            events: tokio::sync::Mutex::new(event_rx),
+            client_msg_id_prefix: prefix_bytes.iter().map(|b| format!("{b:02x}")).collect(),
+            next_client_msg_id: AtomicU64::new(1),
+            supervisor,
+        })
+    }
+
+    /// Connects to one address with default options.
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub async fn connect_to(address: impl Into<String>) -> Result<Client> {
+        Self::connect(ClientOptions::new(address)).await
+    }
+
+    /// The logged-in user, if any.
+    #[must_use]
+    pub fn me(&self) -> Option<UserSummary> {
+        self.shared.session().me.clone()
+    }
+
+    /// The current session token, if logged in.
+    #[must_use]
+    pub fn token(&self) -> Option<String> {
+        self.shared.session().token.clone()
+    }
+
+    /// The connection in use right now, if there is one. Use it for
+    /// requests only: its pushes belong to the client.
+    #[must_use]
+    pub fn connection(&self) -> Option<Arc<Connection>> {
+        match &*self.link.borrow() {
+            LinkState::Ready(connection) => Some(Arc::clone(connection)),
+            _ => None,
+        }
+    }
+
+    /// Waits for the next event. A message counts as delivered (and is
+    /// acknowledged to the server soon after) once it is returned here.
+    /// Returns `None` after [`Event::GaveUp`] or [`Client::close`].
+    pub async fn next_event(&self) -> Option<Event> {
+        let event = self.events.lock().await.recv().await;
+        if let Some(Event::Message(message)) = &event {
+            self.mark_taken(message);
+        }
+        event
+    }
+
+    /// As [`Client::next_event`], but `None` also when nothing came within
+    /// `timeout`.
+    pub async fn next_event_timeout(&self, timeout: Duration) -> Option<Event> {
+        tokio::time::timeout(timeout, self.next_event())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    fn mark_taken(&self, message: &ChatMessage) {
+        let mut session = self.shared.session();
+        let taken = session
+            .taken
+            .entry(message.conversation_id)
+            .or_insert(Seq::ZERO);
+        if message.seq > *taken {
+            *taken = message.seq;
+        }
+    }
+
+    /// Acknowledges everything taken so far now, rather than at the next
+    /// batch.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`] when the client has stopped.
+    pub async fn flush_acks(&self) -> Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.commands
+            .send(Command::FlushAcks(done))
+            .map_err(|_| stopped())?;
+        wait.await.map_err(|_| stopped())
+    }
+
+    /// Acknowledges what was taken, closes the connection and stops the
+    /// client.
+    pub async fn close(self) {
+        let (done, wait) = oneshot::channel();
+        if self.commands.send(Command::Close(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Waits until a connection other than `previous` is ready.
+    async fn ready_connection(
+        &self,
+        previous: Option<&Arc<Connection>>,
+    ) -> Result<Arc<Connection>> {
+        let mut link = self.link.clone();
+        let state = link
+            .wait_for(|state| match state {
+                LinkState::Connecting => false,
+                LinkState::Ready(connection) => {
+                    previous.is_none_or(|previous| !Arc::ptr_eq(previous, connection))
+                }
+                LinkState::Failed(_) => true,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        match &*state {
+            LinkState::Ready(connection) => Ok(Arc::clone(connection)),
+            LinkState::Failed(error) => Err(ClientError::ReconnectFailed {
+                attempts: 0,
+                last_error: error.clone(),
+            }),
+            LinkState::Connecting => Err(stopped()),
+        }
+    }
+
+    /// Runs `call` on the current connection; with [`Retry::Idempotent`]
+    /// runs it again on the next connection when this one is lost under it.
+    async fn call<T, F, Fut>(&self, retry: Retry, call: F) -> Result<T>
+    where
+        F: Fn(Arc<Connection>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut connection = self.ready_connection(None).await?;
+        let mut timeouts = 0;
+        loop {
+            match call(Arc::clone(&connection)).await {
+                Err(error) if retry == Retry::Idempotent && error.is_connection_lost() => {
+                    if !connection.is_closed() {
+                        // A timeout on a connection that is still open: the
+                        // server is slow, not gone. Try again a few times.
+                        timeouts += 1;
+                        if timeouts >= MAX_TIMEOUT_RETRIES {
+                            return Err(error);
+                        }
+                        continue;
+                    }
+                    tracing::debug!(%error, "connection lost under a request; retrying");
+                    connection = self.ready_connection(Some(&connection)).await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends any request once on the current connection.
+    ///
+    /// # Errors
+    /// As [`Connection::request`], and [`ClientError::ReconnectFailed`] when
+    /// the client has given up reconnecting.
+    pub async fn request(&self, request: Request) -> Result<Response> {
+        self.call(Retry::Once, |connection| {
+            let request = request.clone();
+            async move { connection.request(request).await }
+        })
+        .await
+    }
+
+    /// `ping`.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn ping(&self) -> Result<PingResponse> {
+        self.call(Retry::Idempotent, |c| async move { c.ping().await })
+            .await
+    }
+
+    /// `register`.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn register(&self, name: &str, password: &str) -> Result<RegisterResponse> {
+        self.call(
+            Retry::Once,
+            |c| async move { c.register(name, password).await },
+        )
+        .await
+    }
+
+    /// `login` with a password; remembered (with the token the server
+    /// returns) to log in again after a reconnect.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn login(&self, user: impl IntoUserRef, password: &str) -> Result<LoginResponse> {
+        let user = user.into_user_ref();
+        let response = self
+            .call(Retry::Idempotent, |c| {
+                let user = user.clone();
+                async move { c.login(user, password).await }
+            })
+            .await?;
+        self.remember_login(
+            Credentials {
+                user: Some(user),
+                password: Some(password.to_owned()),
+            },
+            &response,
+        );
+        Ok(response)
+    }
+
+    /// `login` with a token from an earlier login; remembered like
+    /// [`Client::login`] (with no password to fall back on).
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn login_with_token(&self, token: &str) -> Result<LoginResponse> {
+        let response = self
+            .call(Retry::Idempotent, |c| async move {
+                c.login_with_token(token).await
+            })
+            .await?;
+        self.remember_login(
+            Credentials {
+                user: None,
+                password: None,
+            },
+            &response,
+        );
+        Ok(response)
+    }
+
+    fn remember_login(&self, credentials: Credentials, response: &LoginResponse) {
+        let mut session = self.shared.session();
+        session.credentials = Some(credentials);
+        session.token = Some(response.token.clone());
+        session.me = Some(response.user.clone());
+    }
+
+    /// `logout`; the client stays connected but will not log in again.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn logout(&self) -> Result<LogoutResponse> {
+        // Forget first, so a reconnect racing with the logout does not log
+        // the session back in.
+        {
+            let mut session = self.shared.session();
+            session.credentials = None;
+            session.token = None;
+        }
+        let result = self
+            .call(Retry::Once, |c| async move { c.logout().await })
+            .await;
+        self.shared.session().me = None;
+        result
+    }
+
+    /// `friend_add`.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn friend_add(
+        &self,
+        user: impl IntoUserRef,
+        message: Option<&str>,
+    ) -> Result<FriendAddResponse> {
+        let user = user.into_user_ref();
+        self.call(Retry::Once, |c| {
+            let user = user.clone();
+            async move { c.friend_add(user, message).await }
+        })
+        .await
+    }
+
+    /// `friend_respond`.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn friend_respond(
+        &self,
+        user: impl IntoUserRef,
+        accept: bool,
+    ) -> Result<FriendRespondResponse> {
+        let user = user.into_user_ref();
+        self.call(Retry::Once, |c| {
+            let user = user.clone();
+            async move { c.friend_respond(user, accept).await }
+        })
+        .await
+    }
+
+    /// `friend_remove`.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn friend_remove(&self, user: impl IntoUserRef) -> Result<FriendRemoveResponse> {
+        let user = user.into_user_ref();
+        self.call(Retry::Once, |c| {
+            let user = user.clone();
+            async move { c.friend_remove(user).await }
+        })
+        .await
+    }
+
+    /// `friend_list`.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn friend_list(&self) -> Result<FriendListResponse> {
+        self.call(Retry::Idempotent, |c| async move { c.friend_list().await })
+            .await
+    }
+
+    /// `friend_update` (`None` leaves a field unchanged, `Some("")` clears it).
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn friend_update(
+        &self,
+        user: impl IntoUserRef,
+        remark: Option<&str>,
+        category: Option<&str>,
+    ) -> Result<FriendUpdateResponse> {
+        let user = user.into_user_ref();
+        self.call(Retry::Idempotent, |c| {
+            let user = user.clone();
+            async move { c.friend_update(user, remark, category).await }
+        })
+        .await
+    }
+
+    /// `group_create`.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn group_create(&self, name: &str, description: &str) -> Result<GroupCreateResponse> {
+        self.call(Retry::Once, |c| async move {
+            c.group_create(name, description).await
+        })
+        .await
+    }
+
+    /// `group_join`.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn group_join(&self, group_id: GroupId) -> Result<GroupJoinResponse> {
+        self.call(Retry::Once, |c| async move { c.group_join(group_id).await })
+            .await
+    }
+
+    /// `group_leave`.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn group_leave(&self, group_id: GroupId) -> Result<GroupLeaveResponse> {
+        self.call(
+            Retry::Once,
+            |c| async move { c.group_leave(group_id).await },
+        )
+        .await
+    }
+
+    /// `group_dissolve`.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn group_dissolve(&self, group_id: GroupId) -> Result<GroupDissolveResponse> {
+        self.call(
+            Retry::Once,
+            |c| async move { c.group_dissolve(group_id).await },
+        )
+        .await
+    }
+
+    /// `group_kick`.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn group_kick(
+        &self,
+        group_id: GroupId,
+        user: impl IntoUserRef,
+    ) -> Result<GroupKickResponse> {
+        let user = user.into_user_ref();
+        self.call(Retry::Once, |c| {
+            let user = user.clone();
+            async move { c.group_kick(group_id, user).await }
+        })
+        .await
+    }
+
+    /// `group_set_role`.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn group_set_role(
+        &self,
+        group_id: GroupId,
+        user: impl IntoUserRef,
+        role: Role,
+    ) -> Result<GroupSetRoleResponse> {
+        let user = user.into_user_ref();
+        self.call(Retry::Once, |c| {
+            let user = user.clone();
+            async move { c.group_set_role(group_id, user, role).await }
+        })
+        .await
+    }
+
+    /// `group_info`.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn group_info(&self, group_id: GroupId) -> Result<GroupInfoResponse> {
+        self.call(Retry::Idempotent, |c| async move {
+            c.group_info(group_id).await
+        })
+        .await
+    }
+
+    /// `group_members`.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn group_members(&self, group_id: GroupId) -> Result<GroupMembersResponse> {
+        self.call(Retry::Idempotent, |c| async move {
+            c.group_members(group_id).await
+        })
+        .await
+    }
+
+    /// `group_list`.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn group_list(&self) -> Result<GroupListResponse> {
+        self.call(Retry::Idempotent, |c| async move { c.group_list().await })
+            .await
+    }
+
+    /// `history` (not fed into the event stream; for showing old messages).
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn history(&self, request: HistoryRequest) -> Result<HistoryResponse> {
+        self.call(Retry::Idempotent, |c| {
+            let request = request.clone();
+            async move { c.history(request).await }
+        })
+        .await
+    }
+
+    /// `ack` by hand (the client also acknowledges on its own what the
+    /// application takes from [`Client::next_event`]).
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn ack(&self, conversation_id: ConversationId, seq: Seq) -> Result<AckResponse> {
+        self.call(Retry::Idempotent, |c| async move {
+            c.ack(conversation_id, seq).await
+        })
+        .await
+    }
+
+    /// A fresh `client_msg_id`, unique for this client.
+    pub fn new_client_msg_id(&self) -> String {
+        let n = self.next_client_msg_id.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.client_msg_id_prefix)
+    }
+
+    /// `send` with a fresh `client_msg_id`.
+    ///
+    /// # Errors
+    /// As [`Client::send_with_id`].
+    pub async fn send(&self, to: Target, body: &str) -> Result<SendResponse> {
+        let client_msg_id = self.new_client_msg_id();
+        self.send_with_id(to, &client_msg_id, body).await
+    }
+
+    /// `send` with the caller's `client_msg_id`. If the connection drops
+    /// before the answer, the same request (same id) is sent again on the
+    /// next connection; the server stores it once and answers the resend
+    /// with the original position (`duplicate` set).
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn send_with_id(
+        &self,
+        to: Target,
+        client_msg_id: &str,
+        body: &str,
+    ) -> Result<SendResponse> {
+        self.shared
+            .session()
+            .own_pending
+            .insert(client_msg_id.to_owned());
+        let result = self
+            .call(Retry::Idempotent, |c| async move {
+                c.send_with_id(to, client_msg_id, body).await
+            })
+            .await;
+        match &result {
+            Ok(response) => {
+                // If the supervisor is gone nothing reads positions anymore.
+                let _ = self.commands.send(Command::OwnSent {
+                    conversation_id: response.conversation_id,
+                    seq: response.seq,
+                    client_msg_id: client_msg_id.to_owned(),
+                });
+            }
+            Err(_) => {
+                self.shared.session().own_pending.remove(client_msg_id);
+            }
+        }
+        result
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.supervisor.abort();
+    }
+}
+
+fn stopped() -> ClientError {
+    ClientError::Closed("the client has stopped".to_owned())
+}
+
+/// The background task that owns the connection's pushes and the delivery
+/// state.
+struct Supervisor {
+    shared: Arc<Shared>,
+    options: ClientOptions,
+    /// Index of the address to try on the next reconnect.
+    next_address: usize,
+    connection: Arc<Connection>,
+    link: watch::Sender<LinkState>,
+    events: mpsc::UnboundedSender<Event>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    delivery: DeliveryState,
+    /// What the server has confirmed as acknowledged, per conversation.
+    acked: std::collections::HashMap<ConversationId, Seq>,
+}
+
+impl Supervisor {
+    async fn run(mut self) {
+        let mut ack_tick = tokio::time::interval(self.options.ack_interval);
+        ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Without keepalive the branch below never fires.
+        let keepalive_period = self
+            .options
+            .keepalive
+            .unwrap_or(Duration::from_secs(365 * 24 * 3600));
+        let mut keepalive = tokio::time::interval_at(
+            tokio::time::Instant::now() + keepalive_period,
+            keepalive_period,
+        );
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let connection = Arc::clone(&self.connection);
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    // Every handle is gone: nobody listens anymore.
+                    None => break,
+                    Some(Command::OwnSent { conversation_id, seq, client_msg_id }) => {
+                        self.shared.session().own_pending.remove(&client_msg_id);
+                        self.delivery.own_sent(conversation_id, seq);
+                    }
+                    Some(Command::FlushAcks(done)) => {
+                        self.flush_acks().await;
+                        let _ = done.send(());
+                    }
+                    Some(Command::Close(done)) => {
+                        self.flush_acks().await;
+                        self.connection.close();
+                        let _ = done.send(());
+                        break;
+                    }
+                },
+                push = connection.next_push() => match push {
+                    Some(push) => self.handle_push(push).await,
+                    None => {
+                        if !self.reconnect().await {
+                            break;
+                        }
+                    }
+                },
+                _ = ack_tick.tick() => self.flush_acks().await,
+                _ = keepalive.tick() => {
+                    if self.options.keepalive.is_some() {
+                        // Off the supervisor, so a slow answer does not hold up
+                        // pushes; a timeout means the link is dead, and closing
+                        // it makes the push branch notice and reconnect.
+                        let pinged = Arc::clone(&self.connection);
+                        tokio::spawn(async move {
+                            if let Err(ClientError::Timeout(_)) = pinged.ping().await {
+                                pinged.close();
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        // The receiver lives in the Client handle; once it is dropped the
+        // supervisor is aborted too, so a failed send can only race with
+        // that.
+        let _ = self.events.send(event);
+    }
+
+    async fn handle_push(&mut self, push: Push) {
+        match push {
+            Push::PushMessage(message) => self.receive(message).await,
+            Push::PushFriendRequest(push) => self.emit(Event::FriendRequest(push.request)),
+            Push::PushFriendUpdate(push) => self.emit(Event::FriendUpdate(push)),
+            Push::PushPresence(push) => self.emit(Event::Presence(push)),
+            Push::PushGroupEvent(push) => self.emit(Event::Group(push)),
+            Push::PushSessionEnded(push) => {
+                if push.reason == SessionEndReason::LoggedOut {
+                    let mut session = self.shared.session();
+                    session.credentials = None;
+                    session.token = None;
+                }
+                self.emit(Event::SessionEnded(push));
+            }
+        }
+    }
+
+    /// Feeds one message through de-duplication and gap filling.
+    async fn receive(&mut self, message: ChatMessage) {
+        match self.delivery.classify(message.conversation_id, message.seq) {
+            Verdict::Duplicate => {}
+            Verdict::Next => self.deliver(message),
+            Verdict::Gap { after, before } => {
+                if let Err(error) = self.fill_gap(message.conversation_id, after, before).await {
+                    // Without the missing messages this one must wait: the
+                    // sync after the reconnect brings it back in order.
+                    tracing::debug!(%error, "could not fill a gap; will resync");
+                    return;
+                }
+                if self.delivery.classify(message.conversation_id, message.seq)
+                    != Verdict::Duplicate
+                {
+                    self.deliver(message);
+                }
+            }
+        }
+    }
+
+    /// Delivers the message, unless it is one of this client's own sends.
+    fn deliver(&mut self, message: ChatMessage) {
+        let own = {
+            let mut session = self.shared.session();
+            let me = session.me.as_ref().map(|me| me.id);
+            me == Some(message.sender_id) && session.own_pending.remove(&message.client_msg_id)
+        };
+        self.delivery.advance(message.conversation_id, message.seq);
+        if !own {
+            self.emit(Event::Message(message));
+        }
+    }
+
+    /// Fetches and delivers the messages strictly between `after` and
+    /// `before`.
+    async fn fill_gap(
+        &mut self,
+        conversation_id: ConversationId,
+        after: Seq,
+        before: Seq,
+    ) -> Result<()> {
+        let mut cursor = after;
+        while cursor.next() < before {
+            let missing = before.0 - cursor.0 - 1;
+            let limit = u32::try_from(missing)
+                .unwrap_or(HISTORY_PAGE)
+                .min(HISTORY_PAGE);
+            let page = self
+                .connection
+                .history(HistoryRequest {
+                    conversation_id,
+                    before_seq: Some(before),
+                    after_seq: Some(cursor),
+                    limit: Some(limit),
+                })
+                .await?;
+            let mut progressed = false;
+            for message in page.messages {
+                if message.seq <= cursor || message.seq >= before {
+                    continue;
+                }
+                cursor = message.seq;
+                progressed = true;
+                if self.delivery.classify(conversation_id, message.seq) != Verdict::Duplicate {
+                    self.deliver(message);
+                }
+            }
+            if !progressed {
+                // The server has nothing more in the range; numbers are
+                // gap-free by contract, so this is a server fault. Deliver
+                // what follows rather than stall the conversation forever.
+                tracing::warn!(
+                    %conversation_id, after = %cursor, before = %before,
+                    "history has a hole; delivering past it"
+                );
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends acks for what the application has taken beyond what the
+    /// server has confirmed.
+    async fn flush_acks(&mut self) {
+        let due: Vec<(ConversationId, Seq)> = {
+            let session = self.shared.session();
+            session
+                .taken
+                .iter()
+                .filter(|(conversation, seq)| {
+                    self.acked.get(conversation).is_none_or(|acked| acked < seq)
+                })
+                .map(|(&conversation, &seq)| (conversation, seq))
+                .collect()
+        };
+        if due.is_empty() || self.shared.session().me.is_none() {
+            return;
+        }
+        let connection = Arc::clone(&self.connection);
+        let acks = due.iter().map(|&(conversation_id, seq)| {
+            let connection = Arc::clone(&connection);
+            async move {
+                (
+                    conversation_id,
+                    seq,
+                    connection.ack(conversation_id, seq).await,
+                )
+            }
+        });
+        for (conversation_id, seq, result) in futures::future::join_all(acks).await {
+            match result {
+                Ok(_) => {
+                    self.acked.insert(conversation_id, seq);
+                }
+                Err(error) if error.is_server_error() => {
+                    // Refused (say, the user left the group): asking again
+                    // cannot succeed, so stop asking.
+                    tracing::debug!(%conversation_id, %error, "ack refused");
+                    self.acked.insert(conversation_id, seq);
+                }
+                // Left due: retried at the next flush, on this or the next
+                // connection.
+                Err(error) => tracing::debug!(%conversation_id, %error, "ack failed"),
+            }
+        }
+    }
+
+    /// Reconnects and resumes. Returns `false` after giving up.
+    async fn reconnect(&mut self) -> bool {
+        let reason = self
+            .connection
+            .close_reason()
+            .unwrap_or_else(|| "connection lost".to_owned());
+        tracing::info!(%reason, "connection lost; reconnecting");
+        self.link.send_replace(LinkState::Connecting);
+        self.emit(Event::Disconnected { reason });
+        let policy = self.options.reconnect.clone();
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let jitter: f64 = rand::Rng::gen(&mut rand::thread_rng());
+            tokio::time::sleep(policy.backoff(attempt, jitter)).await;
+            attempt += 1;
+            let address =
+                self.options.addresses[self.next_address % self.options.addresses.len()].clone();
+            self.next_address = self.next_address.wrapping_add(1);
+            let last_error = match self.resume(&address).await {
+                Ok((connection, login)) => {
+                    self.connection = Arc::new(connection);
+                    self.link
+                        .send_replace(LinkState::Ready(Arc::clone(&self.connection)));
+                    tracing::info!(%address, attempt, "reconnected");
+                    self.emit(Event::Reconnected {
+                        address,
+                        login: login.map(Box::new),
+                    });
+                    self.resync().await;
+                    return true;
+                }
+                Err(error) => {
+                    tracing::debug!(%address, attempt, %error, "reconnect attempt failed");
+                    error.to_string()
+                }
+            };
+            if attempt >= policy.max_attempts || started.elapsed() >= policy.max_elapsed {
+                let error = format!("gave up after {attempt} attempts: {last_error}");
+                tracing::warn!(%error, "reconnecting failed");
+                self.link.send_replace(LinkState::Failed(error.clone()));
+                self.emit(Event::GaveUp { error });
+                return false;
+            }
+        }
+    }
+
+    /// Opens a connection and logs in again if the session was logged in.
+    async fn resume(&mut self, address: &str) -> Result<(Connection, Option<LoginResponse>)> {
+        // Any error returned here is worth another attempt (connection
+        // trouble, a busy or draining server); a refused login is not.
+        let connection = Connection::connect_with(address, self.options.connection.clone()).await?;
+        let (credentials, token) = {
+            let session = self.shared.session();
+            (session.credentials.clone(), session.token.clone())
+        };
+        let Some(credentials) = credentials else {
+            return Ok((connection, None));
+        };
+        let mut refusal = None;
+        if let Some(token) = &token {
+            match connection.login_with_token(token).await {
+                Ok(login) => {
+                    self.remember(&login);
+                    return Ok((connection, Some(login)));
+                }
+                Err(error) if error.status() == Some(Status::Unauthorized) => {
+                    refusal = Some(error);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        if let (Some(user), Some(password)) = (&credentials.user, &credentials.password) {
+            match connection.login(user, password).await {
+                Ok(login) => {
+                    self.remember(&login);
+                    return Ok((connection, Some(login)));
+                }
+                Err(error) if error.status() == Some(Status::Unauthorized) => {
+                    refusal = Some(error);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        // Neither token nor password works any more: retrying cannot help.
+        // Stay connected, logged out, and say so.
+        {
+            let mut session = self.shared.session();
+            session.credentials = None;
+            session.token = None;
+            session.me = None;
+        }
+        let error = refusal.map_or_else(|| "no credentials".to_owned(), |e| e.to_string());
+        self.emit(Event::LoginFailed { error });
+        Ok((connection, None))
+    }
+
+    fn remember(&self, login: &LoginResponse) {
+        let mut session = self.shared.session();
+        session.token = Some(login.token.clone());
+        session.me = Some(login.user.clone());
+    }
+
+    /// Asks the server for everything after the cursors, in rounds.
+    async fn resync(&mut self) {
+        if self.shared.session().me.is_none() {
+            return;
+        }
+        for _ in 0..MAX_SYNC_ROUNDS {
+            let cursors = self.delivery.cursors();
+            let page = match self.connection.sync(cursors, None).await {
+                Ok(page) => page,
+                Err(error) => {
+                    // The push branch sees the closed connection next and
+                    // reconnects (and syncs) again.
+                    tracing::debug!(%error, "sync failed");
+                    return;
+                }
+            };
+            let more = page.has_more;
+            let count = page.messages.len();
+            for message in page.messages {
+                self.receive(message).await;
+            }
+            if !more || count == 0 {
+                return;
+            }
+        }
+    }
+}
