@@ -1,0 +1,77 @@
+//! The bus: delivery and presence across the whole deployment.
+//!
+//! Services never talk to the [`Hub`] directly; they hand pushes to a
+//! [`Bus`]. A single node uses [`LocalBus`], which is the hub and nothing
+//! more. A cluster uses [`crate::redis_bus::RedisBus`], which delivers to the
+//! local hub and forwards to the other nodes where a user is connected. The
+//! bus never carries anything that is not also in the store: a push lost in
+//! transit is recovered by the client's sync.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chat_proto::UserId;
+
+use crate::hub::{Hub, SessionId};
+
+/// Cluster-wide delivery and presence.
+#[async_trait]
+pub trait Bus: Send + Sync {
+    /// Delivers an encoded push frame to every session of `users`, on any
+    /// node, except the session `except` of this node.
+    async fn deliver(&self, users: &[UserId], frame: Bytes, except: Option<SessionId>);
+
+    /// Records that a session of `user` opened here, leaving `local_sessions`
+    /// sessions of that user on this node. Returns whether the user just came
+    /// online (had no session anywhere before).
+    async fn session_opened(&self, user: UserId, local_sessions: usize) -> bool;
+
+    /// Records that a session of `user` closed here, leaving `local_sessions`.
+    /// Returns whether the user just went offline everywhere.
+    async fn session_closed(&self, user: UserId, local_sessions: usize) -> bool;
+
+    /// Whether each of `users` is online anywhere, in the same order.
+    async fn online(&self, users: &[UserId]) -> Vec<bool>;
+
+    /// Stops background work and withdraws this node's presence.
+    async fn close(&self);
+}
+
+/// The bus of a single node: the hub is the whole world.
+#[derive(Debug, Clone)]
+pub struct LocalBus {
+    hub: Arc<Hub>,
+}
+
+impl LocalBus {
+    /// A bus over `hub`.
+    #[must_use]
+    pub fn new(hub: Arc<Hub>) -> Self {
+        Self { hub }
+    }
+}
+
+#[async_trait]
+impl Bus for LocalBus {
+    async fn deliver(&self, users: &[UserId], frame: Bytes, except: Option<SessionId>) {
+        self.hub.deliver(users, &frame, except);
+    }
+
+    async fn session_opened(&self, _user: UserId, local_sessions: usize) -> bool {
+        local_sessions == 1
+    }
+
+    async fn session_closed(&self, _user: UserId, local_sessions: usize) -> bool {
+        local_sessions == 0
+    }
+
+    async fn online(&self, users: &[UserId]) -> Vec<bool> {
+        users
+            .iter()
+            .map(|&user| self.hub.session_count(user) > 0)
+            .collect()
+    }
+
+    async fn close(&self) {}
+}

@@ -1,0 +1,179 @@
+//! Server configuration: one struct, filled from defaults, an optional TOML
+//! file, environment variables and command-line flags (in rising priority).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `chatd` can be told. [`Config::default`] is the zero-setup
+/// single node: `127.0.0.1:7000`, SQLite in `./chat.db`, in-process routing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    pub listen: String,
+    /// Store URL: `sqlite://PATH` or `mysql://USER:PASS@HOST:PORT/DB`.
+    pub store: String,
+    /// Redis URL for cluster presence and routing; `None` routes in-process.
+    pub redis: Option<String>,
+    /// This node's name in a cluster (unique per node); a random one if unset.
+    pub node_id: Option<String>,
+    /// Largest accepted frame payload in bytes.
+    pub max_frame_len: usize,
+    /// Largest accepted message body in bytes.
+    pub max_message_len: usize,
+    /// Frames a session may have queued for writing before it counts as a
+    /// slow consumer and is disconnected.
+    pub outbox_len: usize,
+    /// Seconds without any frame from the client before it is disconnected.
+    pub idle_timeout_secs: u64,
+    /// Seconds a single write to a client may take before it is disconnected.
+    pub write_timeout_secs: u64,
+    /// Sustained requests per second per connection (0 = unlimited).
+    pub rate_limit_per_sec: u32,
+    /// Burst of requests per connection above the sustained rate.
+    pub rate_limit_burst: u32,
+    /// Connections open at once from one IP address (0 = unlimited).
+    pub max_connections_per_ip: u32,
+    /// Connections open at once in all (0 = unlimited).
+    pub max_connections: u32,
+    /// Failed password logins per account per minute before `rate_limited`.
+    pub login_failures_per_account: u32,
+    /// Failed password logins per IP address per minute before `rate_limited`.
+    pub login_failures_per_ip: u32,
+    /// Lifetime of a session token in seconds.
+    pub token_ttl_secs: u64,
+    /// Seconds to wait for sessions to drain on shutdown.
+    pub shutdown_grace_secs: u64,
+    /// Seconds between cluster heartbeats; presence of a dead node expires
+    /// after three of them.
+    pub heartbeat_secs: u64,
+    /// Log filter (`info`, `chat_server=debug`, ...); `RUST_LOG` overrides it.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7000".to_owned(),
+            store: "sqlite://chat.db".to_owned(),
+            redis: None,
+            node_id: None,
+            max_frame_len: chat_proto::DEFAULT_MAX_PAYLOAD,
+            max_message_len: 4096,
+            outbox_len: 1024,
+            idle_timeout_secs: 60,
+            write_timeout_secs: 10,
+            rate_limit_per_sec: 50,
+            rate_limit_burst: 100,
+            max_connections_per_ip: 256,
+            max_connections: 100_000,
+            login_failures_per_account: 5,
+            login_failures_per_ip: 20,
+            token_ttl_secs: 30 * 24 * 3600,
+            shutdown_grace_secs: 10,
+            heartbeat_secs: 2,
+            log: "info".to_owned(),
+        }
+    }
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    ///
+    /// # Errors
+    /// When the file cannot be read or does not parse.
+    pub fn from_toml_file(path: &PathBuf) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError(format!("cannot read {}: {error}", path.display())))?;
+        toml::from_str(&text)
+            .map_err(|error| ConfigError(format!("cannot parse {}: {error}", path.display())))
+    }
+
+    /// The configuration as TOML, e.g. to start a config file from.
+    #[must_use]
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Checks the values fit together.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first value that does not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_frame_len < 1024 {
+            return Err(ConfigError("max_frame_len must be at least 1024".into()));
+        }
+        // A message must fit in a frame with its JSON envelope around it.
+        if self.max_message_len == 0 || self.max_message_len + 512 > self.max_frame_len {
+            return Err(ConfigError(
+                "max_message_len must be positive and at least 512 bytes below max_frame_len"
+                    .into(),
+            ));
+        }
+        if self.outbox_len < 16 {
+            return Err(ConfigError("outbox_len must be at least 16".into()));
+        }
+        if self.idle_timeout_secs == 0 || self.write_timeout_secs == 0 {
+            return Err(ConfigError("timeouts must be positive".into()));
+        }
+        if self.heartbeat_secs == 0 {
+            return Err(ConfigError("heartbeat_secs must be positive".into()));
+        }
+        if !(self.store.starts_with("sqlite:")
+            || self.store.starts_with("mysql:")
+            || self.store.starts_with("mariadb:"))
+        {
+            return Err(ConfigError(format!(
+                "store {:?} must start with sqlite:, mysql: or mariadb:",
+                self.store
+            )));
+        }
+        Ok(())
+    }
+
+    /// The idle timeout.
+    #[must_use]
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// The write timeout.
+    #[must_use]
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip_through_toml() {
+        let config = Config::default();
+        config.validate().unwrap();
+        let parsed: Config = toml::from_str(&config.to_toml()).unwrap();
+        assert_eq!(parsed, config);
+    }
+
+    #[test]
+    fn message_limit_must_fit_in_a_frame() {
+        let config = Config {
+            max_message_len: 65_536,
+            ..Config::default()
+        };
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<Config>("listen = \"x\"\nbogus = 1").is_err());
+    }
+}

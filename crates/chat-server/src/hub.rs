@@ -1,0 +1,236 @@
+//! The hub: which sessions are connected to this node, by user.
+//!
+//! Delivery is the hot path (every message fans out through here), so the
+//! table is sharded by user id and guarded by short `std::sync::RwLock`
+//! critical sections that never await: a lookup and a `try_send` per session.
+//! A task owning the table would add a channel hop to every delivery for no
+//! gain in clarity.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use chat_proto::UserId;
+use tokio::sync::Notify;
+
+const SHARDS: usize = 64;
+
+/// Identifies a session on this node. Never reused while the node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// Frames waiting to be written to one session, and whether it was killed.
+#[derive(Debug, Default)]
+struct Outbox {
+    frames: VecDeque<Bytes>,
+    killed: bool,
+}
+
+/// The hub's view of one logged-in session: where to put frames for it, and
+/// how to tell it to go away.
+///
+/// The outbox is a mutex-guarded deque rather than a channel because an idle
+/// session then costs no allocation at all (a bounded tokio channel allocates
+/// a block of slots up front), which matters at tens of thousands of idle
+/// connections; the lock is held only to push or to take the whole queue.
+#[derive(Debug)]
+pub struct SessionHandle {
+    /// The session.
+    pub id: SessionId,
+    /// Its user.
+    pub user: UserId,
+    capacity: usize,
+    outbox: Mutex<Outbox>,
+    wake: Notify,
+}
+
+impl SessionHandle {
+    /// A handle for a session that may have up to `capacity` frames queued.
+    #[must_use]
+    pub fn new(id: SessionId, user: UserId, capacity: usize) -> Self {
+        Self {
+            id,
+            user,
+            capacity,
+            outbox: Mutex::new(Outbox::default()),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Queues an encoded frame. A full outbox means the client reads slower
+    /// than it is written to: rather than buffer without bound, the session
+    /// is killed (its messages stay stored for its next login or sync).
+    pub fn push(&self, frame: Bytes) -> bool {
+        let mut outbox = self.outbox.lock().expect("outbox lock poisoned");
+        if outbox.killed {
+            return false;
+        }
+        if outbox.frames.len() >= self.capacity {
+            outbox.killed = true;
+            outbox.frames.clear();
+            drop(outbox);
+            self.wake.notify_one();
+            return false;
+        }
+        let was_empty = outbox.frames.is_empty();
+        outbox.frames.push_back(frame);
+        drop(outbox);
+        if was_empty {
+            self.wake.notify_one();
+        }
+        true
+    }
+
+    /// Kills the session as if its outbox had overflowed.
+    pub fn kill(&self) {
+        self.outbox.lock().expect("outbox lock poisoned").killed = true;
+        self.wake.notify_one();
+    }
+
+    /// Waits until frames are queued or the session is killed.
+    pub async fn wait(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Takes every queued frame; `Err(())` once the session is killed.
+    #[allow(clippy::result_unit_err)]
+    pub fn take(&self) -> Result<VecDeque<Bytes>, ()> {
+        let mut outbox = self.outbox.lock().expect("outbox lock poisoned");
+        if outbox.killed {
+            return Err(());
+        }
+        Ok(std::mem::take(&mut outbox.frames))
+    }
+}
+
+/// The sessions of this node, by user.
+#[derive(Debug)]
+pub struct Hub {
+    shards: Vec<RwLock<HashMap<UserId, Vec<Arc<SessionHandle>>>>>,
+    next_session: AtomicU64,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hub {
+    /// An empty hub.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            next_session: AtomicU64::new(1),
+        }
+    }
+
+    /// A fresh session id.
+    pub fn next_session_id(&self) -> SessionId {
+        SessionId(self.next_session.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn shard(&self, user: UserId) -> &RwLock<HashMap<UserId, Vec<Arc<SessionHandle>>>> {
+        &self.shards[(user.0 as usize) % SHARDS]
+    }
+
+    /// Adds a session; returns how many sessions its user has here now.
+    pub fn register(&self, handle: Arc<SessionHandle>) -> usize {
+        let mut shard = self.shard(handle.user).write().expect("hub lock poisoned");
+        let sessions = shard.entry(handle.user).or_default();
+        sessions.push(handle);
+        sessions.len()
+    }
+
+    /// Removes a session; returns how many sessions its user still has here.
+    pub fn unregister(&self, user: UserId, session: SessionId) -> usize {
+        let mut shard = self.shard(user).write().expect("hub lock poisoned");
+        let Some(sessions) = shard.get_mut(&user) else {
+            return 0;
+        };
+        sessions.retain(|handle| handle.id != session);
+        let remaining = sessions.len();
+        if remaining == 0 {
+            shard.remove(&user);
+        }
+        remaining
+    }
+
+    /// Queues `frame` for every session of `users` here, except `except`.
+    /// Returns how many sessions it was queued for.
+    pub fn deliver(&self, users: &[UserId], frame: &Bytes, except: Option<SessionId>) -> usize {
+        let mut delivered = 0;
+        for &user in users {
+            let shard = self.shard(user).read().expect("hub lock poisoned");
+            if let Some(sessions) = shard.get(&user) {
+                for handle in sessions {
+                    if Some(handle.id) != except && handle.push(frame.clone()) {
+                        delivered += 1;
+                    }
+                }
+            }
+        }
+        delivered
+    }
+
+    /// How many sessions `user` has here.
+    #[must_use]
+    pub fn session_count(&self, user: UserId) -> usize {
+        let shard = self.shard(user).read().expect("hub lock poisoned");
+        shard.get(&user).map_or(0, Vec::len)
+    }
+
+    /// Every user with a session here.
+    #[must_use]
+    pub fn users(&self) -> Vec<UserId> {
+        self.shards
+            .iter()
+            .flat_map(|shard| {
+                shard
+                    .read()
+                    .expect("hub lock poisoned")
+                    .keys()
+                    .copied()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivers_to_every_session_but_the_excepted_one() {
+        let hub = Hub::new();
+        let user = UserId(7);
+        let first = Arc::new(SessionHandle::new(hub.next_session_id(), user, 4));
+        let second = Arc::new(SessionHandle::new(hub.next_session_id(), user, 4));
+        assert_eq!(hub.register(first.clone()), 1);
+        assert_eq!(hub.register(second.clone()), 2);
+        let frame = Bytes::from_static(b"x");
+        assert_eq!(hub.deliver(&[user, UserId(8)], &frame, Some(first.id)), 1);
+        assert!(first.take().unwrap().is_empty());
+        assert_eq!(second.take().unwrap(), vec![frame]);
+        assert_eq!(hub.unregister(user, first.id), 1);
+        assert_eq!(hub.unregister(user, second.id), 0);
+        assert_eq!(hub.session_count(user), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_outbox_kills_the_session() {
+        let hub = Hub::new();
+        let handle = Arc::new(SessionHandle::new(hub.next_session_id(), UserId(1), 1));
+        hub.register(handle.clone());
+        let frame = Bytes::from_static(b"x");
+        assert_eq!(hub.deliver(&[UserId(1)], &frame, None), 1);
+        assert_eq!(hub.deliver(&[UserId(1)], &frame, None), 0);
+        tokio::time::timeout(std::time::Duration::from_secs(1), handle.wait())
+            .await
+            .unwrap();
+        assert!(handle.take().is_err());
+    }
+}

@@ -1,0 +1,22 @@
+//! `chatd`, the chat server.
+//!
+//! Layers, from the socket inwards: [`server`] accepts connections and owns
+//! the lifecycle; a [`session::Session`] per connection turns frames into
+//! typed requests and writes responses and pushes; the [`service`] modules
+//! act on the store and hand pushes to the [`bus::Bus`], which reaches every
+//! session of a user through this node's [`hub::Hub`] (and, in a cluster,
+//! through other nodes).
+
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod hub;
+pub mod limits;
+pub mod server;
+pub mod service;
+pub mod session;
+
+pub use config::Config;
+pub use server::{run, start, RunningServer};

@@ -1,0 +1,160 @@
+//! `chatd`: parses flags, sets up logging, and runs the server library.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use chat_server::Config;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// The chat server. With no flags it serves 127.0.0.1:7000 and keeps its
+/// data in ./chat.db (SQLite). Every flag can also be given as an
+/// environment variable (shown in brackets) or in a TOML file (--config).
+#[derive(Debug, Parser)]
+#[command(name = "chatd", version, about, long_about = None)]
+struct Args {
+    /// TOML file with any of the settings below (flags and environment win).
+    #[arg(long, env = "CHATD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Address to listen on [default: 127.0.0.1:7000].
+    #[arg(long, env = "CHATD_LISTEN")]
+    listen: Option<String>,
+    /// Store URL: sqlite://PATH or mysql://USER:PASS@HOST:PORT/DB [default: sqlite://chat.db].
+    #[arg(long, env = "CHATD_STORE")]
+    store: Option<String>,
+    /// Redis URL for cluster mode (presence and routing across nodes); without it, routing is in-process.
+    #[arg(long, env = "CHATD_REDIS")]
+    redis: Option<String>,
+    /// This node's unique name in a cluster [default: random].
+    #[arg(long, env = "CHATD_NODE_ID")]
+    node_id: Option<String>,
+    /// Largest frame payload in bytes [default: 65536].
+    #[arg(long, env = "CHATD_MAX_FRAME_LEN")]
+    max_frame_len: Option<usize>,
+    /// Largest message body in bytes [default: 4096].
+    #[arg(long, env = "CHATD_MAX_MESSAGE_LEN")]
+    max_message_len: Option<usize>,
+    /// Frames queued for one client before it is dropped as a slow consumer [default: 1024].
+    #[arg(long, env = "CHATD_OUTBOX_LEN")]
+    outbox_len: Option<usize>,
+    /// Seconds of silence before a connection is closed [default: 60].
+    #[arg(long, env = "CHATD_IDLE_TIMEOUT_SECS")]
+    idle_timeout_secs: Option<u64>,
+    /// Seconds one write to a client may take [default: 10].
+    #[arg(long, env = "CHATD_WRITE_TIMEOUT_SECS")]
+    write_timeout_secs: Option<u64>,
+    /// Requests per second per connection, 0 for unlimited [default: 50].
+    #[arg(long, env = "CHATD_RATE_LIMIT_PER_SEC")]
+    rate_limit_per_sec: Option<u32>,
+    /// Request burst per connection [default: 100].
+    #[arg(long, env = "CHATD_RATE_LIMIT_BURST")]
+    rate_limit_burst: Option<u32>,
+    /// Connections per client IP address, 0 for unlimited [default: 256].
+    #[arg(long, env = "CHATD_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<u32>,
+    /// Connections in all, 0 for unlimited [default: 100000].
+    #[arg(long, env = "CHATD_MAX_CONNECTIONS")]
+    max_connections: Option<u32>,
+    /// Failed logins per account per minute [default: 5].
+    #[arg(long, env = "CHATD_LOGIN_FAILURES_PER_ACCOUNT")]
+    login_failures_per_account: Option<u32>,
+    /// Failed logins per IP address per minute [default: 20].
+    #[arg(long, env = "CHATD_LOGIN_FAILURES_PER_IP")]
+    login_failures_per_ip: Option<u32>,
+    /// Session token lifetime in seconds [default: 2592000, 30 days].
+    #[arg(long, env = "CHATD_TOKEN_TTL_SECS")]
+    token_ttl_secs: Option<u64>,
+    /// Seconds to let sessions drain at shutdown [default: 10].
+    #[arg(long, env = "CHATD_SHUTDOWN_GRACE_SECS")]
+    shutdown_grace_secs: Option<u64>,
+    /// Seconds between cluster heartbeats [default: 2].
+    #[arg(long, env = "CHATD_HEARTBEAT_SECS")]
+    heartbeat_secs: Option<u64>,
+    /// Log filter, e.g. info or chat_server=debug (RUST_LOG wins) [default: info].
+    #[arg(long, env = "CHATD_LOG")]
+    log: Option<String>,
+}
+
+impl Args {
+    fn into_config(self) -> anyhow::Result<(Config, bool)> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_toml_file(path)?,
+            None => Config::default(),
+        };
+        macro_rules! apply {
+            ($($field:ident),*) => {
+                $( if let Some(value) = self.$field { config.$field = value; } )*
+            };
+        }
+        apply!(
+            listen,
+            store,
+            max_frame_len,
+            max_message_len,
+            outbox_len,
+            idle_timeout_secs,
+            write_timeout_secs,
+            rate_limit_per_sec,
+            rate_limit_burst,
+            max_connections_per_ip,
+            max_connections,
+            login_failures_per_account,
+            login_failures_per_ip,
+            token_ttl_secs,
+            shutdown_grace_secs,
+            heartbeat_secs,
+            log
+        );
+        if self.redis.is_some() {
+            config.redis = self.redis;
+        }
+        if self.node_id.is_some() {
+            config.node_id = self.node_id;
+        }
+        config.validate()?;
+        Ok((config, self.print_config))
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let (config, print_config) = Args::parse().into_config()?;
+    if print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log))
+        .context("invalid log filter")?;
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(chat_server::run(config, shutdown_signal()))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch SIGTERM");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,199 @@
+//! Register, login and logout.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use chat_proto::{
+    Group, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, Status, UserRef,
+    UserSummary,
+};
+use chat_store::UserRecord;
+
+use crate::auth::{new_token, token_hash};
+use crate::context::{now_ms, Context};
+use crate::error::{Result, ServiceError};
+use crate::service::{friends_with_presence, validate};
+
+/// Creates an account.
+///
+/// # Errors
+/// `bad_request` for an invalid name or password, `conflict` if the name is taken.
+pub async fn register(ctx: &Context, request: RegisterRequest) -> Result<RegisterResponse> {
+    validate::user_name(&request.name)?;
+    validate::password(&request.password)?;
+    // Fail fast on a taken name before paying for a hash; the store's unique
+    // index still decides races.
+    if ctx.store.user_by_name(&request.name).await?.is_some() {
+        return Err(ServiceError::conflict("name is taken"));
+    }
+    let hash = ctx.passwords.hash(request.password).await?;
+    let user = ctx
+        .store
+        .create_user(&request.name, &hash, now_ms())
+        .await?;
+    tracing::info!(user = %user.id, "registered");
+    Ok(RegisterResponse {
+        user: UserSummary {
+            id: user.id,
+            name: user.name,
+        },
+    })
+}
+
+/// A successful authentication: who, and the token the session holds.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// The account.
+    pub user: UserRecord,
+    /// The session token to hand to the client.
+    pub token: String,
+    /// When the token expires.
+    pub token_expires_at_ms: i64,
+}
+
+/// Checks a password or token login.
+///
+/// # Errors
+/// `bad_request` when neither or both forms are given, `unauthorized` for
+/// wrong credentials (the same answer for an unknown user and a wrong
+/// password), `rate_limited` after too many failures.
+pub async fn authenticate(ctx: &Context, request: LoginRequest, peer: IpAddr) -> Result<Authenticated> {
+    let now = now_ms();
+    match request {
+        LoginRequest {
+            token: Some(token),
+            user: None,
+            password: None,
+        } => {
+            let Some((user_id, expires_at)) =
+                ctx.store.user_for_token(&token_hash(&token), now).await?
+            else {
+                return Err(ServiceError::unauthorized("token is invalid or expired"));
+            };
+            let user = ctx
+                .store
+                .user_by_id(user_id)
+                .await?
+                .ok_or_else(|| ServiceError::unauthorized("token is invalid or expired"))?;
+            Ok(Authenticated {
+                user,
+                token,
+                token_expires_at_ms: expires_at,
+            })
+        }
+        LoginRequest {
+            token: None,
+            user: Some(user_ref),
+            password: Some(password),
+        } => password_login(ctx, &user_ref, password, peer, now).await,
+        _ => Err(ServiceError::bad_request(
+            "login takes either user and password, or token",
+        )),
+    }
+}
+
+async fn password_login(
+    ctx: &Context,
+    user_ref: &UserRef,
+    password: String,
+    peer: IpAddr,
+    now: i64,
+) -> Result<Authenticated> {
+    let clock = Instant::now();
+    if ctx.login_failures_by_ip.is_limited(&peer, clock) {
+        return Err(ServiceError::new(
+            Status::RateLimited,
+            "too many failed logins from this address, retry in a minute",
+        ));
+    }
+    if password.chars().count() > validate::MAX_PASSWORD_CHARS {
+        return Err(ServiceError::bad_request("password must be 8 to 128 characters"));
+    }
+    let user = match user_ref {
+        UserRef::Id(id) => ctx.store.user_by_id(*id).await?,
+        UserRef::Name(name) if name.chars().count() <= validate::MAX_NAME_CHARS => {
+            ctx.store.user_by_name(name).await?
+        }
+        UserRef::Name(_) => None,
+    };
+    let Some(user) = user else {
+        ctx.login_failures_by_ip.record(peer, clock);
+        return Err(ServiceError::unauthorized("wrong user or password"));
+    };
+    if ctx.login_failures_by_account.is_limited(&user.id, clock) {
+        return Err(ServiceError::new(
+            Status::RateLimited,
+            "too many failed logins for this account, retry in a minute",
+        ));
+    }
+    if !ctx
+        .passwords
+        .verify(password, user.password_hash.clone())
+        .await?
+    {
+        ctx.login_failures_by_account.record(user.id, clock);
+        ctx.login_failures_by_ip.record(peer, clock);
+        tracing::info!(user = %user.id, %peer, "failed login");
+        return Err(ServiceError::unauthorized("wrong user or password"));
+    }
+    ctx.login_failures_by_account.clear(&user.id);
+    let token = new_token();
+    let expires_at = now + (ctx.config.token_ttl_secs as i64) * 1000;
+    ctx.store
+        .create_token(&token_hash(&token), user.id, expires_at)
+        .await?;
+    Ok(Authenticated {
+        user,
+        token,
+        token_expires_at_ms: expires_at,
+    })
+}
+
+/// Everything the login response carries about the user's world.
+///
+/// # Errors
+/// A store failure.
+pub async fn login_response(ctx: &Context, who: &Authenticated) -> Result<LoginResponse> {
+    let user_id = who.user.id;
+    let friends = friends_with_presence(ctx, ctx.store.friends_of(user_id).await?).await;
+    let groups = ctx
+        .store
+        .groups_of(user_id)
+        .await?
+        .into_iter()
+        .map(|(group, role)| Group {
+            id: group.id,
+            name: group.name,
+            description: group.description,
+            owner_id: group.owner_id,
+            conversation_id: group.conversation_id,
+            member_count: group.member_count,
+            my_role: Some(role),
+            created_at_ms: group.created_at_ms,
+        })
+        .collect();
+    let (incoming_requests, outgoing_requests) = ctx.store.pending_requests(user_id).await?;
+    let unacked = ctx.store.unacked_count(user_id).await?;
+    Ok(LoginResponse {
+        user: UserSummary {
+            id: user_id,
+            name: who.user.name.clone(),
+        },
+        token: who.token.clone(),
+        token_expires_at_ms: who.token_expires_at_ms,
+        friends,
+        groups,
+        incoming_requests,
+        outgoing_requests,
+        unacked,
+    })
+}
+
+/// Revokes the session's token.
+///
+/// # Errors
+/// A store failure.
+pub async fn revoke(ctx: &Context, token_hash: &str) -> Result<()> {
+    ctx.store.revoke_token(token_hash, now_ms()).await?;
+    Ok(())
+}

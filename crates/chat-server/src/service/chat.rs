@@ -1,0 +1,141 @@
+//! Sending, acknowledging, history and sync.
+
+use chat_proto::{
+    AckRequest, AckResponse, HistoryRequest, HistoryResponse, Push, SendRequest, SendResponse,
+    Status, SyncRequest, SyncResponse,
+};
+use chat_store::NewMessage;
+
+use crate::context::{now_ms, Context, Identity};
+use crate::error::{Result, ServiceError};
+use crate::service::validate;
+
+const HISTORY_DEFAULT: u32 = 50;
+const HISTORY_MAX: u32 = 200;
+const SYNC_DEFAULT: u32 = 500;
+const SYNC_MAX: u32 = 1000;
+const SYNC_MAX_CURSORS: usize = 10_000;
+
+/// Stores a message and pushes it to every session of every recipient
+/// (the sender's other sessions included). Answers only after the commit.
+///
+/// # Errors
+/// `bad_request`/`too_large` for an invalid body or id, `forbidden` if not
+/// friends or not a member, `not_found` for an unknown target.
+pub async fn send(ctx: &Context, me: &Identity, request: SendRequest) -> Result<SendResponse> {
+    let id_chars = request.client_msg_id.chars().count();
+    if id_chars == 0 || id_chars > validate::MAX_CLIENT_MSG_ID_CHARS {
+        return Err(ServiceError::bad_request(
+            "client_msg_id must be 1 to 64 characters",
+        ));
+    }
+    if request.body.len() > ctx.config.max_message_len {
+        return Err(ServiceError::new(
+            Status::TooLarge,
+            format!(
+                "message body is {} bytes; the limit is {}",
+                request.body.len(),
+                ctx.config.max_message_len
+            ),
+        ));
+    }
+    if request.body.trim().is_empty() {
+        return Err(ServiceError::bad_request("message body must not be empty"));
+    }
+    let appended = ctx
+        .store
+        .append_message(NewMessage {
+            sender_id: me.user,
+            sender_name: me.name.clone(),
+            target: request.to,
+            client_msg_id: request.client_msg_id,
+            body: request.body,
+            now_ms: now_ms(),
+        })
+        .await?;
+    let message = appended.message;
+    let response = SendResponse {
+        conversation_id: message.conversation_id,
+        seq: message.seq,
+        server_ts_ms: message.server_ts_ms,
+        duplicate: appended.duplicate,
+    };
+    // A duplicate was pushed when it was first stored; whoever missed it
+    // then gets it from sync or at login.
+    if !appended.duplicate {
+        ctx.push(
+            &appended.recipients,
+            &Push::PushMessage(message),
+            Some(me.session),
+        )
+        .await;
+    }
+    Ok(response)
+}
+
+/// Moves the user's acknowledged position forward.
+///
+/// # Errors
+/// `forbidden` if the user is not in the conversation.
+pub async fn ack(ctx: &Context, me: &Identity, request: AckRequest) -> Result<AckResponse> {
+    let acked_seq = ctx
+        .store
+        .ack(me.user, request.conversation_id, request.seq)
+        .await?;
+    Ok(AckResponse { acked_seq })
+}
+
+/// A page of a conversation the user takes part in.
+///
+/// # Errors
+/// `forbidden` if not a member of the conversation, `bad_request` for a bad limit.
+pub async fn history(ctx: &Context, me: &Identity, request: HistoryRequest) -> Result<HistoryResponse> {
+    let limit = request.limit.unwrap_or(HISTORY_DEFAULT);
+    if limit == 0 || limit > HISTORY_MAX {
+        return Err(ServiceError::bad_request("limit must be 1 to 200"));
+    }
+    if !ctx
+        .store
+        .is_conversation_member(request.conversation_id, me.user)
+        .await?
+    {
+        return Err(ServiceError::forbidden("not a member of this conversation"));
+    }
+    // Ask for one more than the page to learn whether there is more.
+    let mut messages = ctx
+        .store
+        .history(
+            request.conversation_id,
+            request.before_seq,
+            request.after_seq,
+            limit + 1,
+        )
+        .await?;
+    let has_more = messages.len() > limit as usize;
+    if has_more {
+        if request.after_seq.is_some() {
+            messages.truncate(limit as usize);
+        } else {
+            messages.remove(0);
+        }
+    }
+    Ok(HistoryResponse { messages, has_more })
+}
+
+/// What the client missed.
+///
+/// # Errors
+/// `bad_request` for a bad limit or too many cursors.
+pub async fn sync(ctx: &Context, me: &Identity, request: SyncRequest) -> Result<SyncResponse> {
+    let limit = request.limit.unwrap_or(SYNC_DEFAULT);
+    if limit == 0 || limit > SYNC_MAX {
+        return Err(ServiceError::bad_request("limit must be 1 to 1000"));
+    }
+    if request.cursors.len() > SYNC_MAX_CURSORS {
+        return Err(ServiceError::bad_request("too many cursors"));
+    }
+    let mut messages = ctx.store.sync(me.user, &request.cursors, limit + 1).await?;
+    let has_more = messages.len() > limit as usize;
+    messages.truncate(limit as usize);
+    Ok(SyncResponse { messages, has_more })
+}

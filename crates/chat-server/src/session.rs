@@ -1,0 +1,461 @@
+//! One client connection: read frames, act on requests, write responses and
+//! pushes.
+//!
+//! A session is a single task. Its read buffer and write buffer live in the
+//! struct, so every await in the main `select!` is cancel-safe: a read that
+//! loses the race to a push or to shutdown loses no bytes. Requests are
+//! handled in the order they arrive (so a client's messages to one
+//! conversation keep their order), and everything ready to go out (responses
+//! and queued pushes) is written with one `write_all`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use chat_proto::frame;
+use chat_proto::{
+    ErrorBody, Frame, FrameError, LoginRequest, LoginResponse, LogoutResponse, PingResponse,
+    PresencePush, Push, Request, Response, SessionEndReason, SessionEndedPush, Status, UserId,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{sleep_until, timeout};
+
+use crate::context::{now_ms, Context, Identity};
+use crate::error::{Result, ServiceError};
+use crate::hub::SessionHandle;
+use crate::limits::TokenBucket;
+use crate::service::{account, chat, friends, groups};
+
+/// Flush the write buffer mid-batch once it holds this much.
+const FLUSH_THRESHOLD: usize = 256 * 1024;
+/// Read at least this much room at a time.
+const READ_CHUNK: usize = 4096;
+/// Offline messages are read from the store in pages of this many.
+const OFFLINE_PAGE: u32 = 500;
+
+/// Why a session ended, for the log.
+enum End {
+    ClientClosed,
+    Framing(FrameError),
+    Io(std::io::Error),
+    WriteTimeout,
+    Idle,
+    SlowConsumer,
+    Draining,
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::ClientClosed => f.write_str("client closed the connection"),
+            End::Framing(error) => write!(f, "framing error: {error}"),
+            End::Io(error) => write!(f, "i/o error: {error}"),
+            End::WriteTimeout => f.write_str("write timed out"),
+            End::Idle => f.write_str("idle timeout"),
+            End::SlowConsumer => f.write_str("slow consumer"),
+            End::Draining => f.write_str("server draining"),
+        }
+    }
+}
+
+/// A logged-in session's hub entry and identity.
+struct LoggedIn {
+    identity: Identity,
+    handle: Arc<SessionHandle>,
+}
+
+/// The state of one connection.
+pub struct Session {
+    ctx: Arc<Context>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    bucket: TokenBucket,
+    login: Option<LoggedIn>,
+    shutdown: watch::Receiver<bool>,
+    idle_deadline: tokio::time::Instant,
+}
+
+impl Session {
+    /// A session over an accepted connection.
+    pub fn new(
+        ctx: Arc<Context>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let bucket = TokenBucket::new(ctx.config.rate_limit_per_sec, ctx.config.rate_limit_burst);
+        let idle_deadline = tokio::time::Instant::now() + ctx.config.idle_timeout();
+        Self {
+            ctx,
+            stream,
+            peer,
+            read_buf: BytesMut::new(),
+            write_buf: BytesMut::new(),
+            bucket,
+            login: None,
+            shutdown,
+            idle_deadline,
+        }
+    }
+
+    /// Serves the connection until it ends, then withdraws the session from
+    /// the hub and tells friends if the user went offline.
+    pub async fn run(mut self) {
+        let end = self.serve().await;
+        match &end {
+            End::ClientClosed | End::Draining => {
+                tracing::debug!(peer = %self.peer, reason = %end, "session ended");
+            }
+            _ => tracing::info!(peer = %self.peer, reason = %end, "session ended"),
+        }
+        self.log_out().await;
+    }
+
+    async fn serve(&mut self) -> End {
+        loop {
+            if let Err(end) = self.flush().await {
+                return end;
+            }
+            let handle = self.login.as_ref().map(|login| login.handle.clone());
+            tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => {
+                    self.end_with(SessionEndReason::Draining, "the server is shutting down; reconnect").await;
+                    return End::Draining;
+                }
+                () = async { handle.as_ref().expect("guarded").wait().await }, if handle.is_some() => {
+                    let handle = handle.expect("guarded");
+                    match handle.take() {
+                        Ok(frames) => {
+                            for frame in frames {
+                                self.write_buf.extend_from_slice(&frame);
+                            }
+                        }
+                        Err(()) => {
+                            self.end_with(SessionEndReason::SlowConsumer, "you read too slowly; reconnect and sync").await;
+                            return End::SlowConsumer;
+                        }
+                    }
+                }
+                readable = self.stream.readable() => {
+                    if let Err(error) = readable {
+                        return End::Io(error);
+                    }
+                    if let Err(end) = self.read_and_handle().await {
+                        return end;
+                    }
+                }
+                () = sleep_until(self.idle_deadline) => {
+                    self.end_with(SessionEndReason::Idle, "no traffic within the idle timeout").await;
+                    return End::Idle;
+                }
+            }
+        }
+    }
+
+    /// Reads what the socket has and handles every whole frame in it.
+    async fn read_and_handle(&mut self) -> Result<(), End> {
+        self.read_buf.reserve(READ_CHUNK);
+        match self.stream.try_read_buf(&mut self.read_buf) {
+            Ok(0) => return Err(End::ClientClosed),
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(error) => return Err(End::Io(error)),
+        }
+        self.idle_deadline = tokio::time::Instant::now() + self.ctx.config.idle_timeout();
+        loop {
+            match frame::decode(&mut self.read_buf, self.ctx.config.max_frame_len) {
+                Ok(Some(frame)) => {
+                    self.handle_frame(frame).await;
+                    if self.write_buf.len() >= FLUSH_THRESHOLD {
+                        self.flush().await?;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    // The stream is out of sync: answer once, then close.
+                    let message_type = if self.read_buf.len() >= 6 {
+                        u16::from_be_bytes([self.read_buf[4], self.read_buf[5]])
+                    } else {
+                        0
+                    };
+                    ErrorBody {
+                        error: error.status(),
+                        message: error.to_string(),
+                    }
+                    .encode(message_type, error.request_id(), &mut self.write_buf);
+                    let _ = self.flush().await;
+                    return Err(End::Framing(error));
+                }
+            }
+        }
+        // An idle connection keeps no read buffer: release it when empty.
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    /// Writes out everything buffered.
+    async fn flush(&mut self) -> Result<(), End> {
+        if self.write_buf.is_empty() {
+            return Ok(());
+        }
+        let write = self.stream.write_all(&self.write_buf);
+        match timeout(self.ctx.config.write_timeout(), write).await {
+            Ok(Ok(())) => {
+                // Release the buffer so idle sessions hold no memory for it.
+                self.write_buf = BytesMut::new();
+                Ok(())
+            }
+            Ok(Err(error)) => Err(End::Io(error)),
+            Err(_) => Err(End::WriteTimeout),
+        }
+    }
+
+    /// Sends a final push and flushes it (best effort: the client may be the
+    /// reason the session is ending).
+    async fn end_with(&mut self, reason: SessionEndReason, message: &str) {
+        let push = Push::PushSessionEnded(SessionEndedPush {
+            reason,
+            message: message.to_owned(),
+        });
+        self.write_buf.extend_from_slice(&Context::encode_push(&push));
+        let _ = self.flush().await;
+        let _ = self.stream.shutdown().await;
+    }
+
+    /// Handles one well-framed frame, appending exactly one response.
+    async fn handle_frame(&mut self, frame: Frame) {
+        let header = frame.header;
+        let result = self.dispatch(&frame).await;
+        match result {
+            Ok(response) => {
+                // Responses are plain data and always encode.
+                let _ = response.encode(header.request_id, &mut self.write_buf);
+                if let Response::Login(login) = &response {
+                    let login = login.clone();
+                    self.after_login(&login).await;
+                }
+            }
+            Err(error) => {
+                if error.status == Status::Internal || error.status == Status::Unavailable {
+                    tracing::warn!(peer = %self.peer, %error, "request failed");
+                }
+                error
+                    .body()
+                    .encode(header.message_type, header.request_id, &mut self.write_buf);
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, frame: &Frame) -> Result<Response> {
+        let header = frame.header;
+        if !header.flags.is_request() {
+            return Err(ServiceError::bad_request(
+                "clients send requests only (flags must be 0)",
+            ));
+        }
+        if header.request_id == 0 {
+            return Err(ServiceError::bad_request("request id must not be 0"));
+        }
+        if header.status != 0 {
+            return Err(ServiceError::bad_request("status must be 0 in a request"));
+        }
+        if !self.bucket.try_take(Instant::now()) {
+            return Err(ServiceError::new(
+                Status::RateLimited,
+                "too many requests on this connection; slow down",
+            ));
+        }
+        let request = Request::from_payload(header.message_type, &frame.payload)?;
+        let ctx = self.ctx.clone();
+        let ctx = &*ctx;
+        // Requests allowed before login.
+        let request = match request {
+            Request::Ping(_) => {
+                return Ok(Response::Ping(PingResponse {
+                    server_ts_ms: now_ms(),
+                }))
+            }
+            Request::Register(request) => {
+                return account::register(ctx, request).await.map(Response::Register)
+            }
+            Request::Login(request) => return self.login(request).await.map(Response::Login),
+            other => other,
+        };
+        let Some(login) = &self.login else {
+            return Err(ServiceError::unauthorized("log in first"));
+        };
+        let me = &login.identity;
+        match request {
+            Request::Ping(_) | Request::Register(_) | Request::Login(_) => {
+                unreachable!("handled above")
+            }
+            Request::Logout(_) => {
+                let token_hash = me.token_hash.clone();
+                account::revoke(ctx, &token_hash).await?;
+                self.log_out().await;
+                Ok(Response::Logout(LogoutResponse {}))
+            }
+            Request::FriendAdd(r) => friends::add(ctx, me, r).await.map(Response::FriendAdd),
+            Request::FriendRespond(r) => friends::respond(ctx, me, r)
+                .await
+                .map(Response::FriendRespond),
+            Request::FriendRemove(r) => friends::remove(ctx, me, r)
+                .await
+                .map(Response::FriendRemove),
+            Request::FriendList(r) => friends::list(ctx, me, r).await.map(Response::FriendList),
+            Request::FriendUpdate(r) => friends::update(ctx, me, r)
+                .await
+                .map(Response::FriendUpdate),
+            Request::GroupCreate(r) => groups::create(ctx, me, r)
+                .await
+                .map(Response::GroupCreate),
+            Request::GroupJoin(r) => groups::join(ctx, me, r).await.map(Response::GroupJoin),
+            Request::GroupLeave(r) => groups::leave(ctx, me, r).await.map(Response::GroupLeave),
+            Request::GroupDissolve(r) => groups::dissolve(ctx, me, r)
+                .await
+                .map(Response::GroupDissolve),
+            Request::GroupKick(r) => groups::kick(ctx, me, r).await.map(Response::GroupKick),
+            Request::GroupSetRole(r) => groups::set_role(ctx, me, r)
+                .await
+                .map(Response::GroupSetRole),
+            Request::GroupInfo(r) => groups::info(ctx, me, r).await.map(Response::GroupInfo),
+            Request::GroupMembers(r) => groups::members(ctx, me, r)
+                .await
+                .map(Response::GroupMembers),
+            Request::GroupList(r) => groups::list(ctx, me, r).await.map(Response::GroupList),
+            Request::Send(r) => chat::send(ctx, me, r).await.map(Response::Send),
+            Request::Ack(r) => chat::ack(ctx, me, r).await.map(Response::Ack),
+            Request::History(r) => chat::history(ctx, me, r).await.map(Response::History),
+            Request::Sync(r) => chat::sync(ctx, me, r).await.map(Response::Sync),
+        }
+    }
+
+    /// Authenticates, then joins the hub so live pushes start to queue.
+    async fn login(&mut self, request: LoginRequest) -> Result<LoginResponse> {
+        if self.login.is_some() {
+            return Err(ServiceError::conflict("already logged in; log out first"));
+        }
+        let ctx = self.ctx.clone();
+        let who = account::authenticate(&ctx, request, self.peer.ip()).await?;
+        let session = ctx.hub.next_session_id();
+        let handle = Arc::new(SessionHandle::new(
+            session,
+            who.user.id,
+            ctx.config.outbox_len,
+        ));
+        // Register before reading the backlog: a message committed in
+        // between is then both pushed live and in the backlog (the client
+        // de-duplicates by sequence number) rather than in neither.
+        let local_sessions = ctx.hub.register(handle.clone());
+        self.login = Some(LoggedIn {
+            identity: Identity {
+                user: who.user.id,
+                name: who.user.name.clone(),
+                session,
+                token_hash: crate::auth::token_hash(&who.token),
+            },
+            handle,
+        });
+        let response = account::login_response(&ctx, &who).await?;
+        if ctx.bus.session_opened(who.user.id, local_sessions).await {
+            let friends: Vec<UserId> = response.friends.iter().map(|friend| friend.id).collect();
+            ctx.push(
+                &friends,
+                &Push::PushPresence(PresencePush {
+                    user_id: who.user.id,
+                    online: true,
+                }),
+                None,
+            )
+            .await;
+        }
+        tracing::info!(user = %who.user.id, peer = %self.peer, "logged in");
+        Ok(response)
+    }
+
+    /// Pushes every message the user has not acknowledged, after the login
+    /// response and before any live push queued meanwhile.
+    async fn after_login(&mut self, response: &LoginResponse) {
+        let Some(login) = &self.login else { return };
+        let user = login.identity.user;
+        let mut start = None;
+        let mut remaining = response.unacked;
+        while remaining > 0 {
+            let page = match self.ctx.store.unacked(user, start, OFFLINE_PAGE).await {
+                Ok(page) => page,
+                Err(error) => {
+                    // The client still gets them through sync; say so in the log.
+                    tracing::warn!(%user, %error, "could not read offline messages");
+                    return;
+                }
+            };
+            let Some(last) = page.last() else { break };
+            start = Some(chat_proto::Cursor {
+                conversation_id: last.conversation_id,
+                seq: last.seq,
+            });
+            remaining = remaining.saturating_sub(page.len() as u64);
+            let full = page.len() == OFFLINE_PAGE as usize;
+            for message in page {
+                let _ = Push::PushMessage(message).encode(&mut self.write_buf);
+            }
+            if self.write_buf.len() >= FLUSH_THRESHOLD && self.flush().await.is_err() {
+                return;
+            }
+            if !full {
+                break;
+            }
+        }
+    }
+
+    /// Leaves the hub and tells friends if this was the user's last session.
+    async fn log_out(&mut self) {
+        let Some(login) = self.login.take() else {
+            return;
+        };
+        let user = login.identity.user;
+        let remaining = self.ctx.hub.unregister(user, login.identity.session);
+        if self.ctx.bus.session_closed(user, remaining).await {
+            match self.ctx.store.friends_of(user).await {
+                Ok(friends) => {
+                    let ids: Vec<UserId> = friends.iter().map(|friend| friend.id).collect();
+                    self.ctx
+                        .push(
+                            &ids,
+                            &Push::PushPresence(PresencePush {
+                                user_id: user,
+                                online: false,
+                            }),
+                            None,
+                        )
+                        .await;
+                }
+                Err(error) => tracing::warn!(%user, %error, "could not announce offline"),
+            }
+        }
+    }
+}
+
+/// Answers a connection refused at accept time with one error frame.
+pub async fn refuse(mut stream: TcpStream, status: Status, message: &str) {
+    let mut buf = BytesMut::new();
+    ErrorBody {
+        error: status,
+        message: message.to_owned(),
+    }
+    .encode(0, 0, &mut buf);
+    let _ = timeout(
+        std::time::Duration::from_secs(1),
+        stream.write_all(buf.chunk()),
+    )
+    .await;
+    let _ = stream.shutdown().await;
+}
