@@ -11,7 +11,9 @@
 
 pub mod error;
 pub mod mysql;
+mod reads;
 pub mod repo;
+mod rows;
 pub mod sqlite;
 
 use std::sync::Arc;

@@ -55,7 +55,11 @@ impl TokenStore for MysqlStore {
     ) -> Result<()> {
         Err(not_ready("create_token"))
     }
-    async fn user_for_token(&self, _token_hash: &str, _now_ms: i64) -> Result<Option<(UserId, i64)>> {
+    async fn user_for_token(
+        &self,
+        _token_hash: &str,
+        _now_ms: i64,
+    ) -> Result<Option<(UserId, i64)>> {
         Err(not_ready("user_for_token"))
     }
     async fn revoke_token(&self, _token_hash: &str, _now_ms: i64) -> Result<()> {

@@ -134,8 +134,8 @@ pub trait TokenStore: Send + Sync {
     /// Stores a token hash for `user` valid until `expires_at_ms`.
     async fn create_token(&self, token_hash: &str, user: UserId, expires_at_ms: i64) -> Result<()>;
 
-    /// The user a still-valid token belongs to.
-    async fn user_for_token(&self, token_hash: &str, now_ms: i64) -> Result<Option<UserId>>;
+    /// The user a still-valid token belongs to, and when the token expires.
+    async fn user_for_token(&self, token_hash: &str, now_ms: i64) -> Result<Option<(UserId, i64)>>;
 
     /// Revokes a token; revoking an unknown token is not an error. Also
     /// removes tokens that have expired before `now_ms`.
@@ -316,8 +316,7 @@ pub trait MessageStore: Send + Sync {
     /// after the client's cursor (any sender) if it gave one, else after the
     /// acknowledged position (others' messages only). Ordered by
     /// (conversation, seq), at most `limit`.
-    async fn sync(&self, user: UserId, cursors: &[Cursor], limit: u32)
-        -> Result<Vec<ChatMessage>>;
+    async fn sync(&self, user: UserId, cursors: &[Cursor], limit: u32) -> Result<Vec<ChatMessage>>;
 }
 
 /// A whole store: every repository, and a way to close it.

@@ -1,0 +1,297 @@
+//! The read queries, written once for both backends.
+//!
+//! Reads are plain `SELECT`s with the same text on SQLite and MySQL, so they
+//! are written once here as a macro that each backend expands over its own
+//! pool type. (A generic function over `sqlx::Database` would need a long
+//! list of encode and decode bounds repeated at every use; the macro keeps
+//! the queries readable.) Writes differ between the backends (locking,
+//! `RETURNING`, upserts) and live with each backend.
+
+/// Expands to a `Reads` struct wrapping a `sqlx::Pool<$database>`, with one
+/// method per read of the repository traits.
+macro_rules! reads {
+    ($database:ty) => {
+        use std::collections::HashMap;
+
+        use chat_proto::{
+            ChatMessage, ConversationId, Cursor, FriendRequestInfo, GroupId, Role, Seq, UserId,
+        };
+
+        use crate::error::Result;
+        use crate::repo::{FriendRecord, GroupRecord, MemberRecord, UserRecord};
+        use crate::rows::{
+            from_db, into_messages, limit_to_db, role_from_db, to_db, FriendRow, GroupRoleRow,
+            GroupRow, MemberRow, MembershipRow, MessageRow, RequestRow, UserRow, COUNT_UNACKED,
+            SELECT_AFTER, SELECT_AFTER_FROM_OTHERS, SELECT_FRIEND, SELECT_GROUP, SELECT_GROUPS_OF,
+            SELECT_MEMBERS, SELECT_MEMBERSHIPS, SELECT_MESSAGE, SELECT_REQUEST, SELECT_UNACKED,
+            SELECT_USER,
+        };
+
+        /// The read side of the store: every query that changes nothing.
+        #[derive(Debug, Clone)]
+        pub(crate) struct Reads {
+            pool: sqlx::Pool<$database>,
+        }
+
+        impl Reads {
+            /// Reads through `pool`.
+            pub(crate) fn new(pool: sqlx::Pool<$database>) -> Reads {
+                Reads { pool }
+            }
+
+            /// Closes the pool.
+            pub(crate) async fn close(&self) {
+                self.pool.close().await;
+            }
+
+            pub(crate) async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>> {
+                let row: Option<UserRow> = sqlx::query_as(&format!("{SELECT_USER} WHERE name = ?"))
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(UserRecord::from))
+            }
+
+            pub(crate) async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>> {
+                let row: Option<UserRow> = sqlx::query_as(&format!("{SELECT_USER} WHERE id = ?"))
+                    .bind(to_db(id.0))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(UserRecord::from))
+            }
+
+            pub(crate) async fn user_for_token(
+                &self,
+                token_hash: &str,
+                now_ms: i64,
+            ) -> Result<Option<(UserId, i64)>> {
+                let row: Option<(i64, i64)> = sqlx::query_as(
+                    "SELECT user_id, expires_at_ms FROM tokens \
+                     WHERE token_hash = ? AND expires_at_ms > ?",
+                )
+                .bind(token_hash)
+                .bind(now_ms)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(id, expires_at_ms)| (UserId(from_db(id)), expires_at_ms)))
+            }
+
+            pub(crate) async fn friends_of(&self, user: UserId) -> Result<Vec<FriendRecord>> {
+                let rows: Vec<FriendRow> = sqlx::query_as(&format!(
+                    "{SELECT_FRIEND} WHERE f.user_id = ? ORDER BY u.name, u.id"
+                ))
+                .bind(to_db(user.0))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(FriendRecord::from).collect())
+            }
+
+            pub(crate) async fn friend(
+                &self,
+                user: UserId,
+                friend: UserId,
+            ) -> Result<Option<FriendRecord>> {
+                let row: Option<FriendRow> = sqlx::query_as(&format!(
+                    "{SELECT_FRIEND} WHERE f.user_id = ? AND f.friend_id = ?"
+                ))
+                .bind(to_db(user.0))
+                .bind(to_db(friend.0))
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(FriendRecord::from))
+            }
+
+            pub(crate) async fn pending_requests(
+                &self,
+                user: UserId,
+            ) -> Result<(Vec<FriendRequestInfo>, Vec<FriendRequestInfo>)> {
+                let incoming: Vec<RequestRow> = sqlx::query_as(&format!(
+                    "{SELECT_REQUEST} WHERE r.to_id = ? ORDER BY r.created_at_ms, r.from_id"
+                ))
+                .bind(to_db(user.0))
+                .fetch_all(&self.pool)
+                .await?;
+                let outgoing: Vec<RequestRow> = sqlx::query_as(&format!(
+                    "{SELECT_REQUEST} WHERE r.from_id = ? ORDER BY r.created_at_ms, r.to_id"
+                ))
+                .bind(to_db(user.0))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok((
+                    incoming.into_iter().map(FriendRequestInfo::from).collect(),
+                    outgoing.into_iter().map(FriendRequestInfo::from).collect(),
+                ))
+            }
+
+            pub(crate) async fn group(&self, group: GroupId) -> Result<Option<GroupRecord>> {
+                let row: Option<GroupRow> =
+                    sqlx::query_as(&format!("{SELECT_GROUP} WHERE g.id = ?"))
+                        .bind(to_db(group.0))
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map(GroupRecord::from))
+            }
+
+            pub(crate) async fn role(&self, group: GroupId, user: UserId) -> Result<Option<Role>> {
+                let role: Option<String> = sqlx::query_scalar(
+                    "SELECT role FROM group_members WHERE group_id = ? AND user_id = ?",
+                )
+                .bind(to_db(group.0))
+                .bind(to_db(user.0))
+                .fetch_optional(&self.pool)
+                .await?;
+                role.as_deref().map(role_from_db).transpose()
+            }
+
+            pub(crate) async fn members(&self, group: GroupId) -> Result<Vec<MemberRecord>> {
+                let rows: Vec<MemberRow> = sqlx::query_as(SELECT_MEMBERS)
+                    .bind(to_db(group.0))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter().map(MemberRow::into_record).collect()
+            }
+
+            pub(crate) async fn groups_of(&self, user: UserId) -> Result<Vec<(GroupRecord, Role)>> {
+                let rows: Vec<GroupRoleRow> = sqlx::query_as(SELECT_GROUPS_OF)
+                    .bind(to_db(user.0))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter().map(GroupRoleRow::into_record).collect()
+            }
+
+            pub(crate) async fn is_conversation_member(
+                &self,
+                conversation: ConversationId,
+                user: UserId,
+            ) -> Result<bool> {
+                let found: Option<i64> = sqlx::query_scalar(
+                    "SELECT 1 FROM conversation_members WHERE conversation_id = ? AND user_id = ?",
+                )
+                .bind(to_db(conversation.0))
+                .bind(to_db(user.0))
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(found.is_some())
+            }
+
+            pub(crate) async fn history(
+                &self,
+                conversation: ConversationId,
+                before: Option<Seq>,
+                after: Option<Seq>,
+                limit: u32,
+            ) -> Result<Vec<ChatMessage>> {
+                // `before` bounds the page on both paths, so a client can ask
+                // for a window between two positions.
+                let before = before.map_or(i64::MAX, |seq| to_db(seq.0));
+                if let Some(after) = after {
+                    let rows: Vec<MessageRow> = sqlx::query_as(&format!(
+                        "{SELECT_MESSAGE} WHERE m.conversation_id = ? AND m.seq > ? \
+                         AND m.seq < ? ORDER BY m.seq LIMIT ?"
+                    ))
+                    .bind(to_db(conversation.0))
+                    .bind(to_db(after.0))
+                    .bind(before)
+                    .bind(limit_to_db(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    into_messages(rows)
+                } else {
+                    let mut rows: Vec<MessageRow> = sqlx::query_as(&format!(
+                        "{SELECT_MESSAGE} WHERE m.conversation_id = ? AND m.seq < ? \
+                         ORDER BY m.seq DESC LIMIT ?"
+                    ))
+                    .bind(to_db(conversation.0))
+                    .bind(before)
+                    .bind(limit_to_db(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.reverse();
+                    into_messages(rows)
+                }
+            }
+
+            pub(crate) async fn unacked(
+                &self,
+                user: UserId,
+                start: Option<Cursor>,
+                limit: u32,
+            ) -> Result<Vec<ChatMessage>> {
+                // Without a start, (0, 0) is before every stored message.
+                let (start_conversation, start_seq) = start.map_or((0, 0), |cursor| {
+                    (to_db(cursor.conversation_id.0), to_db(cursor.seq.0))
+                });
+                let rows: Vec<MessageRow> = sqlx::query_as(SELECT_UNACKED)
+                    .bind(to_db(user.0))
+                    .bind(to_db(user.0))
+                    .bind(start_conversation)
+                    .bind(start_conversation)
+                    .bind(start_seq)
+                    .bind(limit_to_db(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                into_messages(rows)
+            }
+
+            pub(crate) async fn unacked_count(&self, user: UserId) -> Result<u64> {
+                let count: i64 = sqlx::query_scalar(COUNT_UNACKED)
+                    .bind(to_db(user.0))
+                    .bind(to_db(user.0))
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(from_db(count))
+            }
+
+            pub(crate) async fn sync(
+                &self,
+                user: UserId,
+                cursors: &[Cursor],
+                limit: u32,
+            ) -> Result<Vec<ChatMessage>> {
+                let memberships: Vec<MembershipRow> = sqlx::query_as(SELECT_MEMBERSHIPS)
+                    .bind(to_db(user.0))
+                    .fetch_all(&self.pool)
+                    .await?;
+                // Cursors for conversations the user is not in are ignored:
+                // the walk below covers only memberships.
+                let seen: HashMap<i64, i64> = cursors
+                    .iter()
+                    .map(|cursor| (to_db(cursor.conversation_id.0), to_db(cursor.seq.0)))
+                    .collect();
+                let mut messages = Vec::new();
+                let mut remaining = limit_to_db(limit);
+                for membership in memberships {
+                    if remaining <= 0 {
+                        break;
+                    }
+                    let rows: Vec<MessageRow> = match seen.get(&membership.conversation_id) {
+                        Some(&seq) if seq < membership.last_seq => {
+                            sqlx::query_as(SELECT_AFTER)
+                                .bind(membership.conversation_id)
+                                .bind(seq)
+                                .bind(remaining)
+                                .fetch_all(&self.pool)
+                                .await?
+                        }
+                        None if membership.acked_seq < membership.last_seq => {
+                            sqlx::query_as(SELECT_AFTER_FROM_OTHERS)
+                                .bind(membership.conversation_id)
+                                .bind(membership.acked_seq)
+                                .bind(to_db(user.0))
+                                .bind(remaining)
+                                .fetch_all(&self.pool)
+                                .await?
+                        }
+                        // Nothing past the position this conversation starts from.
+                        _ => continue,
+                    };
+                    remaining -= i64::try_from(rows.len()).unwrap_or(i64::MAX);
+                    messages.extend(into_messages(rows)?);
+                }
+                Ok(messages)
+            }
+        }
+    };
+}
+
+pub(crate) use reads;

@@ -1,0 +1,361 @@
+//! What both backends share: id conversions, row shapes and their mapping to
+//! the records of [`crate::repo`], the SQL fragments that read them, and the
+//! classification of database errors.
+//!
+//! Both schemas use the same table and column names and store every integer as
+//! a signed 64-bit value, so a row read from SQLite and one read from MySQL
+//! decode through the same structs.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use chat_proto::{
+    ChatMessage, ConversationId, FriendRequestInfo, GroupId, Role, Seq, Target, UserId, UserSummary,
+};
+
+use crate::error::{Result, StoreError};
+use crate::repo::{FriendRecord, GroupRecord, MemberRecord, UserRecord};
+
+/// A boxed, sendable future: what a transaction body returns, so that a body
+/// can be stored as a plain function pointer and run again on retry.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Converts an id or sequence number to its column value. Values past
+/// `i64::MAX` cannot have been assigned by the store, so they saturate to a
+/// value that matches nothing (for an id) or means "the end" (for a sequence
+/// number), instead of wrapping to a negative number.
+pub(crate) fn to_db(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Converts a column value back. The store never writes a negative id or
+/// sequence number, so clamping at zero only guards against a damaged row.
+pub(crate) fn from_db(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// A row that does not decode into a record: the database holds something
+/// this code never writes.
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Database(sqlx::Error::Decode(
+        format!("unexpected {what} {value:?} in the database").into(),
+    ))
+}
+
+/// The column value of a role.
+pub(crate) fn role_to_db(role: Role) -> &'static str {
+    role.as_str()
+}
+
+/// Parses a role column.
+pub(crate) fn role_from_db(text: &str) -> Result<Role> {
+    Role::parse(text).ok_or_else(|| corrupt("role", text))
+}
+
+/// The `target_kind` and `target_id` columns of a message.
+pub(crate) fn target_to_db(target: Target) -> (&'static str, i64) {
+    match target {
+        Target::User(user) => ("user", to_db(user.0)),
+        Target::Group(group) => ("group", to_db(group.0)),
+    }
+}
+
+/// Whether a database error is a unique-key violation.
+pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|database| database.is_unique_violation())
+}
+
+/// Whether a database error is a foreign-key violation (a referenced user,
+/// group or conversation does not exist).
+pub(crate) fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|database| database.is_foreign_key_violation())
+}
+
+/// Maps a failed insert: a unique violation becomes `Conflict(conflict)`, a
+/// foreign-key violation `NotFound(missing)`, anything else stays a database
+/// error.
+pub(crate) fn insert_error(
+    error: sqlx::Error,
+    conflict: &'static str,
+    missing: &'static str,
+) -> StoreError {
+    if is_unique_violation(&error) {
+        StoreError::Conflict(conflict)
+    } else if is_foreign_key_violation(&error) {
+        StoreError::NotFound(missing)
+    } else {
+        StoreError::Database(error)
+    }
+}
+
+/// `SELECT` of a [`UserRow`].
+pub(crate) const SELECT_USER: &str = "SELECT id, name, password_hash, created_at_ms FROM users";
+
+/// A row of `users`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct UserRow {
+    id: i64,
+    name: String,
+    password_hash: String,
+    created_at_ms: i64,
+}
+
+impl From<UserRow> for UserRecord {
+    fn from(row: UserRow) -> Self {
+        UserRecord {
+            id: UserId(from_db(row.id)),
+            name: row.name,
+            password_hash: row.password_hash,
+            created_at_ms: row.created_at_ms,
+        }
+    }
+}
+
+/// `SELECT` of a [`FriendRow`]; `f` is the owner's side of the friendship.
+pub(crate) const SELECT_FRIEND: &str = "SELECT u.id, u.name, f.remark, f.category, \
+     f.conversation_id FROM friends f JOIN users u ON u.id = f.friend_id";
+
+/// One direction of a friendship, joined with the friend's name.
+#[derive(sqlx::FromRow)]
+pub(crate) struct FriendRow {
+    id: i64,
+    name: String,
+    remark: Option<String>,
+    category: Option<String>,
+    conversation_id: i64,
+}
+
+impl From<FriendRow> for FriendRecord {
+    fn from(row: FriendRow) -> Self {
+        FriendRecord {
+            id: UserId(from_db(row.id)),
+            name: row.name,
+            remark: row.remark,
+            category: row.category,
+            conversation_id: ConversationId(from_db(row.conversation_id)),
+        }
+    }
+}
+
+/// `SELECT` of a [`RequestRow`].
+pub(crate) const SELECT_REQUEST: &str = "SELECT r.from_id, fu.name AS from_name, r.to_id, \
+     tu.name AS to_name, r.message, r.created_at_ms FROM friend_requests r \
+     JOIN users fu ON fu.id = r.from_id JOIN users tu ON tu.id = r.to_id";
+
+/// A pending friend request with both names.
+#[derive(sqlx::FromRow)]
+pub(crate) struct RequestRow {
+    from_id: i64,
+    from_name: String,
+    to_id: i64,
+    to_name: String,
+    message: Option<String>,
+    created_at_ms: i64,
+}
+
+impl From<RequestRow> for FriendRequestInfo {
+    fn from(row: RequestRow) -> Self {
+        FriendRequestInfo {
+            from: UserSummary {
+                id: UserId(from_db(row.from_id)),
+                name: row.from_name,
+            },
+            to: UserSummary {
+                id: UserId(from_db(row.to_id)),
+                name: row.to_name,
+            },
+            message: row.message,
+            created_at_ms: row.created_at_ms,
+        }
+    }
+}
+
+/// `SELECT` of a [`GroupRow`] from `chat_groups g`.
+pub(crate) const SELECT_GROUP: &str = "SELECT g.id, g.name, g.description, g.owner_id, \
+     g.conversation_id, g.created_at_ms, \
+     (SELECT COUNT(*) FROM group_members c WHERE c.group_id = g.id) AS member_count \
+     FROM chat_groups g";
+
+/// `SELECT` of a [`GroupRoleRow`]: the groups of the user bound to the one
+/// placeholder, in the order they were created.
+pub(crate) const SELECT_GROUPS_OF: &str = "SELECT g.id, g.name, g.description, g.owner_id, \
+     g.conversation_id, g.created_at_ms, \
+     (SELECT COUNT(*) FROM group_members c WHERE c.group_id = g.id) AS member_count, \
+     m.role FROM group_members m JOIN chat_groups g ON g.id = m.group_id \
+     WHERE m.user_id = ? ORDER BY g.id";
+
+/// A row of `chat_groups` with its member count.
+#[derive(sqlx::FromRow)]
+pub(crate) struct GroupRow {
+    id: i64,
+    name: String,
+    description: String,
+    owner_id: i64,
+    conversation_id: i64,
+    created_at_ms: i64,
+    member_count: i64,
+}
+
+impl From<GroupRow> for GroupRecord {
+    fn from(row: GroupRow) -> Self {
+        GroupRecord {
+            id: GroupId(from_db(row.id)),
+            name: row.name,
+            description: row.description,
+            owner_id: UserId(from_db(row.owner_id)),
+            conversation_id: ConversationId(from_db(row.conversation_id)),
+            member_count: u32::try_from(row.member_count).unwrap_or(u32::MAX),
+            created_at_ms: row.created_at_ms,
+        }
+    }
+}
+
+/// A group with one user's role in it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct GroupRoleRow {
+    #[sqlx(flatten)]
+    group: GroupRow,
+    role: String,
+}
+
+impl GroupRoleRow {
+    /// The record and the role.
+    pub(crate) fn into_record(self) -> Result<(GroupRecord, Role)> {
+        let role = role_from_db(&self.role)?;
+        Ok((self.group.into(), role))
+    }
+}
+
+/// `SELECT` of [`MemberRow`]s: the members of the group bound to the one
+/// placeholder, owner first, then admins, then members, each by name.
+pub(crate) const SELECT_MEMBERS: &str = "SELECT u.id, u.name, m.role FROM group_members m \
+     JOIN users u ON u.id = m.user_id WHERE m.group_id = ? \
+     ORDER BY CASE m.role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END, u.name, u.id";
+
+/// A member of a group with its name.
+#[derive(sqlx::FromRow)]
+pub(crate) struct MemberRow {
+    id: i64,
+    name: String,
+    role: String,
+}
+
+impl MemberRow {
+    /// The record.
+    pub(crate) fn into_record(self) -> Result<MemberRecord> {
+        Ok(MemberRecord {
+            id: UserId(from_db(self.id)),
+            name: self.name,
+            role: role_from_db(&self.role)?,
+        })
+    }
+}
+
+/// `SELECT` of a [`MessageRow`] from `messages m`.
+pub(crate) const SELECT_MESSAGE: &str = "SELECT m.conversation_id, m.seq, m.sender_id, \
+     u.name AS sender_name, m.target_kind, m.target_id, m.client_msg_id, m.body, \
+     m.server_ts_ms FROM messages m JOIN users u ON u.id = m.sender_id";
+
+/// A stored message with its sender's name.
+#[derive(sqlx::FromRow)]
+pub(crate) struct MessageRow {
+    conversation_id: i64,
+    seq: i64,
+    sender_id: i64,
+    sender_name: String,
+    target_kind: String,
+    target_id: i64,
+    client_msg_id: String,
+    body: String,
+    server_ts_ms: i64,
+}
+
+impl MessageRow {
+    /// The message.
+    pub(crate) fn into_message(self) -> Result<ChatMessage> {
+        let target = match self.target_kind.as_str() {
+            "user" => Target::User(UserId(from_db(self.target_id))),
+            "group" => Target::Group(GroupId(from_db(self.target_id))),
+            other => return Err(corrupt("message target kind", other)),
+        };
+        Ok(ChatMessage {
+            conversation_id: ConversationId(from_db(self.conversation_id)),
+            seq: Seq(from_db(self.seq)),
+            sender_id: UserId(from_db(self.sender_id)),
+            sender_name: self.sender_name,
+            target,
+            client_msg_id: self.client_msg_id,
+            body: self.body,
+            server_ts_ms: self.server_ts_ms,
+        })
+    }
+}
+
+/// Decodes a list of message rows.
+pub(crate) fn into_messages(rows: Vec<MessageRow>) -> Result<Vec<ChatMessage>> {
+    rows.into_iter().map(MessageRow::into_message).collect()
+}
+
+/// Decodes a list of ids.
+pub(crate) fn into_user_ids(rows: Vec<i64>) -> Vec<UserId> {
+    rows.into_iter().map(|id| UserId(from_db(id))).collect()
+}
+
+/// A conversation `user` belongs to, with what `user` acknowledged in it
+/// and where it ends; what [`crate::MessageStore::sync`] walks.
+#[derive(sqlx::FromRow)]
+pub(crate) struct MembershipRow {
+    pub(crate) conversation_id: i64,
+    pub(crate) acked_seq: i64,
+    pub(crate) last_seq: i64,
+}
+
+/// `SELECT` of the [`MembershipRow`]s of the user bound to the one
+/// placeholder, by conversation.
+pub(crate) const SELECT_MEMBERSHIPS: &str = "SELECT cm.conversation_id, cm.acked_seq, \
+     c.last_seq FROM conversation_members cm JOIN conversations c ON c.id = cm.conversation_id \
+     WHERE cm.user_id = ? ORDER BY cm.conversation_id";
+
+/// `SELECT` of the messages of one conversation after a position (two
+/// placeholders: conversation, seq), oldest first, with a `LIMIT ?` to bind
+/// last. Used by sync for conversations the client gave a cursor for.
+pub(crate) const SELECT_AFTER: &str = "SELECT m.conversation_id, m.seq, m.sender_id, \
+     u.name AS sender_name, m.target_kind, m.target_id, m.client_msg_id, m.body, \
+     m.server_ts_ms FROM messages m JOIN users u ON u.id = m.sender_id \
+     WHERE m.conversation_id = ? AND m.seq > ? ORDER BY m.seq LIMIT ?";
+
+/// Like [`SELECT_AFTER`] but only messages others sent (three placeholders:
+/// conversation, seq, user, then the limit).
+pub(crate) const SELECT_AFTER_FROM_OTHERS: &str = "SELECT m.conversation_id, m.seq, \
+     m.sender_id, u.name AS sender_name, m.target_kind, m.target_id, m.client_msg_id, m.body, \
+     m.server_ts_ms FROM messages m JOIN users u ON u.id = m.sender_id \
+     WHERE m.conversation_id = ? AND m.seq > ? AND m.sender_id <> ? ORDER BY m.seq LIMIT ?";
+
+/// The unacknowledged messages of a user (placeholders: user, user, start
+/// conversation, start conversation, start seq, limit): others' messages past
+/// the user's acknowledged position in each conversation, by (conversation,
+/// seq), after a paging position.
+pub(crate) const SELECT_UNACKED: &str = "SELECT m.conversation_id, m.seq, m.sender_id, \
+     u.name AS sender_name, m.target_kind, m.target_id, m.client_msg_id, m.body, \
+     m.server_ts_ms FROM conversation_members cm \
+     JOIN messages m ON m.conversation_id = cm.conversation_id AND m.seq > cm.acked_seq \
+     JOIN users u ON u.id = m.sender_id \
+     WHERE cm.user_id = ? AND m.sender_id <> ? \
+     AND (m.conversation_id > ? OR (m.conversation_id = ? AND m.seq > ?)) \
+     ORDER BY m.conversation_id, m.seq LIMIT ?";
+
+/// How many messages [`SELECT_UNACKED`] would return without paging
+/// (placeholders: user, user).
+pub(crate) const COUNT_UNACKED: &str = "SELECT COUNT(*) FROM conversation_members cm \
+     JOIN messages m ON m.conversation_id = cm.conversation_id AND m.seq > cm.acked_seq \
+     WHERE cm.user_id = ? AND m.sender_id <> ?";
+
+/// The bound value of a page size. The caller bounds pages; the store only
+/// converts the type.
+pub(crate) fn limit_to_db(limit: u32) -> i64 {
+    i64::from(limit)
+}

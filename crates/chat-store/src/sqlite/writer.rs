@@ -1,0 +1,287 @@
+//! The one task that writes to the SQLite database, with group commit.
+//!
+//! SQLite allows one writer at a time and, with `synchronous=FULL`, each
+//! commit waits for the disk. A commit per message would cap the server at
+//! the disk's sync rate. So every write is sent to this task, which owns the
+//! only read-write connection, takes everything that is queued (up to
+//! [`MAX_BATCH`] writes), runs them in one transaction, and answers each only
+//! after that transaction's `COMMIT` returned: one disk sync for the whole
+//! batch, and still no write is acknowledged before it is durable.
+//!
+//! Each write of a batch runs inside its own `SAVEPOINT`. A write that is
+//! refused (`NotFound`, `Conflict`, `Forbidden`) is rolled back to its
+//! savepoint, so it leaves nothing behind and the others still commit. If the
+//! database itself fails, the whole batch is rolled back and each write is
+//! retried alone in its own transaction, so one bad write cannot fail the
+//! writes that happened to share its batch.
+
+use sqlx::sqlite::SqliteConnection;
+use sqlx::SqlitePool;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::error::{Result, StoreError};
+use crate::rows::BoxFuture;
+
+/// Most writes committed in one transaction. Large enough that a busy server
+/// syncs the disk rarely, small enough that the first write of a batch does
+/// not wait long for the last.
+pub(super) const MAX_BATCH: usize = 256;
+
+/// How many writes may wait for the writer before senders wait too. This is
+/// the back-pressure that keeps a burst from growing memory without bound.
+const QUEUE_LEN: usize = 4 * MAX_BATCH;
+
+/// The body of a write transaction: runs on the writer connection inside an
+/// open transaction, with its arguments. A plain function pointer, so that
+/// the writer can run it a second time when it retries a failed batch write
+/// by write.
+pub(super) type WriteBody<A, T> =
+    for<'c> fn(&'c mut SqliteConnection, &'c A) -> BoxFuture<'c, Result<T>>;
+
+/// A handle to the writer task. Cheap to share by reference; the store holds
+/// one.
+#[derive(Debug)]
+pub(super) struct Writer {
+    commands: mpsc::Sender<Command>,
+    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Writer {
+    /// Starts the writer task on `pool`, which must hold the store's only
+    /// read-write connection (a pool of one).
+    pub(super) fn start(pool: SqlitePool) -> Writer {
+        let (commands, receiver) = mpsc::channel(QUEUE_LEN);
+        let task = tokio::spawn(run(pool, receiver));
+        Writer {
+            commands,
+            task: tokio::sync::Mutex::new(Some(task)),
+        }
+    }
+
+    /// Runs `body` with `args` in the next batch and returns its result once
+    /// the batch has committed (or its error, having written nothing).
+    ///
+    /// # Errors
+    /// The body's own error, or a database error; `PoolClosed` once the
+    /// store is closed.
+    pub(super) async fn write<A, T>(&self, args: A, body: WriteBody<A, T>) -> Result<T>
+    where
+        A: Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(TypedJob {
+            args,
+            body,
+            outcome: None,
+            reply,
+        });
+        self.commands
+            .send(Command::Write(job))
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
+        // The task answers every job it takes; a dropped reply means it
+        // stopped without running this one.
+        answer
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?
+    }
+
+    /// Lets the writes already queued finish, then stops the task. Writes
+    /// sent afterwards fail with `PoolClosed`. Calling it again is harmless.
+    pub(super) async fn close(&self) {
+        // A failed send means the task has already stopped.
+        let _ = self.commands.send(Command::Close).await;
+        let task = self.task.lock().await.take();
+        if let Some(task) = task {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "the SQLite writer task failed");
+            }
+        }
+    }
+}
+
+/// What the writer task receives.
+enum Command {
+    /// A write to run in the next batch.
+    Write(Box<dyn Job>),
+    /// Finish what is queued, accept nothing more, and stop.
+    Close,
+}
+
+/// A queued write with its reply channel, its result type erased so that one
+/// batch can hold writes of every kind.
+trait Job: Send {
+    /// Runs the body inside the open transaction and keeps its outcome.
+    /// `Ok(true)`: it wrote and must be committed; `Ok(false)`: it was
+    /// refused and its changes must be rolled back; `Err`: the database
+    /// failed.
+    fn run<'c>(
+        &'c mut self,
+        conn: &'c mut SqliteConnection,
+    ) -> BoxFuture<'c, Result<bool, sqlx::Error>>;
+
+    /// Sends the kept outcome, after the commit (or after a rollback, for a
+    /// refused write).
+    fn answer(self: Box<Self>);
+
+    /// Sends a database error instead.
+    fn fail(self: Box<Self>, error: sqlx::Error);
+}
+
+/// A [`Job`] with its types.
+struct TypedJob<A, T> {
+    args: A,
+    body: WriteBody<A, T>,
+    outcome: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<A, T> Job for TypedJob<A, T>
+where
+    A: Send + Sync + 'static,
+    T: Send + 'static,
+{
+    fn run<'c>(
+        &'c mut self,
+        conn: &'c mut SqliteConnection,
+    ) -> BoxFuture<'c, Result<bool, sqlx::Error>> {
+        Box::pin(async move {
+            match (self.body)(conn, &self.args).await {
+                Err(StoreError::Database(error)) => Err(error),
+                Ok(value) => {
+                    self.outcome = Some(Ok(value));
+                    Ok(true)
+                }
+                Err(refusal) => {
+                    self.outcome = Some(Err(refusal));
+                    Ok(false)
+                }
+            }
+        })
+    }
+
+    fn answer(self: Box<Self>) {
+        let outcome = self
+            .outcome
+            .unwrap_or(Err(StoreError::Database(sqlx::Error::WorkerCrashed)));
+        // The caller may have given up waiting; then nobody needs the answer.
+        let _ = self.reply.send(outcome);
+    }
+
+    fn fail(self: Box<Self>, error: sqlx::Error) {
+        let _ = self.reply.send(Err(StoreError::Database(error)));
+    }
+}
+
+/// The writer task: batch, commit, answer, until closed.
+async fn run(pool: SqlitePool, mut commands: mpsc::Receiver<Command>) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = commands.recv().await {
+        take(first, &mut batch, &mut commands);
+        while batch.len() < MAX_BATCH {
+            match commands.try_recv() {
+                Ok(command) => take(command, &mut batch, &mut commands),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        match pool.acquire().await {
+            Ok(mut conn) => commit_batch(&mut conn, &mut batch).await,
+            Err(error) => {
+                tracing::error!(%error, "the SQLite writer has no connection");
+                for job in batch.drain(..) {
+                    job.fail(sqlx::Error::PoolClosed);
+                }
+            }
+        }
+    }
+    pool.close().await;
+}
+
+/// Adds a command to the batch; a close request stops new sends, and the
+/// loop ends once what was queued before it is done.
+fn take(command: Command, batch: &mut Vec<Box<dyn Job>>, commands: &mut mpsc::Receiver<Command>) {
+    match command {
+        Command::Write(job) => batch.push(job),
+        Command::Close => commands.close(),
+    }
+}
+
+/// Commits `batch` in one transaction, or write by write if that fails, and
+/// answers every job. Leaves `batch` empty.
+async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Box<dyn Job>>) {
+    if batch.len() == 1 {
+        // Nothing to share the transaction with: skip the savepoints.
+        if let Some(job) = batch.pop() {
+            commit_alone(conn, job).await;
+        }
+        return;
+    }
+    match run_together(conn, batch).await {
+        Ok(()) => {
+            for job in batch.drain(..) {
+                job.answer();
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, writes = batch.len(), "batch failed; retrying its writes one by one");
+            rollback(conn).await;
+            for job in batch.drain(..) {
+                commit_alone(conn, job).await;
+            }
+        }
+    }
+}
+
+/// Runs every job in one transaction, each inside a savepoint.
+async fn run_together(
+    conn: &mut SqliteConnection,
+    batch: &mut [Box<dyn Job>],
+) -> Result<(), sqlx::Error> {
+    execute(conn, "BEGIN IMMEDIATE").await?;
+    for job in batch.iter_mut() {
+        execute(conn, "SAVEPOINT write").await?;
+        if !job.run(conn).await? {
+            execute(conn, "ROLLBACK TO write").await?;
+        }
+        execute(conn, "RELEASE write").await?;
+    }
+    execute(conn, "COMMIT").await
+}
+
+/// Runs one job in its own transaction and answers it.
+async fn commit_alone(conn: &mut SqliteConnection, mut job: Box<dyn Job>) {
+    let result = async {
+        execute(conn, "BEGIN IMMEDIATE").await?;
+        if job.run(conn).await? {
+            execute(conn, "COMMIT").await
+        } else {
+            execute(conn, "ROLLBACK").await
+        }
+    }
+    .await;
+    match result {
+        Ok(()) => job.answer(),
+        Err(error) => {
+            rollback(conn).await;
+            job.fail(error);
+        }
+    }
+}
+
+/// Ends a failed transaction. SQLite may already have rolled it back (then
+/// `ROLLBACK` reports that no transaction is active, which is fine).
+async fn rollback(conn: &mut SqliteConnection) {
+    if let Err(error) = execute(conn, "ROLLBACK").await {
+        tracing::debug!(%error, "rollback after a failed write");
+    }
+}
+
+/// Runs one statement without arguments.
+async fn execute(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), sqlx::Error> {
+    sqlx::query(sql).execute(&mut *conn).await.map(|_| ())
+}

@@ -1,0 +1,623 @@
+//! The bodies of the SQLite write transactions. Each runs on the writer
+//! connection inside a transaction the writer opened (see `writer.rs`), checks
+//! before it writes, and may be run a second time if its batch fails.
+
+use chat_proto::{
+    ChatMessage, ConversationId, FriendRequestInfo, GroupId, Role, Seq, Target, UserId, UserSummary,
+};
+use sqlx::sqlite::SqliteConnection;
+
+use crate::error::{Result, StoreError};
+use crate::repo::{Appended, FriendAddResult, FriendRecord, GroupRecord, NewMessage, UserRecord};
+use crate::rows::{
+    from_db, insert_error, into_user_ids, role_from_db, role_to_db, target_to_db, to_db, FriendRow,
+    MessageRow, SELECT_FRIEND, SELECT_MESSAGE,
+};
+
+/// Arguments of [`create_user`]: name, password hash, time.
+pub(super) type NewUser = (String, String, i64);
+
+pub(super) async fn create_user(
+    conn: &mut SqliteConnection,
+    (name, password_hash, now_ms): &NewUser,
+) -> Result<UserRecord> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO users (name, password_hash, created_at_ms) VALUES (?, ?, ?) RETURNING id",
+    )
+    .bind(name)
+    .bind(password_hash)
+    .bind(now_ms)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|error| insert_error(error, "user name taken", "user"))?;
+    Ok(UserRecord {
+        id: UserId(from_db(id)),
+        name: name.clone(),
+        password_hash: password_hash.clone(),
+        created_at_ms: *now_ms,
+    })
+}
+
+/// Arguments of [`create_token`]: hash, user, expiry.
+pub(super) type NewToken = (String, UserId, i64);
+
+pub(super) async fn create_token(
+    conn: &mut SqliteConnection,
+    (token_hash, user, expires_at_ms): &NewToken,
+) -> Result<()> {
+    sqlx::query("INSERT INTO tokens (token_hash, user_id, expires_at_ms) VALUES (?, ?, ?)")
+        .bind(token_hash)
+        .bind(to_db(user.0))
+        .bind(expires_at_ms)
+        .execute(&mut *conn)
+        .await
+        .map_err(|error| insert_error(error, "token exists", "user"))?;
+    Ok(())
+}
+
+/// Arguments of [`revoke_token`]: hash, time.
+pub(super) type RevokeToken = (String, i64);
+
+pub(super) async fn revoke_token(
+    conn: &mut SqliteConnection,
+    (token_hash, now_ms): &RevokeToken,
+) -> Result<()> {
+    sqlx::query("DELETE FROM tokens WHERE token_hash = ? OR expires_at_ms <= ?")
+        .bind(token_hash)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The name of a user, or `NotFound`.
+async fn user_name(conn: &mut SqliteConnection, user: UserId) -> Result<String> {
+    sqlx::query_scalar("SELECT name FROM users WHERE id = ?")
+        .bind(to_db(user.0))
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound("user"))
+}
+
+/// Arguments of [`add_friend_request`]: from, to, greeting, time.
+pub(super) type FriendRequest = (UserId, UserId, Option<String>, i64);
+
+pub(super) async fn add_friend_request(
+    conn: &mut SqliteConnection,
+    (from, to, message, now_ms): &FriendRequest,
+) -> Result<FriendAddResult> {
+    if from == to {
+        return Err(StoreError::Conflict("cannot befriend oneself"));
+    }
+    let to_name = user_name(conn, *to).await?;
+    let from_name = user_name(conn, *from).await?;
+    let friends: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM friends WHERE user_id = ? AND friend_id = ?")
+            .bind(to_db(from.0))
+            .bind(to_db(to.0))
+            .fetch_optional(&mut *conn)
+            .await?;
+    if friends.is_some() {
+        return Err(StoreError::Conflict("already friends"));
+    }
+    if pending(conn, *from, *to).await? {
+        return Err(StoreError::Conflict("friend request already pending"));
+    }
+    if pending(conn, *to, *from).await? {
+        // They asked first: asking back is accepting.
+        let conversation = befriend(conn, *from, *to, *now_ms).await?;
+        return Ok(FriendAddResult::Accepted(conversation));
+    }
+    sqlx::query(
+        "INSERT INTO friend_requests (from_id, to_id, message, created_at_ms) VALUES (?, ?, ?, ?)",
+    )
+    .bind(to_db(from.0))
+    .bind(to_db(to.0))
+    .bind(message)
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(FriendAddResult::Pending(FriendRequestInfo {
+        from: UserSummary {
+            id: *from,
+            name: from_name,
+        },
+        to: UserSummary {
+            id: *to,
+            name: to_name,
+        },
+        message: message.clone(),
+        created_at_ms: *now_ms,
+    }))
+}
+
+/// Whether `from` has a pending request to `to`.
+async fn pending(conn: &mut SqliteConnection, from: UserId, to: UserId) -> Result<bool> {
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM friend_requests WHERE from_id = ? AND to_id = ?")
+            .bind(to_db(from.0))
+            .bind(to_db(to.0))
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(found.is_some())
+}
+
+/// Makes `a` and `b` friends: consumes requests either way, finds or opens
+/// their conversation and makes both its members. A pair that was friends
+/// before gets its old conversation back, with each side's acknowledged
+/// position as it was.
+async fn befriend(
+    conn: &mut SqliteConnection,
+    a: UserId,
+    b: UserId,
+    now_ms: i64,
+) -> Result<ConversationId> {
+    let (lo, hi) = (to_db(a.0.min(b.0)), to_db(a.0.max(b.0)));
+    sqlx::query(
+        "DELETE FROM friend_requests WHERE (from_id = ? AND to_id = ?) OR (from_id = ? AND to_id = ?)",
+    )
+    .bind(lo)
+    .bind(hi)
+    .bind(hi)
+    .bind(lo)
+    .execute(&mut *conn)
+    .await?;
+    let existing: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM conversations WHERE kind = 'direct' AND user_lo = ? AND user_hi = ?",
+    )
+    .bind(lo)
+    .bind(hi)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let conversation = match existing {
+        Some(id) => id,
+        None => {
+            sqlx::query_scalar(
+                "INSERT INTO conversations (kind, user_lo, user_hi, last_seq) \
+                 VALUES ('direct', ?, ?, 0) RETURNING id",
+            )
+            .bind(lo)
+            .bind(hi)
+            .fetch_one(&mut *conn)
+            .await?
+        }
+    };
+    sqlx::query(
+        "INSERT INTO friends (user_id, friend_id, remark, category, conversation_id, created_at_ms) \
+         VALUES (?, ?, NULL, NULL, ?, ?), (?, ?, NULL, NULL, ?, ?)",
+    )
+    .bind(lo)
+    .bind(hi)
+    .bind(conversation)
+    .bind(now_ms)
+    .bind(hi)
+    .bind(lo)
+    .bind(conversation)
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await
+    .map_err(|error| insert_error(error, "already friends", "user"))?;
+    // A member row kept from an earlier friendship keeps its position; a new
+    // one starts at the conversation's end (0 for a new conversation).
+    for user in [lo, hi] {
+        sqlx::query(
+            "INSERT INTO conversation_members (conversation_id, user_id, acked_seq) \
+             SELECT id, ?, last_seq FROM conversations WHERE id = ? \
+             ON CONFLICT (conversation_id, user_id) DO NOTHING",
+        )
+        .bind(user)
+        .bind(conversation)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(ConversationId(from_db(conversation)))
+}
+
+/// Arguments of [`respond_friend_request`]: from, to, accept, time.
+pub(super) type FriendResponse = (UserId, UserId, bool, i64);
+
+pub(super) async fn respond_friend_request(
+    conn: &mut SqliteConnection,
+    (from, to, accept, now_ms): &FriendResponse,
+) -> Result<Option<ConversationId>> {
+    let deleted = sqlx::query("DELETE FROM friend_requests WHERE from_id = ? AND to_id = ?")
+        .bind(to_db(from.0))
+        .bind(to_db(to.0))
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    if deleted == 0 {
+        return Err(StoreError::NotFound("friend request"));
+    }
+    if *accept {
+        Ok(Some(befriend(conn, *from, *to, *now_ms).await?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// Arguments of [`remove_friend`]: the user and the friend.
+pub(super) type UserPair = (UserId, UserId);
+
+pub(super) async fn remove_friend(
+    conn: &mut SqliteConnection,
+    (user, friend): &UserPair,
+) -> Result<()> {
+    // The conversation and its members stay: both keep their history and
+    // anything not yet delivered; sending needs the friendship, now gone.
+    let deleted = sqlx::query(
+        "DELETE FROM friends WHERE (user_id = ? AND friend_id = ?) OR (user_id = ? AND friend_id = ?)",
+    )
+    .bind(to_db(user.0))
+    .bind(to_db(friend.0))
+    .bind(to_db(friend.0))
+    .bind(to_db(user.0))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if deleted == 0 {
+        return Err(StoreError::NotFound("friend"));
+    }
+    Ok(())
+}
+
+/// Arguments of [`update_friend`]: user, friend, remark, category.
+pub(super) type FriendUpdate = (UserId, UserId, Option<String>, Option<String>);
+
+pub(super) async fn update_friend(
+    conn: &mut SqliteConnection,
+    (user, friend, remark, category): &FriendUpdate,
+) -> Result<FriendRecord> {
+    // NULL leaves the column as it is; '' clears it to NULL. A stored value
+    // is never '', so NULLIF only ever clears a new empty value.
+    let updated = sqlx::query(
+        "UPDATE friends SET remark = NULLIF(COALESCE(?, remark), ''), \
+         category = NULLIF(COALESCE(?, category), '') WHERE user_id = ? AND friend_id = ?",
+    )
+    .bind(remark)
+    .bind(category)
+    .bind(to_db(user.0))
+    .bind(to_db(friend.0))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(StoreError::NotFound("friend"));
+    }
+    let row: FriendRow = sqlx::query_as(&format!(
+        "{SELECT_FRIEND} WHERE f.user_id = ? AND f.friend_id = ?"
+    ))
+    .bind(to_db(user.0))
+    .bind(to_db(friend.0))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.into())
+}
+
+/// Arguments of [`create_group`]: owner, name, description, time.
+pub(super) type NewGroup = (UserId, String, String, i64);
+
+pub(super) async fn create_group(
+    conn: &mut SqliteConnection,
+    (owner, name, description, now_ms): &NewGroup,
+) -> Result<GroupRecord> {
+    let conversation: i64 = sqlx::query_scalar(
+        "INSERT INTO conversations (kind, last_seq) VALUES ('group', 0) RETURNING id",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO chat_groups (name, description, owner_id, conversation_id, created_at_ms) \
+         VALUES (?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(name)
+    .bind(description)
+    .bind(to_db(owner.0))
+    .bind(conversation)
+    .bind(now_ms)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|error| insert_error(error, "group exists", "user"))?;
+    sqlx::query(
+        "INSERT INTO group_members (group_id, user_id, role, joined_at_ms) VALUES (?, ?, 'owner', ?)",
+    )
+    .bind(id)
+    .bind(to_db(owner.0))
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO conversation_members (conversation_id, user_id, acked_seq) VALUES (?, ?, 0)",
+    )
+    .bind(conversation)
+    .bind(to_db(owner.0))
+    .execute(&mut *conn)
+    .await?;
+    Ok(GroupRecord {
+        id: GroupId(from_db(id)),
+        name: name.clone(),
+        description: description.clone(),
+        owner_id: *owner,
+        conversation_id: ConversationId(from_db(conversation)),
+        member_count: 1,
+        created_at_ms: *now_ms,
+    })
+}
+
+/// A group's conversation and owner, or `NotFound`.
+async fn group_row(conn: &mut SqliteConnection, group: GroupId) -> Result<(i64, i64)> {
+    sqlx::query_as("SELECT conversation_id, owner_id FROM chat_groups WHERE id = ?")
+        .bind(to_db(group.0))
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound("group"))
+}
+
+/// Arguments of [`add_member`]: group, user, role, time.
+pub(super) type NewMember = (GroupId, UserId, Role, i64);
+
+pub(super) async fn add_member(
+    conn: &mut SqliteConnection,
+    (group, user, role, now_ms): &NewMember,
+) -> Result<()> {
+    let (conversation, _owner) = group_row(conn, *group).await?;
+    if *role == Role::Owner {
+        return Err(StoreError::Conflict(
+            "a group has one owner; hand it over with set_role",
+        ));
+    }
+    sqlx::query(
+        "INSERT INTO group_members (group_id, user_id, role, joined_at_ms) VALUES (?, ?, ?, ?)",
+    )
+    .bind(to_db(group.0))
+    .bind(to_db(user.0))
+    .bind(role_to_db(*role))
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await
+    .map_err(|error| insert_error(error, "already a member", "user"))?;
+    // What was said before joining is history, not offline messages.
+    sqlx::query(
+        "INSERT INTO conversation_members (conversation_id, user_id, acked_seq) \
+         SELECT id, ?, last_seq FROM conversations WHERE id = ? \
+         ON CONFLICT (conversation_id, user_id) DO UPDATE SET acked_seq = excluded.acked_seq",
+    )
+    .bind(to_db(user.0))
+    .bind(conversation)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Arguments of [`remove_member`]: group, user.
+pub(super) type GroupUser = (GroupId, UserId);
+
+pub(super) async fn remove_member(
+    conn: &mut SqliteConnection,
+    (group, user): &GroupUser,
+) -> Result<()> {
+    let (conversation, owner) = group_row(conn, *group).await?;
+    if owner == to_db(user.0) {
+        return Err(StoreError::Conflict(
+            "the owner cannot leave; hand the group over or dissolve it",
+        ));
+    }
+    let deleted = sqlx::query("DELETE FROM group_members WHERE group_id = ? AND user_id = ?")
+        .bind(to_db(group.0))
+        .bind(to_db(user.0))
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    if deleted == 0 {
+        return Err(StoreError::NotFound("member"));
+    }
+    sqlx::query("DELETE FROM conversation_members WHERE conversation_id = ? AND user_id = ?")
+        .bind(conversation)
+        .bind(to_db(user.0))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Arguments of [`set_role`]: group, user, role.
+pub(super) type NewRole = (GroupId, UserId, Role);
+
+pub(super) async fn set_role(
+    conn: &mut SqliteConnection,
+    (group, user, role): &NewRole,
+) -> Result<()> {
+    let (_conversation, owner) = group_row(conn, *group).await?;
+    let current: Option<String> =
+        sqlx::query_scalar("SELECT role FROM group_members WHERE group_id = ? AND user_id = ?")
+            .bind(to_db(group.0))
+            .bind(to_db(user.0))
+            .fetch_optional(&mut *conn)
+            .await?;
+    let current = role_from_db(&current.ok_or(StoreError::NotFound("member"))?)?;
+    let is_owner = owner == to_db(user.0);
+    match (*role, is_owner) {
+        (Role::Owner, true) => return Ok(()),
+        (_, true) => {
+            return Err(StoreError::Conflict(
+                "the owner's role changes only by handing the group to another member",
+            ))
+        }
+        (Role::Owner, false) => {
+            sqlx::query(
+                "UPDATE group_members SET role = 'admin' WHERE group_id = ? AND user_id = ?",
+            )
+            .bind(to_db(group.0))
+            .bind(owner)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("UPDATE chat_groups SET owner_id = ? WHERE id = ?")
+                .bind(to_db(user.0))
+                .bind(to_db(group.0))
+                .execute(&mut *conn)
+                .await?;
+        }
+        (_, false) => {}
+    }
+    if current != *role {
+        sqlx::query("UPDATE group_members SET role = ? WHERE group_id = ? AND user_id = ?")
+            .bind(role_to_db(*role))
+            .bind(to_db(group.0))
+            .bind(to_db(user.0))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn dissolve_group(
+    conn: &mut SqliteConnection,
+    group: &GroupId,
+) -> Result<Vec<UserId>> {
+    let (conversation, _owner) = group_row(conn, *group).await?;
+    let members: Vec<i64> =
+        sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = ? ORDER BY user_id")
+            .bind(to_db(group.0))
+            .fetch_all(&mut *conn)
+            .await?;
+    sqlx::query("DELETE FROM group_members WHERE group_id = ?")
+        .bind(to_db(group.0))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM conversation_members WHERE conversation_id = ?")
+        .bind(conversation)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM chat_groups WHERE id = ?")
+        .bind(to_db(group.0))
+        .execute(&mut *conn)
+        .await?;
+    Ok(into_user_ids(members))
+}
+
+pub(super) async fn append_message(
+    conn: &mut SqliteConnection,
+    message: &NewMessage,
+) -> Result<Appended> {
+    let sender = to_db(message.sender_id.0);
+    if let Some(original) = stored(conn, sender, &message.client_msg_id).await? {
+        let recipients = recipients(conn, original.conversation_id.0).await?;
+        return Ok(Appended {
+            message: original,
+            duplicate: true,
+            recipients,
+        });
+    }
+    let conversation = match message.target {
+        Target::User(to) => {
+            let row: Option<(i64, Option<i64>)> = sqlx::query_as(
+                "SELECT u.id, f.conversation_id FROM users u \
+                 LEFT JOIN friends f ON f.user_id = ? AND f.friend_id = u.id WHERE u.id = ?",
+            )
+            .bind(sender)
+            .bind(to_db(to.0))
+            .fetch_optional(&mut *conn)
+            .await?;
+            let (_, conversation) = row.ok_or(StoreError::NotFound("user"))?;
+            conversation.ok_or(StoreError::Forbidden("not friends"))?
+        }
+        Target::Group(group) => {
+            let row: Option<(i64, Option<i64>)> = sqlx::query_as(
+                "SELECT g.conversation_id, m.user_id FROM chat_groups g \
+                 LEFT JOIN group_members m ON m.group_id = g.id AND m.user_id = ? WHERE g.id = ?",
+            )
+            .bind(sender)
+            .bind(to_db(group.0))
+            .fetch_optional(&mut *conn)
+            .await?;
+            let (conversation, member) = row.ok_or(StoreError::NotFound("group"))?;
+            member.ok_or(StoreError::Forbidden("not a member of the group"))?;
+            conversation
+        }
+    };
+    let seq: i64 = sqlx::query_scalar(
+        "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
+    )
+    .bind(conversation)
+    .fetch_one(&mut *conn)
+    .await?;
+    let (target_kind, target_id) = target_to_db(message.target);
+    sqlx::query(
+        "INSERT INTO messages (conversation_id, seq, sender_id, target_kind, target_id, \
+         client_msg_id, body, server_ts_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(conversation)
+    .bind(seq)
+    .bind(sender)
+    .bind(target_kind)
+    .bind(target_id)
+    .bind(&message.client_msg_id)
+    .bind(&message.body)
+    .bind(message.now_ms)
+    .execute(&mut *conn)
+    .await?;
+    let conversation_id = ConversationId(from_db(conversation));
+    Ok(Appended {
+        message: ChatMessage {
+            conversation_id,
+            seq: Seq(from_db(seq)),
+            sender_id: message.sender_id,
+            sender_name: message.sender_name.clone(),
+            target: message.target,
+            client_msg_id: message.client_msg_id.clone(),
+            body: message.body.clone(),
+            server_ts_ms: message.now_ms,
+        },
+        duplicate: false,
+        recipients: recipients(conn, conversation_id.0).await?,
+    })
+}
+
+/// The message `sender` stored under `client_msg_id`, if any.
+async fn stored(
+    conn: &mut SqliteConnection,
+    sender: i64,
+    client_msg_id: &str,
+) -> Result<Option<ChatMessage>> {
+    let row: Option<MessageRow> = sqlx::query_as(&format!(
+        "{SELECT_MESSAGE} WHERE m.sender_id = ? AND m.client_msg_id = ?"
+    ))
+    .bind(sender)
+    .bind(client_msg_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(MessageRow::into_message).transpose()
+}
+
+/// Everyone a conversation's messages are for, by id.
+async fn recipients(conn: &mut SqliteConnection, conversation: u64) -> Result<Vec<UserId>> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT user_id FROM conversation_members WHERE conversation_id = ? ORDER BY user_id",
+    )
+    .bind(to_db(conversation))
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(into_user_ids(ids))
+}
+
+/// Arguments of [`ack`]: user, conversation, seq.
+pub(super) type Ack = (UserId, ConversationId, Seq);
+
+pub(super) async fn ack(
+    conn: &mut SqliteConnection,
+    (user, conversation, seq): &Ack,
+) -> Result<Seq> {
+    // Forward only, and never past the conversation's end.
+    let acked: Option<i64> = sqlx::query_scalar(
+        "UPDATE conversation_members SET acked_seq = MAX(acked_seq, MIN(?, \
+         (SELECT last_seq FROM conversations WHERE id = conversation_members.conversation_id))) \
+         WHERE conversation_id = ? AND user_id = ? RETURNING acked_seq",
+    )
+    .bind(to_db(seq.0))
+    .bind(to_db(conversation.0))
+    .bind(to_db(user.0))
+    .fetch_optional(&mut *conn)
+    .await?;
+    acked
+        .map(|acked| Seq(from_db(acked)))
+        .ok_or(StoreError::Forbidden("not a member of the conversation"))
+}
