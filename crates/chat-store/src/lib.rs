@@ -9,6 +9,7 @@
 //! This crate knows SQL and the value types of `chat-proto`; it knows nothing
 //! about sockets, sessions or routing.
 
+mod dispatch;
 pub mod error;
 pub mod mysql;
 mod reads;

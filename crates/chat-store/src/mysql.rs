@@ -1,205 +1,160 @@
-//! The MySQL backend.
+//! The MySQL / MariaDB backend, for several nodes sharing one database.
+//!
+//! Every connection runs at READ COMMITTED: each statement sees what other
+//! nodes have committed, and the few places that must stay consistent until
+//! commit take row locks explicitly (see `writes.rs`). InnoDB resolves a
+//! deadlock by rolling one transaction back; that transaction is simply run
+//! again, a few times at most.
+
+mod writes;
+
+mod reads {
+    crate::reads::reads!(sqlx::MySql);
+}
+
+use std::str::FromStr;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use chat_proto::{
-    ChatMessage, ConversationId, Cursor, FriendRequestInfo, GroupId, Role, Seq, UserId,
-};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPoolOptions};
+use sqlx::{Executor as _, MySqlPool};
 
 use crate::error::{Result, StoreError};
-use crate::repo::*;
+use crate::repo::Store;
+use crate::rows::BoxFuture;
+use reads::Reads;
 
-/// A store on MySQL.
+/// Connections per store (per node). Enough to keep a node's appends to
+/// different conversations from queueing behind each other.
+const MAX_CONNECTIONS: u32 = 16;
+
+/// How often a transaction is tried when InnoDB keeps choosing it as a
+/// deadlock victim.
+const MAX_ATTEMPTS: u32 = 5;
+
+/// MySQL's error number for "Deadlock found when trying to get lock".
+const ER_LOCK_DEADLOCK: u16 = 1213;
+
+/// The body of a write transaction: runs inside an open transaction with its
+/// arguments; a plain function pointer, so it can be run again on retry.
+type TransactionBody<A, T> = for<'c> fn(&'c mut MySqlConnection, &'c A) -> BoxFuture<'c, Result<T>>;
+
+/// A store in a MySQL or MariaDB database, safe to share with other nodes
+/// (other `MysqlStore`s on the same database).
 #[derive(Debug)]
 pub struct MysqlStore {
-    _private: (),
+    pool: MySqlPool,
+    reads: Reads,
 }
 
 impl MysqlStore {
-    /// Opens `mysql://...` and applies the migrations.
+    /// Connects to the database named by `url` and brings its schema up to
+    /// date.
+    ///
+    /// `url` is `mysql://USER:PASSWORD@HOST:PORT/DATABASE` (`mariadb://` is
+    /// accepted as a synonym). The database must exist; it should have the
+    /// default character set utf8mb4, although every table names its own.
+    /// Several nodes may open one database at once: migrations take a lock.
     ///
     /// # Errors
-    /// A configuration, database or migration error.
+    /// [`StoreError::Config`] for a malformed URL or one without a database;
+    /// a database error if the server cannot be reached or refuses the login;
+    /// a migration error if the schema cannot be applied.
     pub async fn open(url: &str) -> Result<Self> {
-        Err(not_ready(url))
+        let url = match url.strip_prefix("mariadb:") {
+            Some(rest) => format!("mysql:{rest}"),
+            None => url.to_owned(),
+        };
+        let options = MySqlConnectOptions::from_str(&url)
+            .map_err(|error| StoreError::Config(format!("bad MySQL URL: {error}")))?;
+        if options.get_database().is_none_or(str::is_empty) {
+            return Err(StoreError::Config(
+                "the MySQL URL must name a database: mysql://USER:PASSWORD@HOST:PORT/DATABASE"
+                    .to_owned(),
+            ));
+        }
+        let pool = MySqlPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        if let Err(error) = sqlx::migrate!("./migrations/mysql").run(&pool).await {
+            pool.close().await;
+            return Err(error.into());
+        }
+        Ok(MysqlStore {
+            reads: Reads::new(pool.clone()),
+            pool,
+        })
+    }
+
+    /// Runs `body` in a transaction: commits if it returns `Ok`, rolls back
+    /// if it returns an error, and runs it again from the start if InnoDB
+    /// rolled it back to break a deadlock.
+    async fn write<A, T>(&self, args: A, body: TransactionBody<A, T>) -> Result<T>
+    where
+        A: Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        let mut attempt = 1;
+        loop {
+            let mut transaction = self.pool.begin().await?;
+            let outcome = match body(&mut transaction, &args).await {
+                Ok(value) => transaction
+                    .commit()
+                    .await
+                    .map(|()| value)
+                    .map_err(StoreError::from),
+                Err(error) => {
+                    // A failed rollback leaves nothing to do: the connection
+                    // is discarded and the server rolls back on disconnect.
+                    if let Err(rollback) = transaction.rollback().await {
+                        tracing::debug!(error = %rollback, "rollback failed");
+                    }
+                    Err(error)
+                }
+            };
+            match outcome {
+                Err(StoreError::Database(error))
+                    if is_deadlock(&error) && attempt < MAX_ATTEMPTS =>
+                {
+                    tracing::debug!(attempt, "deadlock; running the transaction again");
+                    // Back off a little, and differently each time, so the
+                    // two transactions that collided do not collide again.
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 7)).await;
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
     }
 }
 
-fn not_ready(_what: &str) -> StoreError {
-    StoreError::Config("the MySQL backend is being built".to_owned())
+/// Whether InnoDB rolled the transaction back to break a deadlock.
+fn is_deadlock(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|database| database.try_downcast_ref::<MySqlDatabaseError>())
+        .is_some_and(|mysql| mysql.number() == ER_LOCK_DEADLOCK)
 }
 
-#[async_trait]
-impl UserStore for MysqlStore {
-    async fn create_user(
-        &self,
-        _name: &str,
-        _password_hash: &str,
-        _now_ms: i64,
-    ) -> Result<UserRecord> {
-        Err(not_ready("create_user"))
-    }
-    async fn user_by_name(&self, _name: &str) -> Result<Option<UserRecord>> {
-        Err(not_ready("user_by_name"))
-    }
-    async fn user_by_id(&self, _id: UserId) -> Result<Option<UserRecord>> {
-        Err(not_ready("user_by_id"))
-    }
-}
-#[async_trait]
-impl TokenStore for MysqlStore {
-    async fn create_token(
-        &self,
-        _token_hash: &str,
-        _user: UserId,
-        _expires_at_ms: i64,
-    ) -> Result<()> {
-        Err(not_ready("create_token"))
-    }
-    async fn user_for_token(
-        &self,
-        _token_hash: &str,
-        _now_ms: i64,
-    ) -> Result<Option<(UserId, i64)>> {
-        Err(not_ready("user_for_token"))
-    }
-    async fn revoke_token(&self, _token_hash: &str, _now_ms: i64) -> Result<()> {
-        Err(not_ready("revoke_token"))
-    }
-}
-#[async_trait]
-impl FriendStore for MysqlStore {
-    async fn add_friend_request(
-        &self,
-        _from: UserId,
-        _to: UserId,
-        _message: Option<&str>,
-        _now_ms: i64,
-    ) -> Result<FriendAddResult> {
-        Err(not_ready("add_friend_request"))
-    }
-    async fn respond_friend_request(
-        &self,
-        _from: UserId,
-        _to: UserId,
-        _accept: bool,
-        _now_ms: i64,
-    ) -> Result<Option<ConversationId>> {
-        Err(not_ready("respond_friend_request"))
-    }
-    async fn remove_friend(&self, _user: UserId, _friend: UserId) -> Result<()> {
-        Err(not_ready("remove_friend"))
-    }
-    async fn friends_of(&self, _user: UserId) -> Result<Vec<FriendRecord>> {
-        Err(not_ready("friends_of"))
-    }
-    async fn friend(&self, _user: UserId, _friend: UserId) -> Result<Option<FriendRecord>> {
-        Err(not_ready("friend"))
-    }
-    async fn update_friend(
-        &self,
-        _user: UserId,
-        _friend: UserId,
-        _remark: Option<&str>,
-        _category: Option<&str>,
-    ) -> Result<FriendRecord> {
-        Err(not_ready("update_friend"))
-    }
-    async fn pending_requests(
-        &self,
-        _user: UserId,
-    ) -> Result<(Vec<FriendRequestInfo>, Vec<FriendRequestInfo>)> {
-        Err(not_ready("pending_requests"))
-    }
-}
-#[async_trait]
-impl GroupStore for MysqlStore {
-    async fn create_group(
-        &self,
-        _owner: UserId,
-        _name: &str,
-        _description: &str,
-        _now_ms: i64,
-    ) -> Result<GroupRecord> {
-        Err(not_ready("create_group"))
-    }
-    async fn group(&self, _group: GroupId) -> Result<Option<GroupRecord>> {
-        Err(not_ready("group"))
-    }
-    async fn role(&self, _group: GroupId, _user: UserId) -> Result<Option<Role>> {
-        Err(not_ready("role"))
-    }
-    async fn add_member(
-        &self,
-        _group: GroupId,
-        _user: UserId,
-        _role: Role,
-        _now_ms: i64,
-    ) -> Result<()> {
-        Err(not_ready("add_member"))
-    }
-    async fn remove_member(&self, _group: GroupId, _user: UserId) -> Result<()> {
-        Err(not_ready("remove_member"))
-    }
-    async fn set_role(&self, _group: GroupId, _user: UserId, _role: Role) -> Result<()> {
-        Err(not_ready("set_role"))
-    }
-    async fn dissolve_group(&self, _group: GroupId) -> Result<Vec<UserId>> {
-        Err(not_ready("dissolve_group"))
-    }
-    async fn members(&self, _group: GroupId) -> Result<Vec<MemberRecord>> {
-        Err(not_ready("members"))
-    }
-    async fn groups_of(&self, _user: UserId) -> Result<Vec<(GroupRecord, Role)>> {
-        Err(not_ready("groups_of"))
-    }
-}
-#[async_trait]
-impl MessageStore for MysqlStore {
-    async fn append_message(&self, _message: NewMessage) -> Result<Appended> {
-        Err(not_ready("append_message"))
-    }
-    async fn is_conversation_member(
-        &self,
-        _conversation: ConversationId,
-        _user: UserId,
-    ) -> Result<bool> {
-        Err(not_ready("is_conversation_member"))
-    }
-    async fn history(
-        &self,
-        _conversation: ConversationId,
-        _before: Option<Seq>,
-        _after: Option<Seq>,
-        _limit: u32,
-    ) -> Result<Vec<ChatMessage>> {
-        Err(not_ready("history"))
-    }
-    async fn ack(&self, _user: UserId, _conversation: ConversationId, _seq: Seq) -> Result<Seq> {
-        Err(not_ready("ack"))
-    }
-    async fn unacked(
-        &self,
-        _user: UserId,
-        _start: Option<Cursor>,
-        _limit: u32,
-    ) -> Result<Vec<ChatMessage>> {
-        Err(not_ready("unacked"))
-    }
-    async fn unacked_count(&self, _user: UserId) -> Result<u64> {
-        Err(not_ready("unacked_count"))
-    }
-    async fn sync(
-        &self,
-        _user: UserId,
-        _cursors: &[Cursor],
-        _limit: u32,
-    ) -> Result<Vec<ChatMessage>> {
-        Err(not_ready("sync"))
-    }
-}
+crate::dispatch::impl_repositories!(MysqlStore);
+
 #[async_trait]
 impl Store for MysqlStore {
-    async fn close(&self) {}
+    async fn close(&self) {
+        // Every write returns only after its commit, so once callers have
+        // stopped calling there is nothing in flight to wait for. The reads
+        // share the pool: this closes it.
+        self.reads.close().await;
+    }
+
     fn backend(&self) -> &'static str {
         "mysql"
     }

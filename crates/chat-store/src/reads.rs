@@ -20,11 +20,11 @@ macro_rules! reads {
         use crate::error::Result;
         use crate::repo::{FriendRecord, GroupRecord, MemberRecord, UserRecord};
         use crate::rows::{
-            from_db, into_messages, limit_to_db, role_from_db, to_db, FriendRow, GroupRoleRow,
-            GroupRow, MemberRow, MembershipRow, MessageRow, RequestRow, UserRow, COUNT_UNACKED,
-            SELECT_AFTER, SELECT_AFTER_FROM_OTHERS, SELECT_FRIEND, SELECT_GROUP, SELECT_GROUPS_OF,
-            SELECT_MEMBERS, SELECT_MEMBERSHIPS, SELECT_MESSAGE, SELECT_REQUEST, SELECT_UNACKED,
-            SELECT_USER,
+            from_db, into_messages, limit_to_db, role_from_db, to_db, DbText, FriendRow,
+            GroupRoleRow, GroupRow, MemberRow, MembershipRow, MessageRow, RequestRow, UserRow,
+            COUNT_UNACKED, SELECT_AFTER, SELECT_AFTER_FROM_OTHERS, SELECT_FRIEND, SELECT_GROUP,
+            SELECT_GROUPS_OF, SELECT_MEMBERS, SELECT_MEMBERSHIPS, SELECT_MESSAGE, SELECT_REQUEST,
+            SELECT_UNACKED, SELECT_USER,
         };
 
         /// The read side of the store: every query that changes nothing.
@@ -133,14 +133,14 @@ macro_rules! reads {
             }
 
             pub(crate) async fn role(&self, group: GroupId, user: UserId) -> Result<Option<Role>> {
-                let role: Option<String> = sqlx::query_scalar(
+                let role: Option<DbText> = sqlx::query_scalar(
                     "SELECT role FROM group_members WHERE group_id = ? AND user_id = ?",
                 )
                 .bind(to_db(group.0))
                 .bind(to_db(user.0))
                 .fetch_optional(&self.pool)
                 .await?;
-                role.as_deref().map(role_from_db).transpose()
+                role.map(|role| role_from_db(&role.0)).transpose()
             }
 
             pub(crate) async fn members(&self, group: GroupId) -> Result<Vec<MemberRecord>> {

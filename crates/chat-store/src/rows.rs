@@ -13,8 +13,59 @@ use chat_proto::{
     ChatMessage, ConversationId, FriendRequestInfo, GroupId, Role, Seq, Target, UserId, UserSummary,
 };
 
+use sqlx::mysql::{MySql, MySqlTypeInfo, MySqlValueRef};
+use sqlx::sqlite::{Sqlite, SqliteTypeInfo, SqliteValueRef};
+use sqlx::{Decode, Type};
+
 use crate::error::{Result, StoreError};
 use crate::repo::{FriendRecord, GroupRecord, MemberRecord, UserRecord};
+
+/// A text column as read from either backend.
+///
+/// MySQL flags every column with a binary collation as BINARY, and sqlx then
+/// refuses to decode it into a `String` (it takes it for a VARBINARY). Our
+/// MySQL text columns use the exact `utf8mb4_nopad_bin` collation, so they
+/// are read as bytes and checked to be UTF-8 instead; on SQLite this is a
+/// plain `String`.
+pub(crate) struct DbText(pub(crate) String);
+
+impl Type<MySql> for DbText {
+    fn type_info() -> MySqlTypeInfo {
+        <String as Type<MySql>>::type_info()
+    }
+
+    fn compatible(ty: &MySqlTypeInfo) -> bool {
+        <&[u8] as Type<MySql>>::compatible(ty)
+    }
+}
+
+impl<'r> Decode<'r, MySql> for DbText {
+    fn decode(value: MySqlValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let bytes = <&[u8] as Decode<'r, MySql>>::decode(value)?;
+        Ok(DbText(std::str::from_utf8(bytes)?.to_owned()))
+    }
+}
+
+impl Type<Sqlite> for DbText {
+    fn type_info() -> SqliteTypeInfo {
+        <String as Type<Sqlite>>::type_info()
+    }
+
+    fn compatible(ty: &SqliteTypeInfo) -> bool {
+        <String as Type<Sqlite>>::compatible(ty)
+    }
+}
+
+impl<'r> Decode<'r, Sqlite> for DbText {
+    fn decode(value: SqliteValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        Ok(DbText(<String as Decode<'r, Sqlite>>::decode(value)?))
+    }
+}
+
+/// The string of an optional text column.
+pub(crate) fn text(value: Option<DbText>) -> Option<String> {
+    value.map(|DbText(text)| text)
+}
 
 /// A boxed, sendable future: what a transaction body returns, so that a body
 /// can be stored as a plain function pointer and run again on retry.
@@ -99,8 +150,8 @@ pub(crate) const SELECT_USER: &str = "SELECT id, name, password_hash, created_at
 #[derive(sqlx::FromRow)]
 pub(crate) struct UserRow {
     id: i64,
-    name: String,
-    password_hash: String,
+    name: DbText,
+    password_hash: DbText,
     created_at_ms: i64,
 }
 
@@ -108,8 +159,8 @@ impl From<UserRow> for UserRecord {
     fn from(row: UserRow) -> Self {
         UserRecord {
             id: UserId(from_db(row.id)),
-            name: row.name,
-            password_hash: row.password_hash,
+            name: row.name.0,
+            password_hash: row.password_hash.0,
             created_at_ms: row.created_at_ms,
         }
     }
@@ -123,9 +174,9 @@ pub(crate) const SELECT_FRIEND: &str = "SELECT u.id, u.name, f.remark, f.categor
 #[derive(sqlx::FromRow)]
 pub(crate) struct FriendRow {
     id: i64,
-    name: String,
-    remark: Option<String>,
-    category: Option<String>,
+    name: DbText,
+    remark: Option<DbText>,
+    category: Option<DbText>,
     conversation_id: i64,
 }
 
@@ -133,9 +184,9 @@ impl From<FriendRow> for FriendRecord {
     fn from(row: FriendRow) -> Self {
         FriendRecord {
             id: UserId(from_db(row.id)),
-            name: row.name,
-            remark: row.remark,
-            category: row.category,
+            name: row.name.0,
+            remark: text(row.remark),
+            category: text(row.category),
             conversation_id: ConversationId(from_db(row.conversation_id)),
         }
     }
@@ -150,10 +201,10 @@ pub(crate) const SELECT_REQUEST: &str = "SELECT r.from_id, fu.name AS from_name,
 #[derive(sqlx::FromRow)]
 pub(crate) struct RequestRow {
     from_id: i64,
-    from_name: String,
+    from_name: DbText,
     to_id: i64,
-    to_name: String,
-    message: Option<String>,
+    to_name: DbText,
+    message: Option<DbText>,
     created_at_ms: i64,
 }
 
@@ -162,13 +213,13 @@ impl From<RequestRow> for FriendRequestInfo {
         FriendRequestInfo {
             from: UserSummary {
                 id: UserId(from_db(row.from_id)),
-                name: row.from_name,
+                name: row.from_name.0,
             },
             to: UserSummary {
                 id: UserId(from_db(row.to_id)),
-                name: row.to_name,
+                name: row.to_name.0,
             },
-            message: row.message,
+            message: text(row.message),
             created_at_ms: row.created_at_ms,
         }
     }
@@ -192,8 +243,8 @@ pub(crate) const SELECT_GROUPS_OF: &str = "SELECT g.id, g.name, g.description, g
 #[derive(sqlx::FromRow)]
 pub(crate) struct GroupRow {
     id: i64,
-    name: String,
-    description: String,
+    name: DbText,
+    description: DbText,
     owner_id: i64,
     conversation_id: i64,
     created_at_ms: i64,
@@ -204,8 +255,8 @@ impl From<GroupRow> for GroupRecord {
     fn from(row: GroupRow) -> Self {
         GroupRecord {
             id: GroupId(from_db(row.id)),
-            name: row.name,
-            description: row.description,
+            name: row.name.0,
+            description: row.description.0,
             owner_id: UserId(from_db(row.owner_id)),
             conversation_id: ConversationId(from_db(row.conversation_id)),
             member_count: u32::try_from(row.member_count).unwrap_or(u32::MAX),
@@ -219,13 +270,13 @@ impl From<GroupRow> for GroupRecord {
 pub(crate) struct GroupRoleRow {
     #[sqlx(flatten)]
     group: GroupRow,
-    role: String,
+    role: DbText,
 }
 
 impl GroupRoleRow {
     /// The record and the role.
     pub(crate) fn into_record(self) -> Result<(GroupRecord, Role)> {
-        let role = role_from_db(&self.role)?;
+        let role = role_from_db(&self.role.0)?;
         Ok((self.group.into(), role))
     }
 }
@@ -240,8 +291,8 @@ pub(crate) const SELECT_MEMBERS: &str = "SELECT u.id, u.name, m.role FROM group_
 #[derive(sqlx::FromRow)]
 pub(crate) struct MemberRow {
     id: i64,
-    name: String,
-    role: String,
+    name: DbText,
+    role: DbText,
 }
 
 impl MemberRow {
@@ -249,8 +300,8 @@ impl MemberRow {
     pub(crate) fn into_record(self) -> Result<MemberRecord> {
         Ok(MemberRecord {
             id: UserId(from_db(self.id)),
-            name: self.name,
-            role: role_from_db(&self.role)?,
+            name: self.name.0,
+            role: role_from_db(&self.role.0)?,
         })
     }
 }
@@ -266,18 +317,18 @@ pub(crate) struct MessageRow {
     conversation_id: i64,
     seq: i64,
     sender_id: i64,
-    sender_name: String,
-    target_kind: String,
+    sender_name: DbText,
+    target_kind: DbText,
     target_id: i64,
-    client_msg_id: String,
-    body: String,
+    client_msg_id: DbText,
+    body: DbText,
     server_ts_ms: i64,
 }
 
 impl MessageRow {
     /// The message.
     pub(crate) fn into_message(self) -> Result<ChatMessage> {
-        let target = match self.target_kind.as_str() {
+        let target = match self.target_kind.0.as_str() {
             "user" => Target::User(UserId(from_db(self.target_id))),
             "group" => Target::Group(GroupId(from_db(self.target_id))),
             other => return Err(corrupt("message target kind", other)),
@@ -286,10 +337,10 @@ impl MessageRow {
             conversation_id: ConversationId(from_db(self.conversation_id)),
             seq: Seq(from_db(self.seq)),
             sender_id: UserId(from_db(self.sender_id)),
-            sender_name: self.sender_name,
+            sender_name: self.sender_name.0,
             target,
-            client_msg_id: self.client_msg_id,
-            body: self.body,
+            client_msg_id: self.client_msg_id.0,
+            body: self.body.0,
             server_ts_ms: self.server_ts_ms,
         })
     }
@@ -358,4 +409,35 @@ pub(crate) const COUNT_UNACKED: &str = "SELECT COUNT(*) FROM conversation_member
 /// converts the type.
 pub(crate) fn limit_to_db(limit: u32) -> i64 {
     i64::from(limit)
+}
+
+/// The arguments of each write transaction, as one value a backend can keep
+/// while the write waits and hand to the body again on retry.
+pub(crate) mod args {
+    use chat_proto::{ConversationId, GroupId, Role, Seq, UserId};
+
+    /// `create_user`: name, password hash, time.
+    pub(crate) type NewUser = (String, String, i64);
+    /// `create_token`: hash, user, expiry.
+    pub(crate) type NewToken = (String, UserId, i64);
+    /// `revoke_token`: hash, time.
+    pub(crate) type RevokeToken = (String, i64);
+    /// `add_friend_request`: from, to, greeting, time.
+    pub(crate) type FriendRequest = (UserId, UserId, Option<String>, i64);
+    /// `respond_friend_request`: from, to, accept, time.
+    pub(crate) type FriendResponse = (UserId, UserId, bool, i64);
+    /// `remove_friend`: the user and the friend.
+    pub(crate) type UserPair = (UserId, UserId);
+    /// `update_friend`: user, friend, remark, category.
+    pub(crate) type FriendUpdate = (UserId, UserId, Option<String>, Option<String>);
+    /// `create_group`: owner, name, description, time.
+    pub(crate) type NewGroup = (UserId, String, String, i64);
+    /// `add_member`: group, user, role, time.
+    pub(crate) type NewMember = (GroupId, UserId, Role, i64);
+    /// `remove_member`: group, user.
+    pub(crate) type GroupUser = (GroupId, UserId);
+    /// `set_role`: group, user, role.
+    pub(crate) type NewRole = (GroupId, UserId, Role);
+    /// `ack`: user, conversation, seq.
+    pub(crate) type Ack = (UserId, ConversationId, Seq);
 }

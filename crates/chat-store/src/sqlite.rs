@@ -16,18 +16,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chat_proto::{
-    ChatMessage, ConversationId, Cursor, FriendRequestInfo, GroupId, Role, Seq, UserId,
-};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::error::{Result, StoreError};
-use crate::repo::{
-    Appended, FriendAddResult, FriendRecord, FriendStore, GroupRecord, GroupStore, MemberRecord,
-    MessageStore, NewMessage, Store, TokenStore, UserRecord, UserStore,
-};
+use crate::repo::Store;
 use reads::Reads;
-use writer::Writer;
+use writer::{WriteBody, Writer};
 
 /// How long a connection waits for a lock held by another process before it
 /// gives up (within this process the writer is alone, so only an outside
@@ -115,256 +109,18 @@ impl SqliteStore {
             writer: Writer::start(writer_pool),
         })
     }
-}
 
-#[async_trait]
-impl UserStore for SqliteStore {
-    async fn create_user(
-        &self,
-        name: &str,
-        password_hash: &str,
-        now_ms: i64,
-    ) -> Result<UserRecord> {
-        let args = (name.to_owned(), password_hash.to_owned(), now_ms);
-        self.writer
-            .write(args, |conn, args| Box::pin(writes::create_user(conn, args)))
-            .await
-    }
-
-    async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>> {
-        self.reads.user_by_name(name).await
-    }
-
-    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>> {
-        self.reads.user_by_id(id).await
+    /// Runs a write in the writer's next batch; see [`Writer::write`].
+    async fn write<A, T>(&self, args: A, body: WriteBody<A, T>) -> Result<T>
+    where
+        A: Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        self.writer.write(args, body).await
     }
 }
 
-#[async_trait]
-impl TokenStore for SqliteStore {
-    async fn create_token(&self, token_hash: &str, user: UserId, expires_at_ms: i64) -> Result<()> {
-        let args = (token_hash.to_owned(), user, expires_at_ms);
-        self.writer
-            .write(args, |conn, args| {
-                Box::pin(writes::create_token(conn, args))
-            })
-            .await
-    }
-
-    async fn user_for_token(&self, token_hash: &str, now_ms: i64) -> Result<Option<(UserId, i64)>> {
-        self.reads.user_for_token(token_hash, now_ms).await
-    }
-
-    async fn revoke_token(&self, token_hash: &str, now_ms: i64) -> Result<()> {
-        let args = (token_hash.to_owned(), now_ms);
-        self.writer
-            .write(args, |conn, args| {
-                Box::pin(writes::revoke_token(conn, args))
-            })
-            .await
-    }
-}
-
-#[async_trait]
-impl FriendStore for SqliteStore {
-    async fn add_friend_request(
-        &self,
-        from: UserId,
-        to: UserId,
-        message: Option<&str>,
-        now_ms: i64,
-    ) -> Result<FriendAddResult> {
-        let args = (from, to, message.map(str::to_owned), now_ms);
-        self.writer
-            .write(args, |conn, args| {
-                Box::pin(writes::add_friend_request(conn, args))
-            })
-            .await
-    }
-
-    async fn respond_friend_request(
-        &self,
-        from: UserId,
-        to: UserId,
-        accept: bool,
-        now_ms: i64,
-    ) -> Result<Option<ConversationId>> {
-        self.writer
-            .write((from, to, accept, now_ms), |conn, args| {
-                Box::pin(writes::respond_friend_request(conn, args))
-            })
-            .await
-    }
-
-    async fn remove_friend(&self, user: UserId, friend: UserId) -> Result<()> {
-        self.writer
-            .write((user, friend), |conn, args| {
-                Box::pin(writes::remove_friend(conn, args))
-            })
-            .await
-    }
-
-    async fn friends_of(&self, user: UserId) -> Result<Vec<FriendRecord>> {
-        self.reads.friends_of(user).await
-    }
-
-    async fn friend(&self, user: UserId, friend: UserId) -> Result<Option<FriendRecord>> {
-        self.reads.friend(user, friend).await
-    }
-
-    async fn update_friend(
-        &self,
-        user: UserId,
-        friend: UserId,
-        remark: Option<&str>,
-        category: Option<&str>,
-    ) -> Result<FriendRecord> {
-        let args = (
-            user,
-            friend,
-            remark.map(str::to_owned),
-            category.map(str::to_owned),
-        );
-        self.writer
-            .write(args, |conn, args| {
-                Box::pin(writes::update_friend(conn, args))
-            })
-            .await
-    }
-
-    async fn pending_requests(
-        &self,
-        user: UserId,
-    ) -> Result<(Vec<FriendRequestInfo>, Vec<FriendRequestInfo>)> {
-        self.reads.pending_requests(user).await
-    }
-}
-
-#[async_trait]
-impl GroupStore for SqliteStore {
-    async fn create_group(
-        &self,
-        owner: UserId,
-        name: &str,
-        description: &str,
-        now_ms: i64,
-    ) -> Result<GroupRecord> {
-        let args = (owner, name.to_owned(), description.to_owned(), now_ms);
-        self.writer
-            .write(args, |conn, args| {
-                Box::pin(writes::create_group(conn, args))
-            })
-            .await
-    }
-
-    async fn group(&self, group: GroupId) -> Result<Option<GroupRecord>> {
-        self.reads.group(group).await
-    }
-
-    async fn role(&self, group: GroupId, user: UserId) -> Result<Option<Role>> {
-        self.reads.role(group, user).await
-    }
-
-    async fn add_member(
-        &self,
-        group: GroupId,
-        user: UserId,
-        role: Role,
-        now_ms: i64,
-    ) -> Result<()> {
-        self.writer
-            .write((group, user, role, now_ms), |conn, args| {
-                Box::pin(writes::add_member(conn, args))
-            })
-            .await
-    }
-
-    async fn remove_member(&self, group: GroupId, user: UserId) -> Result<()> {
-        self.writer
-            .write((group, user), |conn, args| {
-                Box::pin(writes::remove_member(conn, args))
-            })
-            .await
-    }
-
-    async fn set_role(&self, group: GroupId, user: UserId, role: Role) -> Result<()> {
-        self.writer
-            .write((group, user, role), |conn, args| {
-                Box::pin(writes::set_role(conn, args))
-            })
-            .await
-    }
-
-    async fn dissolve_group(&self, group: GroupId) -> Result<Vec<UserId>> {
-        self.writer
-            .write(group, |conn, args| {
-                Box::pin(writes::dissolve_group(conn, args))
-            })
-            .await
-    }
-
-    async fn members(&self, group: GroupId) -> Result<Vec<MemberRecord>> {
-        self.reads.members(group).await
-    }
-
-    async fn groups_of(&self, user: UserId) -> Result<Vec<(GroupRecord, Role)>> {
-        self.reads.groups_of(user).await
-    }
-}
-
-#[async_trait]
-impl MessageStore for SqliteStore {
-    async fn append_message(&self, message: NewMessage) -> Result<Appended> {
-        self.writer
-            .write(message, |conn, message| {
-                Box::pin(writes::append_message(conn, message))
-            })
-            .await
-    }
-
-    async fn is_conversation_member(
-        &self,
-        conversation: ConversationId,
-        user: UserId,
-    ) -> Result<bool> {
-        self.reads.is_conversation_member(conversation, user).await
-    }
-
-    async fn history(
-        &self,
-        conversation: ConversationId,
-        before: Option<Seq>,
-        after: Option<Seq>,
-        limit: u32,
-    ) -> Result<Vec<ChatMessage>> {
-        self.reads.history(conversation, before, after, limit).await
-    }
-
-    async fn ack(&self, user: UserId, conversation: ConversationId, seq: Seq) -> Result<Seq> {
-        self.writer
-            .write((user, conversation, seq), |conn, args| {
-                Box::pin(writes::ack(conn, args))
-            })
-            .await
-    }
-
-    async fn unacked(
-        &self,
-        user: UserId,
-        start: Option<Cursor>,
-        limit: u32,
-    ) -> Result<Vec<ChatMessage>> {
-        self.reads.unacked(user, start, limit).await
-    }
-
-    async fn unacked_count(&self, user: UserId) -> Result<u64> {
-        self.reads.unacked_count(user).await
-    }
-
-    async fn sync(&self, user: UserId, cursors: &[Cursor], limit: u32) -> Result<Vec<ChatMessage>> {
-        self.reads.sync(user, cursors, limit).await
-    }
-}
+crate::dispatch::impl_repositories!(SqliteStore);
 
 #[async_trait]
 impl Store for SqliteStore {

@@ -10,16 +10,13 @@ use sqlx::sqlite::SqliteConnection;
 use crate::error::{Result, StoreError};
 use crate::repo::{Appended, FriendAddResult, FriendRecord, GroupRecord, NewMessage, UserRecord};
 use crate::rows::{
-    from_db, insert_error, into_user_ids, role_from_db, role_to_db, target_to_db, to_db, FriendRow,
-    MessageRow, SELECT_FRIEND, SELECT_MESSAGE,
+    args, from_db, insert_error, into_user_ids, role_from_db, role_to_db, target_to_db, to_db,
+    FriendRow, MessageRow, SELECT_FRIEND, SELECT_MESSAGE,
 };
-
-/// Arguments of [`create_user`]: name, password hash, time.
-pub(super) type NewUser = (String, String, i64);
 
 pub(super) async fn create_user(
     conn: &mut SqliteConnection,
-    (name, password_hash, now_ms): &NewUser,
+    (name, password_hash, now_ms): &args::NewUser,
 ) -> Result<UserRecord> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO users (name, password_hash, created_at_ms) VALUES (?, ?, ?) RETURNING id",
@@ -38,12 +35,9 @@ pub(super) async fn create_user(
     })
 }
 
-/// Arguments of [`create_token`]: hash, user, expiry.
-pub(super) type NewToken = (String, UserId, i64);
-
 pub(super) async fn create_token(
     conn: &mut SqliteConnection,
-    (token_hash, user, expires_at_ms): &NewToken,
+    (token_hash, user, expires_at_ms): &args::NewToken,
 ) -> Result<()> {
     sqlx::query("INSERT INTO tokens (token_hash, user_id, expires_at_ms) VALUES (?, ?, ?)")
         .bind(token_hash)
@@ -55,12 +49,9 @@ pub(super) async fn create_token(
     Ok(())
 }
 
-/// Arguments of [`revoke_token`]: hash, time.
-pub(super) type RevokeToken = (String, i64);
-
 pub(super) async fn revoke_token(
     conn: &mut SqliteConnection,
-    (token_hash, now_ms): &RevokeToken,
+    (token_hash, now_ms): &args::RevokeToken,
 ) -> Result<()> {
     sqlx::query("DELETE FROM tokens WHERE token_hash = ? OR expires_at_ms <= ?")
         .bind(token_hash)
@@ -79,12 +70,9 @@ async fn user_name(conn: &mut SqliteConnection, user: UserId) -> Result<String> 
         .ok_or(StoreError::NotFound("user"))
 }
 
-/// Arguments of [`add_friend_request`]: from, to, greeting, time.
-pub(super) type FriendRequest = (UserId, UserId, Option<String>, i64);
-
 pub(super) async fn add_friend_request(
     conn: &mut SqliteConnection,
-    (from, to, message, now_ms): &FriendRequest,
+    (from, to, message, now_ms): &args::FriendRequest,
 ) -> Result<FriendAddResult> {
     if from == to {
         return Err(StoreError::Conflict("cannot befriend oneself"));
@@ -213,12 +201,9 @@ async fn befriend(
     Ok(ConversationId(from_db(conversation)))
 }
 
-/// Arguments of [`respond_friend_request`]: from, to, accept, time.
-pub(super) type FriendResponse = (UserId, UserId, bool, i64);
-
 pub(super) async fn respond_friend_request(
     conn: &mut SqliteConnection,
-    (from, to, accept, now_ms): &FriendResponse,
+    (from, to, accept, now_ms): &args::FriendResponse,
 ) -> Result<Option<ConversationId>> {
     let deleted = sqlx::query("DELETE FROM friend_requests WHERE from_id = ? AND to_id = ?")
         .bind(to_db(from.0))
@@ -236,12 +221,9 @@ pub(super) async fn respond_friend_request(
     }
 }
 
-/// Arguments of [`remove_friend`]: the user and the friend.
-pub(super) type UserPair = (UserId, UserId);
-
 pub(super) async fn remove_friend(
     conn: &mut SqliteConnection,
-    (user, friend): &UserPair,
+    (user, friend): &args::UserPair,
 ) -> Result<()> {
     // The conversation and its members stay: both keep their history and
     // anything not yet delivered; sending needs the friendship, now gone.
@@ -261,12 +243,9 @@ pub(super) async fn remove_friend(
     Ok(())
 }
 
-/// Arguments of [`update_friend`]: user, friend, remark, category.
-pub(super) type FriendUpdate = (UserId, UserId, Option<String>, Option<String>);
-
 pub(super) async fn update_friend(
     conn: &mut SqliteConnection,
-    (user, friend, remark, category): &FriendUpdate,
+    (user, friend, remark, category): &args::FriendUpdate,
 ) -> Result<FriendRecord> {
     // NULL leaves the column as it is; '' clears it to NULL. A stored value
     // is never '', so NULLIF only ever clears a new empty value.
@@ -294,12 +273,9 @@ pub(super) async fn update_friend(
     Ok(row.into())
 }
 
-/// Arguments of [`create_group`]: owner, name, description, time.
-pub(super) type NewGroup = (UserId, String, String, i64);
-
 pub(super) async fn create_group(
     conn: &mut SqliteConnection,
-    (owner, name, description, now_ms): &NewGroup,
+    (owner, name, description, now_ms): &args::NewGroup,
 ) -> Result<GroupRecord> {
     let conversation: i64 = sqlx::query_scalar(
         "INSERT INTO conversations (kind, last_seq) VALUES ('group', 0) RETURNING id",
@@ -353,12 +329,9 @@ async fn group_row(conn: &mut SqliteConnection, group: GroupId) -> Result<(i64, 
         .ok_or(StoreError::NotFound("group"))
 }
 
-/// Arguments of [`add_member`]: group, user, role, time.
-pub(super) type NewMember = (GroupId, UserId, Role, i64);
-
 pub(super) async fn add_member(
     conn: &mut SqliteConnection,
-    (group, user, role, now_ms): &NewMember,
+    (group, user, role, now_ms): &args::NewMember,
 ) -> Result<()> {
     let (conversation, _owner) = group_row(conn, *group).await?;
     if *role == Role::Owner {
@@ -389,12 +362,9 @@ pub(super) async fn add_member(
     Ok(())
 }
 
-/// Arguments of [`remove_member`]: group, user.
-pub(super) type GroupUser = (GroupId, UserId);
-
 pub(super) async fn remove_member(
     conn: &mut SqliteConnection,
-    (group, user): &GroupUser,
+    (group, user): &args::GroupUser,
 ) -> Result<()> {
     let (conversation, owner) = group_row(conn, *group).await?;
     if owner == to_db(user.0) {
@@ -419,12 +389,9 @@ pub(super) async fn remove_member(
     Ok(())
 }
 
-/// Arguments of [`set_role`]: group, user, role.
-pub(super) type NewRole = (GroupId, UserId, Role);
-
 pub(super) async fn set_role(
     conn: &mut SqliteConnection,
-    (group, user, role): &NewRole,
+    (group, user, role): &args::NewRole,
 ) -> Result<()> {
     let (_conversation, owner) = group_row(conn, *group).await?;
     let current: Option<String> =
@@ -599,12 +566,9 @@ async fn recipients(conn: &mut SqliteConnection, conversation: u64) -> Result<Ve
     Ok(into_user_ids(ids))
 }
 
-/// Arguments of [`ack`]: user, conversation, seq.
-pub(super) type Ack = (UserId, ConversationId, Seq);
-
 pub(super) async fn ack(
     conn: &mut SqliteConnection,
-    (user, conversation, seq): &Ack,
+    (user, conversation, seq): &args::Ack,
 ) -> Result<Seq> {
     // Forward only, and never past the conversation's end.
     let acked: Option<i64> = sqlx::query_scalar(

@@ -1,0 +1,1153 @@
+//! One conformance suite for every store backend.
+//!
+//! Each check is an async function over `Arc<dyn Store>`; the
+//! `conformance!` macro at the bottom instantiates every one of them as a
+//! test for SQLite (a fresh file in a temporary directory) and for MariaDB (a
+//! fresh database, dropped afterwards). Checks that need several store
+//! instances (reopening a file, several nodes on one database) are written
+//! per backend after the shared ones.
+//!
+//! MariaDB is found at `CHATD_TEST_MYSQL_URL` (default
+//! `mysql://root@127.0.0.1:3306`). If it cannot be reached the MariaDB tests
+//! print `SKIPPED` and pass, unless `CHATD_TEST_REQUIRE_SERVICES=1`.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chat_proto::{ConversationId, Cursor, GroupId, Role, Seq, Target, UserId};
+use chat_store::{Appended, FriendAddResult, NewMessage, Store, StoreError};
+
+/// The clock every check passes to the store.
+const NOW: i64 = 1_700_000_000_000;
+
+async fn user(store: &Arc<dyn Store>, name: &str) -> UserId {
+    store
+        .create_user(name, "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA", NOW)
+        .await
+        .unwrap()
+        .id
+}
+
+/// Makes `a` and `b` friends and returns their conversation.
+async fn befriend(store: &Arc<dyn Store>, a: UserId, b: UserId) -> ConversationId {
+    assert!(matches!(
+        store.add_friend_request(a, b, None, NOW).await.unwrap(),
+        FriendAddResult::Pending(_)
+    ));
+    store
+        .respond_friend_request(a, b, true, NOW)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+fn message(sender: UserId, target: Target, client_msg_id: &str, body: &str) -> NewMessage {
+    NewMessage {
+        sender_id: sender,
+        sender_name: format!("user{}", sender.0),
+        target,
+        client_msg_id: client_msg_id.to_owned(),
+        body: body.to_owned(),
+        now_ms: NOW,
+    }
+}
+
+async fn send(store: &Arc<dyn Store>, sender: UserId, target: Target, id: &str) -> Appended {
+    store
+        .append_message(message(sender, target, id, &format!("body of {id}")))
+        .await
+        .unwrap()
+}
+
+fn seqs(messages: &[chat_proto::ChatMessage]) -> Vec<u64> {
+    messages.iter().map(|message| message.seq.0).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Users and tokens
+// ---------------------------------------------------------------------------
+
+async fn users_have_unique_exact_names(store: Arc<dyn Store>) {
+    let alice = store.create_user("alice", "hash-a", NOW).await.unwrap();
+    assert_eq!(alice.name, "alice");
+    assert_eq!(alice.password_hash, "hash-a");
+    assert_eq!(alice.created_at_ms, NOW);
+    // Case and trailing spaces make different names.
+    let upper = store.create_user("Alice", "hash-b", NOW).await.unwrap();
+    let spaced = store.create_user("alice ", "hash-c", NOW).await.unwrap();
+    let ids: HashSet<UserId> = [alice.id, upper.id, spaced.id].into();
+    assert_eq!(ids.len(), 3);
+    assert!(matches!(
+        store.create_user("alice", "other", NOW + 1).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.user_by_name("alice").await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        store.user_by_name("Alice").await.unwrap().unwrap().id,
+        upper.id
+    );
+    assert_eq!(store.user_by_name("ALICE").await.unwrap(), None);
+    assert_eq!(store.user_by_id(alice.id).await.unwrap(), Some(alice));
+    assert_eq!(store.user_by_id(UserId(999_999)).await.unwrap(), None);
+    assert_eq!(store.user_by_id(UserId(u64::MAX)).await.unwrap(), None);
+}
+
+async fn users_store_any_text_verbatim(store: Arc<dyn Store>) {
+    for name in [
+        "'; DROP TABLE users; --",
+        "名前😀",
+        "Robert\"); DELETE FROM messages;",
+        "back\\slash %_ wildcard",
+        "zero\u{0}byte",
+    ] {
+        let created = store.create_user(name, name, NOW).await.unwrap();
+        let found = store.user_by_name(name).await.unwrap().unwrap();
+        assert_eq!(found.name, name);
+        assert_eq!(found.password_hash, name);
+        assert_eq!(found.id, created.id);
+    }
+    // A LIKE pattern is not a name.
+    assert_eq!(store.user_by_name("back%").await.unwrap(), None);
+    // The table the first name threatened is still there.
+    assert!(store.user_by_name("名前😀").await.unwrap().is_some());
+}
+
+async fn tokens_expire_and_revoke(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    store.create_token("t1", alice, NOW + 1000).await.unwrap();
+    store.create_token("t2", alice, NOW + 10).await.unwrap();
+    assert_eq!(
+        store.user_for_token("t1", NOW).await.unwrap(),
+        Some((alice, NOW + 1000))
+    );
+    assert_eq!(
+        store.user_for_token("t2", NOW + 9).await.unwrap(),
+        Some((alice, NOW + 10))
+    );
+    // A token is valid strictly before its expiry.
+    assert_eq!(store.user_for_token("t2", NOW + 10).await.unwrap(), None);
+    assert_eq!(store.user_for_token("unknown", NOW).await.unwrap(), None);
+    assert!(matches!(
+        store.create_token("t1", alice, NOW + 5).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.create_token("t3", UserId(999_999), NOW + 5).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.revoke_token("t1", NOW).await.unwrap();
+    assert_eq!(store.user_for_token("t1", NOW).await.unwrap(), None);
+    // Revoking an unknown token is fine, and sweeps expired ones: t2 is gone
+    // even for a clock that would still accept it.
+    store.revoke_token("never-issued", NOW + 20).await.unwrap();
+    assert_eq!(store.user_for_token("t2", NOW).await.unwrap(), None);
+}
+
+// ---------------------------------------------------------------------------
+// Friends
+// ---------------------------------------------------------------------------
+
+async fn friend_request_then_accept(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let request = match store
+        .add_friend_request(alice, bob, Some("hi 👋 '; --"), NOW)
+        .await
+        .unwrap()
+    {
+        FriendAddResult::Pending(request) => request,
+        other => panic!("expected a pending request, got {other:?}"),
+    };
+    assert_eq!(
+        (request.from.id, request.from.name.as_str()),
+        (alice, "alice")
+    );
+    assert_eq!((request.to.id, request.to.name.as_str()), (bob, "bob"));
+    assert_eq!(request.message.as_deref(), Some("hi 👋 '; --"));
+    assert_eq!(request.created_at_ms, NOW);
+    assert_eq!(
+        store.pending_requests(bob).await.unwrap(),
+        (vec![request.clone()], vec![])
+    );
+    assert_eq!(
+        store.pending_requests(alice).await.unwrap(),
+        (vec![], vec![request.clone()])
+    );
+    assert!(matches!(
+        store.add_friend_request(alice, bob, None, NOW).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.add_friend_request(alice, alice, None, NOW).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .add_friend_request(alice, UserId(999_999), None, NOW)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Only the asked user can answer, and only a pending request.
+    assert!(matches!(
+        store.respond_friend_request(bob, alice, true, NOW).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(store.friends_of(alice).await.unwrap().is_empty());
+
+    let conversation = store
+        .respond_friend_request(alice, bob, true, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    let alice_friends = store.friends_of(alice).await.unwrap();
+    assert_eq!(alice_friends.len(), 1);
+    assert_eq!(alice_friends[0].id, bob);
+    assert_eq!(alice_friends[0].name, "bob");
+    assert_eq!(alice_friends[0].conversation_id, conversation);
+    assert_eq!(
+        (
+            alice_friends[0].remark.clone(),
+            alice_friends[0].category.clone()
+        ),
+        (None, None)
+    );
+    assert_eq!(
+        store
+            .friend(bob, alice)
+            .await
+            .unwrap()
+            .unwrap()
+            .conversation_id,
+        conversation
+    );
+    assert!(store
+        .is_conversation_member(conversation, alice)
+        .await
+        .unwrap());
+    assert!(store
+        .is_conversation_member(conversation, bob)
+        .await
+        .unwrap());
+    assert_eq!(store.pending_requests(bob).await.unwrap(), (vec![], vec![]));
+    assert_eq!(
+        store.pending_requests(alice).await.unwrap(),
+        (vec![], vec![])
+    );
+    assert!(matches!(
+        store.respond_friend_request(alice, bob, true, NOW).await,
+        Err(StoreError::NotFound(_))
+    ));
+    for (from, to) in [(alice, bob), (bob, alice)] {
+        assert!(matches!(
+            store.add_friend_request(from, to, None, NOW).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+}
+
+async fn friend_request_back_accepts(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    store
+        .add_friend_request(alice, bob, None, NOW)
+        .await
+        .unwrap();
+    store
+        .add_friend_request(carol, bob, None, NOW + 1)
+        .await
+        .unwrap();
+    let conversation = match store
+        .add_friend_request(bob, alice, None, NOW)
+        .await
+        .unwrap()
+    {
+        FriendAddResult::Accepted(conversation) => conversation,
+        other => panic!("expected an acceptance, got {other:?}"),
+    };
+    assert_eq!(
+        store
+            .friend(alice, bob)
+            .await
+            .unwrap()
+            .unwrap()
+            .conversation_id,
+        conversation
+    );
+    assert_eq!(
+        store
+            .friend(bob, alice)
+            .await
+            .unwrap()
+            .unwrap()
+            .conversation_id,
+        conversation
+    );
+    // Carol's request to Bob is untouched.
+    let (incoming, outgoing) = store.pending_requests(bob).await.unwrap();
+    assert_eq!(incoming.len(), 1);
+    assert_eq!(incoming[0].from.id, carol);
+    assert!(outgoing.is_empty());
+    assert_eq!(
+        store.pending_requests(alice).await.unwrap(),
+        (vec![], vec![])
+    );
+}
+
+async fn friend_request_decline(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    store
+        .add_friend_request(alice, bob, None, NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .respond_friend_request(alice, bob, false, NOW)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.friend(alice, bob).await.unwrap(), None);
+    assert_eq!(store.pending_requests(bob).await.unwrap(), (vec![], vec![]));
+    // Declined is not final: Alice may ask again.
+    assert!(matches!(
+        store
+            .add_friend_request(alice, bob, None, NOW)
+            .await
+            .unwrap(),
+        FriendAddResult::Pending(_)
+    ));
+}
+
+async fn remove_and_befriend_again_reuses_conversation(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let conversation = befriend(&store, alice, bob).await;
+    send(&store, alice, Target::User(bob), "m1").await;
+    store.remove_friend(bob, alice).await.unwrap();
+    assert_eq!(store.friend(alice, bob).await.unwrap(), None);
+    assert_eq!(store.friend(bob, alice).await.unwrap(), None);
+    assert!(matches!(
+        store.remove_friend(alice, bob).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .append_message(message(alice, Target::User(bob), "m2", "x"))
+            .await,
+        Err(StoreError::Forbidden(_))
+    ));
+    // The history stays with both.
+    assert_eq!(
+        seqs(&store.history(conversation, None, None, 10).await.unwrap()),
+        [1]
+    );
+    assert!(store
+        .is_conversation_member(conversation, bob)
+        .await
+        .unwrap());
+
+    let again = befriend(&store, bob, alice).await;
+    assert_eq!(again, conversation);
+    assert_eq!(
+        send(&store, bob, Target::User(alice), "m3")
+            .await
+            .message
+            .seq,
+        Seq(2)
+    );
+}
+
+async fn update_friend_sets_keeps_and_clears(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    befriend(&store, alice, bob).await;
+    let updated = store
+        .update_friend(
+            alice,
+            bob,
+            Some("Bobby 😀"),
+            Some("'; DROP TABLE friends; --"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.remark.as_deref(), Some("Bobby 😀"));
+    assert_eq!(
+        updated.category.as_deref(),
+        Some("'; DROP TABLE friends; --")
+    );
+    // None leaves a field alone.
+    let updated = store
+        .update_friend(alice, bob, None, Some("work"))
+        .await
+        .unwrap();
+    assert_eq!(updated.remark.as_deref(), Some("Bobby 😀"));
+    assert_eq!(updated.category.as_deref(), Some("work"));
+    // Setting the same values again is not an error.
+    store
+        .update_friend(alice, bob, None, Some("work"))
+        .await
+        .unwrap();
+    // "" clears.
+    let updated = store
+        .update_friend(alice, bob, Some(""), None)
+        .await
+        .unwrap();
+    assert_eq!(updated.remark, None);
+    assert_eq!(updated.category.as_deref(), Some("work"));
+    assert_eq!(store.friend(alice, bob).await.unwrap(), Some(updated));
+    // Each side has its own.
+    let other_side = store.friend(bob, alice).await.unwrap().unwrap();
+    assert_eq!((other_side.remark, other_side.category), (None, None));
+    let carol = user(&store, "carol").await;
+    assert!(matches!(
+        store.update_friend(alice, carol, Some("x"), None).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn friends_are_listed_by_name(store: Arc<dyn Store>) {
+    let me = user(&store, "me").await;
+    for name in ["zed", "Bob", "amy"] {
+        let friend = user(&store, name).await;
+        befriend(&store, me, friend).await;
+    }
+    let names: Vec<String> = store
+        .friends_of(me)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|friend| friend.name)
+        .collect();
+    assert_eq!(names, ["Bob", "amy", "zed"]);
+}
+
+// ---------------------------------------------------------------------------
+// Groups
+// ---------------------------------------------------------------------------
+
+async fn groups_create_join_and_roles(store: Arc<dyn Store>) {
+    let owner = user(&store, "owner").await;
+    let bob = user(&store, "bob").await;
+    let amy = user(&store, "amy").await;
+    let group = store
+        .create_group(owner, "Rust 🦀 '; --", "a description", NOW)
+        .await
+        .unwrap();
+    assert_eq!(group.name, "Rust 🦀 '; --");
+    assert_eq!(group.description, "a description");
+    assert_eq!(group.owner_id, owner);
+    assert_eq!(group.member_count, 1);
+    assert_eq!(group.created_at_ms, NOW);
+    assert_eq!(store.group(group.id).await.unwrap(), Some(group.clone()));
+    assert_eq!(
+        store.role(group.id, owner).await.unwrap(),
+        Some(Role::Owner)
+    );
+    assert!(store
+        .is_conversation_member(group.conversation_id, owner)
+        .await
+        .unwrap());
+
+    store
+        .add_member(group.id, bob, Role::Member, NOW)
+        .await
+        .unwrap();
+    store
+        .add_member(group.id, amy, Role::Member, NOW)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.add_member(group.id, bob, Role::Member, NOW).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .add_member(GroupId(999_999), bob, Role::Member, NOW)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .add_member(group.id, UserId(999_999), Role::Member, NOW)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        store.group(group.id).await.unwrap().unwrap().member_count,
+        3
+    );
+    assert_eq!(store.role(group.id, bob).await.unwrap(), Some(Role::Member));
+    assert!(store
+        .is_conversation_member(group.conversation_id, bob)
+        .await
+        .unwrap());
+
+    store.set_role(group.id, bob, Role::Admin).await.unwrap();
+    assert_eq!(store.role(group.id, bob).await.unwrap(), Some(Role::Admin));
+    assert!(matches!(
+        store.set_role(group.id, UserId(999_999), Role::Admin).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let members: Vec<(UserId, Role)> = store
+        .members(group.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|member| (member.id, member.role))
+        .collect();
+    assert_eq!(
+        members,
+        [
+            (owner, Role::Owner),
+            (bob, Role::Admin),
+            (amy, Role::Member)
+        ]
+    );
+    assert!(store.members(GroupId(999_999)).await.unwrap().is_empty());
+
+    let second = store.create_group(bob, "second", "", NOW).await.unwrap();
+    let of_bob: Vec<(GroupId, Role)> = store
+        .groups_of(bob)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(group, role)| (group.id, role))
+        .collect();
+    assert_eq!(of_bob, [(group.id, Role::Admin), (second.id, Role::Owner)]);
+    assert_eq!(store.groups_of(bob).await.unwrap()[0].0.member_count, 3);
+    assert!(store.groups_of(UserId(999_999)).await.unwrap().is_empty());
+}
+
+async fn set_role_owner_transfers_ownership(store: Arc<dyn Store>) {
+    let owner = user(&store, "owner").await;
+    let bob = user(&store, "bob").await;
+    let group = store.create_group(owner, "g", "", NOW).await.unwrap();
+    store
+        .add_member(group.id, bob, Role::Member, NOW)
+        .await
+        .unwrap();
+    // Handing the group to its owner changes nothing.
+    store.set_role(group.id, owner, Role::Owner).await.unwrap();
+    // The owner cannot simply step down.
+    assert!(matches!(
+        store.set_role(group.id, owner, Role::Member).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.set_role(group.id, bob, Role::Owner).await.unwrap();
+    assert_eq!(store.group(group.id).await.unwrap().unwrap().owner_id, bob);
+    assert_eq!(store.role(group.id, bob).await.unwrap(), Some(Role::Owner));
+    assert_eq!(
+        store.role(group.id, owner).await.unwrap(),
+        Some(Role::Admin)
+    );
+    assert_eq!(store.members(group.id).await.unwrap()[0].id, bob);
+}
+
+async fn leave_kick_and_dissolve(store: Arc<dyn Store>) {
+    let owner = user(&store, "owner").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    let group = store.create_group(owner, "g", "", NOW).await.unwrap();
+    store
+        .add_member(group.id, bob, Role::Member, NOW)
+        .await
+        .unwrap();
+    store
+        .add_member(group.id, carol, Role::Admin, NOW)
+        .await
+        .unwrap();
+
+    store.remove_member(group.id, bob).await.unwrap();
+    assert_eq!(store.role(group.id, bob).await.unwrap(), None);
+    assert!(!store
+        .is_conversation_member(group.conversation_id, bob)
+        .await
+        .unwrap());
+    assert!(matches!(
+        store.remove_member(group.id, bob).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.remove_member(GroupId(999_999), bob).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.remove_member(group.id, owner).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .append_message(message(bob, Target::Group(group.id), "b1", "x"))
+            .await,
+        Err(StoreError::Forbidden(_))
+    ));
+    // Joining again after leaving is allowed.
+    store
+        .add_member(group.id, bob, Role::Member, NOW)
+        .await
+        .unwrap();
+    send(&store, carol, Target::Group(group.id), "c1").await;
+
+    let mut expected = vec![owner, bob, carol];
+    expected.sort();
+    assert_eq!(store.dissolve_group(group.id).await.unwrap(), expected);
+    assert_eq!(store.group(group.id).await.unwrap(), None);
+    assert_eq!(store.role(group.id, owner).await.unwrap(), None);
+    assert!(store.members(group.id).await.unwrap().is_empty());
+    assert!(store.groups_of(carol).await.unwrap().is_empty());
+    assert!(!store
+        .is_conversation_member(group.conversation_id, owner)
+        .await
+        .unwrap());
+    assert_eq!(store.unacked_count(owner).await.unwrap(), 0);
+    assert!(matches!(
+        store.dissolve_group(group.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .append_message(message(owner, Target::Group(group.id), "o1", "x"))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    // A new group never gets the old id.
+    let next = store.create_group(owner, "g", "", NOW).await.unwrap();
+    assert!(next.id > group.id);
+}
+
+// ---------------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------------
+
+async fn append_numbers_and_deduplicates(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let conversation = befriend(&store, alice, bob).await;
+    let body = "名前😀 '; DROP TABLE messages; -- \\ \"quoted\"";
+    let first = store
+        .append_message(message(alice, Target::User(bob), "c-1", body))
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    assert_eq!(first.message.conversation_id, conversation);
+    assert_eq!(first.message.seq, Seq(1));
+    assert_eq!(first.message.sender_id, alice);
+    assert_eq!(first.message.target, Target::User(bob));
+    assert_eq!(first.message.body, body);
+    assert_eq!(first.message.client_msg_id, "c-1");
+    assert_eq!(first.message.server_ts_ms, NOW);
+    let mut both = vec![alice, bob];
+    both.sort();
+    assert_eq!(first.recipients, both);
+    assert_eq!(
+        send(&store, bob, Target::User(alice), "c-1")
+            .await
+            .message
+            .seq,
+        Seq(2)
+    );
+    assert_eq!(
+        send(&store, alice, Target::User(bob), "c-2")
+            .await
+            .message
+            .seq,
+        Seq(3)
+    );
+
+    // A resend returns the original, whatever else it carries.
+    let mut resend = message(alice, Target::User(bob), "c-1", "different body");
+    resend.now_ms = NOW + 5000;
+    let again = store.append_message(resend).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.message.seq, Seq(1));
+    assert_eq!(again.message.body, body);
+    assert_eq!(again.message.server_ts_ms, NOW);
+    assert_eq!(again.message.sender_name, "alice");
+    assert_eq!(again.recipients, both);
+    let history = store.history(conversation, None, None, 100).await.unwrap();
+    assert_eq!(seqs(&history), [1, 2, 3]);
+    assert_eq!(history[0].body, body);
+    assert_eq!(history[0].sender_name, "alice");
+    assert_eq!(history[1].sender_name, "bob");
+    assert_eq!(history[1].target, Target::User(alice));
+}
+
+async fn append_refuses_strangers(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    let conversation = befriend(&store, alice, bob).await;
+    let group = store.create_group(alice, "g", "", NOW).await.unwrap();
+    let refusals = [
+        (carol, Target::User(alice), "not friends"),
+        (alice, Target::User(alice), "oneself"),
+        (carol, Target::Group(group.id), "not a member"),
+    ];
+    for (sender, target, why) in refusals {
+        let result = store
+            .append_message(message(sender, target, why, "x"))
+            .await;
+        assert!(
+            matches!(result, Err(StoreError::Forbidden(_))),
+            "{why}: {result:?}"
+        );
+    }
+    for target in [
+        Target::User(UserId(999_999)),
+        Target::Group(GroupId(999_999)),
+    ] {
+        let result = store
+            .append_message(message(alice, target, "nobody", "x"))
+            .await;
+        assert!(
+            matches!(result, Err(StoreError::NotFound(_))),
+            "{target:?}: {result:?}"
+        );
+    }
+    // Refused sends take no number and leave no trace.
+    assert_eq!(
+        send(&store, alice, Target::User(bob), "ok")
+            .await
+            .message
+            .seq,
+        Seq(1)
+    );
+    assert_eq!(
+        send(&store, alice, Target::Group(group.id), "ok-g")
+            .await
+            .message
+            .seq,
+        Seq(1)
+    );
+    assert_eq!(
+        seqs(&store.history(conversation, None, None, 10).await.unwrap()),
+        [1]
+    );
+    assert_eq!(store.unacked_count(carol).await.unwrap(), 0);
+}
+
+async fn group_messages_reach_every_member(store: Arc<dyn Store>) {
+    let owner = user(&store, "owner").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    let group = store.create_group(owner, "g", "", NOW).await.unwrap();
+    store
+        .add_member(group.id, bob, Role::Member, NOW)
+        .await
+        .unwrap();
+    store
+        .add_member(group.id, carol, Role::Member, NOW)
+        .await
+        .unwrap();
+    let sent = send(&store, bob, Target::Group(group.id), "g1").await;
+    let mut everyone = vec![owner, bob, carol];
+    everyone.sort();
+    assert_eq!(sent.recipients, everyone);
+    assert_eq!(sent.message.conversation_id, group.conversation_id);
+    assert_eq!(sent.message.target, Target::Group(group.id));
+    assert_eq!(store.unacked(owner, None, 10).await.unwrap().len(), 1);
+    assert_eq!(store.unacked(bob, None, 10).await.unwrap().len(), 0);
+}
+
+async fn history_pages_both_ways(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let conversation = befriend(&store, alice, bob).await;
+    for i in 1..=10 {
+        send(&store, alice, Target::User(bob), &format!("m{i}")).await;
+    }
+    let page = |before: Option<u64>, after: Option<u64>, limit: u32| {
+        let store = store.clone();
+        async move {
+            seqs(
+                &store
+                    .history(conversation, before.map(Seq), after.map(Seq), limit)
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+    assert_eq!(page(None, None, 3).await, [8, 9, 10]);
+    assert_eq!(page(Some(8), None, 3).await, [5, 6, 7]);
+    assert_eq!(page(Some(3), None, 5).await, [1, 2]);
+    assert_eq!(page(Some(1), None, 5).await, Vec::<u64>::new());
+    assert_eq!(page(None, Some(0), 4).await, [1, 2, 3, 4]);
+    assert_eq!(page(None, Some(8), 4).await, [9, 10]);
+    assert_eq!(page(None, Some(10), 4).await, Vec::<u64>::new());
+    assert_eq!(page(Some(6), Some(2), 10).await, [3, 4, 5]);
+    assert_eq!(page(None, None, 0).await, Vec::<u64>::new());
+    assert_eq!(page(Some(u64::MAX), None, 2).await, [9, 10]);
+    assert_eq!(page(None, None, u32::MAX).await.len(), 10);
+    assert!(store
+        .history(ConversationId(999_999), None, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn ack_moves_forward_within_the_log(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    let conversation = befriend(&store, alice, bob).await;
+    for i in 1..=3 {
+        send(&store, alice, Target::User(bob), &format!("m{i}")).await;
+    }
+    assert_eq!(store.ack(bob, conversation, Seq(2)).await.unwrap(), Seq(2));
+    assert_eq!(store.ack(bob, conversation, Seq(1)).await.unwrap(), Seq(2));
+    assert_eq!(store.ack(bob, conversation, Seq(99)).await.unwrap(), Seq(3));
+    assert_eq!(
+        store.ack(bob, conversation, Seq(u64::MAX)).await.unwrap(),
+        Seq(3)
+    );
+    assert_eq!(
+        store.ack(bob, conversation, Seq::ZERO).await.unwrap(),
+        Seq(3)
+    );
+    assert!(matches!(
+        store.ack(carol, conversation, Seq(1)).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    assert!(matches!(
+        store.ack(bob, ConversationId(999_999), Seq(1)).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    // The clamp follows the log as it grows.
+    send(&store, alice, Target::User(bob), "m4").await;
+    assert_eq!(store.ack(bob, conversation, Seq(99)).await.unwrap(), Seq(4));
+}
+
+async fn unacked_is_others_messages_past_the_ack(store: Arc<dyn Store>) {
+    let me = user(&store, "me").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    let with_bob = befriend(&store, me, bob).await;
+    let with_carol = befriend(&store, me, carol).await;
+    send(&store, bob, Target::User(me), "b1").await; // 1
+    send(&store, me, Target::User(bob), "m1").await; // 2, mine
+    send(&store, bob, Target::User(me), "b2").await; // 3
+    send(&store, carol, Target::User(me), "c1").await; // 1
+    send(&store, carol, Target::User(me), "c2").await; // 2
+
+    let all = store.unacked(me, None, 100).await.unwrap();
+    let positions: Vec<(ConversationId, u64)> = all
+        .iter()
+        .map(|message| (message.conversation_id, message.seq.0))
+        .collect();
+    let (first, second) = if with_bob < with_carol {
+        (with_bob, with_carol)
+    } else {
+        (with_carol, with_bob)
+    };
+    let expected_for = |conversation| {
+        if conversation == with_bob {
+            vec![(with_bob, 1), (with_bob, 3)]
+        } else {
+            vec![(with_carol, 1), (with_carol, 2)]
+        }
+    };
+    let mut expected = expected_for(first);
+    expected.extend(expected_for(second));
+    assert_eq!(positions, expected);
+    assert!(all.iter().all(|message| message.sender_id != me));
+    assert_eq!(store.unacked_count(me).await.unwrap(), 4);
+
+    // Paging: a start position continues after it.
+    let page = store.unacked(me, None, 3).await.unwrap();
+    assert_eq!(page.len(), 3);
+    let last = page.last().unwrap();
+    let rest = store
+        .unacked(
+            me,
+            Some(Cursor {
+                conversation_id: last.conversation_id,
+                seq: last.seq,
+            }),
+            3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!((rest[0].conversation_id, rest[0].seq.0), expected[3]);
+
+    store.ack(me, with_bob, Seq(1)).await.unwrap();
+    assert_eq!(store.unacked_count(me).await.unwrap(), 3);
+    store.ack(me, with_bob, Seq(3)).await.unwrap();
+    store.ack(me, with_carol, Seq(1)).await.unwrap();
+    let left = store.unacked(me, None, 100).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!((left[0].conversation_id, left[0].seq), (with_carol, Seq(2)));
+    // Bob's own message is not unacked for him; mine is.
+    let bobs = store.unacked(bob, None, 100).await.unwrap();
+    assert_eq!(seqs(&bobs), [2]);
+    assert_eq!(store.unacked_count(bob).await.unwrap(), 1);
+}
+
+async fn sync_follows_cursors_or_acks(store: Arc<dyn Store>) {
+    let me = user(&store, "me").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    let with_bob = befriend(&store, me, bob).await;
+    let with_carol = befriend(&store, me, carol).await;
+    let strangers = befriend(&store, bob, carol).await;
+    send(&store, bob, Target::User(me), "b1").await; // 1
+    send(&store, me, Target::User(bob), "m1").await; // 2
+    send(&store, bob, Target::User(me), "b2").await; // 3
+    send(&store, carol, Target::User(me), "c1").await; // 1
+    send(&store, bob, Target::User(carol), "bc").await;
+    store.ack(me, with_bob, Seq(1)).await.unwrap();
+
+    // No cursors: others' messages past the ack, in every conversation.
+    let synced = store.sync(me, &[], 100).await.unwrap();
+    let mut positions: Vec<(ConversationId, u64)> = synced
+        .iter()
+        .map(|message| (message.conversation_id, message.seq.0))
+        .collect();
+    let mut expected = vec![(with_bob, 3), (with_carol, 1)];
+    expected.sort();
+    assert_eq!(positions, expected);
+
+    // A cursor means "I have seen up to here": every sender after it.
+    let cursors = [
+        Cursor {
+            conversation_id: with_bob,
+            seq: Seq(1),
+        },
+        // Not mine: ignored.
+        Cursor {
+            conversation_id: strangers,
+            seq: Seq::ZERO,
+        },
+    ];
+    let synced = store.sync(me, &cursors, 100).await.unwrap();
+    positions = synced
+        .iter()
+        .map(|message| (message.conversation_id, message.seq.0))
+        .collect();
+    let mut expected = vec![(with_bob, 2), (with_bob, 3), (with_carol, 1)];
+    expected.sort();
+    assert_eq!(positions, expected);
+    assert!(synced
+        .iter()
+        .all(|message| message.conversation_id != strangers));
+
+    // The limit counts across conversations.
+    let limited = store.sync(me, &cursors, 2).await.unwrap();
+    assert_eq!(limited.len(), 2);
+    assert_eq!(
+        limited
+            .iter()
+            .map(|message| (message.conversation_id, message.seq.0))
+            .collect::<Vec<_>>(),
+        expected[..2]
+    );
+    assert!(store.sync(me, &cursors, 0).await.unwrap().is_empty());
+    // Up to date: nothing.
+    let current = [
+        Cursor {
+            conversation_id: with_bob,
+            seq: Seq(3),
+        },
+        Cursor {
+            conversation_id: with_carol,
+            seq: Seq(1),
+        },
+    ];
+    assert!(store.sync(me, &current, 100).await.unwrap().is_empty());
+}
+
+async fn late_joiner_gets_only_later_messages(store: Arc<dyn Store>) {
+    let owner = user(&store, "owner").await;
+    let late = user(&store, "late").await;
+    let group = store.create_group(owner, "g", "", NOW).await.unwrap();
+    let other = user(&store, "other").await;
+    store
+        .add_member(group.id, other, Role::Member, NOW)
+        .await
+        .unwrap();
+    for i in 1..=3 {
+        send(&store, other, Target::Group(group.id), &format!("early{i}")).await;
+    }
+    store
+        .add_member(group.id, late, Role::Member, NOW)
+        .await
+        .unwrap();
+    assert_eq!(store.unacked_count(late).await.unwrap(), 0);
+    assert!(store.unacked(late, None, 10).await.unwrap().is_empty());
+    assert!(store.sync(late, &[], 10).await.unwrap().is_empty());
+    // History is still readable.
+    assert_eq!(
+        seqs(
+            &store
+                .history(group.conversation_id, None, None, 10)
+                .await
+                .unwrap()
+        ),
+        [1, 2, 3]
+    );
+    let sent = send(&store, other, Target::Group(group.id), "later").await;
+    assert!(sent.recipients.contains(&late));
+    assert_eq!(seqs(&store.unacked(late, None, 10).await.unwrap()), [4]);
+    assert_eq!(store.unacked_count(owner).await.unwrap(), 4);
+}
+
+// ---------------------------------------------------------------------------
+// Concurrency
+// ---------------------------------------------------------------------------
+
+/// Senders, and messages each, for the concurrent-append checks.
+const TASKS: usize = 8;
+const PER_TASK: usize = 50;
+
+async fn concurrent_appends_are_gap_free(store: Arc<dyn Store>) {
+    let owner = user(&store, "owner").await;
+    let group = store.create_group(owner, "busy", "", NOW).await.unwrap();
+    let mut senders = Vec::new();
+    for task in 0..TASKS {
+        let sender = user(&store, &format!("sender{task}")).await;
+        store
+            .add_member(group.id, sender, Role::Member, NOW)
+            .await
+            .unwrap();
+        senders.push(sender);
+    }
+    let mut handles = Vec::new();
+    for sender in senders {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..PER_TASK {
+                let sent = send(&store, sender, Target::Group(group.id), &format!("{i}")).await;
+                assert!(!sent.duplicate);
+                seqs.push(sent.message.seq.0);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for handle in handles {
+        let seqs = handle.await.unwrap();
+        // Each sender's own messages are numbered in the order it sent them.
+        assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]));
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    let total = u64::try_from(TASKS * PER_TASK).unwrap();
+    assert_eq!(all, (1..=total).collect::<Vec<_>>());
+    let history = store
+        .history(group.conversation_id, None, Some(Seq::ZERO), 1000)
+        .await
+        .unwrap();
+    assert_eq!(seqs(&history), (1..=total).collect::<Vec<_>>());
+}
+
+/// Good and refused writes of every kind at once: in a batch, a refused
+/// write must not cost the others their commit or their numbers.
+async fn refused_writes_do_not_disturb_others(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let stranger = user(&store, "stranger").await;
+    let conversation = befriend(&store, alice, bob).await;
+    let mut handles = Vec::new();
+    for i in 0..60 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            match i % 3 {
+                0 => store
+                    .append_message(message(alice, Target::User(bob), &format!("ok{i}"), "x"))
+                    .await
+                    .map(|sent| Some(sent.message.seq.0)),
+                1 => store
+                    .append_message(message(stranger, Target::User(bob), &format!("no{i}"), "x"))
+                    .await
+                    .map(|_| None),
+                _ => store.create_user("alice", "taken", NOW).await.map(|_| None),
+            }
+        }));
+    }
+    let mut numbers = Vec::new();
+    for (i, handle) in handles.into_iter().enumerate() {
+        match (i % 3, handle.await.unwrap()) {
+            (0, Ok(Some(seq))) => numbers.push(seq),
+            (1, Err(StoreError::Forbidden(_))) | (2, Err(StoreError::Conflict(_))) => {}
+            (kind, other) => panic!("write {i} of kind {kind}: {other:?}"),
+        }
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=20).collect::<Vec<_>>());
+    assert_eq!(
+        store
+            .history(conversation, None, None, 100)
+            .await
+            .unwrap()
+            .len(),
+        20
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Instantiation for every backend
+// ---------------------------------------------------------------------------
+
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let backend = crate::common::SqliteFile::new().await;
+                    super::$check(backend.store.clone()).await;
+                    backend.store.close().await;
+                }
+            )*
+        }
+
+        mod mariadb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let Some(database) = crate::common::MariaDb::create(stringify!($check)).await
+                    else {
+                        return;
+                    };
+                    let store = database.open().await;
+                    super::$check(store.clone()).await;
+                    store.close().await;
+                    database.drop_now().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    users_have_unique_exact_names,
+    users_store_any_text_verbatim,
+    tokens_expire_and_revoke,
+    friend_request_then_accept,
+    friend_request_back_accepts,
+    friend_request_decline,
+    remove_and_befriend_again_reuses_conversation,
+    update_friend_sets_keeps_and_clears,
+    friends_are_listed_by_name,
+    groups_create_join_and_roles,
+    set_role_owner_transfers_ownership,
+    leave_kick_and_dissolve,
+    append_numbers_and_deduplicates,
+    append_refuses_strangers,
+    group_messages_reach_every_member,
+    history_pages_both_ways,
+    ack_moves_forward_within_the_log,
+    unacked_is_others_messages_past_the_ack,
+    sync_follows_cursors_or_acks,
+    late_joiner_gets_only_later_messages,
+    concurrent_appends_are_gap_free,
+    refused_writes_do_not_disturb_others,
+);
