@@ -113,7 +113,7 @@ impl Session {
             }
             _ => tracing::info!(peer = %self.peer, reason = %end, "session ended"),
         }
-        self.log_out().await;
+        Box::pin(self.log_out()).await;
     }
 
     async fn serve(&mut self) -> End {
@@ -125,7 +125,7 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => {
-                    self.end_with(SessionEndReason::Draining, "the server is shutting down; reconnect").await;
+                    Box::pin(self.end_with(SessionEndReason::Draining, "the server is shutting down; reconnect")).await;
                     return End::Draining;
                 }
                 () = async { handle.as_ref().expect("guarded").wait().await }, if handle.is_some() => {
@@ -137,7 +137,7 @@ impl Session {
                             }
                         }
                         Err(()) => {
-                            self.end_with(SessionEndReason::SlowConsumer, "you read too slowly; reconnect and sync").await;
+                            Box::pin(self.end_with(SessionEndReason::SlowConsumer, "you read too slowly; reconnect and sync")).await;
                             return End::SlowConsumer;
                         }
                     }
@@ -146,12 +146,12 @@ impl Session {
                     if let Err(error) = readable {
                         return End::Io(error);
                     }
-                    if let Err(end) = self.read_and_handle().await {
+                    if let Err(end) = Box::pin(self.read_and_handle()).await {
                         return end;
                     }
                 }
                 () = sleep_until(self.idle_deadline) => {
-                    self.end_with(SessionEndReason::Idle, "no traffic within the idle timeout").await;
+                    Box::pin(self.end_with(SessionEndReason::Idle, "no traffic within the idle timeout")).await;
                     return End::Idle;
                 }
             }
@@ -171,7 +171,9 @@ impl Session {
         loop {
             match frame::decode(&mut self.read_buf, self.ctx.config.max_frame_len) {
                 Ok(Some(frame)) => {
-                    self.handle_frame(frame).await;
+                    // Boxed: the handlers' futures are large, and an idle
+                    // session's task should not carry their space around.
+                    Box::pin(self.handle_frame(frame)).await;
                     if self.write_buf.len() >= FLUSH_THRESHOLD {
                         self.flush().await?;
                     }
