@@ -59,6 +59,13 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if !in_memory && options.get_filename().as_os_str().is_empty() {
+            // SQLite would give every connection a private temporary
+            // database: the readers would never see what the writer wrote.
+            return Err(StoreError::Config(format!(
+                "SQLite URL {url:?} names no file: expected sqlite://PATH"
+            )));
+        }
         let writer_options = if in_memory {
             options.clone()
         } else {

@@ -1,0 +1,290 @@
+//! What only the MySQL backend promises: several nodes (several stores on one
+//! database) writing at once still number messages without gaps, recognise
+//! resends, and keep friendships and memberships consistent.
+//!
+//! Skipped (loudly) when MariaDB is not reachable; see `common`.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chat_proto::{ConversationId, GroupId, Role, Target, UserId};
+use chat_store::{FriendAddResult, NewMessage, Store, StoreError};
+
+const NOW: i64 = 1_700_000_000_000;
+
+/// The "nodes" of each test.
+const NODES: usize = 3;
+
+fn message(sender: UserId, target: Target, client_msg_id: &str) -> NewMessage {
+    NewMessage {
+        sender_id: sender,
+        sender_name: String::new(),
+        target,
+        client_msg_id: client_msg_id.to_owned(),
+        body: format!("body of {client_msg_id}"),
+        now_ms: NOW,
+    }
+}
+
+async fn nodes(database: &common::MariaDb) -> Vec<Arc<dyn Store>> {
+    let mut nodes = Vec::new();
+    for _ in 0..NODES {
+        nodes.push(database.open().await);
+    }
+    nodes
+}
+
+async fn close(nodes: Vec<Arc<dyn Store>>) {
+    for node in nodes {
+        node.close().await;
+    }
+}
+
+/// A group owned by `owner` with `members` more members, made on `store`.
+async fn group_with_members(
+    store: &Arc<dyn Store>,
+    members: usize,
+) -> (GroupId, ConversationId, Vec<UserId>) {
+    let owner = store.create_user("owner", "hash", NOW).await.unwrap().id;
+    let group = store.create_group(owner, "busy", "", NOW).await.unwrap();
+    let mut users = vec![owner];
+    for i in 0..members {
+        let user = store
+            .create_user(&format!("member{i}"), "hash", NOW)
+            .await
+            .unwrap()
+            .id;
+        store
+            .add_member(group.id, user, Role::Member, NOW)
+            .await
+            .unwrap();
+        users.push(user);
+    }
+    (group.id, group.conversation_id, users)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_appending_to_one_conversation_number_without_gaps() {
+    let Some(database) = common::MariaDb::create("gapfree").await else {
+        return;
+    };
+    let nodes = nodes(&database).await;
+    const TASKS_PER_NODE: usize = 4;
+    const PER_TASK: usize = 25;
+    let (group, conversation, users) = group_with_members(&nodes[0], NODES * TASKS_PER_NODE).await;
+    let mut handles = Vec::new();
+    for (task, sender) in users[1..].iter().copied().enumerate() {
+        let node = nodes[task % NODES].clone();
+        handles.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..PER_TASK {
+                let sent = node
+                    .append_message(message(sender, Target::Group(group), &format!("{i}")))
+                    .await
+                    .unwrap();
+                seqs.push(sent.message.seq.0);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for handle in handles {
+        all.extend(handle.await.unwrap());
+    }
+    all.sort_unstable();
+    let total = u64::try_from(NODES * TASKS_PER_NODE * PER_TASK).unwrap();
+    assert_eq!(all, (1..=total).collect::<Vec<_>>());
+    let history = nodes[1]
+        .history(conversation, None, None, 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|message| message.seq.0)
+            .collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>()
+    );
+    close(nodes).await;
+    database.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_racing_on_two_nodes_is_stored_once() {
+    let Some(database) = common::MariaDb::create("dupes").await else {
+        return;
+    };
+    let nodes = nodes(&database).await;
+    let (group, conversation, users) = group_with_members(&nodes[0], 1).await;
+    let sender = users[1];
+    const RESENDS: usize = 30;
+    let mut handles = Vec::new();
+    for i in 0..RESENDS {
+        // The same message through every node at once.
+        for node in &nodes {
+            let node = node.clone();
+            handles.push(tokio::spawn(async move {
+                let sent = node
+                    .append_message(message(sender, Target::Group(group), &format!("dup{i}")))
+                    .await
+                    .unwrap();
+                (i, sent.message.seq.0, sent.duplicate)
+            }));
+        }
+    }
+    let mut seq_of = vec![None; RESENDS];
+    let mut originals = 0;
+    for handle in handles {
+        let (i, seq, duplicate) = handle.await.unwrap();
+        // Every node answers with the same number for the same message.
+        assert_eq!(*seq_of[i].get_or_insert(seq), seq, "message {i}");
+        if !duplicate {
+            originals += 1;
+        }
+    }
+    assert_eq!(originals, RESENDS);
+    let history = nodes[2]
+        .history(conversation, None, None, 1000)
+        .await
+        .unwrap();
+    let total = u64::try_from(RESENDS).unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|message| message.seq.0)
+            .collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>()
+    );
+    let ids: HashSet<&str> = history
+        .iter()
+        .map(|message| message.client_msg_id.as_str())
+        .collect();
+    assert_eq!(ids.len(), RESENDS);
+    close(nodes).await;
+    database.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_asking_each_other_at_once_become_friends() {
+    let Some(database) = common::MariaDb::create("crossed").await else {
+        return;
+    };
+    let nodes = nodes(&database).await;
+    const PAIRS: usize = 10;
+    let mut pairs = Vec::new();
+    for i in 0..PAIRS {
+        let a = nodes[0]
+            .create_user(&format!("a{i}"), "h", NOW)
+            .await
+            .unwrap()
+            .id;
+        let b = nodes[0]
+            .create_user(&format!("b{i}"), "h", NOW)
+            .await
+            .unwrap()
+            .id;
+        pairs.push((a, b));
+    }
+    let mut handles = Vec::new();
+    for (i, &(a, b)) in pairs.iter().enumerate() {
+        let (first, second) = (nodes[i % NODES].clone(), nodes[(i + 1) % NODES].clone());
+        handles.push(tokio::spawn(async move {
+            let (one, two) = tokio::join!(
+                first.add_friend_request(a, b, None, NOW),
+                second.add_friend_request(b, a, None, NOW),
+            );
+            (one.unwrap(), two.unwrap())
+        }));
+    }
+    for (handle, &(a, b)) in handles.into_iter().zip(&pairs) {
+        let outcomes = handle.await.unwrap();
+        // One of them asked, the other accepted: never two crossed requests.
+        let conversation = match outcomes {
+            (FriendAddResult::Pending(_), FriendAddResult::Accepted(conversation))
+            | (FriendAddResult::Accepted(conversation), FriendAddResult::Pending(_)) => {
+                conversation
+            }
+            other => panic!("crossed requests: {other:?}"),
+        };
+        let node = &nodes[2];
+        assert_eq!(
+            node.friend(a, b).await.unwrap().unwrap().conversation_id,
+            conversation
+        );
+        assert_eq!(
+            node.friend(b, a).await.unwrap().unwrap().conversation_id,
+            conversation
+        );
+        assert_eq!(node.pending_requests(a).await.unwrap(), (vec![], vec![]));
+    }
+    close(nodes).await;
+    database.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_while_others_send_splits_history_from_delivery_exactly() {
+    let Some(database) = common::MariaDb::create("joinrace").await else {
+        return;
+    };
+    let nodes = nodes(&database).await;
+    let (group, _conversation, users) = group_with_members(&nodes[0], 2).await;
+    let late = nodes[0].create_user("late", "hash", NOW).await.unwrap().id;
+    let mut handles = Vec::new();
+    for (task, sender) in users[1..].iter().copied().enumerate() {
+        let node = nodes[task % NODES].clone();
+        handles.push(tokio::spawn(async move {
+            let mut sent = Vec::new();
+            for i in 0..40 {
+                let appended = node
+                    .append_message(message(sender, Target::Group(group), &format!("{i}")))
+                    .await
+                    .unwrap();
+                sent.push((appended.message.seq.0, appended.recipients.contains(&late)));
+            }
+            sent
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    nodes[2]
+        .add_member(group, late, Role::Member, NOW)
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    for handle in handles {
+        sent.extend(handle.await.unwrap());
+    }
+    // The late member is offered exactly the messages that named it as a
+    // recipient: everything after the point it joined, nothing before.
+    let offered: HashSet<u64> = nodes[1]
+        .unacked(late, None, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|message| message.seq.0)
+        .collect();
+    for (seq, named_late) in sent {
+        assert_eq!(offered.contains(&seq), named_late, "message {seq}");
+    }
+    close(nodes).await;
+    database.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_without_a_database_or_with_a_missing_one_is_refused() {
+    let Some(database) = common::MariaDb::create("urls").await else {
+        return;
+    };
+    let missing = format!("{}_missing", database.url());
+    assert!(matches!(
+        chat_store::open(&missing).await,
+        Err(StoreError::Database(_))
+    ));
+    let store = chat_store::open(&database.url().replacen("mysql:", "mariadb:", 1))
+        .await
+        .unwrap();
+    assert_eq!(store.backend(), "mysql");
+    store.close().await;
+    database.drop_now().await;
+}
