@@ -8,13 +8,18 @@
 //!   application each message once and in order per conversation as an
 //!   [`Event`].
 //!
+//! - [`command`] parses the `chat` command language and [`render`] formats
+//!   what `chat` prints; both are pure, for the binary and its tests.
+//!
 //! [`ClientError`] is the one error type of this crate.
 
 pub mod client;
+pub mod command;
 pub mod connection;
 pub mod delivery;
 pub mod error;
 pub mod event;
+pub mod render;
 
 pub use client::{Client, ClientOptions, ReconnectPolicy};
 pub use connection::{Connection, ConnectionOptions, IntoUserRef, PendingReply, UnmatchedReply};

@@ -1,0 +1,375 @@
+//! How `chat` shows things: human lines and `--json` lines. Pure functions,
+//! so the formats scripts depend on are pinned by unit tests.
+
+use std::fmt::Write as _;
+
+use chat_proto::{
+    ChatMessage, Friend, FriendRequestInfo, FriendUpdateKind, GroupEventKind, GroupEventPush,
+    Member, Status, Target,
+};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::event::Event;
+
+/// Formats milliseconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
+#[must_use]
+pub fn format_time(ms: i64) -> String {
+    let seconds = ms.div_euclid(1000);
+    let days = seconds.div_euclid(86_400);
+    let second_of_day = seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        second_of_day / 3600,
+        second_of_day % 3600 / 60,
+        second_of_day % 60
+    )
+}
+
+/// The proleptic Gregorian date of a day number (days since 1970-01-01),
+/// by the usual era arithmetic: 400-year eras of 146 097 days, years
+/// counted from March so the leap day falls at the end.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Makes text from the network safe to print on a terminal: control
+/// characters (which could move the cursor or recolour the screen) are
+/// shown escaped instead of interpreted.
+#[must_use]
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One message as `time [id] name said: text`, prefixed with
+/// `[group NAME/ID] ` for group messages (`group_name` when known).
+#[must_use]
+pub fn message_line(message: &ChatMessage, group_name: Option<&str>) -> String {
+    let mut line = String::new();
+    if let Target::Group(group_id) = message.target {
+        match group_name {
+            Some(name) => {
+                let _ = write!(line, "[group {}/{group_id}] ", printable(name));
+            }
+            None => {
+                let _ = write!(line, "[group {group_id}] ");
+            }
+        }
+    }
+    let _ = write!(
+        line,
+        "{} [{}] {} said: {}",
+        format_time(message.server_ts_ms),
+        message.sender_id,
+        printable(&message.sender_name),
+        printable(&message.body)
+    );
+    line
+}
+
+/// A friend as one line: name, id, remark, category, presence.
+#[must_use]
+pub fn friend_line(friend: &Friend) -> String {
+    let mut line = format!(
+        "{} [{}] {}",
+        printable(&friend.name),
+        friend.id,
+        if friend.online { "online" } else { "offline" }
+    );
+    if let Some(remark) = friend.remark.as_deref().filter(|r| !r.is_empty()) {
+        let _ = write!(line, ", remark: {}", printable(remark));
+    }
+    if let Some(category) = friend.category.as_deref().filter(|c| !c.is_empty()) {
+        let _ = write!(line, ", category: {}", printable(category));
+    }
+    line
+}
+
+/// A pending friend request as one line, from the point of view of `me`.
+#[must_use]
+pub fn request_line(request: &FriendRequestInfo, incoming: bool) -> String {
+    let mut line = if incoming {
+        format!(
+            "{} [{}] wants to be your friend (accept {0} / decline {0})",
+            printable(&request.from.name),
+            request.from.id
+        )
+    } else {
+        format!(
+            "you asked {} [{}] to be friends",
+            printable(&request.to.name),
+            request.to.id
+        )
+    };
+    if let Some(message) = request.message.as_deref().filter(|m| !m.is_empty()) {
+        let _ = write!(line, ": \"{}\"", printable(message));
+    }
+    line
+}
+
+/// A group as one line.
+#[must_use]
+pub fn group_line(group: &chat_proto::Group) -> String {
+    let mut line = format!(
+        "{} [{}] {} members",
+        printable(&group.name),
+        group.id,
+        group.member_count
+    );
+    if let Some(role) = group.my_role {
+        let _ = write!(line, ", you are {}", role.as_str());
+    }
+    if !group.description.is_empty() {
+        let _ = write!(line, " - {}", printable(&group.description));
+    }
+    line
+}
+
+/// A group member as one line.
+#[must_use]
+pub fn member_line(member: &Member) -> String {
+    format!(
+        "{} [{}] {}, {}",
+        printable(&member.name),
+        member.id,
+        member.role.as_str(),
+        if member.online { "online" } else { "offline" }
+    )
+}
+
+/// A group event as one line; `who` names user ids where known.
+#[must_use]
+pub fn group_event_line(
+    event: &GroupEventPush,
+    group_name: Option<&str>,
+    who: &dyn Fn(chat_proto::UserId) -> String,
+) -> String {
+    let group = match group_name {
+        Some(name) => format!("[group {}/{}]", printable(name), event.group_id),
+        None => format!("[group {}]", event.group_id),
+    };
+    let user = who(event.user_id);
+    let actor = who(event.actor_id);
+    let what = match event.kind {
+        GroupEventKind::Joined => format!("{user} joined"),
+        GroupEventKind::Left => format!("{user} left"),
+        GroupEventKind::Kicked => format!("{user} was removed by {actor}"),
+        GroupEventKind::RoleChanged => format!(
+            "{user} is now {}",
+            event.role.map_or("?", chat_proto::Role::as_str)
+        ),
+        GroupEventKind::Dissolved => format!("dissolved by {actor}"),
+    };
+    format!("{group} {what}")
+}
+
+/// A non-message event as one human line (messages use [`message_line`]).
+#[must_use]
+pub fn event_line(event: &Event, who: &dyn Fn(chat_proto::UserId) -> String) -> String {
+    match event {
+        Event::Message(message) => message_line(message, None),
+        Event::FriendRequest(request) => format!("* {}", request_line(request, true)),
+        Event::FriendUpdate(update) => {
+            let name = printable(&update.user.name);
+            match update.kind {
+                FriendUpdateKind::Accepted => format!("* {name} accepted: you are now friends"),
+                FriendUpdateKind::Declined => format!("* {name} declined your friend request"),
+                FriendUpdateKind::Removed => format!("* {name} is no longer your friend"),
+            }
+        }
+        Event::Presence(presence) => format!(
+            "* {} is {}",
+            who(presence.user_id),
+            if presence.online { "online" } else { "offline" }
+        ),
+        Event::Group(group_event) => format!("* {}", group_event_line(group_event, None, who)),
+        Event::SessionEnded(ended) => {
+            format!(
+                "* session ended by the server: {}",
+                printable(&ended.message)
+            )
+        }
+        Event::Disconnected { reason } => format!("* connection lost ({reason}); reconnecting"),
+        Event::Reconnected { address, login } => match login {
+            Some(_) => format!("* reconnected to {address}; session resumed"),
+            None => format!("* reconnected to {address}"),
+        },
+        Event::LoginFailed { error } => format!("* could not log in again: {error}"),
+        Event::GaveUp { error } => format!("* gave up reconnecting: {error}"),
+    }
+}
+
+/// The `--json` line of a successful command: `{"type":"response",
+/// "command":..., "ok":true, "data":...}`, plus any `extra` top-level fields
+/// (a `gcreate` line carries `"group_id"`).
+#[must_use]
+pub fn json_response(command: &str, data: &impl Serialize, extra: &[(&str, Value)]) -> String {
+    let mut line = json!({
+        "type": "response",
+        "command": command,
+        "ok": true,
+        "data": data,
+    });
+    if let Value::Object(map) = &mut line {
+        for (key, value) in extra {
+            map.insert((*key).to_owned(), value.clone());
+        }
+    }
+    line.to_string()
+}
+
+/// The `--json` line of a failed command.
+#[must_use]
+pub fn json_error(command: &str, status: Option<Status>, message: &str) -> String {
+    json!({
+        "type": "response",
+        "command": command,
+        "ok": false,
+        "status": status.map(Status::name),
+        "error": message,
+    })
+    .to_string()
+}
+
+/// The `--json` line of an event: `{"type":"event","event":...,"data":...}`.
+#[must_use]
+pub fn json_event(event: &Event) -> String {
+    let mut value = serde_json::to_value(event).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.insert("type".to_owned(), Value::String("event".to_owned()));
+    }
+    value.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_proto::{ConversationId, GroupId, Seq, UserId, UserSummary};
+
+    use super::*;
+
+    fn message(target: Target, body: &str) -> ChatMessage {
+        ChatMessage {
+            conversation_id: ConversationId(1),
+            seq: Seq(1),
+            sender_id: UserId(2),
+            sender_name: "bob".to_owned(),
+            target,
+            client_msg_id: "x".to_owned(),
+            body: body.to_owned(),
+            server_ts_ms: 1_700_000_000_123,
+        }
+    }
+
+    #[test]
+    fn times_are_utc_calendar_dates() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00");
+        assert_eq!(format_time(1_700_000_000_123), "2023-11-14 22:13:20");
+        assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(format_time(-1000), "1969-12-31 23:59:59");
+    }
+
+    #[test]
+    fn message_lines_have_the_documented_shape() {
+        assert_eq!(
+            message_line(&message(Target::User(UserId(1)), "hi"), None),
+            "2023-11-14 22:13:20 [2] bob said: hi"
+        );
+        assert_eq!(
+            message_line(&message(Target::Group(GroupId(3)), "hi"), Some("rust")),
+            "[group rust/3] 2023-11-14 22:13:20 [2] bob said: hi"
+        );
+        assert_eq!(
+            message_line(&message(Target::Group(GroupId(3)), "hi"), None),
+            "[group 3] 2023-11-14 22:13:20 [2] bob said: hi"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_not_sent_to_the_terminal() {
+        let line = message_line(&message(Target::User(UserId(1)), "a\x1b[2Jb\nc"), None);
+        assert!(line.ends_with("said: a\\u{1b}[2Jb\\nc"), "{line}");
+        assert_eq!(printable("héllo 😀"), "héllo 😀");
+    }
+
+    #[test]
+    fn json_lines_carry_type_command_and_data() {
+        let line = json_response(
+            "gcreate",
+            &json!({"group": {"id": 5}}),
+            &[("group_id", json!(5))],
+        );
+        let value: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["type"], "response");
+        assert_eq!(value["command"], "gcreate");
+        assert_eq!(value["ok"], true);
+        assert_eq!(value["group_id"], 5);
+        assert_eq!(value["data"]["group"]["id"], 5);
+
+        let line = json_error("chat", Some(Status::Forbidden), "not friends");
+        let value: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["ok"], false);
+        assert_eq!(value["status"], "forbidden");
+
+        let line = json_event(&Event::Message(message(Target::User(UserId(1)), "hi")));
+        let value: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["type"], "event");
+        assert_eq!(value["event"], "message");
+        assert_eq!(value["data"]["body"], "hi");
+    }
+
+    #[test]
+    fn requests_and_friends_read_naturally() {
+        let request = FriendRequestInfo {
+            from: UserSummary {
+                id: UserId(2),
+                name: "bob".to_owned(),
+            },
+            to: UserSummary {
+                id: UserId(1),
+                name: "alice".to_owned(),
+            },
+            message: Some("hi".to_owned()),
+            created_at_ms: 0,
+        };
+        assert_eq!(
+            request_line(&request, true),
+            "bob [2] wants to be your friend (accept bob / decline bob): \"hi\""
+        );
+        assert_eq!(
+            request_line(&request, false),
+            "you asked alice [1] to be friends: \"hi\""
+        );
+        let friend = Friend {
+            id: UserId(2),
+            name: "bob".to_owned(),
+            remark: Some("Bobby".to_owned()),
+            category: None,
+            online: true,
+            conversation_id: ConversationId(1),
+        };
+        assert_eq!(friend_line(&friend), "bob [2] online, remark: Bobby");
+    }
+}
