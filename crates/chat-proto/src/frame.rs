@@ -18,8 +18,16 @@ pub const MAGIC: u16 = 0x4348;
 pub const VERSION: u8 = 1;
 /// The size of the fixed header in bytes.
 pub const HEADER_LEN: usize = 16;
-/// The default limit on a frame's payload: 64 KiB.
+/// The default limit on a frame's payload: 64 KiB. This is what a server
+/// accepts from clients.
 pub const DEFAULT_MAX_PAYLOAD: usize = 64 * 1024;
+/// The payload limit a client should decode server frames with: 32 MiB.
+///
+/// Replies are not bound by [`DEFAULT_MAX_PAYLOAD`]: a `sync` page holds up to
+/// 1000 messages and a `history` page up to 200, each with a body of up to
+/// 4096 bytes that JSON escaping can grow sixfold. 32 MiB holds a full sync
+/// page at the server's default limits even in that worst case.
+pub const CLIENT_MAX_PAYLOAD: usize = 32 * 1024 * 1024;
 
 /// The `flags` byte of the header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]

@@ -17,7 +17,9 @@ pub mod status;
 
 pub use codec::FrameCodec;
 pub use error::{FrameError, MessageError};
-pub use frame::{Flags, Frame, Header, DEFAULT_MAX_PAYLOAD, HEADER_LEN, MAGIC, VERSION};
+pub use frame::{
+    Flags, Frame, Header, CLIENT_MAX_PAYLOAD, DEFAULT_MAX_PAYLOAD, HEADER_LEN, MAGIC, VERSION,
+};
 pub use ids::{ConversationId, GroupId, Seq, UserId};
 pub use message::*;
 pub use status::Status;

@@ -163,10 +163,28 @@ fn parse<T: for<'de> Deserialize<'de>>(
     message_type: MessageType,
     payload: &[u8],
 ) -> Result<T, MessageError> {
-    serde_json::from_slice(payload).map_err(|source| MessageError::InvalidPayload {
+    parse_object(payload).map_err(|source| MessageError::InvalidPayload {
         message_type: message_type.name(),
         source,
     })
+}
+
+/// Parses a payload that must be one JSON object.
+///
+/// serde's derived structs also accept a JSON array of the fields in order
+/// (`["alice", "secret"]` would parse as a register request), which the
+/// protocol does not allow: a payload is always an object, so that fields are
+/// named and a client in another language never depends on field order.
+fn parse_object<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, serde_json::Error> {
+    let first = payload
+        .iter()
+        .find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'));
+    if first.is_some_and(|&byte| byte != b'{') {
+        return Err(serde::de::Error::custom(
+            "the payload must be a JSON object",
+        ));
+    }
+    serde_json::from_slice(payload)
 }
 
 message_table! {
@@ -335,23 +353,20 @@ impl ServerMessage {
     pub fn from_frame(frame: &Frame) -> Result<ServerMessage, MessageError> {
         let header = &frame.header;
         if header.flags.is_push() {
-            return Push::from_payload(header.message_type, &frame.payload).map(ServerMessage::Push);
+            return Push::from_payload(header.message_type, &frame.payload)
+                .map(ServerMessage::Push);
         }
         if !header.flags.is_response() {
             return Err(MessageError::UnknownType(header.message_type));
         }
         let result = if header.status == Status::Ok.code() {
-            Ok(Response::from_payload(
-                header.message_type,
-                &frame.payload,
-            )?)
+            Ok(Response::from_payload(header.message_type, &frame.payload)?)
         } else {
-            let mut body: ErrorBody = serde_json::from_slice(&frame.payload).map_err(|source| {
-                MessageError::InvalidPayload {
+            let mut body: ErrorBody =
+                parse_object(&frame.payload).map_err(|source| MessageError::InvalidPayload {
                     message_type: "error",
                     source,
-                }
-            })?;
+                })?;
             // The header's status is authoritative; the body's name is for humans.
             if let Some(status) = Status::from_code(header.status) {
                 body.error = status;
