@@ -505,13 +505,14 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
     let command = match spec.word {
         "help" => Command::Help,
         "quit" => Command::Quit,
+        // A password is the rest of the line, so it may contain spaces.
         "register" => Command::Register {
             name: args.required()?,
-            password: args.optional()?,
+            password: Some(args.text()).filter(|text| !text.is_empty()),
         },
         "login" => Command::Login {
             user: user_ref(&args.required()?),
-            password: args.optional()?,
+            password: Some(args.text()).filter(|text| !text.is_empty()),
         },
         "logout" => Command::Logout,
         "friends" => Command::Friends,
@@ -637,6 +638,13 @@ mod tests {
             Command::Register {
                 name: "alice".into(),
                 password: Some("s3cret-pass".into())
+            }
+        );
+        assert_eq!(
+            ok("register alice correct horse battery"),
+            Command::Register {
+                name: "alice".into(),
+                password: Some("correct horse battery".into())
             }
         );
         assert_eq!(

@@ -30,7 +30,7 @@ use chat_proto::{
     GroupSetRoleRequest, GroupSetRoleResponse, HistoryRequest, HistoryResponse, LoginRequest,
     LoginResponse, LogoutRequest, LogoutResponse, MessageType, PingRequest, PingResponse, Push,
     RegisterRequest, RegisterResponse, Request, Response, Role, SendRequest, SendResponse, Seq,
-    ServerMessage, SyncRequest, SyncResponse, Target, UserId, UserRef, DEFAULT_MAX_PAYLOAD,
+    ServerMessage, SyncRequest, SyncResponse, Target, UserId, UserRef, CLIENT_MAX_PAYLOAD,
 };
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -71,7 +71,7 @@ impl Default for ConnectionOptions {
         Self {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
-            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_payload: CLIENT_MAX_PAYLOAD,
         }
     }
 }
