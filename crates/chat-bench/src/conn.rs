@@ -14,7 +14,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use chat_proto::frame::{self, encode_json};
 use chat_proto::{
-    Flags, Frame, Header, MessageType, Request, Status, DEFAULT_MAX_PAYLOAD, HEADER_LEN,
+    Flags, Frame, Header, MessageType, Request, Status, CLIENT_MAX_PAYLOAD, HEADER_LEN,
 };
 
 use crate::error::{Error, Result};
@@ -232,7 +232,7 @@ impl Conn {
     /// # Errors
     /// [`Error::Frame`] when the bytes are not a valid frame.
     pub fn next_frame(&mut self) -> Result<Option<Frame>> {
-        Ok(frame::decode(&mut self.read_buf, DEFAULT_MAX_PAYLOAD)?)
+        Ok(frame::decode(&mut self.read_buf, CLIENT_MAX_PAYLOAD)?)
     }
 
     /// Waits for the next whole frame.

@@ -173,7 +173,9 @@ pub async fn run_idle(options: &IdleOptions) -> Result<Report> {
         return Err(Error::Options("connections must be 1 to 1000000".into()));
     }
     let per_user = options.sessions_per_user.max(1);
-    if options.per_worker == 0 || options.per_worker > 18_000 || options.per_worker % per_user != 0
+    if options.per_worker == 0
+        || options.per_worker > 18_000
+        || !options.per_worker.is_multiple_of(per_user)
     {
         return Err(Error::Options(
             "per-worker must be 1 to 18000 and a multiple of sessions-per-user".into(),
