@@ -19,6 +19,9 @@ pub struct Config {
     pub redis: Option<String>,
     /// This node's name in a cluster (unique per node); a random one if unset.
     pub node_id: Option<String>,
+    /// Prefix of every Redis key and channel of this cluster, so several
+    /// clusters can share one Redis.
+    pub redis_prefix: String,
     /// Largest accepted frame payload in bytes.
     pub max_frame_len: usize,
     /// Largest accepted message body in bytes.
@@ -60,6 +63,7 @@ impl Default for Config {
             store: "sqlite://chat.db".to_owned(),
             redis: None,
             node_id: None,
+            redis_prefix: "chat:".to_owned(),
             max_frame_len: chat_proto::DEFAULT_MAX_PAYLOAD,
             max_message_len: 4096,
             outbox_len: 1024,

@@ -31,6 +31,9 @@ struct Args {
     /// This node's unique name in a cluster [default: random].
     #[arg(long, env = "CHATD_NODE_ID")]
     node_id: Option<String>,
+    /// Prefix of every Redis key and channel, so clusters can share a Redis [default: chat:].
+    #[arg(long, env = "CHATD_REDIS_PREFIX")]
+    redis_prefix: Option<String>,
     /// Largest frame payload in bytes [default: 65536].
     #[arg(long, env = "CHATD_MAX_FRAME_LEN")]
     max_frame_len: Option<usize>,
@@ -92,6 +95,7 @@ impl Args {
         apply!(
             listen,
             store,
+            redis_prefix,
             max_frame_len,
             max_message_len,
             outbox_len,

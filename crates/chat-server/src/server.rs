@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::hub::Hub;
 use crate::limits::ConnectionLimiter;
+use crate::redis_bus::{RedisBus, RedisBusOptions};
 use crate::session::{refuse, Session};
 
 /// A node started with [`start`]: its address and the means to stop it.
@@ -63,8 +64,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("cannot open store {}", redact(&config.store)))?;
     let hub = Arc::new(Hub::new());
-    let bus: Arc<dyn Bus> = match &config.redis {
-        Some(url) => anyhow::bail!("cluster mode ({}) is not available in this build", redact(url)),
+    let bus: Arc<dyn Bus> = match RedisBusOptions::from_config(&config) {
+        Some(options) => {
+            let url = redact(&options.url);
+            let bus = RedisBus::start(options, hub.clone())
+                .await
+                .with_context(|| format!("cannot start the cluster bus on {url}"))?;
+            Arc::new(bus)
+        }
         None => Arc::new(LocalBus::new(hub.clone())),
     };
     let listener = TcpListener::bind(&config.listen)
