@@ -231,7 +231,7 @@ impl Client {
         let Some((index, connection)) = connected else {
             return Err(last_error.unwrap_or_else(|| ClientError::Connect {
                 address: String::new(),
-                source: std::io::Error::new(
+                error: std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
                     "no server address given",
                 ),

@@ -302,9 +302,9 @@ impl Connection {
         A: ToSocketAddrs + fmt::Display,
     {
         let address_text = address.to_string();
-        let connect_error = |source| ClientError::Connect {
+        let connect_error = |error| ClientError::Connect {
             address: address_text.clone(),
-            source,
+            error,
         };
         let stream = tokio::time::timeout(options.connect_timeout, TcpStream::connect(address))
             .await

@@ -11,12 +11,13 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The TCP connection could not be opened.
-    #[error("cannot connect to {address}: {source}")]
+    #[error("cannot connect to {address}: {error}")]
     Connect {
         /// The address tried.
         address: String,
-        /// Why it failed.
-        source: std::io::Error,
+        /// Why it failed (part of the message rather than a `source`, so
+        /// error chains do not print it twice).
+        error: std::io::Error,
     },
     /// The server answered the request with a non-zero status.
     #[error("server error {}: {}", .0.error, .0.message)]

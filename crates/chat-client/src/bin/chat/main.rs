@@ -82,9 +82,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         .filter(|address| !address.is_empty())
         .map(str::to_owned)
         .collect();
-    let client = runtime
-        .block_on(Client::connect(ClientOptions::with_addresses(addresses)))
-        .with_context(|| format!("cannot reach the server at {}", args.server))?;
+    let client = runtime.block_on(Client::connect(ClientOptions::with_addresses(addresses)))?;
     let interactive = std::io::stdin().is_terminal();
     match args.command {
         Some(OneShot::Register { name }) => {
