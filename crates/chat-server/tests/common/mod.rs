@@ -180,3 +180,160 @@ pub async fn expect_message(connection: &Connection, body: &str) -> chat_proto::
         }
     }
 }
+
+/// Asserts that no push at all, presence included, arrives within a short
+/// while.
+pub async fn expect_silence(connection: &Connection) {
+    if let Some(push) = connection.next_push_timeout(NO_PUSH_WAIT).await {
+        panic!("expected no push at all, got {push:?}");
+    }
+}
+
+/// Discards every push until none has come for a short while; returns them.
+pub async fn drain_pushes(connection: &Connection) -> Vec<Push> {
+    let mut drained = Vec::new();
+    while let Some(push) = connection.next_push_timeout(NO_PUSH_WAIT).await {
+        drained.push(push);
+    }
+    drained
+}
+
+/// Waits for the next chat message push (skipping presence, failing on
+/// anything else).
+pub async fn next_message(connection: &Connection) -> chat_proto::ChatMessage {
+    match expect_push(connection, |push| matches!(push, Push::PushMessage(_))).await {
+        Push::PushMessage(message) => message,
+        _ => unreachable!("matched a message push"),
+    }
+}
+
+/// Waits for the next group event push (skipping presence, failing on
+/// anything else).
+pub async fn expect_group_event(connection: &Connection) -> chat_proto::GroupEventPush {
+    match expect_push(connection, |push| matches!(push, Push::PushGroupEvent(_))).await {
+        Push::PushGroupEvent(event) => event,
+        _ => unreachable!("matched a group event push"),
+    }
+}
+
+/// Every message of a conversation, read through `history` pages of 200.
+pub async fn whole_history(
+    connection: &Connection,
+    conversation_id: chat_proto::ConversationId,
+) -> Vec<chat_proto::ChatMessage> {
+    let mut messages = Vec::new();
+    loop {
+        let page = connection
+            .history(chat_proto::HistoryRequest {
+                conversation_id,
+                before_seq: None,
+                after_seq: Some(chat_proto::Seq(messages.len() as u64)),
+                limit: Some(200),
+            })
+            .await
+            .expect("history");
+        messages.extend(page.messages);
+        if !page.has_more {
+            return messages;
+        }
+    }
+}
+
+/// A bare TCP connection that writes request frames and reads frames only
+/// when told to: for clients that misbehave on purpose (never reading).
+pub struct RawClient {
+    /// The socket.
+    pub stream: tokio::net::TcpStream,
+    buf: bytes::BytesMut,
+    next_request_id: u32,
+}
+
+impl RawClient {
+    /// Connects to `server`.
+    pub async fn connect(server: &TestServer) -> RawClient {
+        let stream = tokio::net::TcpStream::connect(server.addr())
+            .await
+            .expect("connects");
+        RawClient::from_stream(stream)
+    }
+
+    /// Connects to `server` with a small socket receive buffer, so that a
+    /// client that stops reading pushes back on the server soon.
+    pub async fn connect_with_small_buffer(server: &TestServer) -> RawClient {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .set_recv_buffer_size(4096)
+            .expect("receive buffer size");
+        let stream = socket.connect(server.addr()).await.expect("connects");
+        RawClient::from_stream(stream)
+    }
+
+    /// Wraps a connected stream.
+    pub fn from_stream(stream: tokio::net::TcpStream) -> RawClient {
+        RawClient {
+            stream,
+            buf: bytes::BytesMut::new(),
+            next_request_id: 1,
+        }
+    }
+
+    /// Writes one request; returns its request id.
+    pub async fn write_request(&mut self, request: &chat_proto::Request) -> u32 {
+        use tokio::io::AsyncWriteExt;
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        let mut bytes = bytes::BytesMut::new();
+        request.encode(request_id, &mut bytes).expect("encodes");
+        self.stream.write_all(&bytes).await.expect("writes");
+        request_id
+    }
+
+    /// The next frame, or `None` once the server closed the connection.
+    pub async fn read_frame(&mut self) -> Option<chat_proto::Frame> {
+        use tokio::io::AsyncReadExt;
+        tokio::time::timeout(PUSH_WAIT, async {
+            loop {
+                if let Some(frame) =
+                    chat_proto::frame::decode(&mut self.buf, usize::MAX >> 1).expect("valid frame")
+                {
+                    return Some(frame);
+                }
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .expect("the server sends a frame or closes in time")
+    }
+
+    /// Reads frames until the response to `request_id`, asserting success.
+    pub async fn expect_ok(&mut self, request_id: u32) -> chat_proto::Frame {
+        loop {
+            let frame = self.read_frame().await.expect("a response");
+            if frame.header.flags.is_response() && frame.header.request_id == request_id {
+                assert_eq!(
+                    frame.header.status,
+                    0,
+                    "request {request_id} failed: {}",
+                    String::from_utf8_lossy(&frame.payload)
+                );
+                return frame;
+            }
+        }
+    }
+
+    /// Logs in as an existing user and reads the login response (and
+    /// nothing after it).
+    pub async fn login(&mut self, name: &str) {
+        let request_id = self
+            .write_request(&chat_proto::Request::Login(chat_proto::LoginRequest {
+                user: Some(chat_proto::UserRef::Name(name.to_owned())),
+                password: Some(PASSWORD.to_owned()),
+                token: None,
+            }))
+            .await;
+        self.expect_ok(request_id).await;
+    }
+}

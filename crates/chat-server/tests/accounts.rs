@@ -1,0 +1,368 @@
+//! Accounts over real TCP: registration rules, password and id logins,
+//! failed-login limits, session tokens, logout, and several sessions of one
+//! account at once.
+
+mod common;
+
+use chat_client::ClientError;
+use chat_proto::{Status, Target};
+use common::{befriend, expect_no_push, next_message, status_of, unique, TestServer, PASSWORD};
+
+/// The error body of a failed call, panicking if it succeeded.
+fn error_of<T: std::fmt::Debug>(result: chat_client::Result<T>) -> chat_proto::ErrorBody {
+    match result {
+        Ok(value) => panic!("expected an error, got {value:?}"),
+        Err(ClientError::Server(body)) => body,
+        Err(other) => panic!("expected a server error, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn register_refuses_invalid_names_and_passwords() {
+    let server = TestServer::start().await;
+    let connection = server.connect().await;
+    let long_name = "n".repeat(33);
+    for name in [
+        "",
+        long_name.as_str(),
+        "12345",
+        "0",
+        "bell\u{7}name",
+        "new\nline",
+        "tab\tname",
+        "nul\u{0}name",
+        " leading",
+        "trailing ",
+        " both ",
+    ] {
+        assert_eq!(
+            status_of(connection.register(name, PASSWORD).await),
+            Status::BadRequest,
+            "name {name:?}"
+        );
+    }
+    for password in ["1234567".to_owned(), "p".repeat(129), String::new()] {
+        assert_eq!(
+            status_of(connection.register(&unique("pw"), &password).await),
+            Status::BadRequest,
+            "password of {} characters",
+            password.chars().count()
+        );
+    }
+    // Seven characters that take more than eight bytes are still seven.
+    assert_eq!(
+        status_of(connection.register(&unique("pw"), "ééééééé").await),
+        Status::BadRequest
+    );
+
+    // The boundaries themselves are accepted.
+    let longest = format!("{}x", "n".repeat(31));
+    assert_eq!(longest.chars().count(), 32);
+    let registered = connection.register(&longest, "12345678").await.unwrap();
+    assert_eq!(registered.user.name, longest);
+    connection
+        .register(&unique("maxpw"), &"p".repeat(128))
+        .await
+        .unwrap();
+    connection.register("agent7", "12345678").await.unwrap();
+    connection.register("x", "12345678").await.unwrap();
+    // Nothing refused was stored: the refused names are still free to log in as nobody.
+    assert_eq!(
+        status_of(connection.login(" leading", "12345678").await),
+        Status::Unauthorized
+    );
+}
+
+#[tokio::test]
+async fn names_are_unique_and_case_sensitive() {
+    let server = TestServer::start().await;
+    let connection = server.connect().await;
+    let lower = connection.register("alice", PASSWORD).await.unwrap().user;
+    assert_eq!(
+        status_of(connection.register("alice", "another password").await),
+        Status::Conflict
+    );
+    let upper = connection
+        .register("Alice", "a different password")
+        .await
+        .unwrap()
+        .user;
+    assert_ne!(lower.id, upper.id);
+    assert_eq!(upper.name, "Alice");
+
+    // Each logs in with its own password only.
+    let first = server.connect().await;
+    assert_eq!(first.login("alice", PASSWORD).await.unwrap().user, lower);
+    let second = server.connect().await;
+    assert_eq!(
+        status_of(second.login("Alice", PASSWORD).await),
+        Status::Unauthorized
+    );
+    assert_eq!(
+        second
+            .login("Alice", "a different password")
+            .await
+            .unwrap()
+            .user,
+        upper
+    );
+}
+
+#[tokio::test]
+async fn login_by_name_or_by_id_and_wrong_credentials_look_the_same() {
+    let server = TestServer::start().await;
+    let name = unique("carol");
+    let connection = server.connect().await;
+    let registered = connection.register(&name, PASSWORD).await.unwrap().user;
+
+    let by_name = connection.login(name.as_str(), PASSWORD).await.unwrap();
+    assert_eq!(by_name.user, registered);
+    assert!(!by_name.token.is_empty());
+    assert!(by_name.token_expires_at_ms > 0);
+    assert_eq!(by_name.unacked, 0);
+
+    let by_id = server.connect().await;
+    let login = by_id.login(registered.id, PASSWORD).await.unwrap();
+    assert_eq!(login.user, registered);
+    // Every password login gets its own token.
+    assert_ne!(login.token, by_name.token);
+
+    let wrong_password = error_of(
+        server
+            .connect()
+            .await
+            .login(name.as_str(), "not the password")
+            .await,
+    );
+    let unknown_user = error_of(
+        server
+            .connect()
+            .await
+            .login("nobody-with-this-name", PASSWORD)
+            .await,
+    );
+    let unknown_id = error_of(
+        server
+            .connect()
+            .await
+            .login(chat_proto::UserId(987_654), PASSWORD)
+            .await,
+    );
+    assert_eq!(wrong_password.error, Status::Unauthorized);
+    // An attacker must not learn which names exist.
+    assert_eq!(unknown_user, wrong_password);
+    assert_eq!(unknown_id, wrong_password);
+}
+
+#[tokio::test]
+async fn failed_logins_lock_the_account_even_for_the_right_password() {
+    let server = TestServer::start_with(|config| {
+        config.login_failures_per_account = 3;
+        config.login_failures_per_ip = 100;
+    })
+    .await;
+    let name = unique("target");
+    let bystander = unique("bystander");
+    let setup = server.connect().await;
+    let target = setup.register(&name, PASSWORD).await.unwrap().user;
+    setup.register(&bystander, PASSWORD).await.unwrap();
+
+    let attacker = server.connect().await;
+    for _ in 0..3 {
+        assert_eq!(
+            status_of(attacker.login(name.as_str(), "guess guess").await),
+            Status::Unauthorized
+        );
+    }
+    // The limit counts the account, not the connection: a fresh connection
+    // with the right password is refused too, by name and by id.
+    let owner = server.connect().await;
+    assert_eq!(
+        status_of(owner.login(name.as_str(), PASSWORD).await),
+        Status::RateLimited
+    );
+    assert_eq!(
+        status_of(setup.login(target.id, PASSWORD).await),
+        Status::RateLimited
+    );
+    assert_eq!(
+        status_of(attacker.login(name.as_str(), "guess again").await),
+        Status::RateLimited
+    );
+    // Other accounts are not affected, and the refused connection is still
+    // usable.
+    owner.login(bystander.as_str(), PASSWORD).await.unwrap();
+    owner.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn failed_logins_from_one_address_are_limited_across_accounts() {
+    let server = TestServer::start_with(|config| {
+        config.login_failures_per_account = 100;
+        config.login_failures_per_ip = 3;
+    })
+    .await;
+    let name = unique("honest");
+    let setup = server.connect().await;
+    setup.register(&name, PASSWORD).await.unwrap();
+    let attacker = server.connect().await;
+    for index in 0..3 {
+        assert_eq!(
+            status_of(attacker.login(format!("nobody{index}"), PASSWORD).await),
+            Status::Unauthorized
+        );
+    }
+    // Every test client shares 127.0.0.1, so the address is now locked out.
+    assert_eq!(
+        status_of(server.connect().await.login(name.as_str(), PASSWORD).await),
+        Status::RateLimited
+    );
+}
+
+#[tokio::test]
+async fn a_token_logs_in_again_until_logout_revokes_it() {
+    let server = TestServer::start().await;
+    let name = unique("dave");
+    let (first, login) = server.user(&name).await;
+
+    // A new connection presents the token instead of the password.
+    let second = server.connect().await;
+    let resumed = second.login_with_token(&login.token).await.unwrap();
+    assert_eq!(resumed.user, login.user);
+    assert_eq!(resumed.token, login.token);
+    second.friend_list().await.unwrap();
+
+    // A token that was never issued, and an empty one, are refused.
+    let third = server.connect().await;
+    assert_eq!(
+        status_of(third.login_with_token("bogus-token-value").await),
+        Status::Unauthorized
+    );
+    assert_eq!(
+        status_of(third.login_with_token("").await),
+        Status::Unauthorized
+    );
+    // A token that differs in one character is just as bogus.
+    let mut altered = login.token.clone();
+    let last = altered.pop().unwrap();
+    altered.push(if last == 'A' { 'B' } else { 'A' });
+    assert_eq!(
+        status_of(third.login_with_token(&altered).await),
+        Status::Unauthorized
+    );
+
+    // Logout revokes the token: nobody can resume with it any more, and the
+    // logged-out connection acts for nobody.
+    second.logout().await.unwrap();
+    assert_eq!(
+        status_of(third.login_with_token(&login.token).await),
+        Status::Unauthorized
+    );
+    assert_eq!(status_of(second.friend_list().await), Status::Unauthorized);
+    assert_eq!(status_of(second.logout().await), Status::Unauthorized);
+    // The connection stays open and can log in again, by password.
+    let again = second.login(name.as_str(), PASSWORD).await.unwrap();
+    assert_eq!(again.user, login.user);
+    assert_ne!(again.token, login.token);
+    second.friend_list().await.unwrap();
+    // The first session, logged in by password, is unaffected by the
+    // other connection's logout.
+    first.friend_list().await.unwrap();
+    // A token and a password together are malformed, not a login.
+    let both = third
+        .request(chat_proto::Request::Login(chat_proto::LoginRequest {
+            user: Some(chat_proto::UserRef::Name(name.clone())),
+            password: Some(PASSWORD.to_owned()),
+            token: Some(again.token.clone()),
+        }))
+        .await;
+    assert_eq!(status_of(both), Status::BadRequest);
+}
+
+#[tokio::test]
+async fn logging_in_twice_on_one_connection_is_a_conflict() {
+    let server = TestServer::start().await;
+    let name = unique("erin");
+    let other = unique("frank");
+    let (connection, login) = server.user(&name).await;
+    server
+        .connect()
+        .await
+        .register(&other, PASSWORD)
+        .await
+        .unwrap();
+    assert_eq!(
+        status_of(connection.login(name.as_str(), PASSWORD).await),
+        Status::Conflict
+    );
+    // Not even as somebody else, nor with a token.
+    assert_eq!(
+        status_of(connection.login(other.as_str(), PASSWORD).await),
+        Status::Conflict
+    );
+    assert_eq!(
+        status_of(connection.login_with_token(&login.token).await),
+        Status::Conflict
+    );
+    // The session is still the first user's.
+    let list = connection.friend_list().await.unwrap();
+    assert!(list.friends.is_empty());
+    let group = connection.group_create("mine", "").await.unwrap().group;
+    assert_eq!(group.owner_id, login.user.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_session_of_an_account_gets_every_message() {
+    let server = TestServer::start().await;
+    let alice_name = unique("alice");
+    let bob_name = unique("bob");
+    let (alice_phone, alice_login) = server.user(&alice_name).await;
+    let (bob_phone, bob_login) = server.user(&bob_name).await;
+    befriend(&alice_phone, &bob_phone, &bob_name, &alice_name).await;
+    let (alice_laptop, _) = server.login(&alice_name).await;
+    let (bob_laptop, _) = server.login(&bob_name).await;
+    let bob_tablet = server.connect().await;
+    let tablet_login = bob_tablet.login_with_token(&bob_login.token).await.unwrap();
+    assert_eq!(tablet_login.user, bob_login.user);
+
+    let sent = alice_phone
+        .send(Target::User(bob_login.user.id), "to all your devices")
+        .await
+        .unwrap();
+    for device in [&bob_phone, &bob_laptop, &bob_tablet] {
+        let message = next_message(device).await;
+        assert_eq!(message.body, "to all your devices");
+        assert_eq!(message.seq, sent.seq);
+        assert_eq!(message.sender_id, alice_login.user.id);
+    }
+    // The sender's other device sees what was sent from the phone; the phone
+    // itself has the response and gets no push.
+    let own = next_message(&alice_laptop).await;
+    assert_eq!(own.seq, sent.seq);
+    assert_eq!(own.sender_id, alice_login.user.id);
+    expect_no_push(&alice_phone).await;
+
+    // A reply from one of Bob's devices reaches Alice's devices and Bob's
+    // other devices, but not the device it came from.
+    let reply = bob_laptop
+        .send(Target::User(alice_login.user.id), "got it")
+        .await
+        .unwrap();
+    for device in [&alice_phone, &alice_laptop, &bob_phone, &bob_tablet] {
+        let message = next_message(device).await;
+        assert_eq!(message.body, "got it");
+        assert_eq!(message.seq, reply.seq);
+    }
+    expect_no_push(&bob_laptop).await;
+
+    // One device logging out leaves the others receiving.
+    bob_phone.logout().await.unwrap();
+    alice_laptop
+        .send(Target::User(bob_login.user.id), "still there?")
+        .await
+        .unwrap();
+    for device in [&bob_laptop, &bob_tablet, &alice_phone] {
+        assert_eq!(next_message(device).await.body, "still there?");
+    }
+    expect_no_push(&bob_phone).await;
+}

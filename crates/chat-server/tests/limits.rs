@@ -1,0 +1,243 @@
+//! Limits over real TCP: requests per connection, connections per address,
+//! the idle timeout, and a client that never reads while others chat.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use chat_client::Connection;
+use chat_proto::{PingRequest, Push, Request, Response, SessionEndReason, Status, Target};
+use common::{drain_pushes, next_message, unique, RawClient, TestServer, PUSH_WAIT};
+
+/// Waits for the session-ended push, skipping presence, and returns its reason.
+async fn expect_session_ended(connection: &Connection) -> SessionEndReason {
+    loop {
+        match connection.next_push_timeout(PUSH_WAIT).await {
+            Some(Push::PushSessionEnded(ended)) => return ended.reason,
+            Some(Push::PushPresence(_)) => {}
+            other => panic!("expected push_session_ended, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn requests_beyond_the_rate_are_refused_and_the_connection_recovers() {
+    let server = TestServer::start_with(|config| {
+        config.rate_limit_per_sec = 5;
+        config.rate_limit_burst = 5;
+    })
+    .await;
+    let connection = server.connect().await;
+    // Six pings in one write reach the server at the same instant: the burst
+    // covers five, the sixth is over the rate.
+    let mut batch = BytesMut::new();
+    let mut pending = Vec::new();
+    for _ in 0..6 {
+        let request_id = connection.allocate_request_id();
+        Request::Ping(PingRequest {})
+            .encode(request_id, &mut batch)
+            .unwrap();
+        pending.push(connection.expect_reply(request_id).unwrap());
+    }
+    connection.send_raw(&batch).await.unwrap();
+    let mut answers = Vec::new();
+    for reply in pending {
+        answers.push(reply.wait(PUSH_WAIT).await);
+    }
+    for answer in &answers[..5] {
+        assert!(matches!(answer, Ok(Response::Ping(_))), "{answer:?}");
+    }
+    assert_eq!(
+        answers[5].as_ref().unwrap_err().status(),
+        Some(Status::RateLimited)
+    );
+    // Still refused right away; the connection stays open.
+    assert_eq!(
+        common::status_of(connection.ping().await),
+        Status::RateLimited
+    );
+    assert!(!connection.is_closed());
+    // Another connection has its own allowance.
+    server.connect().await.ping().await.unwrap();
+    // A second later the bucket has refilled.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..5 {
+        connection.ping().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn connections_beyond_the_per_address_limit_are_refused() {
+    let server = TestServer::start_with(|config| config.max_connections_per_ip = 3).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let connection = server.connect().await;
+        connection.ping().await.unwrap();
+        open.push(connection);
+    }
+    let refused = server.connect().await;
+    let answer = refused
+        .next_unmatched_reply(PUSH_WAIT)
+        .await
+        .expect("an error frame for the refused connection");
+    assert_eq!(answer.request_id, 0);
+    assert_eq!(answer.result.unwrap_err().error, Status::RateLimited);
+    tokio::time::timeout(PUSH_WAIT, refused.closed())
+        .await
+        .expect("the refused connection is closed");
+    // The three admitted ones are unharmed.
+    for connection in &open {
+        connection.ping().await.unwrap();
+    }
+    // Closing one frees a place (the server notices the close shortly).
+    drop(open.pop());
+    let deadline = Instant::now() + PUSH_WAIT;
+    loop {
+        let connection = server.connect().await;
+        if connection.ping().await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no place freed after a close");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_busy_ones_stay() {
+    let server = TestServer::start_with(|config| config.idle_timeout_secs = 1).await;
+    let name = unique("idler");
+    let setup = server.connect().await;
+    setup.register(&name, common::PASSWORD).await.unwrap();
+    drop(setup);
+    // The idle clock starts at the last frame the server read, which comes
+    // after this instant.
+    let started = Instant::now();
+    let (idle, _) = server.login(&name).await;
+    let anonymous = server.connect().await;
+    let busy = server.connect().await;
+
+    let watch_idle = async {
+        assert_eq!(expect_session_ended(&idle).await, SessionEndReason::Idle);
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(800),
+            "closed too early: {elapsed:?}"
+        );
+        assert!(
+            elapsed < Duration::from_secs(3),
+            "closed too late: {elapsed:?}"
+        );
+        tokio::time::timeout(PUSH_WAIT, idle.closed())
+            .await
+            .expect("closed after the push");
+        // Not logged in is no exemption.
+        assert_eq!(
+            expect_session_ended(&anonymous).await,
+            SessionEndReason::Idle
+        );
+        tokio::time::timeout(PUSH_WAIT, anonymous.closed())
+            .await
+            .expect("closed after the push");
+    };
+    let keep_busy = async {
+        // Pinging every 300 ms for well past the timeout keeps it open.
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            busy.ping().await.unwrap();
+        }
+    };
+    tokio::join!(watch_idle, keep_busy);
+    assert!(!busy.is_closed());
+    assert!(busy.try_next_push().is_none());
+    busy.ping().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_cut_off_without_slowing_others_or_losing_messages() {
+    const MAX_MESSAGES: usize = 4000;
+    let server = TestServer::start_with(|config| {
+        config.outbox_len = 16;
+        config.write_timeout_secs = 2;
+    })
+    .await;
+    let (alice, _) = server.user(&unique("alice")).await;
+    let (bob, _) = server.user(&unique("bob")).await;
+    let slow_name = unique("slow");
+    let group = alice.group_create("busy", "").await.unwrap().group;
+    bob.group_join(group.id).await.unwrap();
+    let slow_id = {
+        let (slow, login) = server.user(&slow_name).await;
+        slow.group_join(group.id).await.unwrap();
+        slow.logout().await.unwrap();
+        login.user.id
+    };
+    drain_pushes(&alice).await;
+    drain_pushes(&bob).await;
+
+    // The slow client logs in, reads its login response, and then never
+    // reads again.
+    let mut slow = RawClient::connect_with_small_buffer(&server).await;
+    slow.login(&slow_name).await;
+
+    // Alice and Bob chat with bodies big enough to fill the socket buffers
+    // soon, until the server has cut the slow client off.
+    let body = "x".repeat(4000);
+    let started = Instant::now();
+    let mut sent = 0usize;
+    let mut slowest = Duration::ZERO;
+    let mut cut_off = false;
+    while sent < MAX_MESSAGES && started.elapsed() < Duration::from_secs(60) {
+        for speaker in [&alice, &bob] {
+            let before = Instant::now();
+            speaker.send(Target::Group(group.id), &body).await.unwrap();
+            slowest = slowest.max(before.elapsed());
+            sent += 1;
+        }
+        if sent.is_multiple_of(50) {
+            let members = alice.group_members(group.id).await.unwrap().members;
+            let slow_member = members.iter().find(|m| m.id == slow_id).unwrap();
+            if !slow_member.online {
+                cut_off = true;
+                break;
+            }
+        }
+    }
+    eprintln!(
+        "slow reader cut off: {cut_off} after {sent} messages in {:?}; slowest send {slowest:?}",
+        started.elapsed()
+    );
+    assert!(
+        cut_off,
+        "the slow client was still connected after {sent} messages"
+    );
+    // Every send was answered quickly although one recipient was stuck.
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a send took {slowest:?} while a client did not read"
+    );
+    // The others got every message in between (each gets the other's).
+    let mut received = 0;
+    while received < sent / 2 {
+        next_message(&alice).await;
+        received += 1;
+    }
+
+    // The cut-off connection is closed: reading what the socket holds ends
+    // in end-of-stream (or a reset) rather than hanging.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while slow.read_frame().await.is_some() {}
+    })
+    .await
+    .expect("the slow connection is closed");
+
+    // Back again, the slow client gets every message it missed, in order.
+    let (again, login) = server.login(&slow_name).await;
+    assert_eq!(login.unacked, sent as u64);
+    for seq in 1..=sent as u64 {
+        let message = next_message(&again).await;
+        assert_eq!(message.seq.0, seq);
+        assert_eq!(message.conversation_id, group.conversation_id);
+    }
+    common::expect_no_push(&again).await;
+}
