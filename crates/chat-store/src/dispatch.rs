@@ -9,8 +9,10 @@
 //! expands it next to its own `reads`, `writes` and `write`.
 
 /// Implements `UserStore`, `TokenStore`, `FriendStore`, `GroupStore` and
-/// `MessageStore` for `$store`, which must have a `reads: Reads` field and a
-/// `write(args, body)` method, with a `writes` module in scope.
+/// `MessageStore` for `$store`, which must have a `reads: Reads` field and
+/// `write(args, body)` and `write_checked(args, body)` methods (the latter
+/// for bodies that refuse before they change anything: appends and acks),
+/// with a `writes` module in scope.
 macro_rules! impl_repositories {
     ($store:ty) => {
         // An anonymous const gives the imports a scope of their own, so the
@@ -226,7 +228,7 @@ macro_rules! impl_repositories {
             #[async_trait]
             impl MessageStore for $store {
                 async fn append_message(&self, message: NewMessage) -> Result<Appended> {
-                    self.write(message, |conn, message| {
+                    self.write_checked(message, |conn, message| {
                         Box::pin(writes::append_message(conn, message))
                     })
                     .await
@@ -256,7 +258,7 @@ macro_rules! impl_repositories {
                     conversation: ConversationId,
                     seq: Seq,
                 ) -> Result<Seq> {
-                    self.write((user, conversation, seq), |conn, args| {
+                    self.write_checked((user, conversation, seq), |conn, args| {
                         Box::pin(writes::ack(conn, args))
                     })
                     .await

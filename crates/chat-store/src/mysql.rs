@@ -94,6 +94,17 @@ impl MysqlStore {
         })
     }
 
+    /// The same as [`MysqlStore::write`]: a transaction rolls back a
+    /// refusal whenever it comes, so MySQL has no cheaper path for bodies
+    /// that refuse early.
+    async fn write_checked<A, T>(&self, args: A, body: TransactionBody<A, T>) -> Result<T>
+    where
+        A: Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        self.write(args, body).await
+    }
+
     /// Runs `body` in a transaction: commits if it returns `Ok`, rolls back
     /// if it returns an error, and runs it again from the start if InnoDB
     /// rolled it back to break a deadlock.

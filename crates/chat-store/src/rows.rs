@@ -441,3 +441,28 @@ pub(crate) mod args {
     /// `ack`: user, conversation, seq.
     pub(crate) type Ack = (UserId, ConversationId, Seq);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_past_the_signed_range_saturate_instead_of_wrapping() {
+        assert_eq!(to_db(0), 0);
+        assert_eq!(to_db(42), 42);
+        assert_eq!(to_db(u64::MAX), i64::MAX);
+        assert_eq!(to_db(1 << 63), i64::MAX);
+        assert_eq!(from_db(7), 7);
+        assert_eq!(from_db(-1), 0);
+    }
+
+    #[test]
+    fn roles_and_targets_round_trip() {
+        for role in [Role::Owner, Role::Admin, Role::Member] {
+            assert_eq!(role_from_db(role_to_db(role)).unwrap(), role);
+        }
+        assert!(matches!(role_from_db("king"), Err(StoreError::Database(_))));
+        assert_eq!(target_to_db(Target::User(UserId(3))), ("user", 3));
+        assert_eq!(target_to_db(Target::Group(GroupId(4))), ("group", 4));
+    }
+}

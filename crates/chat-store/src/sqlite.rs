@@ -125,6 +125,16 @@ impl SqliteStore {
     {
         self.writer.write(args, body).await
     }
+
+    /// Runs a write that refuses before it changes anything; see
+    /// [`Writer::write_checked`].
+    async fn write_checked<A, T>(&self, args: A, body: WriteBody<A, T>) -> Result<T>
+    where
+        A: Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        self.writer.write_checked(args, body).await
+    }
 }
 
 crate::dispatch::impl_repositories!(SqliteStore);

@@ -465,48 +465,42 @@ pub(super) async fn append_message(
     conn: &mut SqliteConnection,
     message: &NewMessage,
 ) -> Result<Appended> {
+    // This is the hot path, and on SQLite every statement is a round trip to
+    // the connection's thread, so the common case is one statement: take the
+    // next number of the conversation the sender may write to, provided
+    // this client_msg_id is new. No row back means one of those conditions
+    // failed; the rare path below finds out which, without having written.
     let sender = to_db(message.sender_id.0);
-    if let Some(original) = stored(conn, sender, &message.client_msg_id).await? {
-        let recipients = recipients(conn, original.conversation_id.0).await?;
-        return Ok(Appended {
-            message: original,
-            duplicate: true,
-            recipients,
-        });
+    let taken: Option<(i64, i64)> = match message.target {
+        Target::User(to) => sqlx::query_as(
+            "UPDATE conversations SET last_seq = last_seq + 1 \
+                 WHERE id = (SELECT conversation_id FROM friends \
+                             WHERE user_id = ? AND friend_id = ?) \
+                 AND NOT EXISTS (SELECT 1 FROM messages \
+                                 WHERE sender_id = ? AND client_msg_id = ?) \
+                 RETURNING id, last_seq",
+        )
+        .bind(sender)
+        .bind(to_db(to.0)),
+        Target::Group(group) => sqlx::query_as(
+            "UPDATE conversations SET last_seq = last_seq + 1 \
+                 WHERE id = (SELECT g.conversation_id FROM chat_groups g \
+                             JOIN group_members m ON m.group_id = g.id \
+                             WHERE g.id = ? AND m.user_id = ?) \
+                 AND NOT EXISTS (SELECT 1 FROM messages \
+                                 WHERE sender_id = ? AND client_msg_id = ?) \
+                 RETURNING id, last_seq",
+        )
+        .bind(to_db(group.0))
+        .bind(sender),
     }
-    let conversation = match message.target {
-        Target::User(to) => {
-            let row: Option<(i64, Option<i64>)> = sqlx::query_as(
-                "SELECT u.id, f.conversation_id FROM users u \
-                 LEFT JOIN friends f ON f.user_id = ? AND f.friend_id = u.id WHERE u.id = ?",
-            )
-            .bind(sender)
-            .bind(to_db(to.0))
-            .fetch_optional(&mut *conn)
-            .await?;
-            let (_, conversation) = row.ok_or(StoreError::NotFound("user"))?;
-            conversation.ok_or(StoreError::Forbidden("not friends"))?
-        }
-        Target::Group(group) => {
-            let row: Option<(i64, Option<i64>)> = sqlx::query_as(
-                "SELECT g.conversation_id, m.user_id FROM chat_groups g \
-                 LEFT JOIN group_members m ON m.group_id = g.id AND m.user_id = ? WHERE g.id = ?",
-            )
-            .bind(sender)
-            .bind(to_db(group.0))
-            .fetch_optional(&mut *conn)
-            .await?;
-            let (conversation, member) = row.ok_or(StoreError::NotFound("group"))?;
-            member.ok_or(StoreError::Forbidden("not a member of the group"))?;
-            conversation
-        }
-    };
-    let seq: i64 = sqlx::query_scalar(
-        "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
-    )
-    .bind(conversation)
-    .fetch_one(&mut *conn)
+    .bind(sender)
+    .bind(&message.client_msg_id)
+    .fetch_optional(&mut *conn)
     .await?;
+    let Some((conversation, seq)) = taken else {
+        return duplicate_or_refusal(conn, message).await;
+    };
     let (target_kind, target_id) = target_to_db(message.target);
     sqlx::query(
         "INSERT INTO messages (conversation_id, seq, sender_id, target_kind, target_id, \
@@ -523,6 +517,17 @@ pub(super) async fn append_message(
     .execute(&mut *conn)
     .await?;
     let conversation_id = ConversationId(from_db(conversation));
+    let recipients = match message.target {
+        // The members of a direct conversation are always its two users
+        // (befriending adds both; unfriending removes neither), so they need
+        // no query.
+        Target::User(to) => {
+            let mut pair = vec![message.sender_id, to];
+            pair.sort_unstable();
+            pair
+        }
+        Target::Group(_) => recipients(conn, conversation_id.0).await?,
+    };
     Ok(Appended {
         message: ChatMessage {
             conversation_id,
@@ -535,8 +540,48 @@ pub(super) async fn append_message(
             server_ts_ms: message.now_ms,
         },
         duplicate: false,
-        recipients: recipients(conn, conversation_id.0).await?,
+        recipients,
     })
+}
+
+/// Why an append took no number: a resend (answered with the original), an
+/// unknown target, or a target the sender may not write to. A resend is
+/// recognised first, so it gets its original answer even if the sender has
+/// since lost the right to write there.
+async fn duplicate_or_refusal(
+    conn: &mut SqliteConnection,
+    message: &NewMessage,
+) -> Result<Appended> {
+    let sender = to_db(message.sender_id.0);
+    if let Some(original) = stored(conn, sender, &message.client_msg_id).await? {
+        let recipients = recipients(conn, original.conversation_id.0).await?;
+        return Ok(Appended {
+            message: original,
+            duplicate: true,
+            recipients,
+        });
+    }
+    let (exists, refusal) = match message.target {
+        Target::User(to) => (
+            sqlx::query_scalar::<_, i64>("SELECT 1 FROM users WHERE id = ?")
+                .bind(to_db(to.0))
+                .fetch_optional(&mut *conn)
+                .await?,
+            StoreError::Forbidden("not friends"),
+        ),
+        Target::Group(group) => (
+            sqlx::query_scalar::<_, i64>("SELECT 1 FROM chat_groups WHERE id = ?")
+                .bind(to_db(group.0))
+                .fetch_optional(&mut *conn)
+                .await?,
+            StoreError::Forbidden("not a member of the group"),
+        ),
+    };
+    match (exists, message.target) {
+        (Some(_), _) => Err(refusal),
+        (None, Target::User(_)) => Err(StoreError::NotFound("user")),
+        (None, Target::Group(_)) => Err(StoreError::NotFound("group")),
+    }
 }
 
 /// The message `sender` stored under `client_msg_id`, if any.
