@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use chat_proto::{ChatMessage, LoginResponse, Push};
 use chat_server::{Config, RunningServer};
 use sqlx::Connection as _;
 use tempfile::TempDir;
@@ -448,6 +449,8 @@ pub struct Cluster {
     addrs: Vec<SocketAddr>,
     configs: Vec<Config>,
     nginx: NginxProcess,
+    redis_url: String,
+    prefix: String,
     // Dropped last: the nodes and nginx go first.
     database: TestDatabase,
 }
@@ -516,7 +519,46 @@ impl Cluster {
             addrs,
             configs,
             nginx,
+            redis_url: redis_url.to_owned(),
+            prefix,
             database,
+        }
+    }
+
+    /// The id node `index` runs under.
+    pub fn node_id(&self, index: usize) -> String {
+        format!("node-{index}")
+    }
+
+    /// Waits until Redis lists `user` as connected to node `index` (the
+    /// node has registered the user's session), at most `within`.
+    pub async fn wait_registered(&self, user: chat_proto::UserId, index: usize, within: Duration) {
+        let key = format!("{}user:{}:nodes", self.prefix, user.0);
+        let node = self.node_id(index);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(client) = redis::Client::open(self.redis_url.as_str()) {
+                if let Ok(Ok(mut connection)) = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    client.get_multiplexed_async_connection(),
+                )
+                .await
+                {
+                    let member: Result<bool, _> = redis::cmd("SISMEMBER")
+                        .arg(&key)
+                        .arg(&node)
+                        .query_async(&mut connection)
+                        .await;
+                    if member == Ok(true) {
+                        return;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "user {user} not registered on {node} within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -559,4 +601,95 @@ impl Cluster {
             }
         }
     }
+}
+
+/// How long a test waits for a push that should come.
+pub const PUSH_WAIT: Duration = Duration::from_secs(5);
+
+/// Registers `name` and logs in on a new connection to `addr`.
+pub async fn user_on(addr: SocketAddr, name: &str) -> (chat_client::Connection, LoginResponse) {
+    let connection = chat_client::Connection::connect(addr)
+        .await
+        .expect("connects");
+    connection
+        .register(name, PASSWORD)
+        .await
+        .expect("registers");
+    let login = connection.login(name, PASSWORD).await.expect("logs in");
+    (connection, login)
+}
+
+/// Logs an existing user in on a new connection to `addr`.
+pub async fn login_on(addr: SocketAddr, name: &str) -> (chat_client::Connection, LoginResponse) {
+    let connection = chat_client::Connection::connect(addr)
+        .await
+        .expect("connects");
+    let login = connection.login(name, PASSWORD).await.expect("logs in");
+    (connection, login)
+}
+
+/// Waits for the next push that `matches`, skipping any other, failing
+/// after [`PUSH_WAIT`].
+pub async fn push_where(
+    connection: &chat_client::Connection,
+    what: &str,
+    matches: impl Fn(&Push) -> bool,
+) -> Push {
+    let deadline = tokio::time::Instant::now() + PUSH_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match connection.next_push_timeout(left).await {
+            Some(push) if matches(&push) => return push,
+            Some(_) => {}
+            None => panic!("no {what} arrived within {PUSH_WAIT:?}"),
+        }
+    }
+}
+
+/// Waits for the pushed message with this body.
+pub async fn message_with(connection: &chat_client::Connection, body: &str) -> ChatMessage {
+    match push_where(
+        connection,
+        body,
+        |push| matches!(push, Push::PushMessage(message) if message.body == body),
+    )
+    .await
+    {
+        Push::PushMessage(message) => message,
+        _ => unreachable!("matched a message"),
+    }
+}
+
+/// Asserts no chat message arrives for a short while (other pushes are
+/// ignored).
+pub async fn no_message(connection: &chat_client::Connection) {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match connection.next_push_timeout(left).await {
+            Some(Push::PushMessage(message)) => panic!("unexpected message {message:?}"),
+            Some(_) => {}
+            None => return,
+        }
+    }
+}
+
+/// Makes `a` and `b` friends (`a` asks, `b` accepts), across whatever nodes
+/// they are on.
+pub async fn befriend(
+    a: &chat_client::Connection,
+    a_name: &str,
+    b: &chat_client::Connection,
+    b_name: &str,
+) {
+    a.friend_add(b_name, None).await.expect("friend request");
+    push_where(b, "friend request", |push| {
+        matches!(push, Push::PushFriendRequest(_))
+    })
+    .await;
+    b.friend_respond(a_name, true).await.expect("accepts");
+    push_where(a, "friend accepted", |push| {
+        matches!(push, Push::PushFriendUpdate(_))
+    })
+    .await;
 }

@@ -1,0 +1,137 @@
+//! Three nodes on one MariaDB and one Redis, behind nginx: friends, groups
+//! and presence between users on different nodes, and one account logged in
+//! on two nodes at once.
+
+#[path = "common/cluster.rs"]
+mod cluster;
+
+use chat_proto::{FriendUpdateKind, Push, Target};
+use cluster::{befriend, login_on, message_with, no_message, push_where, user_on, Cluster};
+
+const SUITE: &str = "cluster_chat";
+
+fn is_presence(push: &Push, user: chat_proto::UserId, online: bool) -> bool {
+    matches!(push, Push::PushPresence(p) if p.user_id == user && p.online == online)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn friends_groups_and_presence_across_three_nodes() {
+    let Some(services) = cluster::Services::find(SUITE).await else {
+        return;
+    };
+    let cluster = Cluster::start(&services, &services.redis, 3).await;
+    let (alice, alice_login) = user_on(cluster.node(0), "alice").await;
+    let (bob, bob_login) = user_on(cluster.node(1), "bob").await;
+    let (carol, _) = user_on(cluster.node(2), "carol").await;
+    // Dave comes in through nginx, wherever it sends him.
+    let (dave, _) = user_on(cluster.proxy(), "dave").await;
+    let bob_id = bob_login.user.id;
+    let alice_id = alice_login.user.id;
+
+    // A friend request and its answer cross nodes as pushes.
+    befriend(&alice, "alice", &bob, "bob").await;
+    let friends = alice.friend_list().await.unwrap().friends;
+    assert_eq!(friends.len(), 1);
+    assert!(friends[0].online, "bob is online on another node");
+
+    // 1:1 both ways, each message exactly once.
+    alice.send(Target::User(bob_id), "hi bob").await.unwrap();
+    let message = message_with(&bob, "hi bob").await;
+    assert_eq!(message.sender_id, alice_id);
+    bob.send(Target::User(alice_id), "hi alice").await.unwrap();
+    message_with(&alice, "hi alice").await;
+    no_message(&bob).await;
+    no_message(&alice).await;
+
+    // A group with a member on every node, and one behind the proxy.
+    let group = alice.group_create("everyone", "").await.unwrap().group;
+    for member in [&bob, &carol, &dave] {
+        member.group_join(group.id).await.unwrap();
+    }
+    carol
+        .send(Target::Group(group.id), "hello group")
+        .await
+        .unwrap();
+    for member in [&alice, &bob, &dave] {
+        let message = message_with(member, "hello group").await;
+        assert_eq!(message.conversation_id, group.conversation_id);
+        no_message(member).await;
+    }
+    no_message(&carol).await;
+    let members = dave.group_members(group.id).await.unwrap().members;
+    assert_eq!(members.len(), 4);
+    assert!(
+        members.iter().all(|member| member.online),
+        "every member is online somewhere: {members:?}"
+    );
+
+    // Presence: bob leaves node 1, alice on node 0 sees him go; he comes
+    // back on node 2, she sees him come.
+    bob.logout().await.unwrap();
+    push_where(&alice, "bob offline", |push| {
+        is_presence(push, bob_id, false)
+    })
+    .await;
+    assert!(!alice.friend_list().await.unwrap().friends[0].online);
+    let (bob_again, _) = login_on(cluster.node(2), "bob").await;
+    push_where(&alice, "bob online", |push| is_presence(push, bob_id, true)).await;
+    assert!(alice.friend_list().await.unwrap().friends[0].online);
+
+    // Ending the friendship is pushed across nodes too.
+    alice.friend_remove("bob").await.unwrap();
+    let update = push_where(&bob_again, "friendship ended", |push| {
+        matches!(push, Push::PushFriendUpdate(_))
+    })
+    .await;
+    let Push::PushFriendUpdate(update) = update else {
+        unreachable!()
+    };
+    assert_eq!(update.kind, FriendUpdateKind::Removed);
+
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_account_on_two_nodes_gets_every_message_on_both() {
+    let Some(services) = cluster::Services::find(SUITE).await else {
+        return;
+    };
+    let cluster = Cluster::start(&services, &services.redis, 3).await;
+    let (erin_0, erin_login) = user_on(cluster.node(0), "erin").await;
+    let (erin_1, _) = login_on(cluster.node(1), "erin").await;
+    let (frank, frank_login) = user_on(cluster.node(2), "frank").await;
+    let erin_id = erin_login.user.id;
+    let frank_id = frank_login.user.id;
+    befriend(&frank, "frank", &erin_0, "erin").await;
+
+    frank
+        .send(Target::User(erin_id), "to both of you")
+        .await
+        .unwrap();
+    message_with(&erin_0, "to both of you").await;
+    message_with(&erin_1, "to both of you").await;
+
+    // What one session sends reaches the other session too, not itself.
+    erin_0
+        .send(Target::User(frank_id), "from node 0")
+        .await
+        .unwrap();
+    message_with(&frank, "from node 0").await;
+    message_with(&erin_1, "from node 0").await;
+    no_message(&erin_0).await;
+
+    // Leaving one node is not going offline.
+    erin_0.logout().await.unwrap();
+    frank
+        .send(Target::User(erin_id), "still there?")
+        .await
+        .unwrap();
+    message_with(&erin_1, "still there?").await;
+    assert!(frank.friend_list().await.unwrap().friends[0].online);
+    erin_1.logout().await.unwrap();
+    push_where(&frank, "erin offline", |push| {
+        is_presence(push, erin_id, false)
+    })
+    .await;
+    cluster.shutdown().await;
+}

@@ -1,0 +1,444 @@
+//! Faults under traffic in a three-node cluster behind nginx: a node killed
+//! while clients on every node keep sending, and Redis restarted while they
+//! do. Afterwards every message acknowledged to its sender must have reached
+//! each of its recipients exactly once and in per-conversation order (as the
+//! resilient client hands them to the application).
+
+#[path = "common/cluster.rs"]
+mod cluster;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chat_client::{Client, ClientOptions, Event};
+use chat_proto::{ChatMessage, ConversationId, GroupId, Seq, Target, UserId};
+use cluster::{Cluster, PASSWORD};
+use tokio::task::JoinHandle;
+
+const SUITE: &str = "cluster_faults";
+/// Users in the test: two per node, in three friend pairs that each span
+/// two nodes, all in one group.
+const USERS: usize = 6;
+/// Messages each user sends during the traffic, alternating between its
+/// friend and the group.
+const MESSAGES_PER_USER: usize = 60;
+/// The pause between one user's sends.
+const SEND_INTERVAL: Duration = Duration::from_millis(40);
+/// How long all recipients may take to have everything after the traffic.
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// A message acknowledged to its sender, and who must receive it.
+#[derive(Debug, Clone)]
+struct Acked {
+    conversation_id: ConversationId,
+    seq: Seq,
+    body: String,
+    recipients: Vec<usize>,
+}
+
+/// One user: a resilient client, and what it has handed to the application.
+struct Participant {
+    name: String,
+    id: UserId,
+    home: usize,
+    client: Arc<Client>,
+    received: Arc<Mutex<Vec<ChatMessage>>>,
+    reconnects: Arc<Mutex<u32>>,
+    collector: JoinHandle<()>,
+}
+
+/// The users, their friendships and group, and the ledger of acknowledged
+/// sends.
+struct Traffic {
+    participants: Vec<Participant>,
+    group: GroupId,
+    acked: Arc<Mutex<Vec<Acked>>>,
+    failed_sends: Arc<Mutex<u32>>,
+}
+
+/// Friend of user `index`: pairs (0,1), (2,3), (4,5).
+fn friend_of(index: usize) -> usize {
+    index ^ 1
+}
+
+impl Traffic {
+    /// Registers the users, user `i` homed on node `i % 3` (falling back to
+    /// nginx when that node is gone), makes the friends and the group.
+    async fn set_up(cluster: &Cluster) -> Traffic {
+        let mut participants = Vec::new();
+        for index in 0..USERS {
+            let home = index % 3;
+            // Every cluster has a database of its own: names need not be
+            // unique beyond it.
+            let name = format!("user{index}");
+            let mut options = ClientOptions::with_addresses(vec![
+                cluster.node(home).to_string(),
+                cluster.proxy().to_string(),
+            ]);
+            options.connection.request_timeout = Duration::from_secs(10);
+            let client = Arc::new(Client::connect(options).await.expect("connects"));
+            client.register(&name, PASSWORD).await.expect("registers");
+            let login = client
+                .login(name.as_str(), PASSWORD)
+                .await
+                .expect("logs in");
+            let received = Arc::new(Mutex::new(Vec::new()));
+            let reconnects = Arc::new(Mutex::new(0));
+            let collector = tokio::spawn(collect(
+                client.clone(),
+                received.clone(),
+                reconnects.clone(),
+            ));
+            participants.push(Participant {
+                name,
+                id: login.user.id,
+                home,
+                client,
+                received,
+                reconnects,
+                collector,
+            });
+        }
+        for index in (0..USERS).step_by(2) {
+            let (a, b) = (&participants[index], &participants[friend_of(index)]);
+            a.client
+                .friend_add(b.name.as_str(), None)
+                .await
+                .expect("friend request");
+            b.client
+                .friend_respond(a.name.as_str(), true)
+                .await
+                .expect("accepts");
+        }
+        let group = participants[0]
+            .client
+            .group_create("all", "")
+            .await
+            .expect("creates the group")
+            .group
+            .id;
+        for participant in &participants[1..] {
+            participant.client.group_join(group).await.expect("joins");
+        }
+        let traffic = Traffic {
+            participants,
+            group,
+            acked: Arc::default(),
+            failed_sends: Arc::default(),
+        };
+        traffic.greet().await;
+        traffic
+    }
+
+    /// The users have talked before: each has seen a message from the other
+    /// side of both its conversations, so every client starts the traffic
+    /// with a position in each of them.
+    async fn greet(&self) {
+        let group = Target::Group(self.group);
+        for index in 0..USERS {
+            let friend = friend_of(index);
+            let to_friend = Target::User(self.participants[friend].id);
+            self.greet_one(index, to_friend, &[friend]).await;
+        }
+        let others: Vec<usize> = (1..USERS).collect();
+        self.greet_one(0, group, &others).await;
+        self.greet_one(1, group, &[0]).await;
+    }
+
+    async fn greet_one(&self, from: usize, to: Target, until_seen_by: &[usize]) {
+        let body = format!("hello from {from} to {to:?}");
+        self.participants[from]
+            .client
+            .send(to, &body)
+            .await
+            .expect("greets");
+        let started = Instant::now();
+        for &index in until_seen_by {
+            while !self.participants[index]
+                .received
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|message| message.body == body)
+            {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "user {index} did not get {body:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    /// Starts every user sending [`MESSAGES_PER_USER`] messages; the
+    /// returned handles finish with the traffic.
+    fn start_sending(&self) -> Vec<JoinHandle<()>> {
+        (0..USERS)
+            .map(|index| {
+                let client = self.participants[index].client.clone();
+                let name = self.participants[index].name.clone();
+                let friend_id = self.participants[friend_of(index)].id;
+                let group = self.group;
+                let acked = self.acked.clone();
+                let failed = self.failed_sends.clone();
+                tokio::spawn(async move {
+                    for n in 0..MESSAGES_PER_USER {
+                        let to_group = n % 2 == 1;
+                        send(
+                            &client,
+                            index,
+                            if to_group {
+                                Target::Group(group)
+                            } else {
+                                Target::User(friend_id)
+                            },
+                            format!("{name} #{n}"),
+                            &acked,
+                            &failed,
+                        )
+                        .await;
+                        tokio::time::sleep(SEND_INTERVAL).await;
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// One more message from every user to its friend and to the group.
+    /// Pushes lost in transit during a fault leave a gap that the next
+    /// message in the conversation makes the client fill from the store.
+    async fn final_round(&self) {
+        for (index, participant) in self.participants.iter().enumerate() {
+            let friend = Target::User(self.participants[friend_of(index)].id);
+            for (target, what) in [(friend, "friend"), (Target::Group(self.group), "group")] {
+                let body = format!("{} last to {what}", participant.name);
+                send(
+                    &participant.client,
+                    index,
+                    target,
+                    body,
+                    &self.acked,
+                    &self.failed_sends,
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Waits until every recipient has every acknowledged message meant for
+    /// it, then checks exactly-once, order and content.
+    async fn verify(&self) {
+        let acked = self.acked.lock().unwrap().clone();
+        let expected: Vec<HashMap<(ConversationId, Seq), String>> = (0..USERS)
+            .map(|index| {
+                acked
+                    .iter()
+                    .filter(|message| message.recipients.contains(&index))
+                    .map(|message| ((message.conversation_id, message.seq), message.body.clone()))
+                    .collect()
+            })
+            .collect();
+        let started = Instant::now();
+        loop {
+            let missing: usize = (0..USERS)
+                .map(|index| {
+                    let received = self.participants[index].received.lock().unwrap();
+                    let have: HashSet<(ConversationId, Seq)> = received
+                        .iter()
+                        .map(|message| (message.conversation_id, message.seq))
+                        .collect();
+                    expected[index]
+                        .keys()
+                        .filter(|key| !have.contains(key))
+                        .count()
+                })
+                .sum();
+            if missing == 0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < SETTLE,
+                "{missing} acknowledged deliveries still missing after {SETTLE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for (index, participant) in self.participants.iter().enumerate() {
+            let received = participant.received.lock().unwrap().clone();
+            let mut last: HashMap<ConversationId, Seq> = HashMap::new();
+            for message in &received {
+                let previous = last.insert(message.conversation_id, message.seq);
+                assert!(
+                    previous.is_none_or(|previous| previous < message.seq),
+                    "user {index}: {} #{} after #{} (duplicate or out of order)",
+                    message.conversation_id,
+                    message.seq,
+                    previous.unwrap_or(Seq::ZERO),
+                );
+                if let Some(body) = expected[index].get(&(message.conversation_id, message.seq)) {
+                    assert_eq!(&message.body, body, "user {index}: content");
+                }
+                assert_ne!(
+                    message.sender_id, participant.id,
+                    "user {index}: own send {} #{} {:?} came back as an event",
+                    message.conversation_id, message.seq, message.body
+                );
+            }
+        }
+    }
+
+    fn acked_count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    async fn close(self) {
+        for participant in self.participants {
+            participant.collector.abort();
+            if let Ok(client) = Arc::try_unwrap(participant.client) {
+                client.close().await;
+            }
+        }
+    }
+}
+
+/// Sends one message, recording it if acknowledged.
+async fn send(
+    client: &Client,
+    sender: usize,
+    target: Target,
+    body: String,
+    acked: &Mutex<Vec<Acked>>,
+    failed: &Mutex<u32>,
+) {
+    let recipients: Vec<usize> = match target {
+        Target::User(_) => vec![friend_of(sender)],
+        Target::Group(_) => (0..USERS).filter(|&index| index != sender).collect(),
+    };
+    match tokio::time::timeout(Duration::from_secs(20), client.send(target, &body)).await {
+        Ok(Ok(response)) => acked.lock().unwrap().push(Acked {
+            conversation_id: response.conversation_id,
+            seq: response.seq,
+            body,
+            recipients,
+        }),
+        Ok(Err(error)) => {
+            eprintln!("send by user {sender} not acknowledged: {error}");
+            *failed.lock().unwrap() += 1;
+        }
+        Err(_) => {
+            eprintln!("send by user {sender} not acknowledged in time");
+            *failed.lock().unwrap() += 1;
+        }
+    }
+}
+
+/// Takes a client's events as an application would: every message, in the
+/// order handed out.
+async fn collect(
+    client: Arc<Client>,
+    received: Arc<Mutex<Vec<ChatMessage>>>,
+    reconnects: Arc<Mutex<u32>>,
+) {
+    while let Some(event) = client.next_event().await {
+        match event {
+            Event::Message(message) => received.lock().unwrap().push(message),
+            Event::Reconnected { .. } => *reconnects.lock().unwrap() += 1,
+            Event::GaveUp { error } => panic!("a client gave up reconnecting: {error}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_during_traffic_loses_no_acknowledged_message() {
+    let Some(services) = cluster::Services::find(SUITE).await else {
+        return;
+    };
+    let mut cluster = Cluster::start(&services, &services.redis, 3).await;
+    let traffic = Traffic::set_up(&cluster).await;
+    let started = Instant::now();
+    let senders = traffic.start_sending();
+
+    // Kill node 1 once the traffic is flowing. Users 1 and 4 live there.
+    while traffic.acked_count() < USERS * MESSAGES_PER_USER / 4 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let at = traffic.acked_count();
+    cluster.kill(1).await;
+    eprintln!("killed node 1 after {at} acknowledged sends");
+    for sender in senders {
+        sender.await.expect("sender task");
+    }
+    // Whoever was on node 1 came back through nginx to another node.
+    for participant in &traffic.participants {
+        let reconnects = *participant.reconnects.lock().unwrap();
+        if participant.home == 1 {
+            assert!(reconnects >= 1, "{} reconnected", participant.name);
+        }
+    }
+    traffic.final_round().await;
+    traffic.verify().await;
+    let failed = *traffic.failed_sends.lock().unwrap();
+    eprintln!(
+        "{} sends acknowledged, {failed} not, verified in {:?}; nginx: {}",
+        traffic.acked_count(),
+        started.elapsed(),
+        cluster
+            .proxy_log()
+            .lines()
+            .filter(|line| line.contains("upstream"))
+            .count(),
+    );
+    assert_eq!(
+        failed, 0,
+        "the resilient client retries sends until they land"
+    );
+    traffic.close().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_during_traffic_loses_no_acknowledged_message() {
+    let Some(services) = cluster::Services::find(SUITE).await else {
+        return;
+    };
+    let Some(redis_server) = cluster::need_redis_server(SUITE) else {
+        return;
+    };
+    let mut redis = cluster::RedisProcess::start(&redis_server).await;
+    let cluster = Cluster::start(&services, &redis.url(), 3).await;
+    let traffic = Traffic::set_up(&cluster).await;
+    let senders = traffic.start_sending();
+
+    while traffic.acked_count() < USERS * MESSAGES_PER_USER / 5 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    redis.kill();
+    let killed_at = traffic.acked_count();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let during = traffic.acked_count() - killed_at;
+    redis.restart().await;
+    eprintln!("Redis down for 1.2 s; {during} sends acknowledged meanwhile");
+    assert!(during > 0, "nodes keep serving while Redis is down");
+    for sender in senders {
+        sender.await.expect("sender task");
+    }
+    // Every node is back: each user is registered again where it is.
+    for participant in &traffic.participants {
+        cluster
+            .wait_registered(participant.id, participant.home, Duration::from_secs(15))
+            .await;
+    }
+    traffic.final_round().await;
+    traffic.verify().await;
+    assert_eq!(*traffic.failed_sends.lock().unwrap(), 0);
+    for participant in &traffic.participants {
+        assert_eq!(
+            *participant.reconnects.lock().unwrap(),
+            0,
+            "a Redis outage does not disconnect clients"
+        );
+    }
+    traffic.close().await;
+    cluster.shutdown().await;
+}
