@@ -1,0 +1,111 @@
+//! `Client` against a real chatd: what the application sees as events, and
+//! that acknowledgements follow what it took.
+
+mod common;
+
+use std::time::Duration;
+
+use chat_client::{Client, Event};
+use chat_proto::{ChatMessage, Push, Target};
+use common::{befriend, logged_in, register, TestServer, PASSWORD, PATIENCE};
+
+/// The bodies of the next `count` messages, skipping other events.
+async fn next_messages(client: &Client, count: usize) -> Vec<ChatMessage> {
+    let mut messages = Vec::new();
+    while messages.len() < count {
+        match client.next_event_timeout(PATIENCE).await {
+            Some(Event::Message(message)) => messages.push(message),
+            Some(_) => {}
+            None => panic!("only {} of {count} messages arrived", messages.len()),
+        }
+    }
+    messages
+}
+
+/// Asserts that no message event comes within a short while.
+async fn no_message(client: &Client) {
+    while let Some(event) = client.next_event_timeout(Duration::from_millis(400)).await {
+        assert!(!matches!(event, Event::Message(_)), "unexpected {event:?}");
+    }
+}
+
+fn bodies(messages: &[ChatMessage]) -> Vec<&str> {
+    messages.iter().map(|m| m.body.as_str()).collect()
+}
+
+#[tokio::test]
+async fn own_sends_are_not_echoed_and_other_devices_see_them() {
+    let server = TestServer::start().await;
+    register(server.addr(), "alice").await;
+    register(server.addr(), "bob").await;
+    befriend(server.addr(), "alice", "bob").await;
+
+    let laptop = Client::connect_to(server.address()).await.expect("connect");
+    let login = laptop.login("alice", PASSWORD).await.expect("login");
+    let phone = Client::connect_to(server.address()).await.expect("connect");
+    phone.login("alice", PASSWORD).await.expect("login");
+    let bob = Client::connect_to(server.address()).await.expect("connect");
+    let bob_login = bob.login("bob", PASSWORD).await.expect("login");
+    let to_bob = Target::User(bob_login.user.id);
+    let to_alice = Target::User(login.user.id);
+
+    bob.send(to_alice, "hi alice").await.expect("send");
+    assert_eq!(bodies(&next_messages(&laptop, 1).await), ["hi alice"]);
+    assert_eq!(bodies(&next_messages(&phone, 1).await), ["hi alice"]);
+
+    // The laptop sends twice; bob's reply follows straight after, and the
+    // laptop's own messages neither come back nor hold the reply up.
+    laptop.send(to_bob, "one").await.expect("send");
+    laptop.send(to_bob, "two").await.expect("send");
+    // Bob's own "hi alice" is not echoed to him either.
+    assert_eq!(bodies(&next_messages(&bob, 2).await), ["one", "two"]);
+    bob.send(to_alice, "reply").await.expect("send");
+    let laptop_saw = next_messages(&laptop, 1).await;
+    assert_eq!(bodies(&laptop_saw), ["reply"]);
+    assert_eq!(laptop_saw[0].seq.0, 4);
+    no_message(&laptop).await;
+
+    // The phone, another session of alice, sees everything in order.
+    assert_eq!(
+        bodies(&next_messages(&phone, 3).await),
+        ["one", "two", "reply"]
+    );
+
+    laptop.close().await;
+    phone.close().await;
+    bob.close().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn only_what_the_application_took_is_acknowledged() {
+    let server = TestServer::start().await;
+    register(server.addr(), "alice").await;
+    register(server.addr(), "bob").await;
+    befriend(server.addr(), "alice", "bob").await;
+    let alice = logged_in(server.addr(), "alice").await;
+    let bob_id = alice.friend_list().await.expect("friends").friends[0].id;
+
+    let bob = Client::connect_to(server.address()).await.expect("connect");
+    bob.login("bob", PASSWORD).await.expect("login");
+    for body in ["first", "second", "third"] {
+        alice.send(Target::User(bob_id), body).await.expect("send");
+    }
+    // Take two; the third stays in the client, untaken.
+    assert_eq!(bodies(&next_messages(&bob, 2).await), ["first", "second"]);
+    // Let the third arrive in the client too before closing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    bob.flush_acks().await.expect("flush");
+    bob.close().await;
+
+    // At the next login only the untaken one is offered again.
+    let again = logged_in(server.addr(), "bob").await;
+    let mut offered = Vec::new();
+    while let Some(push) = again.next_push_timeout(Duration::from_millis(500)).await {
+        if let Push::PushMessage(message) = push {
+            offered.push(message.body);
+        }
+    }
+    assert_eq!(offered, ["third"]);
+    server.stop().await;
+}
