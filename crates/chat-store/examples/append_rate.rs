@@ -1,9 +1,10 @@
 //! Measures how many messages per second the SQLite store commits with many
 //! concurrent senders (each append durable before it returns).
 //!
-//! `cargo run --release -p chat-store --example append_rate [SENDERS] [SECONDS]`
-//! (defaults: 100 senders for 5 seconds) on a fresh database in a temporary
-//! directory. It prints one line; nothing is asserted.
+//! `cargo run --release -p chat-store --example append_rate [SENDERS] [SECONDS] [URL]`
+//! (defaults: 100 senders for 5 seconds on a fresh SQLite file in a
+//! temporary directory; a `mysql://.../DB` URL must name an empty database).
+//! It prints one line; nothing is asserted.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +22,9 @@ async fn main() {
     let senders: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let seconds: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
     let directory = tempfile::tempdir().expect("temporary directory");
-    let url = format!("sqlite://{}", directory.path().join("rate.db").display());
+    let url = args
+        .next()
+        .unwrap_or_else(|| format!("sqlite://{}", directory.path().join("rate.db").display()));
     let store: Arc<dyn Store> = chat_store::open(&url).await.expect("open store");
 
     // Pairs of friends; each sender writes to its partner.
@@ -81,7 +84,8 @@ async fn main() {
     let elapsed = started.elapsed().as_secs_f64();
     store.close().await;
     println!(
-        "{total} appends by {senders} concurrent senders in {elapsed:.1} s: {:.0} appends/s",
+        "{}: {total} appends by {senders} concurrent senders in {elapsed:.1} s: {:.0} appends/s",
+        store.backend(),
         total as f64 / elapsed
     );
 }

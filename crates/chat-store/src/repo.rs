@@ -132,6 +132,9 @@ pub trait UserStore: Send + Sync {
 #[async_trait]
 pub trait TokenStore: Send + Sync {
     /// Stores a token hash for `user` valid until `expires_at_ms`.
+    ///
+    /// # Errors
+    /// `Conflict` if the hash is stored already, `NotFound` for an unknown user.
     async fn create_token(&self, token_hash: &str, user: UserId, expires_at_ms: i64) -> Result<()>;
 
     /// The user a still-valid token belongs to, and when the token expires.
@@ -175,7 +178,9 @@ pub trait FriendStore: Send + Sync {
     ) -> Result<Option<ConversationId>>;
 
     /// Ends a friendship in both directions; neither may then send in their
-    /// conversation, which is kept for history.
+    /// conversation, which is kept for history: both stay its members (they
+    /// may read it, and what one had not acked is still delivered), and it is
+    /// theirs again if they befriend each other again.
     ///
     /// # Errors
     /// `NotFound` if they are not friends.
@@ -230,21 +235,25 @@ pub trait GroupStore: Send + Sync {
     /// not offline messages.
     ///
     /// # Errors
-    /// `NotFound` for an unknown group, `Conflict` if already a member.
+    /// `NotFound` for an unknown group or user, `Conflict` if already a
+    /// member or if `role` is [`Role::Owner`] (ownership moves only by
+    /// [`GroupStore::set_role`]).
     async fn add_member(&self, group: GroupId, user: UserId, role: Role, now_ms: i64)
         -> Result<()>;
 
     /// Removes a member (leave or kick).
     ///
     /// # Errors
-    /// `NotFound` if not a member.
+    /// `NotFound` for an unknown group or if not a member, `Conflict` for
+    /// the owner (who must hand the group over or dissolve it).
     async fn remove_member(&self, group: GroupId, user: UserId) -> Result<()>;
 
     /// Sets a member's role. Setting [`Role::Owner`] transfers ownership in
     /// the same transaction: the previous owner becomes an admin.
     ///
     /// # Errors
-    /// `NotFound` if not a member.
+    /// `NotFound` for an unknown group or if not a member, `Conflict` when
+    /// giving the owner a lesser role (hand the group over instead).
     async fn set_role(&self, group: GroupId, user: UserId, role: Role) -> Result<()>;
 
     /// Dissolves a group: removes it and all memberships (its messages are
@@ -284,6 +293,7 @@ pub trait MessageStore: Send + Sync {
 
     /// A page of a conversation in ascending order: after `after` if given
     /// (oldest first), else before `before` (or the end) taking the newest.
+    /// With both, the oldest after `after` that are also before `before`.
     async fn history(
         &self,
         conversation: ConversationId,
@@ -315,7 +325,8 @@ pub trait MessageStore: Send + Sync {
     /// What a client missed: for each of `user`'s conversations, messages
     /// after the client's cursor (any sender) if it gave one, else after the
     /// acknowledged position (others' messages only). Ordered by
-    /// (conversation, seq), at most `limit`.
+    /// (conversation, seq), at most `limit`. Cursors for conversations
+    /// `user` is not a member of are ignored.
     async fn sync(&self, user: UserId, cursors: &[Cursor], limit: u32) -> Result<Vec<ChatMessage>>;
 }
 

@@ -2,8 +2,10 @@
 //!
 //! The database runs in WAL mode with `synchronous=FULL`, so a commit is on
 //! disk when it returns. Reads go through a pool of read-only connections;
-//! every write goes through the one writer task (see [`writer`]), which owns
-//! the only read-write connection and commits writes in batches.
+//! every write goes through one writer task, which owns the only read-write
+//! connection and commits whatever writes are queued (up to 256) in one
+//! transaction, answering each only after that transaction's `COMMIT`: group
+//! commit, one disk sync for many messages, none acknowledged early.
 
 mod writer;
 mod writes;
