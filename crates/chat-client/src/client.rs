@@ -171,6 +171,13 @@ impl Shared {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// Keeps what a successful re-login returned.
+    fn remember(&self, login: &LoginResponse) {
+        let mut session = self.session();
+        session.token = Some(login.token.clone());
+        session.me = Some(login.user.clone());
+    }
 }
 
 enum Command {
@@ -1021,7 +1028,8 @@ impl Supervisor {
         }
     }
 
-    /// Reconnects and resumes. Returns `false` after giving up.
+    /// Reconnects and resumes. Returns `false` after giving up, or when the
+    /// client is closed meanwhile.
     async fn reconnect(&mut self) -> bool {
         let reason = self
             .connection
@@ -1035,12 +1043,45 @@ impl Supervisor {
         let mut attempt = 0u32;
         loop {
             let jitter: f64 = rand::Rng::gen(&mut rand::thread_rng());
-            tokio::time::sleep(policy.backoff(attempt, jitter)).await;
+            let delay = policy.backoff(attempt, jitter);
             attempt += 1;
             let address =
                 self.options.addresses[self.next_address % self.options.addresses.len()].clone();
             self.next_address = self.next_address.wrapping_add(1);
-            let last_error = match self.resume(&address).await {
+            let outcome = {
+                let (shared, options, events) =
+                    (&self.shared, &self.options.connection, &self.events);
+                let address = address.as_str();
+                let try_once = async move {
+                    tokio::time::sleep(delay).await;
+                    resume(shared, options, events, address).await
+                };
+                tokio::pin!(try_once);
+                // Commands keep being served while waiting, so closing the
+                // client never waits for the reconnect to give up.
+                loop {
+                    tokio::select! {
+                        outcome = &mut try_once => break outcome,
+                        command = self.commands.recv() => match command {
+                            None => return false,
+                            Some(Command::Close(done)) => {
+                                let _ = done.send(());
+                                return false;
+                            }
+                            // Nothing can be acknowledged without a
+                            // connection; what is due stays due for the next.
+                            Some(Command::FlushAcks(done)) => {
+                                let _ = done.send(());
+                            }
+                            Some(Command::OwnSent { conversation_id, seq, client_msg_id }) => {
+                                shared.session().own_pending.remove(&client_msg_id);
+                                self.delivery.own_sent(conversation_id, seq);
+                            }
+                        },
+                    }
+                }
+            };
+            let last_error = match outcome {
                 Ok((connection, login)) => {
                     self.connection = Arc::new(connection);
                     self.link
@@ -1066,62 +1107,6 @@ impl Supervisor {
                 return false;
             }
         }
-    }
-
-    /// Opens a connection and logs in again if the session was logged in.
-    async fn resume(&mut self, address: &str) -> Result<(Connection, Option<LoginResponse>)> {
-        // Any error returned here is worth another attempt (connection
-        // trouble, a busy or draining server); a refused login is not.
-        let connection = Connection::connect_with(address, self.options.connection.clone()).await?;
-        let (credentials, token) = {
-            let session = self.shared.session();
-            (session.credentials.clone(), session.token.clone())
-        };
-        let Some(credentials) = credentials else {
-            return Ok((connection, None));
-        };
-        let mut refusal = None;
-        if let Some(token) = &token {
-            match connection.login_with_token(token).await {
-                Ok(login) => {
-                    self.remember(&login);
-                    return Ok((connection, Some(login)));
-                }
-                Err(error) if error.status() == Some(Status::Unauthorized) => {
-                    refusal = Some(error);
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        if let (Some(user), Some(password)) = (&credentials.user, &credentials.password) {
-            match connection.login(user, password).await {
-                Ok(login) => {
-                    self.remember(&login);
-                    return Ok((connection, Some(login)));
-                }
-                Err(error) if error.status() == Some(Status::Unauthorized) => {
-                    refusal = Some(error);
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        // Neither token nor password works any more: retrying cannot help.
-        // Stay connected, logged out, and say so.
-        {
-            let mut session = self.shared.session();
-            session.credentials = None;
-            session.token = None;
-            session.me = None;
-        }
-        let error = refusal.map_or_else(|| "no credentials".to_owned(), |e| e.to_string());
-        self.emit(Event::LoginFailed { error });
-        Ok((connection, None))
-    }
-
-    fn remember(&self, login: &LoginResponse) {
-        let mut session = self.shared.session();
-        session.token = Some(login.token.clone());
-        session.me = Some(login.user.clone());
     }
 
     /// Asks the server for everything after the cursors, in rounds.
@@ -1150,6 +1135,62 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// Opens a connection and logs in again if the session was logged in.
+async fn resume(
+    shared: &Shared,
+    options: &ConnectionOptions,
+    events: &mpsc::UnboundedSender<Event>,
+    address: &str,
+) -> Result<(Connection, Option<LoginResponse>)> {
+    // Any error returned here is worth another attempt (connection
+    // trouble, a busy or draining server); a refused login is not.
+    let connection = Connection::connect_with(address, options.clone()).await?;
+    let (credentials, token) = {
+        let session = shared.session();
+        (session.credentials.clone(), session.token.clone())
+    };
+    let Some(credentials) = credentials else {
+        return Ok((connection, None));
+    };
+    let mut refusal = None;
+    if let Some(token) = &token {
+        match connection.login_with_token(token).await {
+            Ok(login) => {
+                shared.remember(&login);
+                return Ok((connection, Some(login)));
+            }
+            Err(error) if error.status() == Some(Status::Unauthorized) => {
+                refusal = Some(error);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    if let (Some(user), Some(password)) = (&credentials.user, &credentials.password) {
+        match connection.login(user, password).await {
+            Ok(login) => {
+                shared.remember(&login);
+                return Ok((connection, Some(login)));
+            }
+            Err(error) if error.status() == Some(Status::Unauthorized) => {
+                refusal = Some(error);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    // Neither token nor password works any more: retrying cannot help.
+    // Stay connected, logged out, and say so.
+    {
+        let mut session = shared.session();
+        session.credentials = None;
+        session.token = None;
+        session.me = None;
+    }
+    let error = refusal.map_or_else(|| "no credentials".to_owned(), |e| e.to_string());
+    // The receiver lives in the Client handle; see `Supervisor::emit`.
+    let _ = events.send(Event::LoginFailed { error });
+    Ok((connection, None))
 }
 
 #[cfg(test)]

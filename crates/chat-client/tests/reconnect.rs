@@ -242,3 +242,25 @@ async fn a_client_gives_up_after_its_attempts_and_says_so() {
         "{error:?}"
     );
 }
+
+#[tokio::test]
+async fn closing_a_client_that_is_reconnecting_is_prompt() {
+    let server = TestServer::start().await;
+    register(server.addr(), "alice").await;
+    // A patient policy: it would keep trying for a minute.
+    let client = Client::connect(options(server.address()))
+        .await
+        .expect("connect");
+    client.login("alice", PASSWORD).await.expect("login");
+    server.stop().await;
+    loop {
+        match client.next_event_timeout(PATIENCE).await {
+            Some(Event::Disconnected { .. }) => break,
+            Some(_) => {}
+            None => panic!("no Disconnected event"),
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(2), client.close())
+        .await
+        .expect("close does not wait for the reconnect to give up");
+}
