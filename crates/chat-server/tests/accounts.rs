@@ -366,3 +366,37 @@ async fn every_session_of_an_account_gets_every_message() {
     }
     expect_no_push(&bob_phone).await;
 }
+
+#[tokio::test]
+async fn a_token_stops_working_when_it_expires() {
+    let server = TestServer::start_with(|config| config.token_ttl_secs = 1).await;
+    let name = unique("grace");
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let (_first, login) = server.user(&name).await;
+    let lifetime = login.token_expires_at_ms - before;
+    assert!(
+        (1000..=1000 + 5000).contains(&lifetime),
+        "the token lives {lifetime} ms"
+    );
+    // Good until it expires...
+    server
+        .connect()
+        .await
+        .login_with_token(&login.token)
+        .await
+        .unwrap();
+    // ...and refused after.
+    let wait = u64::try_from(login.token_expires_at_ms - before + 200).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(wait.min(6000))).await;
+    assert_eq!(
+        status_of(server.connect().await.login_with_token(&login.token).await),
+        Status::Unauthorized
+    );
+    // The password still works and hands out a fresh token.
+    let again = server.connect().await;
+    let relogin = again.login(name.as_str(), PASSWORD).await.unwrap();
+    assert_ne!(relogin.token, login.token);
+}

@@ -155,7 +155,7 @@ async fn idle_connections_are_closed_and_busy_ones_stay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_cut_off_without_slowing_others_or_losing_messages() {
-    const MAX_MESSAGES: usize = 4000;
+    const MAX_MESSAGES: usize = 6000;
     let server = TestServer::start_with(|config| {
         config.outbox_len = 16;
         config.write_timeout_secs = 2;
@@ -240,4 +240,61 @@ async fn a_client_that_never_reads_is_cut_off_without_slowing_others_or_losing_m
         assert_eq!(message.conversation_id, group.conversation_id);
     }
     common::expect_no_push(&again).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overflowing_outbox_ends_the_session_and_loses_nothing() {
+    const MESSAGES: usize = 60;
+    let server = TestServer::start_with(|config| config.outbox_len = 16).await;
+    let (alice_name, bob_name) = (unique("alice"), unique("bob"));
+    let (alice, _) = server.user(&alice_name).await;
+    let (bob, bob_login) = server.user(&bob_name).await;
+    common::befriend(&alice, &bob, &bob_name, &alice_name).await;
+    drain_pushes(&bob).await;
+
+    // Bob's session is busy for a while (registrations, each a password
+    // hash, handled in order), so pushes pile up in its outbox.
+    let mut batch = BytesMut::new();
+    for _ in 0..20 {
+        let request_id = bob.allocate_request_id();
+        Request::Register(chat_proto::RegisterRequest {
+            name: unique("busy"),
+            password: common::PASSWORD.to_owned(),
+        })
+        .encode(request_id, &mut batch)
+        .unwrap();
+    }
+    bob.send_raw(&batch).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let bodies: Vec<String> = (0..MESSAGES).map(|n| format!("pile {n}")).collect();
+    let started = Instant::now();
+    for body in &bodies {
+        alice
+            .send(Target::User(bob_login.user.id), body)
+            .await
+            .unwrap();
+    }
+    let elapsed = started.elapsed();
+    eprintln!("{MESSAGES} messages sent to a busy session in {elapsed:?}");
+    eprintln!("{MESSAGES} messages sent to a busy session in {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "sending took {elapsed:?}");
+
+    // More pushes than the outbox holds: the session is ended as a slow
+    // consumer instead of buffering without bound.
+    let mut reason = None;
+    while let Some(push) = bob.next_push_timeout(PUSH_WAIT).await {
+        if let Push::PushSessionEnded(ended) = push {
+            reason = Some(ended.reason);
+        }
+    }
+    assert_eq!(reason, Some(SessionEndReason::SlowConsumer));
+    assert!(bob.is_closed());
+
+    // Everything is still owed and arrives at the next login, in order.
+    let (bob, login) = server.login(&bob_name).await;
+    assert_eq!(login.unacked, MESSAGES as u64);
+    for body in &bodies {
+        assert_eq!(&next_message(&bob).await.body, body);
+    }
+    common::expect_no_push(&bob).await;
 }

@@ -180,3 +180,63 @@ async fn messages_for_an_offline_user_are_delivered_after_a_restart() {
     }
     expect_no_push(&bob).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_queued_for_a_busy_session_are_flushed_before_it_ends() {
+    let mut server = TestServer::start().await;
+    let (alice_name, bob_name) = (unique("alice"), unique("bob"));
+    let (alice, _) = server.user(&alice_name).await;
+    let (bob, bob_login) = server.user(&bob_name).await;
+    befriend(&alice, &bob, &bob_name, &alice_name).await;
+    drain_pushes(&bob).await;
+
+    // Keep Bob's session busy: a few registrations, each a password hash,
+    // handled one after another.
+    let mut batch = bytes::BytesMut::new();
+    let mut answers = Vec::new();
+    for _ in 0..20 {
+        let request_id = bob.allocate_request_id();
+        chat_proto::Request::Register(chat_proto::RegisterRequest {
+            name: unique("busy"),
+            password: common::PASSWORD.to_owned(),
+        })
+        .encode(request_id, &mut batch)
+        .unwrap();
+        answers.push(bob.expect_reply(request_id).unwrap());
+    }
+    bob.send_raw(&batch).await.unwrap();
+    // Give the session a moment to read the batch and start on it.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    // Meanwhile a message for Bob is acknowledged, so its push waits in his
+    // outbox, and the server is told to stop.
+    let sent = alice
+        .send(Target::User(bob_login.user.id), "just in time")
+        .await
+        .unwrap();
+    server.restart().await;
+    for answer in answers {
+        answer.wait(common::PUSH_WAIT).await.unwrap();
+    }
+    tokio::time::timeout(common::PUSH_WAIT, bob.closed())
+        .await
+        .expect("the server closes the connection");
+    let mut pushes = Vec::new();
+    while let Some(push) = bob.try_next_push() {
+        pushes.push(push);
+    }
+    let delivered = pushes
+        .iter()
+        .any(|push| matches!(push, Push::PushMessage(m) if m.seq == sent.seq));
+    assert!(
+        delivered,
+        "the push of an acknowledged message was dropped at shutdown: {pushes:?}"
+    );
+    assert!(
+        matches!(
+            pushes.last(),
+            Some(Push::PushSessionEnded(ended)) if ended.reason == SessionEndReason::Draining
+        ),
+        "{pushes:?}"
+    );
+}
