@@ -6,7 +6,8 @@
 //! starving everything else of CPU. Tokens are 32 random bytes; the store
 //! keeps only their SHA-256, so a leaked database holds no usable token.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
 use argon2::{Argon2, PasswordVerifier};
@@ -15,12 +16,20 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
+use chat_proto::Status;
+
 use crate::error::ServiceError;
+
+/// How long a password operation may wait for a free hashing slot before
+/// the server answers `unavailable` instead of queueing without bound.
+const QUEUE_WAIT: Duration = Duration::from_secs(5);
 
 /// Hashes and verifies passwords off the async workers.
 #[derive(Debug, Clone)]
 pub struct Passwords {
     permits: Arc<Semaphore>,
+    /// A hash of no real password, verified against for unknown accounts.
+    decoy: Arc<OnceLock<String>>,
 }
 
 impl Default for Passwords {
@@ -36,7 +45,36 @@ impl Passwords {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             permits: Arc::new(Semaphore::new(cpus)),
+            decoy: Arc::new(OnceLock::new()),
         }
+    }
+
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ServiceError> {
+        match tokio::time::timeout(QUEUE_WAIT, self.permits.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(ServiceError::internal()),
+            Err(_) => Err(ServiceError::new(
+                Status::Unavailable,
+                "the server is busy checking passwords; retry shortly",
+            )),
+        }
+    }
+
+    /// Spends as long as a real verification on an account that does not
+    /// exist, and always fails.
+    ///
+    /// # Errors
+    /// As [`Passwords::verify`].
+    pub async fn verify_nothing(&self, password: String) -> Result<bool, ServiceError> {
+        let decoy = match self.decoy.get() {
+            Some(decoy) => decoy.clone(),
+            None => {
+                let decoy = self.hash("no account has this password".to_owned()).await?;
+                self.decoy.get_or_init(|| decoy).clone()
+            }
+        };
+        self.verify(password, decoy).await?;
+        Ok(false)
     }
 
     /// The PHC string of a new argon2id hash of `password`.
@@ -44,7 +82,7 @@ impl Passwords {
     /// # Errors
     /// `internal` if hashing fails.
     pub async fn hash(&self, password: String) -> Result<String, ServiceError> {
-        let _permit = self.permits.acquire().await.map_err(|_| ServiceError::internal())?;
+        let _permit = self.permit().await?;
         tokio::task::spawn_blocking(move || {
             let salt = SaltString::generate(&mut OsRng);
             Argon2::default()
@@ -64,7 +102,7 @@ impl Passwords {
     /// # Errors
     /// `internal` if the stored hash is unreadable.
     pub async fn verify(&self, password: String, phc: String) -> Result<bool, ServiceError> {
-        let _permit = self.permits.acquire().await.map_err(|_| ServiceError::internal())?;
+        let _permit = self.permit().await?;
         tokio::task::spawn_blocking(move || {
             let parsed = PasswordHash::new(&phc).map_err(|error| {
                 tracing::error!(%error, "unreadable password hash in store");

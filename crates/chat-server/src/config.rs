@@ -127,6 +127,21 @@ impl Config {
         if self.idle_timeout_secs == 0 || self.write_timeout_secs == 0 {
             return Err(ConfigError("timeouts must be positive".into()));
         }
+        // Upper bounds keep time arithmetic far from overflow.
+        const DAY: u64 = 24 * 3600;
+        if self.idle_timeout_secs > DAY || self.write_timeout_secs > DAY {
+            return Err(ConfigError("timeouts must be at most a day".into()));
+        }
+        if self.token_ttl_secs == 0 || self.token_ttl_secs > 3650 * DAY {
+            return Err(ConfigError("token_ttl_secs must be 1 second to 10 years".into()));
+        }
+        if self.shutdown_grace_secs > DAY || self.heartbeat_secs > 3600 {
+            return Err(ConfigError("shutdown_grace_secs or heartbeat_secs is too large".into()));
+        }
+        // A full sync page must fit in what clients accept.
+        if self.max_message_len > 16 * 1024 {
+            return Err(ConfigError("max_message_len must be at most 16384".into()));
+        }
         if self.heartbeat_secs == 0 {
             return Err(ConfigError("heartbeat_secs must be positive".into()));
         }

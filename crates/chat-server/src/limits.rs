@@ -69,24 +69,15 @@ impl<K: Eq + Hash + Clone> WindowCounter<K> {
         }
     }
 
-    /// Whether `key` is at its limit now.
-    pub fn is_limited(&self, key: &K, now: Instant) -> bool {
+    /// Counts one event for `key` unless `key` is already at its limit:
+    /// check and count are one step, so concurrent attempts cannot all slip
+    /// past the check before any of them is counted. Returns whether it was
+    /// counted (false = limited).
+    pub fn try_acquire(&self, key: K, now: Instant) -> bool {
         if self.limit == 0 {
-            return false;
-        }
-        let entries = self.entries.lock().expect("limiter lock poisoned");
-        entries.get(key).is_some_and(|&(start, count)| {
-            now.saturating_duration_since(start) < self.window && count >= self.limit
-        })
-    }
-
-    /// Records one event for `key`.
-    pub fn record(&self, key: K, now: Instant) {
-        if self.limit == 0 {
-            return;
+            return true;
         }
         let mut entries = self.entries.lock().expect("limiter lock poisoned");
-        // Bound the map: forget windows that are over once it grows large.
         if entries.len() > 100_000 {
             let window = self.window;
             entries.retain(|_, (start, _)| now.saturating_duration_since(*start) < window);
@@ -95,7 +86,20 @@ impl<K: Eq + Hash + Clone> WindowCounter<K> {
         if now.saturating_duration_since(entry.0) >= self.window {
             *entry = (now, 0);
         }
+        if entry.1 >= self.limit {
+            return false;
+        }
         entry.1 += 1;
+        true
+    }
+
+    /// Takes back one event counted by [`WindowCounter::try_acquire`] (the
+    /// attempt turned out not to be a failure).
+    pub fn release(&self, key: &K) {
+        let mut entries = self.entries.lock().expect("limiter lock poisoned");
+        if let Some(entry) = entries.get_mut(key) {
+            entry.1 = entry.1.saturating_sub(1);
+        }
     }
 
     /// Forgets `key` (after a successful login).
@@ -180,17 +184,18 @@ mod tests {
     }
 
     #[test]
-    fn window_counter_limits_and_resets() {
+    fn try_acquire_counts_and_refuses_atomically() {
         let counter = WindowCounter::new(2, Duration::from_secs(60));
         let now = Instant::now();
-        counter.record("a", now);
-        assert!(!counter.is_limited(&"a", now));
-        counter.record("a", now);
-        assert!(counter.is_limited(&"a", now));
-        assert!(!counter.is_limited(&"b", now));
-        assert!(!counter.is_limited(&"a", now + Duration::from_secs(61)));
+        assert!(counter.try_acquire("a", now));
+        assert!(counter.try_acquire("a", now));
+        assert!(!counter.try_acquire("a", now));
+        counter.release(&"a");
+        assert!(counter.try_acquire("a", now));
+        assert!(counter.try_acquire("a", now + Duration::from_secs(61)));
         counter.clear(&"a");
-        assert!(!counter.is_limited(&"a", now));
+        assert!(counter.try_acquire("a", now));
+        assert!(counter.try_acquire("b", now));
     }
 
     #[test]

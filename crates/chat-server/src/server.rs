@@ -120,7 +120,7 @@ async fn serve(
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            Some(joined) = sessions.join_next(), if !sessions.is_empty() => log_panic(joined),
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
@@ -138,10 +138,10 @@ async fn serve(
                     continue;
                 }
                 let session = Session::new(ctx.clone(), stream, peer, shutdown.clone());
-                let limiter = limiter.clone();
+                let slot = ConnectionSlot { limiter: limiter.clone(), ip: peer.ip() };
                 sessions.spawn(async move {
+                    let _slot = slot;
                     session.run().await;
-                    limiter.release(peer.ip());
                 });
             }
         }
@@ -149,7 +149,9 @@ async fn serve(
     drop(listener);
     let grace = Duration::from_secs(ctx.config.shutdown_grace_secs);
     let drained = tokio::time::timeout(grace, async {
-        while sessions.join_next().await.is_some() {}
+        while let Some(joined) = sessions.join_next().await {
+            log_panic(joined);
+        }
     })
     .await;
     if drained.is_err() {
@@ -160,6 +162,28 @@ async fn serve(
     ctx.store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Gives a connection's place back to the limiter however its task ends,
+/// a panic included.
+struct ConnectionSlot {
+    limiter: Arc<ConnectionLimiter>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.limiter.release(self.ip);
+    }
+}
+
+/// A session task that panicked is a bug: say so loudly.
+fn log_panic(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = joined {
+        if error.is_panic() {
+            tracing::error!(%error, "a session task panicked");
+        }
+    }
 }
 
 /// A URL with its password replaced, for logs.

@@ -125,6 +125,14 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => {
+                    // Flush what was queued for this session before saying goodbye.
+                    if let Some(handle) = &handle {
+                        if let Ok(frames) = handle.take() {
+                            for frame in frames {
+                                self.write_buf.extend_from_slice(&frame);
+                            }
+                        }
+                    }
                     Box::pin(self.end_with(SessionEndReason::Draining, "the server is shutting down; reconnect")).await;
                     return End::Draining;
                 }
@@ -167,10 +175,13 @@ impl Session {
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
             Err(error) => return Err(End::Io(error)),
         }
-        self.idle_deadline = tokio::time::Instant::now() + self.ctx.config.idle_timeout();
         loop {
             match frame::decode(&mut self.read_buf, self.ctx.config.max_frame_len) {
                 Ok(Some(frame)) => {
+                    // Only whole frames count as traffic: a client trickling
+                    // a byte at a time cannot hold a connection open forever.
+                    self.idle_deadline =
+                        tokio::time::Instant::now() + self.ctx.config.idle_timeout();
                     // Boxed: the handlers' futures are large, and an idle
                     // session's task should not carry their space around.
                     Box::pin(self.handle_frame(frame)).await;
@@ -366,7 +377,16 @@ impl Session {
             },
             handle,
         });
-        let response = account::login_response(&ctx, &who).await?;
+        let response = match account::login_response(&ctx, &who).await {
+            Ok(response) => response,
+            Err(error) => {
+                // A failed request changes nothing: leave the hub again.
+                if let Some(login) = self.login.take() {
+                    ctx.hub.unregister(login.identity.user, login.identity.session);
+                }
+                return Err(error);
+            }
+        };
         if ctx.bus.session_opened(who.user.id, local_sessions).await {
             let friends: Vec<UserId> = response.friends.iter().map(|friend| friend.id).collect();
             ctx.push(
@@ -425,24 +445,32 @@ impl Session {
         };
         let user = login.identity.user;
         let remaining = self.ctx.hub.unregister(user, login.identity.session);
-        if self.ctx.bus.session_closed(user, remaining).await {
-            match self.ctx.store.friends_of(user).await {
-                Ok(friends) => {
-                    let ids: Vec<UserId> = friends.iter().map(|friend| friend.id).collect();
-                    self.ctx
-                        .push(
-                            &ids,
-                            &Push::PushPresence(PresencePush {
-                                user_id: user,
-                                online: false,
-                            }),
-                            None,
-                        )
-                        .await;
-                }
-                Err(error) => tracing::warn!(%user, %error, "could not announce offline"),
-            }
+        if !self.ctx.bus.session_closed(user, remaining).await {
+            return;
         }
+        let friends = match self.ctx.store.friends_of(user).await {
+            Ok(friends) => friends,
+            Err(error) => {
+                tracing::warn!(%user, %error, "could not announce offline");
+                return;
+            }
+        };
+        // A reconnect may have logged the user in again meanwhile (and told
+        // the friends it is online); then "offline" would be a lie.
+        if self.ctx.hub.session_count(user) > 0 {
+            return;
+        }
+        let ids: Vec<UserId> = friends.iter().map(|friend| friend.id).collect();
+        self.ctx
+            .push(
+                &ids,
+                &Push::PushPresence(PresencePush {
+                    user_id: user,
+                    online: false,
+                }),
+                None,
+            )
+            .await;
     }
 }
 

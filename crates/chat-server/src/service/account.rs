@@ -100,14 +100,16 @@ async fn password_login(
     now: i64,
 ) -> Result<Authenticated> {
     let clock = Instant::now();
-    if ctx.login_failures_by_ip.is_limited(&peer, clock) {
+    if password.chars().count() > validate::MAX_PASSWORD_CHARS {
+        return Err(ServiceError::bad_request("password must be 8 to 128 characters"));
+    }
+    // Every attempt counts as a failure until it has succeeded, so parallel
+    // guesses cannot all pass the check before the first is recorded.
+    if !ctx.login_failures_by_ip.try_acquire(peer, clock) {
         return Err(ServiceError::new(
             Status::RateLimited,
             "too many failed logins from this address, retry in a minute",
         ));
-    }
-    if password.chars().count() > validate::MAX_PASSWORD_CHARS {
-        return Err(ServiceError::bad_request("password must be 8 to 128 characters"));
     }
     let user = match user_ref {
         UserRef::Id(id) => ctx.store.user_by_id(*id).await?,
@@ -117,10 +119,13 @@ async fn password_login(
         UserRef::Name(_) => None,
     };
     let Some(user) = user else {
-        ctx.login_failures_by_ip.record(peer, clock);
+        // Pay for a hash anyway, so the answer's timing does not tell
+        // whether the account exists.
+        ctx.passwords.verify_nothing(password).await?;
         return Err(ServiceError::unauthorized("wrong user or password"));
     };
-    if ctx.login_failures_by_account.is_limited(&user.id, clock) {
+    if !ctx.login_failures_by_account.try_acquire(user.id, clock) {
+        ctx.login_failures_by_ip.release(&peer);
         return Err(ServiceError::new(
             Status::RateLimited,
             "too many failed logins for this account, retry in a minute",
@@ -131,12 +136,11 @@ async fn password_login(
         .verify(password, user.password_hash.clone())
         .await?
     {
-        ctx.login_failures_by_account.record(user.id, clock);
-        ctx.login_failures_by_ip.record(peer, clock);
         tracing::info!(user = %user.id, %peer, "failed login");
         return Err(ServiceError::unauthorized("wrong user or password"));
     }
     ctx.login_failures_by_account.clear(&user.id);
+    ctx.login_failures_by_ip.release(&peer);
     let token = new_token();
     let expires_at = now + (ctx.config.token_ttl_secs as i64) * 1000;
     ctx.store
