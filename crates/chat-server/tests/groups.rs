@@ -351,6 +351,22 @@ async fn roles_change_only_by_the_owner_and_ownership_can_be_handed_over() {
     heir.group_set_role(group, plain.name(), Role::Admin)
         .await
         .unwrap();
+    // Demotion works the same way; a non-member has no role to change.
+    heir.group_set_role(group, plain.name(), Role::Member)
+        .await
+        .unwrap();
+    assert_eq!(
+        plain.group_info(group).await.unwrap().group.my_role,
+        Some(Role::Member)
+    );
+    let outsider = User::new(&server, "outsider").await;
+    assert_eq!(
+        status_of(
+            heir.group_set_role(group, outsider.name(), Role::Admin)
+                .await
+        ),
+        Status::NotFound
+    );
     owner.group_leave(group).await.unwrap();
     assert_eq!(status_of(heir.group_leave(group).await), Status::Conflict);
 }
