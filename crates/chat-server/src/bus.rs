@@ -19,8 +19,11 @@ use crate::hub::{Hub, SessionId};
 #[async_trait]
 pub trait Bus: Send + Sync {
     /// Delivers an encoded push frame to every session of `users`, on any
-    /// node, except the session `except` of this node.
-    async fn deliver(&self, users: &[UserId], frame: Bytes, except: Option<SessionId>);
+    /// node, except the session `except` of this node. It does not wait:
+    /// local sessions get the frame queued at once and forwarding to other
+    /// nodes is queued in call order, so calls made in commit order deliver
+    /// in commit order. (It may run on the store's writer; it must not block.)
+    fn deliver(&self, users: &[UserId], frame: Bytes, except: Option<SessionId>);
 
     /// Records that a session of `user` opened here, leaving `local_sessions`
     /// sessions of that user on this node. Returns whether the user just came
@@ -54,7 +57,7 @@ impl LocalBus {
 
 #[async_trait]
 impl Bus for LocalBus {
-    async fn deliver(&self, users: &[UserId], frame: Bytes, except: Option<SessionId>) {
+    fn deliver(&self, users: &[UserId], frame: Bytes, except: Option<SessionId>) {
         self.hub.deliver(users, &frame, except);
     }
 

@@ -133,10 +133,14 @@ impl Config {
             return Err(ConfigError("timeouts must be at most a day".into()));
         }
         if self.token_ttl_secs == 0 || self.token_ttl_secs > 3650 * DAY {
-            return Err(ConfigError("token_ttl_secs must be 1 second to 10 years".into()));
+            return Err(ConfigError(
+                "token_ttl_secs must be 1 second to 10 years".into(),
+            ));
         }
         if self.shutdown_grace_secs > DAY || self.heartbeat_secs > 3600 {
-            return Err(ConfigError("shutdown_grace_secs or heartbeat_secs is too large".into()));
+            return Err(ConfigError(
+                "shutdown_grace_secs or heartbeat_secs is too large".into(),
+            ));
         }
         // A full sync page must fit in what clients accept.
         if self.max_message_len > 16 * 1024 {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chat_proto::{Push, UserId};
+use chat_proto::frame::encode_json;
+use chat_proto::{ChatMessage, Flags, MessageType, Push, Status, UserId};
 use chat_store::Store;
 
 use crate::auth::Passwords;
@@ -38,7 +39,10 @@ impl Context {
     pub fn new(config: Config, store: Arc<dyn Store>, bus: Arc<dyn Bus>, hub: Arc<Hub>) -> Self {
         let minute = Duration::from_secs(60);
         Self {
-            login_failures_by_account: WindowCounter::new(config.login_failures_per_account, minute),
+            login_failures_by_account: WindowCounter::new(
+                config.login_failures_per_account,
+                minute,
+            ),
             login_failures_by_ip: WindowCounter::new(config.login_failures_per_ip, minute),
             config,
             store,
@@ -57,14 +61,29 @@ impl Context {
         buf.freeze()
     }
 
+    /// Encodes a `push_message` frame straight from a stored message, with
+    /// no copy of it.
+    #[must_use]
+    pub fn encode_message_push(message: &ChatMessage) -> Bytes {
+        let mut buf = BytesMut::with_capacity(192 + message.body.len());
+        // A message is strings and numbers: it always encodes.
+        let _ = encode_json(
+            &mut buf,
+            Flags::PUSH,
+            MessageType::PushMessage.code(),
+            Status::Ok,
+            0,
+            message,
+        );
+        buf.freeze()
+    }
+
     /// Sends a push to every session of `users` (but `except`), anywhere.
-    pub async fn push(&self, users: &[UserId], push: &Push, except: Option<SessionId>) {
+    pub fn push(&self, users: &[UserId], push: &Push, except: Option<SessionId>) {
         if users.is_empty() {
             return;
         }
-        self.bus
-            .deliver(users, Self::encode_push(push), except)
-            .await;
+        self.bus.deliver(users, Self::encode_push(push), except);
     }
 }
 

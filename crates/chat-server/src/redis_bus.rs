@@ -322,6 +322,63 @@ impl Keys {
     }
 }
 
+impl Shared {
+    /// Forwards a frame to the other live nodes where any of `users` has a
+    /// session: one script call that looks the nodes up and publishes once
+    /// per node.
+    async fn route(&self, users: &[UserId], frame: &Bytes) {
+        let Some(mut connection) = self.connection() else {
+            // Local-only while Redis is away; the store keeps the rest.
+            return;
+        };
+        let keys = &self.keys;
+        let mut invocation = self.scripts.route.prepare_invoke();
+        for &user in users {
+            invocation.key(keys.user_nodes(user));
+        }
+        invocation
+            .arg(&keys.prefix)
+            .arg(&keys.me)
+            .arg(frame.as_ref());
+        for &user in users {
+            invocation.arg(user.0);
+        }
+        let routed = tokio::time::timeout(
+            CALL_TIMEOUT,
+            invocation.invoke_async::<u64>(&mut connection),
+        )
+        .await;
+        match routed {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "cross-node delivery failed; recipients recover by sync");
+                self.suspect.notify_one();
+            }
+            Err(_) => {
+                tracing::debug!("cross-node delivery timed out; recipients recover by sync");
+                self.suspect.notify_one();
+            }
+        }
+    }
+}
+
+/// A push waiting to be forwarded to other nodes.
+struct Route {
+    users: Vec<UserId>,
+    frame: Bytes,
+}
+
+/// How many pushes may wait for forwarding before new ones are dropped.
+const ROUTE_QUEUE: usize = 65_536;
+
+/// Forwards pushes one after another, so each conversation's pushes leave
+/// this node in the order they were committed.
+async fn route_loop(shared: Arc<Shared>, mut routes: mpsc::Receiver<Route>) {
+    while let Some(route) = routes.recv().await {
+        shared.route(&route.users, &route.frame).await;
+    }
+}
+
 /// The Lua scripts, hashed once.
 struct Scripts {
     presence: Script,
@@ -391,6 +448,8 @@ struct PresenceChange {
 /// The cluster bus over Redis; see the [module docs](self).
 pub struct RedisBus {
     shared: Arc<Shared>,
+    routes: mpsc::Sender<Route>,
+    router: Mutex<Option<JoinHandle<()>>>,
     changes: mpsc::UnboundedSender<PresenceChange>,
     stop: watch::Sender<bool>,
     connected: watch::Receiver<bool>,
@@ -443,6 +502,8 @@ impl RedisBus {
             connected: connected_tx,
         };
         let task = tokio::spawn(link.run());
+        let (routes, routes_rx) = mpsc::channel(ROUTE_QUEUE);
+        let router = tokio::spawn(route_loop(shared.clone(), routes_rx));
         let joined = tokio::time::timeout(START_WAIT, connected.wait_for(|up| *up))
             .await
             .is_ok_and(|joined| joined.is_ok());
@@ -454,6 +515,8 @@ impl RedisBus {
         }
         Ok(RedisBus {
             shared,
+            routes,
+            router: Mutex::new(Some(router)),
             changes,
             stop,
             connected,
@@ -506,47 +569,28 @@ impl Drop for RedisBus {
         if let Some(task) = self.task.lock().expect("task lock poisoned").take() {
             task.abort();
         }
+        if let Some(router) = self.router.lock().expect("task lock poisoned").take() {
+            router.abort();
+        }
     }
 }
 
 #[async_trait]
 impl Bus for RedisBus {
-    async fn deliver(&self, users: &[UserId], frame: Bytes, except: Option<SessionId>) {
+    fn deliver(&self, users: &[UserId], frame: Bytes, except: Option<SessionId>) {
         self.shared.hub.deliver(users, &frame, except);
         if users.is_empty() {
             return;
         }
-        let Some(mut connection) = self.shared.connection() else {
-            // Local-only while Redis is away; the store keeps the rest.
-            return;
+        // Other nodes are reached by the router task, in the order of these
+        // calls; a full queue drops the forwarding, never the message (it is
+        // stored, and the recipients' clients sync it).
+        let route = Route {
+            users: users.to_vec(),
+            frame,
         };
-        let keys = &self.shared.keys;
-        let mut invocation = self.shared.scripts.route.prepare_invoke();
-        for &user in users {
-            invocation.key(keys.user_nodes(user));
-        }
-        invocation
-            .arg(&keys.prefix)
-            .arg(&keys.me)
-            .arg(frame.as_ref());
-        for &user in users {
-            invocation.arg(user.0);
-        }
-        let routed = tokio::time::timeout(
-            CALL_TIMEOUT,
-            invocation.invoke_async::<u64>(&mut connection),
-        )
-        .await;
-        match routed {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "cross-node delivery failed; recipients recover by sync");
-                self.shared.suspect.notify_one();
-            }
-            Err(_) => {
-                tracing::debug!("cross-node delivery timed out; recipients recover by sync");
-                self.shared.suspect.notify_one();
-            }
+        if self.routes.try_send(route).is_err() {
+            tracing::warn!("cross-node delivery queue is full; remote recipients will sync");
         }
     }
 
@@ -596,7 +640,7 @@ impl Bus for RedisBus {
         invocation.arg(&keys.prefix).arg(&keys.me);
         let answer = tokio::time::timeout(
             CALL_TIMEOUT,
-            invocation.invoke_async::<Vec<u8>>(&mut connection),
+            invocation.invoke_async::<Vec<i64>>(&mut connection),
         )
         .await;
         match answer {
@@ -618,6 +662,11 @@ impl Bus for RedisBus {
     }
 
     async fn close(&self) {
+        // Forwarding stops first: the sessions are gone, and their queued
+        // pushes are stored anyway.
+        if let Some(router) = self.router.lock().expect("task lock poisoned").take() {
+            router.abort();
+        }
         let _ = self.stop.send(true);
         let task = self.task.lock().expect("task lock poisoned").take();
         if let Some(mut task) = task {
@@ -775,11 +824,16 @@ impl Link {
         let mut heartbeat =
             tokio::time::interval_at(tokio::time::Instant::now() + self.heartbeat, self.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shared_channel_reported = false;
         loop {
             tokio::select! {
                 biased;
-                _ = self.stop.changed() => {
-                    self.withdraw(&mut connection).await;
+                stopped = self.stop.changed() => {
+                    // An error means the bus was dropped without `close`:
+                    // leave as a crash would, without withdrawing.
+                    if stopped.is_ok() {
+                        self.withdraw(&mut connection).await;
+                    }
                     return Left::Stopped;
                 }
                 message = messages.next() => match message {
@@ -806,6 +860,16 @@ impl Link {
                         Ok((existed, subscribers)) => {
                             if subscribers == 0 {
                                 return Left::Lost("this node's subscription is gone".to_owned());
+                            }
+                            if subscribers > 1 && !shared_channel_reported {
+                                // Two nodes under one id would each withdraw
+                                // the other's users' presence.
+                                tracing::warn!(
+                                    node = %self.shared.keys.me,
+                                    subscribers,
+                                    "another subscriber listens on this node's channel: is the node id unique?"
+                                );
+                                shared_channel_reported = true;
                             }
                             if !existed {
                                 // Redis forgot this node (restarted without

@@ -155,7 +155,10 @@ async fn serve(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(left = sessions.len(), "sessions did not drain in time; closing them");
+        tracing::warn!(
+            left = sessions.len(),
+            "sessions did not drain in time; closing them"
+        );
         sessions.shutdown().await;
     }
     ctx.bus.close().await;
@@ -215,7 +218,10 @@ mod tests {
             redact("mysql://root:secret@127.0.0.1/chat"),
             "mysql://root:***@127.0.0.1/chat"
         );
-        assert_eq!(redact("mysql://root@127.0.0.1/chat"), "mysql://root@127.0.0.1/chat");
+        assert_eq!(
+            redact("mysql://root@127.0.0.1/chat"),
+            "mysql://root@127.0.0.1/chat"
+        );
         assert_eq!(redact("sqlite://chat.db"), "sqlite://chat.db");
     }
 }

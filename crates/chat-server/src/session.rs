@@ -201,7 +201,11 @@ impl Session {
                         error: error.status(),
                         message: error.to_string(),
                     }
-                    .encode(message_type, error.request_id(), &mut self.write_buf);
+                    .encode(
+                        message_type,
+                        error.request_id(),
+                        &mut self.write_buf,
+                    );
                     let _ = self.flush().await;
                     return Err(End::Framing(error));
                 }
@@ -238,7 +242,8 @@ impl Session {
             reason,
             message: message.to_owned(),
         });
-        self.write_buf.extend_from_slice(&Context::encode_push(&push));
+        self.write_buf
+            .extend_from_slice(&Context::encode_push(&push));
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
     }
@@ -297,7 +302,9 @@ impl Session {
                 }))
             }
             Request::Register(request) => {
-                return account::register(ctx, request).await.map(Response::Register)
+                return account::register(ctx, request)
+                    .await
+                    .map(Response::Register)
             }
             Request::Login(request) => return self.login(request).await.map(Response::Login),
             other => other,
@@ -327,9 +334,7 @@ impl Session {
             Request::FriendUpdate(r) => friends::update(ctx, me, r)
                 .await
                 .map(Response::FriendUpdate),
-            Request::GroupCreate(r) => groups::create(ctx, me, r)
-                .await
-                .map(Response::GroupCreate),
+            Request::GroupCreate(r) => groups::create(ctx, me, r).await.map(Response::GroupCreate),
             Request::GroupJoin(r) => groups::join(ctx, me, r).await.map(Response::GroupJoin),
             Request::GroupLeave(r) => groups::leave(ctx, me, r).await.map(Response::GroupLeave),
             Request::GroupDissolve(r) => groups::dissolve(ctx, me, r)
@@ -382,7 +387,8 @@ impl Session {
             Err(error) => {
                 // A failed request changes nothing: leave the hub again.
                 if let Some(login) = self.login.take() {
-                    ctx.hub.unregister(login.identity.user, login.identity.session);
+                    ctx.hub
+                        .unregister(login.identity.user, login.identity.session);
                 }
                 return Err(error);
             }
@@ -396,8 +402,7 @@ impl Session {
                     online: true,
                 }),
                 None,
-            )
-            .await;
+            );
         }
         tracing::info!(user = %who.user.id, peer = %self.peer, "logged in");
         Ok(response)
@@ -461,16 +466,14 @@ impl Session {
             return;
         }
         let ids: Vec<UserId> = friends.iter().map(|friend| friend.id).collect();
-        self.ctx
-            .push(
-                &ids,
-                &Push::PushPresence(PresencePush {
-                    user_id: user,
-                    online: false,
-                }),
-                None,
-            )
-            .await;
+        self.ctx.push(
+            &ids,
+            &Push::PushPresence(PresencePush {
+                user_id: user,
+                online: false,
+            }),
+            None,
+        );
     }
 }
 

@@ -129,7 +129,7 @@ async fn one_to_one_needs_friendship_and_groups_need_membership() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_senders_get_gap_free_sequence_numbers_in_their_own_order() {
-    const SENDERS: usize = 4;
+    const SENDERS: usize = 8;
     const EACH: usize = 50;
     let server = TestServer::start().await;
     let (owner, _) = server.user(&unique("owner")).await;
@@ -184,12 +184,15 @@ async fn concurrent_senders_get_gap_free_sequence_numbers_in_their_own_order() {
         }
     }
 
-    // The listener got every message once, each sender's in its order.
+    // The listener got every message once and in sequence order (on one
+    // node pushes leave in commit order, however the senders interleave),
+    // so each sender's are in its order too.
     let mut next_index = [0usize; SENDERS];
     let mut seen = std::collections::HashSet::new();
-    for _ in 0..SENDERS * EACH {
+    for expected_seq in 1..=(SENDERS * EACH) as u64 {
         let message = next_message(&listener).await;
         assert!(seen.insert(message.seq.0), "pushed twice: {message:?}");
+        assert_eq!(message.seq.0, expected_seq, "pushed out of sequence order");
         let (sender, index) = message.body.split_once(':').unwrap();
         let (sender, index): (usize, usize) = (sender.parse().unwrap(), index.parse().unwrap());
         assert_eq!(index, next_index[sender], "sender {sender} out of order");

@@ -26,7 +26,8 @@ macro_rules! impl_repositories {
             use $crate::error::Result;
             use $crate::repo::{
                 Appended, FriendAddResult, FriendRecord, FriendStore, GroupRecord, GroupStore,
-                MemberRecord, MessageStore, NewMessage, TokenStore, UserRecord, UserStore,
+                MemberRecord, MessageStore, NewMessage, OnCommit, TokenStore, UserRecord,
+                UserStore,
             };
 
             #[async_trait]
@@ -231,6 +232,19 @@ macro_rules! impl_repositories {
                     self.write_checked(message, |conn, message| {
                         Box::pin(writes::append_message(conn, message))
                     })
+                    .await
+                }
+
+                async fn append_message_then(
+                    &self,
+                    message: NewMessage,
+                    on_commit: OnCommit,
+                ) -> Result<Appended> {
+                    self.write_checked_then(
+                        message,
+                        |conn, message| Box::pin(writes::append_message(conn, message)),
+                        on_commit,
+                    )
                     .await
                 }
 

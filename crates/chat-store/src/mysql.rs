@@ -105,6 +105,25 @@ impl MysqlStore {
         self.write(args, body).await
     }
 
+    /// As [`MysqlStore::write_checked`], then runs `on_commit` with the
+    /// result. Separate nodes (and tasks) commit independently, so unlike
+    /// SQLite's writer this gives no ordering between concurrent appends;
+    /// clients order by sequence number and fill gaps.
+    async fn write_checked_then<A, T>(
+        &self,
+        args: A,
+        body: TransactionBody<A, T>,
+        on_commit: Box<dyn FnOnce(&T) + Send>,
+    ) -> Result<T>
+    where
+        A: Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        let value = self.write(args, body).await?;
+        on_commit(&value);
+        Ok(value)
+    }
+
     /// Runs `body` in a transaction: commits if it returns `Ok`, rolls back
     /// if it returns an error, and runs it again from the start if InnoDB
     /// rolled it back to break a deadlock.

@@ -111,6 +111,9 @@ pub struct Appended {
     pub recipients: Vec<UserId>,
 }
 
+/// What [`MessageStore::append_message_then`] runs after the commit.
+pub type OnCommit = Box<dyn FnOnce(&Appended) + Send>;
+
 /// Accounts.
 #[async_trait]
 pub trait UserStore: Send + Sync {
@@ -283,6 +286,19 @@ pub trait MessageStore: Send + Sync {
     /// `NotFound` for an unknown user or group, `Forbidden` if not friends or
     /// not a member.
     async fn append_message(&self, message: NewMessage) -> Result<Appended>;
+
+    /// As [`MessageStore::append_message`], and calls `on_commit` with the
+    /// result right after the commit. On SQLite every write goes through one
+    /// writer, and the hooks run on it in commit order, so a caller that
+    /// delivers from the hook delivers each conversation in sequence order
+    /// even when many senders' appends share one commit. Elsewhere the hook
+    /// runs in the appending task after its commit. The hook must be quick
+    /// and must not block.
+    async fn append_message_then(
+        &self,
+        message: NewMessage,
+        on_commit: OnCommit,
+    ) -> Result<Appended>;
 
     /// Whether `user` is a member of `conversation` (may read and ack it).
     async fn is_conversation_member(

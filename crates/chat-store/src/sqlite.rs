@@ -137,6 +137,21 @@ impl SqliteStore {
     {
         self.writer.write_checked(args, body).await
     }
+
+    /// As [`SqliteStore::write_checked`], running `on_commit` on the writer
+    /// task right after the commit, in commit order.
+    async fn write_checked_then<A, T>(
+        &self,
+        args: A,
+        body: WriteBody<A, T>,
+        on_commit: writer::OnCommit<T>,
+    ) -> Result<T>
+    where
+        A: Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        self.writer.write_checked_then(args, body, on_commit).await
+    }
 }
 
 crate::dispatch::impl_repositories!(SqliteStore);

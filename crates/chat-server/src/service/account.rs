@@ -57,7 +57,11 @@ pub struct Authenticated {
 /// `bad_request` when neither or both forms are given, `unauthorized` for
 /// wrong credentials (the same answer for an unknown user and a wrong
 /// password), `rate_limited` after too many failures.
-pub async fn authenticate(ctx: &Context, request: LoginRequest, peer: IpAddr) -> Result<Authenticated> {
+pub async fn authenticate(
+    ctx: &Context,
+    request: LoginRequest,
+    peer: IpAddr,
+) -> Result<Authenticated> {
     let now = now_ms();
     match request {
         LoginRequest {
@@ -101,7 +105,9 @@ async fn password_login(
 ) -> Result<Authenticated> {
     let clock = Instant::now();
     if password.chars().count() > validate::MAX_PASSWORD_CHARS {
-        return Err(ServiceError::bad_request("password must be 8 to 128 characters"));
+        return Err(ServiceError::bad_request(
+            "password must be 8 to 128 characters",
+        ));
     }
     // Every attempt counts as a failure until it has succeeded, so parallel
     // guesses cannot all pass the check before the first is recorded.

@@ -1,8 +1,8 @@
 //! Sending, acknowledging, history and sync.
 
 use chat_proto::{
-    AckRequest, AckResponse, HistoryRequest, HistoryResponse, Push, SendRequest, SendResponse,
-    Status, SyncRequest, SyncResponse,
+    AckRequest, AckResponse, HistoryRequest, HistoryResponse, SendRequest, SendResponse, Status,
+    SyncRequest, SyncResponse,
 };
 use chat_store::NewMessage;
 
@@ -42,16 +42,31 @@ pub async fn send(ctx: &Context, me: &Identity, request: SendRequest) -> Result<
     if request.body.trim().is_empty() {
         return Err(ServiceError::bad_request("message body must not be empty"));
     }
+    // Deliver from the commit hook: on SQLite it runs on the writer in
+    // commit order, so every conversation's pushes leave in sequence order
+    // even when many senders share a commit. A resend (duplicate) was pushed
+    // when it was first stored; whoever missed it then gets it by sync.
+    let bus = ctx.bus.clone();
+    let except = me.session;
+    let on_commit: chat_store::OnCommit = Box::new(move |appended: &chat_store::Appended| {
+        if !appended.duplicate {
+            let frame = Context::encode_message_push(&appended.message);
+            bus.deliver(&appended.recipients, frame, Some(except));
+        }
+    });
     let appended = ctx
         .store
-        .append_message(NewMessage {
-            sender_id: me.user,
-            sender_name: me.name.clone(),
-            target: request.to,
-            client_msg_id: request.client_msg_id,
-            body: request.body,
-            now_ms: now_ms(),
-        })
+        .append_message_then(
+            NewMessage {
+                sender_id: me.user,
+                sender_name: me.name.clone(),
+                target: request.to,
+                client_msg_id: request.client_msg_id,
+                body: request.body,
+                now_ms: now_ms(),
+            },
+            on_commit,
+        )
         .await?;
     let message = appended.message;
     let response = SendResponse {
@@ -60,16 +75,6 @@ pub async fn send(ctx: &Context, me: &Identity, request: SendRequest) -> Result<
         server_ts_ms: message.server_ts_ms,
         duplicate: appended.duplicate,
     };
-    // A duplicate was pushed when it was first stored; whoever missed it
-    // then gets it from sync or at login.
-    if !appended.duplicate {
-        ctx.push(
-            &appended.recipients,
-            &Push::PushMessage(message),
-            Some(me.session),
-        )
-        .await;
-    }
     Ok(response)
 }
 
@@ -89,7 +94,11 @@ pub async fn ack(ctx: &Context, me: &Identity, request: AckRequest) -> Result<Ac
 ///
 /// # Errors
 /// `forbidden` if not a member of the conversation, `bad_request` for a bad limit.
-pub async fn history(ctx: &Context, me: &Identity, request: HistoryRequest) -> Result<HistoryResponse> {
+pub async fn history(
+    ctx: &Context,
+    me: &Identity,
+    request: HistoryRequest,
+) -> Result<HistoryResponse> {
     let limit = request.limit.unwrap_or(HISTORY_DEFAULT);
     if limit == 0 || limit > HISTORY_MAX {
         return Err(ServiceError::bad_request("limit must be 1 to 200"));

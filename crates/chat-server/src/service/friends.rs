@@ -39,8 +39,7 @@ async fn announce_friendship(ctx: &Context, me: &Identity, other: &UserSummary) 
             friend: Some(theirs),
         }),
         None,
-    )
-    .await;
+    );
     let mine = friend_view(ctx, me.user, other.id).await?;
     // The user's other sessions learn of the new friend too.
     ctx.push(
@@ -51,8 +50,7 @@ async fn announce_friendship(ctx: &Context, me: &Identity, other: &UserSummary) 
             friend: Some(mine.clone()),
         }),
         Some(me.session),
-    )
-    .await;
+    );
     Ok(mine)
 }
 
@@ -60,7 +58,11 @@ async fn announce_friendship(ctx: &Context, me: &Identity, other: &UserSummary) 
 ///
 /// # Errors
 /// `not_found`, `conflict` (already friends, already asked, oneself), `bad_request`.
-pub async fn add(ctx: &Context, me: &Identity, request: FriendAddRequest) -> Result<FriendAddResponse> {
+pub async fn add(
+    ctx: &Context,
+    me: &Identity,
+    request: FriendAddRequest,
+) -> Result<FriendAddResponse> {
     if let Some(message) = &request.message {
         validate::text("message", message, validate::MAX_GREETING_CHARS, false)?;
     }
@@ -82,8 +84,7 @@ pub async fn add(ctx: &Context, me: &Identity, request: FriendAddRequest) -> Res
                 &[other.id],
                 &Push::PushFriendRequest(FriendRequestPush { request: info }),
                 None,
-            )
-            .await;
+            );
             Ok(FriendAddResponse {
                 user: other,
                 outcome: FriendAddOutcome::Pending,
@@ -137,8 +138,7 @@ pub async fn respond(
                 friend: None,
             }),
             None,
-        )
-        .await;
+        );
         Ok(FriendRespondResponse {
             user: other,
             accepted: false,
@@ -173,8 +173,7 @@ pub async fn remove(
             friend: None,
         }),
         None,
-    )
-    .await;
+    );
     Ok(FriendRemoveResponse { user: other })
 }
 
@@ -182,7 +181,11 @@ pub async fn remove(
 ///
 /// # Errors
 /// A store failure.
-pub async fn list(ctx: &Context, me: &Identity, _request: FriendListRequest) -> Result<FriendListResponse> {
+pub async fn list(
+    ctx: &Context,
+    me: &Identity,
+    _request: FriendListRequest,
+) -> Result<FriendListResponse> {
     let friends = friends_with_presence(ctx, ctx.store.friends_of(me.user).await?).await;
     let (incoming_requests, outgoing_requests) = ctx.store.pending_requests(me.user).await?;
     Ok(FriendListResponse {

@@ -2,10 +2,10 @@
 
 use chat_proto::{
     Group, GroupCreateRequest, GroupCreateResponse, GroupDissolveRequest, GroupDissolveResponse,
-    GroupEventKind, GroupEventPush, GroupId, GroupInfoRequest, GroupInfoResponse,
-    GroupJoinRequest, GroupJoinResponse, GroupKickRequest, GroupKickResponse, GroupLeaveRequest,
-    GroupLeaveResponse, GroupListRequest, GroupListResponse, GroupMembersRequest,
-    GroupMembersResponse, GroupSetRoleRequest, GroupSetRoleResponse, Member, Push, Role, UserId,
+    GroupEventKind, GroupEventPush, GroupId, GroupInfoRequest, GroupInfoResponse, GroupJoinRequest,
+    GroupJoinResponse, GroupKickRequest, GroupKickResponse, GroupLeaveRequest, GroupLeaveResponse,
+    GroupListRequest, GroupListResponse, GroupMembersRequest, GroupMembersResponse,
+    GroupSetRoleRequest, GroupSetRoleResponse, Member, Push, Role, UserId,
 };
 use chat_store::GroupRecord;
 
@@ -71,15 +71,18 @@ async fn announce(
             role,
         }),
         None,
-    )
-    .await;
+    );
 }
 
 /// Creates a group owned by the session's user.
 ///
 /// # Errors
 /// `bad_request` for an invalid name or description.
-pub async fn create(ctx: &Context, me: &Identity, request: GroupCreateRequest) -> Result<GroupCreateResponse> {
+pub async fn create(
+    ctx: &Context,
+    me: &Identity,
+    request: GroupCreateRequest,
+) -> Result<GroupCreateResponse> {
     validate::text("name", &request.name, validate::MAX_GROUP_NAME_CHARS, true)?;
     validate::text(
         "description",
@@ -101,7 +104,11 @@ pub async fn create(ctx: &Context, me: &Identity, request: GroupCreateRequest) -
 ///
 /// # Errors
 /// `not_found`, `conflict` if already a member.
-pub async fn join(ctx: &Context, me: &Identity, request: GroupJoinRequest) -> Result<GroupJoinResponse> {
+pub async fn join(
+    ctx: &Context,
+    me: &Identity,
+    request: GroupJoinRequest,
+) -> Result<GroupJoinResponse> {
     load(ctx, request.group_id).await?;
     ctx.store
         .add_member(request.group_id, me.user, Role::Member, now_ms())
@@ -127,7 +134,11 @@ pub async fn join(ctx: &Context, me: &Identity, request: GroupJoinRequest) -> Re
 ///
 /// # Errors
 /// `not_found`, `forbidden` if not a member, `conflict` for the owner.
-pub async fn leave(ctx: &Context, me: &Identity, request: GroupLeaveRequest) -> Result<GroupLeaveResponse> {
+pub async fn leave(
+    ctx: &Context,
+    me: &Identity,
+    request: GroupLeaveRequest,
+) -> Result<GroupLeaveResponse> {
     if my_role(ctx, request.group_id, me).await? == Role::Owner {
         return Err(ServiceError::conflict(
             "the owner cannot leave: hand the group over (set another member's role to owner) or dissolve it",
@@ -159,7 +170,9 @@ pub async fn dissolve(
     request: GroupDissolveRequest,
 ) -> Result<GroupDissolveResponse> {
     if my_role(ctx, request.group_id, me).await? != Role::Owner {
-        return Err(ServiceError::forbidden("only the owner can dissolve the group"));
+        return Err(ServiceError::forbidden(
+            "only the owner can dissolve the group",
+        ));
     }
     let former = ctx.store.dissolve_group(request.group_id).await?;
     announce(
@@ -179,11 +192,17 @@ pub async fn dissolve(
 ///
 /// # Errors
 /// `not_found`, `forbidden`.
-pub async fn kick(ctx: &Context, me: &Identity, request: GroupKickRequest) -> Result<GroupKickResponse> {
+pub async fn kick(
+    ctx: &Context,
+    me: &Identity,
+    request: GroupKickRequest,
+) -> Result<GroupKickResponse> {
     let mine = my_role(ctx, request.group_id, me).await?;
     let target = resolve_user(ctx, &request.user).await?;
     if target.id == me.user {
-        return Err(ServiceError::bad_request("use group_leave to leave a group"));
+        return Err(ServiceError::bad_request(
+            "use group_leave to leave a group",
+        ));
     }
     let theirs = ctx
         .store
@@ -268,7 +287,11 @@ pub async fn set_role(
 ///
 /// # Errors
 /// `not_found`.
-pub async fn info(ctx: &Context, me: &Identity, request: GroupInfoRequest) -> Result<GroupInfoResponse> {
+pub async fn info(
+    ctx: &Context,
+    me: &Identity,
+    request: GroupInfoRequest,
+) -> Result<GroupInfoResponse> {
     let group = load(ctx, request.group_id).await?;
     let role = ctx.store.role(request.group_id, me.user).await?;
     Ok(GroupInfoResponse {
@@ -307,7 +330,11 @@ pub async fn members(
 ///
 /// # Errors
 /// A store failure.
-pub async fn list(ctx: &Context, me: &Identity, _request: GroupListRequest) -> Result<GroupListResponse> {
+pub async fn list(
+    ctx: &Context,
+    me: &Identity,
+    _request: GroupListRequest,
+) -> Result<GroupListResponse> {
     let groups = ctx
         .store
         .groups_of(me.user)

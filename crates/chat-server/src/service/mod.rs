@@ -24,7 +24,9 @@ pub async fn resolve_user(ctx: &Context, user: &UserRef) -> Result<UserRecord> {
         UserRef::Id(id) => ctx.store.user_by_id(*id).await?,
         UserRef::Name(name) => {
             if name.is_empty() || name.chars().count() > 32 {
-                return Err(ServiceError::bad_request("user names are 1 to 32 characters"));
+                return Err(ServiceError::bad_request(
+                    "user names are 1 to 32 characters",
+                ));
             }
             ctx.store.user_by_name(name).await?
         }

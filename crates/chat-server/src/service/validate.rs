@@ -32,10 +32,14 @@ pub fn user_name(name: &str) -> Result<()> {
         return Err(ServiceError::bad_request("name must be 1 to 32 characters"));
     }
     if name.chars().any(char::is_control) {
-        return Err(ServiceError::bad_request("name must not contain control characters"));
+        return Err(ServiceError::bad_request(
+            "name must not contain control characters",
+        ));
     }
     if name.trim() != name {
-        return Err(ServiceError::bad_request("name must not start or end with spaces"));
+        return Err(ServiceError::bad_request(
+            "name must not start or end with spaces",
+        ));
     }
     if name.chars().all(|c| c.is_ascii_digit()) {
         return Err(ServiceError::bad_request("name must not be all digits"));
@@ -50,7 +54,9 @@ pub fn user_name(name: &str) -> Result<()> {
 pub fn password(password: &str) -> Result<()> {
     let chars = password.chars().count();
     if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars) {
-        return Err(ServiceError::bad_request("password must be 8 to 128 characters"));
+        return Err(ServiceError::bad_request(
+            "password must be 8 to 128 characters",
+        ));
     }
     Ok(())
 }
@@ -62,7 +68,9 @@ pub fn password(password: &str) -> Result<()> {
 /// `bad_request` naming `field`.
 pub fn text(field: &str, value: &str, max: usize, required: bool) -> Result<()> {
     if required && value.trim().is_empty() {
-        return Err(ServiceError::bad_request(format!("{field} must not be empty")));
+        return Err(ServiceError::bad_request(format!(
+            "{field} must not be empty"
+        )));
     }
     if value.chars().count() > max {
         return Err(ServiceError::bad_request(format!(

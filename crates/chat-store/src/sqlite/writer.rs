@@ -39,6 +39,9 @@ const QUEUE_LEN: usize = 4 * MAX_BATCH;
 /// open transaction, with its arguments. A plain function pointer, so that
 /// the writer can run it a second time when it retries a failed batch write
 /// by write.
+/// Runs on the writer task with a write's result right after its commit.
+pub(super) type OnCommit<T> = Box<dyn FnOnce(&T) + Send>;
+
 pub(super) type WriteBody<A, T> =
     for<'c> fn(&'c mut SqliteConnection, &'c A) -> BoxFuture<'c, Result<T>>;
 
@@ -73,7 +76,7 @@ impl Writer {
         A: Send + Sync + 'static,
         T: Send + 'static,
     {
-        self.submit(args, body, true).await
+        self.submit(args, body, true, None).await
     }
 
     /// Like [`Writer::write`] for a body that, when it refuses, does so
@@ -86,10 +89,32 @@ impl Writer {
         A: Send + Sync + 'static,
         T: Send + 'static,
     {
-        self.submit(args, body, false).await
+        self.submit(args, body, false, None).await
     }
 
-    async fn submit<A, T>(&self, args: A, body: WriteBody<A, T>, guarded: bool) -> Result<T>
+    /// As [`Writer::write_checked`], and runs `on_commit` with the result
+    /// on the writer task right after the commit, before any later write of
+    /// the queue is answered: hooks run in commit order.
+    pub(super) async fn write_checked_then<A, T>(
+        &self,
+        args: A,
+        body: WriteBody<A, T>,
+        on_commit: OnCommit<T>,
+    ) -> Result<T>
+    where
+        A: Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        self.submit(args, body, false, Some(on_commit)).await
+    }
+
+    async fn submit<A, T>(
+        &self,
+        args: A,
+        body: WriteBody<A, T>,
+        guarded: bool,
+        on_commit: Option<OnCommit<T>>,
+    ) -> Result<T>
     where
         A: Send + Sync + 'static,
         T: Send + 'static,
@@ -100,6 +125,7 @@ impl Writer {
             body,
             guarded,
             outcome: None,
+            on_commit,
             reply,
         });
         self.commands
@@ -165,6 +191,7 @@ struct TypedJob<A, T> {
     body: WriteBody<A, T>,
     guarded: bool,
     outcome: Option<Result<T>>,
+    on_commit: Option<OnCommit<T>>,
     reply: oneshot::Sender<Result<T>>,
 }
 
@@ -196,7 +223,10 @@ where
         })
     }
 
-    fn answer(self: Box<Self>) {
+    fn answer(mut self: Box<Self>) {
+        if let (Some(Ok(value)), Some(on_commit)) = (&self.outcome, self.on_commit.take()) {
+            on_commit(value);
+        }
         let outcome = self
             .outcome
             .unwrap_or(Err(StoreError::Database(sqlx::Error::WorkerCrashed)));
