@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use chat_proto::frame::{self, encode_json};
-use chat_proto::{
-    ErrorBody, Flags, Frame, PingRequest, RegisterRequest, Request, Status, Target,
-};
+use chat_proto::{ErrorBody, Flags, Frame, PingRequest, RegisterRequest, Request, Status, Target};
 use common::{befriend, expect_message, expect_push, status_of, unique, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -126,7 +124,10 @@ async fn a_request_written_one_byte_at_a_time_is_understood() {
     assert_eq!(frame.header.request_id, 7);
     assert_eq!(frame.header.status, 0, "{:?}", frame.payload);
     let connection = server.connect().await;
-    connection.login(name.as_str(), common::PASSWORD).await.unwrap();
+    connection
+        .login(name.as_str(), common::PASSWORD)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -140,7 +141,10 @@ async fn an_unknown_type_is_answered_and_the_connection_stays() {
     assert_eq!(error_of(&frame).error, Status::UnknownType);
     // A push type sent as a request is just as unknown.
     raw.write(&raw_frame(0, 0x8001, 6, b"{}")).await;
-    assert_eq!(error_of(&raw.read().await.unwrap()).error, Status::UnknownType);
+    assert_eq!(
+        error_of(&raw.read().await.unwrap()).error,
+        Status::UnknownType
+    );
     still_serves(&mut raw).await;
 }
 
@@ -165,9 +169,15 @@ async fn bad_json_wrong_types_and_invalid_utf8_are_bad_requests() {
     }
     // Request id 0 and non-request flags are refused too.
     raw.write(&raw_frame(0, 0x0001, 0, b"{}")).await;
-    assert_eq!(error_of(&raw.read().await.unwrap()).error, Status::BadRequest);
+    assert_eq!(
+        error_of(&raw.read().await.unwrap()).error,
+        Status::BadRequest
+    );
     raw.write(&raw_frame(0b01, 0x0001, 9, b"{}")).await;
-    assert_eq!(error_of(&raw.read().await.unwrap()).error, Status::BadRequest);
+    assert_eq!(
+        error_of(&raw.read().await.unwrap()).error,
+        Status::BadRequest
+    );
     still_serves(&mut raw).await;
 }
 
@@ -194,7 +204,10 @@ async fn framing_errors_answer_then_close() {
 
     let mut raw = Raw::connect(&server).await;
     raw.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    assert_eq!(error_of(&raw.read().await.unwrap()).error, Status::ProtocolError);
+    assert_eq!(
+        error_of(&raw.read().await.unwrap()).error,
+        Status::ProtocolError
+    );
     raw.expect_closed().await;
 
     let mut raw = Raw::connect(&server).await;
@@ -208,7 +221,10 @@ async fn framing_errors_answer_then_close() {
 
     let mut raw = Raw::connect(&server).await;
     raw.write(&raw_frame(0b1000_0000, 0x0001, 32, b"{}")).await;
-    assert_eq!(error_of(&raw.read().await.unwrap()).error, Status::ProtocolError);
+    assert_eq!(
+        error_of(&raw.read().await.unwrap()).error,
+        Status::ProtocolError
+    );
     raw.expect_closed().await;
 
     // The server is unharmed.
@@ -221,12 +237,22 @@ async fn nothing_but_ping_register_and_login_before_login() {
     let server = TestServer::start().await;
     let connection = server.connect().await;
     connection.ping().await.unwrap();
-    assert_eq!(status_of(connection.friend_list().await), Status::Unauthorized);
     assert_eq!(
-        status_of(connection.send(Target::User(chat_proto::UserId(1)), "x").await),
+        status_of(connection.friend_list().await),
         Status::Unauthorized
     );
-    assert_eq!(status_of(connection.group_list().await), Status::Unauthorized);
+    assert_eq!(
+        status_of(
+            connection
+                .send(Target::User(chat_proto::UserId(1)), "x")
+                .await
+        ),
+        Status::Unauthorized
+    );
+    assert_eq!(
+        status_of(connection.group_list().await),
+        Status::Unauthorized
+    );
     assert_eq!(status_of(connection.logout().await), Status::Unauthorized);
 }
 
@@ -295,7 +321,11 @@ async fn nobody_can_act_as_somebody_else() {
     assert_eq!(
         status_of(
             mallory
-                .group_set_role(group.id, mallory_login.user.name.as_str(), chat_proto::Role::Owner)
+                .group_set_role(
+                    group.id,
+                    mallory_login.user.name.as_str(),
+                    chat_proto::Role::Owner
+                )
                 .await
         ),
         Status::Forbidden
@@ -335,8 +365,10 @@ async fn sql_metacharacters_and_multibyte_text_are_stored_verbatim() {
 
     let greeting = "' OR '1'='1 -- 你好";
     robert.friend_add(emoji_name, Some(greeting)).await.unwrap();
-    let chat_proto::Push::PushFriendRequest(request) =
-        expect_push(&emoji, |p| matches!(p, chat_proto::Push::PushFriendRequest(_))).await
+    let chat_proto::Push::PushFriendRequest(request) = expect_push(&emoji, |p| {
+        matches!(p, chat_proto::Push::PushFriendRequest(_))
+    })
+    .await
     else {
         unreachable!()
     };
@@ -423,13 +455,7 @@ async fn oversize_fields_are_refused_with_a_status() {
     );
     let (alice, alice_login) = server.user(&unique("alice")).await;
     let (bob, bob_login) = server.user(&unique("bob")).await;
-    befriend(
-        &alice,
-        &bob,
-        &bob_login.user.name,
-        &alice_login.user.name,
-    )
-    .await;
+    befriend(&alice, &bob, &bob_login.user.name, &alice_login.user.name).await;
     let limit = server.config().max_message_len;
     assert_eq!(
         status_of(
@@ -477,7 +503,11 @@ async fn oversize_fields_are_refused_with_a_status() {
         Status::NotFound
     );
     assert_eq!(
-        status_of(alice.send(Target::Group(chat_proto::GroupId(424_242)), "x").await),
+        status_of(
+            alice
+                .send(Target::Group(chat_proto::GroupId(424_242)), "x")
+                .await
+        ),
         Status::NotFound
     );
     // A field of the wrong type.

@@ -37,11 +37,19 @@ async fn two_friends_then_a_group_of_three() {
     bob.ack(message.conversation_id, message.seq).await.unwrap();
     let reply = bob.send(Target::User(alice_id), "hi alice").await.unwrap();
     assert_eq!(reply.seq.0, 2);
-    expect_push(&alice, |p| matches!(p, Push::PushMessage(m) if m.body == "hi alice")).await;
+    expect_push(
+        &alice,
+        |p| matches!(p, Push::PushMessage(m) if m.body == "hi alice"),
+    )
+    .await;
 
     // Bob logs out; Alice sees him go offline and writes anyway.
     bob.logout().await.unwrap();
-    expect_push(&alice, |p| matches!(p, Push::PushPresence(pr) if !pr.online && pr.user_id == bob_id)).await;
+    expect_push(
+        &alice,
+        |p| matches!(p, Push::PushPresence(pr) if !pr.online && pr.user_id == bob_id),
+    )
+    .await;
     drop(bob);
     let offline = alice
         .send(Target::User(bob_id), "are you there?")
@@ -105,7 +113,11 @@ async fn two_friends_then_a_group_of_three() {
     let second = bob.send(Target::Group(group.id), "hi all").await.unwrap();
     assert_eq!(second.seq.0, 2);
     for who in [&alice, &carol] {
-        expect_push(who, |p| matches!(p, Push::PushMessage(m) if m.body == "hi all")).await;
+        expect_push(
+            who,
+            |p| matches!(p, Push::PushMessage(m) if m.body == "hi all"),
+        )
+        .await;
     }
     let history = carol
         .history(chat_proto::HistoryRequest {
