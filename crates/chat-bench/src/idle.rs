@@ -6,8 +6,10 @@
 //! `per_worker` each, and spread over loopback source addresses so neither
 //! the server's per-address limit nor one address's ephemeral ports bind.
 //! The parent and its workers talk in JSON lines: the worker registers its
-//! accounts and says `registered`; the parent reads the server's RSS and
-//! writes `connect`; the worker logs every connection in and says `ready`;
+//! accounts, logs each in once with its password to get a token, and says
+//! `registered`; the parent reads the server's RSS and
+//! writes `connect`; the worker logs every connection in with a token (no
+//! password hashing while memory is measured) and says `ready`;
 //! the parent reads the RSS again and writes `stop`; the worker says `done`.
 
 use std::collections::BTreeMap;
@@ -32,7 +34,7 @@ use crate::conn::{Conn, ReadOutcome};
 use crate::error::{Error, Result};
 use crate::load::join_addrs;
 use crate::report::Report;
-use crate::setup::{self, Account, Placement};
+use crate::setup::{self, Placement};
 
 /// The `idle` scenario.
 #[derive(Debug, Clone)]
@@ -45,8 +47,8 @@ pub struct IdleOptions {
     pub server_pid: Option<u32>,
     /// Connections per worker process (each process may open 20,000 descriptors).
     pub per_worker: usize,
-    /// Sessions logged in per account (the first by password, the rest by
-    /// token); more than one saves argon2 work in setup.
+    /// Sessions logged in per account, each with the account's token;
+    /// more than one saves registrations (and their argon2 work) in setup.
     pub sessions_per_user: usize,
     /// Local addresses to spread connections over.
     pub sources: Vec<IpAddr>,
@@ -56,6 +58,12 @@ pub struct IdleOptions {
     pub settle: Duration,
     /// Bound on each setup phase (registering, logging in).
     pub setup_timeout: Duration,
+    /// Tokens of accounts made earlier by [`prepare_idle_accounts`], one
+    /// per `sessions_per_user` connections. With them nothing is registered
+    /// and no password is hashed in this run, so a freshly started server
+    /// can be measured without argon2's memory in its heap. Without them the
+    /// workers register their own accounts first.
+    pub tokens: Option<Vec<String>>,
     /// The program to run as a worker (this binary).
     pub worker_program: PathBuf,
     /// Whether to tell progress on stderr.
@@ -81,6 +89,8 @@ pub struct IdleWorkerOptions {
     pub ping_interval_ms: u64,
     /// The worker exits by itself after this many seconds whatever happens.
     pub max_seconds: u64,
+    /// Tokens for the worker's accounts (in order), when made in advance.
+    pub tokens: Option<Vec<String>>,
 }
 
 /// A line a worker writes to its parent.
@@ -181,6 +191,15 @@ pub async fn run_idle(options: &IdleOptions) -> Result<Report> {
             "per-worker must be 1 to 18000 and a multiple of sessions-per-user".into(),
         ));
     }
+    if let Some(tokens) = &options.tokens {
+        if tokens.len() < options.connections.div_ceil(per_user) {
+            return Err(Error::Options(format!(
+                "{} tokens are too few for {} connections at {per_user} per account",
+                tokens.len(),
+                options.connections
+            )));
+        }
+    }
     let prefix = setup::run_prefix();
     // Workers exit on their own at the latest this long after they start.
     let max_seconds = 3 * options.setup_timeout.as_secs() + options.settle.as_secs() + 600;
@@ -197,12 +216,17 @@ pub async fn run_idle(options: &IdleOptions) -> Result<Report> {
             sources: options.sources.clone(),
             ping_interval_ms: u64::try_from(options.ping_interval.as_millis()).unwrap_or(u64::MAX),
             max_seconds,
+            tokens: options.tokens.as_ref().map(|tokens| {
+                tokens[first / per_user..(first + count).div_ceil(per_user)].to_vec()
+            }),
         };
-        let spec = serde_json::to_string(&share)
+        // The share goes on stdin: thousands of tokens do not fit in one
+        // command-line argument.
+        let mut spec = serde_json::to_string(&share)
             .map_err(|error| Error::Worker(format!("cannot encode a worker's share: {error}")))?;
+        spec.push('\n');
         let mut child = Command::new(&options.worker_program)
             .arg("idle-worker")
-            .arg(spec)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -217,11 +241,13 @@ pub async fn run_idle(options: &IdleOptions) -> Result<Report> {
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(Error::Worker("a worker has no pipes".into()));
         };
-        workers.push(Worker {
+        let mut worker = Worker {
             child,
             stdin,
             lines: BufReader::new(stdout).lines(),
-        });
+        };
+        worker.tell(spec.trim_end()).await?;
+        workers.push(worker);
         first += count;
     }
     say(
@@ -300,14 +326,23 @@ pub async fn run_idle(options: &IdleOptions) -> Result<Report> {
     Ok(report)
 }
 
-/// The worker side: runs the protocol above over stdin and stdout.
+/// The worker side: reads its share (the first line of stdin), then runs
+/// the protocol above over stdin and stdout.
 ///
 /// # Errors
-/// Only when stdout cannot be written; everything else is reported to the
-/// parent as a `failed` event.
-pub async fn run_idle_worker(share: IdleWorkerOptions) -> Result<()> {
+/// Only when stdin or stdout fail or the share does not parse; everything
+/// else is reported to the parent as a `failed` event.
+pub async fn run_idle_worker() -> Result<()> {
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let line = stdin
+        .next_line()
+        .await
+        .map_err(|error| Error::io("read from parent", error))?
+        .ok_or_else(|| Error::Worker("no share on stdin".into()))?;
+    let share: IdleWorkerOptions = serde_json::from_str(&line)
+        .map_err(|error| Error::Worker(format!("unreadable share: {error}")))?;
     let deadline = Instant::now() + Duration::from_secs(share.max_seconds);
-    let result = tokio::time::timeout_at(deadline.into(), worker_body(&share)).await;
+    let result = tokio::time::timeout_at(deadline.into(), worker_body(&share, stdin)).await;
     let outcome = match result {
         Ok(result) => result,
         Err(_) => Err(Error::Timeout {
@@ -339,7 +374,10 @@ async fn emit(event: &WorkerEvent) -> Result<()> {
         .map_err(|error| Error::io("write to parent", error))
 }
 
-async fn worker_body(share: &IdleWorkerOptions) -> Result<()> {
+async fn worker_body(
+    share: &IdleWorkerOptions,
+    mut stdin: Lines<BufReader<tokio::io::Stdin>>,
+) -> Result<()> {
     let placement = Arc::new(Placement {
         servers: share.servers.clone(),
         sources: share.sources.clone(),
@@ -347,22 +385,17 @@ async fn worker_body(share: &IdleWorkerOptions) -> Result<()> {
     let per_user = share.sessions_per_user.max(1);
     let first_user = share.first / per_user;
     let users = share.count.div_ceil(per_user);
-    let accounts: Vec<Account> = stream::iter(first_user..first_user + users)
-        .map(|user| {
-            let name = format!("{}i{user}", share.prefix);
-            let placement = placement.clone();
-            async move {
-                let mut conn =
-                    Conn::connect(placement.server(user), placement.source(user)).await?;
-                setup::register(&mut conn, &name).await
-            }
-        })
-        .buffered(setup::SETUP_CONCURRENCY)
-        .try_collect()
-        .await?;
+    // Every password is checked here, before the parent's first memory
+    // reading: argon2 allocates tens of MiB per hash, and the allocator may
+    // keep them, which must not be counted as the connections' cost. The
+    // held connections then log in with tokens.
+    let tokens = match &share.tokens {
+        Some(tokens) if tokens.len() >= users => tokens[..users].to_vec(),
+        Some(_) => return Err(Error::Worker("too few tokens in the share".into())),
+        None => make_accounts(&placement, &share.prefix, first_user..first_user + users).await?,
+    };
     emit(&WorkerEvent::Registered { users }).await?;
 
-    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     wait_for(&mut stdin, "connect").await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -372,12 +405,12 @@ async fn worker_body(share: &IdleWorkerOptions) -> Result<()> {
     let mut failed = 0u64;
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let ping_interval = Duration::from_millis(share.ping_interval_ms.max(100));
-    let logins = stream::iter(accounts.into_iter().enumerate())
-        .map(|(offset, account)| {
+    let logins = stream::iter(tokens.into_iter().enumerate())
+        .map(|(offset, token)| {
             let placement = placement.clone();
             let first_conn = share.first + offset * per_user;
             let sessions = per_user.min(share.first + share.count - first_conn);
-            async move { login_sessions(&placement, &account, first_conn, sessions).await }
+            async move { login_sessions(&placement, token, first_conn, sessions).await }
         })
         .buffer_unordered(setup::SETUP_CONCURRENCY);
     futures::pin_mut!(logins);
@@ -412,6 +445,51 @@ async fn worker_body(share: &IdleWorkerOptions) -> Result<()> {
     .await
 }
 
+/// Registers the accounts `{prefix}i{user}` for `users` and logs each in
+/// once with its password; returns their tokens in order.
+async fn make_accounts(
+    placement: &Arc<Placement>,
+    prefix: &str,
+    users: std::ops::Range<usize>,
+) -> Result<Vec<String>> {
+    stream::iter(users)
+        .map(|user| {
+            let name = format!("{prefix}i{user}");
+            let placement = placement.clone();
+            async move {
+                let mut conn =
+                    Conn::connect(placement.server(user), placement.source(user)).await?;
+                let account = setup::register(&mut conn, &name).await?;
+                Ok::<_, Error>(setup::login_password(&mut conn, &account).await?.token)
+            }
+        })
+        .buffered(setup::SETUP_CONCURRENCY)
+        .try_collect()
+        .await
+}
+
+/// Registers `users` accounts and returns a token for each, for a later
+/// [`run_idle`] with [`IdleOptions::tokens`] (typically against the same
+/// database after restarting the server, so no password hashing has ever
+/// happened in the process whose memory is measured).
+///
+/// # Errors
+/// The first setup error.
+pub async fn prepare_idle_accounts(
+    servers: &[SocketAddr],
+    sources: &[IpAddr],
+    users: usize,
+) -> Result<Vec<String>> {
+    if servers.is_empty() {
+        return Err(Error::Options("no server given".into()));
+    }
+    let placement = Arc::new(Placement {
+        servers: servers.to_vec(),
+        sources: sources.to_vec(),
+    });
+    make_accounts(&placement, &setup::run_prefix(), 0..users).await
+}
+
 async fn wait_for(stdin: &mut Lines<BufReader<tokio::io::Stdin>>, command: &str) -> Result<()> {
     loop {
         match stdin
@@ -426,28 +504,24 @@ async fn wait_for(stdin: &mut Lines<BufReader<tokio::io::Stdin>>, command: &str)
     }
 }
 
-/// Logs `sessions` connections in as `account`: the first with the
-/// password, the rest with its token.
+/// Logs `sessions` connections in with an account's token (a server that
+/// hands out a new token at each login gets the newest one each time).
 async fn login_sessions(
     placement: &Placement,
-    account: &Account,
+    mut token: String,
     first_conn: usize,
     sessions: usize,
 ) -> Vec<Result<Conn>> {
     let mut results = Vec::with_capacity(sessions);
-    let mut token: Option<String> = None;
     for index in first_conn..first_conn + sessions {
         let attempt = async {
             let mut conn = Conn::connect(placement.server(index), placement.source(index)).await?;
-            let response = match &token {
-                None => setup::login_password(&mut conn, account).await?,
-                Some(token) => setup::login_token(&mut conn, token).await?,
-            };
+            let response = setup::login_token(&mut conn, &token).await?;
             Ok::<_, Error>((conn, response.token))
         };
         match attempt.await {
             Ok((conn, new_token)) => {
-                token = Some(new_token);
+                token = new_token;
                 results.push(Ok(conn));
             }
             Err(error) => results.push(Err(error)),

@@ -29,7 +29,9 @@ pub mod stats;
 pub mod tracker;
 
 pub use error::{Error, Result};
-pub use idle::{read_rss_kib, run_idle, run_idle_worker, IdleOptions, IdleWorkerOptions};
+pub use idle::{
+    prepare_idle_accounts, read_rss_kib, run_idle, run_idle_worker, IdleOptions, IdleWorkerOptions,
+};
 pub use load::{
     loopback_sources, run_group, run_pairs, GroupOptions, LoadOptions, PairsOptions, PairsTarget,
 };

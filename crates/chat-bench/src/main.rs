@@ -14,8 +14,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use chat_bench::{
-    loopback_sources, plot_latency, run_group, run_idle, run_idle_worker, run_login, run_pairs,
-    GroupOptions, IdleOptions, IdleWorkerOptions, LoadOptions, LoginKind, LoginOptions,
+    loopback_sources, plot_latency, prepare_idle_accounts, run_group, run_idle, run_idle_worker,
+    run_login, run_pairs, GroupOptions, IdleOptions, LoadOptions, LoginKind, LoginOptions,
     PairsOptions, PairsTarget, Relay, Report,
 };
 
@@ -99,7 +99,7 @@ enum Action {
         /// Connections per worker process.
         #[arg(long, default_value_t = 5000)]
         per_worker: usize,
-        /// Sessions per account (the first by password, the rest by token).
+        /// Sessions per account (all logged in with the account's token).
         #[arg(long, default_value_t = 1)]
         sessions_per_user: usize,
         /// Loopback source addresses 127.0.0.1..N to spread over (0: one per
@@ -115,6 +115,14 @@ enum Action {
         /// Bound in seconds on each setup phase.
         #[arg(long, default_value_t = 1800.0)]
         setup_timeout: f64,
+        /// Only register the accounts the run needs, write one token per
+        /// line to this file, and exit (then restart chatd and run with
+        /// --tokens, so no password hashing precedes the measurement).
+        #[arg(long, value_name = "FILE", conflicts_with = "tokens")]
+        save_tokens: Option<PathBuf>,
+        /// Log in with the tokens in this file instead of registering accounts.
+        #[arg(long, value_name = "FILE")]
+        tokens: Option<PathBuf>,
     },
     /// A storm of password logins or token resumes.
     Login {
@@ -139,12 +147,10 @@ enum Action {
         #[arg(long, default_value_t = 0)]
         source_ips: usize,
     },
-    /// Internal: one worker process of the `idle` scenario.
+    /// Internal: one worker process of the `idle` scenario (its share
+    /// comes as the first line of stdin).
     #[command(hide = true)]
-    IdleWorker {
-        /// The worker's share as JSON.
-        spec: String,
-    },
+    IdleWorker,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -280,10 +286,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             relay.shutdown().await;
             Ok(true)
         }
-        Action::IdleWorker { spec } => {
-            let share: IdleWorkerOptions =
-                serde_json::from_str(&spec).context("reading the worker's share")?;
-            run_idle_worker(share).await?;
+        Action::IdleWorker => {
+            run_idle_worker().await?;
             Ok(true)
         }
         Action::Baseline { pairs, relay } => {
@@ -350,17 +354,44 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             ping_interval,
             settle,
             setup_timeout,
+            save_tokens,
+            tokens,
         } => {
+            let sources = sources(source_ips, connections);
+            if let Some(path) = save_tokens {
+                let users = connections.div_ceil(sessions_per_user.max(1));
+                let made = prepare_idle_accounts(&servers.servers, &sources, users).await?;
+                std::fs::write(&path, made.join("\n") + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!(
+                    "{} account tokens written to {}",
+                    made.len(),
+                    path.display()
+                );
+                return Ok(true);
+            }
+            let tokens = match tokens {
+                Some(path) => Some(
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?
+                        .lines()
+                        .filter(|line| !line.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                ),
+                None => None,
+            };
             let report = run_idle(&IdleOptions {
                 servers: servers.servers,
                 connections,
                 server_pid,
                 per_worker,
                 sessions_per_user,
-                sources: sources(source_ips, connections),
+                sources,
                 ping_interval: seconds(ping_interval, "ping-interval")?,
                 settle: seconds(settle, "settle")?,
                 setup_timeout: seconds(setup_timeout, "setup-timeout")?,
+                tokens,
                 worker_program: std::env::current_exe().context("finding this program")?,
                 progress,
             })

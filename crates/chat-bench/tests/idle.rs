@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chat_bench::{loopback_sources, read_rss_kib, run_idle, IdleOptions};
+use chat_bench::{loopback_sources, prepare_idle_accounts, read_rss_kib, run_idle, IdleOptions};
 use common::TestServer;
 
 #[tokio::test]
@@ -17,13 +17,14 @@ async fn workers_hold_every_connection_and_memory_is_measured() {
         connections: 12,
         // The server runs in this process, so this process's RSS is its RSS.
         server_pid: Some(std::process::id()),
-        // Three workers, each account logged in twice (password, then token).
+        // Three workers, each account logged in on two connections.
         per_worker: 4,
         sessions_per_user: 2,
         sources: loopback_sources(3),
         ping_interval: Duration::from_millis(200),
         settle: Duration::from_millis(500),
         setup_timeout: Duration::from_secs(120),
+        tokens: None,
         worker_program: PathBuf::from(env!("CARGO_BIN_EXE_chat-bench")),
         progress: false,
     })
@@ -57,10 +58,48 @@ async fn a_per_worker_count_that_splits_an_account_is_refused() {
         ping_interval: Duration::from_secs(1),
         settle: Duration::ZERO,
         setup_timeout: Duration::from_secs(10),
+        tokens: None,
         worker_program: PathBuf::from(env!("CARGO_BIN_EXE_chat-bench")),
         progress: false,
     })
     .await;
     assert!(matches!(result, Err(chat_bench::Error::Options(_))));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn accounts_prepared_earlier_are_held_without_registering() {
+    let server = TestServer::start().await;
+    let tokens = prepare_idle_accounts(&[server.addr()], &[], 3)
+        .await
+        .unwrap();
+    assert_eq!(tokens.len(), 3);
+    let options = IdleOptions {
+        servers: vec![server.addr()],
+        connections: 6,
+        server_pid: None,
+        per_worker: 4,
+        sessions_per_user: 2,
+        sources: Vec::new(),
+        ping_interval: Duration::from_secs(1),
+        settle: Duration::from_millis(100),
+        setup_timeout: Duration::from_secs(60),
+        tokens: Some(tokens.clone()),
+        worker_program: PathBuf::from(env!("CARGO_BIN_EXE_chat-bench")),
+        progress: false,
+    };
+    let report = run_idle(&options).await.unwrap();
+    assert!(report.is_clean(), "{}", report.to_table());
+    assert_eq!(report.connections, Some(6));
+    assert_eq!(report.rss_per_connection_bytes, None);
+    // Too few tokens for the connections asked is refused up front.
+    let too_few = IdleOptions {
+        tokens: Some(tokens[..2].to_vec()),
+        ..options
+    };
+    assert!(matches!(
+        run_idle(&too_few).await,
+        Err(chat_bench::Error::Options(_))
+    ));
     server.stop().await;
 }
