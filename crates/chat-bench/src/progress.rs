@@ -23,6 +23,15 @@ impl Progress {
         let total_ms = u64::try_from(duration.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
+        if enabled {
+            // One plain line even where the bar is not drawn (stderr not a
+            // terminal): scripts that profile the server wait for it, since
+            // setup (argon2 for every account) must not be in the profile.
+            eprintln!(
+                "{label}: setup done, measuring for {:.1} s",
+                duration.as_secs_f64()
+            );
+        }
         let bar = if enabled {
             ProgressBar::with_draw_target(Some(total_ms), ProgressDrawTarget::stderr())
         } else {

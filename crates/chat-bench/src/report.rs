@@ -61,8 +61,11 @@ pub struct Report {
     pub out_of_order: u64,
     /// Message pushes the bench did not expect.
     pub unexpected: u64,
-    /// Server sequence numbers that did not rise within a conversation.
+    /// Server sequence numbers that did not rise within one sender's stream.
     pub server_seq_regressions: u64,
+    /// Pushes overtaken by a later message of the same conversation from
+    /// another sender (the protocol allows it; not a failure).
+    pub overtaken: u64,
     /// Connections that broke mid-run.
     pub connection_errors: u64,
     /// Failures by kind.
@@ -128,6 +131,7 @@ impl Report {
             out_of_order: 0,
             unexpected: 0,
             server_seq_regressions: 0,
+            overtaken: 0,
             connection_errors: 0,
             errors: BTreeMap::new(),
             drained: true,
@@ -171,6 +175,7 @@ impl Report {
         self.out_of_order = stats.out_of_order;
         self.unexpected = stats.unexpected;
         self.server_seq_regressions = stats.server_seq_regressions;
+        self.overtaken = stats.overtaken;
         self.connection_errors = stats.connection_errors;
         self.errors = stats.errors;
         self.latency = stats.latency;
@@ -318,6 +323,12 @@ impl Report {
             row(
                 "server seq regressions",
                 self.server_seq_regressions.to_string(),
+            );
+        }
+        if self.overtaken > 0 {
+            row(
+                "overtaken pushes",
+                format!("{} (across senders; allowed)", self.overtaken),
             );
         }
         if self.connection_errors > 0 {

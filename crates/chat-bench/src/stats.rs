@@ -43,8 +43,11 @@ pub struct Stats {
     /// Message pushes whose body the bench did not write, or from a stream
     /// the receiver does not expect (e.g. its own messages echoed back).
     pub unexpected: u64,
-    /// Per conversation, a server sequence number that did not rise.
+    /// Per sending stream, a server sequence number that did not rise.
     pub server_seq_regressions: u64,
+    /// Pushes that arrived after a higher sequence number of the same
+    /// conversation from another sender: allowed by the protocol, reported.
+    pub overtaken: u64,
     /// Connections that broke or were closed by the server mid-run.
     pub connection_errors: u64,
     /// Error responses by status name, and other failures by kind.
@@ -75,6 +78,7 @@ impl Stats {
             lost: 0,
             unexpected: 0,
             server_seq_regressions: 0,
+            overtaken: 0,
             connection_errors: 0,
             errors: BTreeMap::new(),
             latency: new_histogram(),
@@ -98,6 +102,7 @@ impl Stats {
         self.lost += other.lost;
         self.unexpected += other.unexpected;
         self.server_seq_regressions += other.server_seq_regressions;
+        self.overtaken += other.overtaken;
         self.connection_errors += other.connection_errors;
         for (kind, count) in &other.errors {
             *self.errors.entry(kind.clone()).or_insert(0) += count;
