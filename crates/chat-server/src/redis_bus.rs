@@ -323,33 +323,52 @@ impl Keys {
 }
 
 impl Shared {
-    /// Forwards a frame to the other live nodes where any of `users` has a
-    /// session: one script call that looks the nodes up and publishes once
-    /// per node.
-    async fn route(&self, users: &[UserId], frame: &Bytes) {
+    /// Forwards frames to the other live nodes where any of their users has
+    /// a session. Each route is one call of the route script, which looks
+    /// the nodes up and publishes once per node; a whole batch goes out as
+    /// one pipeline, so the calls reach Redis (and each node's channel) in
+    /// order, in one round trip.
+    async fn route(&self, batch: &[Route]) {
         let Some(mut connection) = self.connection() else {
             // Local-only while Redis is away; the store keeps the rest.
             return;
         };
         let keys = &self.keys;
-        let mut invocation = self.scripts.route.prepare_invoke();
-        for &user in users {
-            invocation.key(keys.user_nodes(user));
+        let mut pipeline = redis::pipe();
+        for route in batch {
+            let call = pipeline
+                .cmd("EVALSHA")
+                .arg(self.scripts.route.get_hash())
+                .arg(route.users.len());
+            for &user in &route.users {
+                call.arg(keys.user_nodes(user));
+            }
+            call.arg(&keys.prefix)
+                .arg(&keys.me)
+                .arg(route.frame.as_ref());
+            for &user in &route.users {
+                call.arg(user.0);
+            }
+            call.ignore();
         }
-        invocation
-            .arg(&keys.prefix)
-            .arg(&keys.me)
-            .arg(frame.as_ref());
-        for &user in users {
-            invocation.arg(user.0);
-        }
-        let routed = tokio::time::timeout(
-            CALL_TIMEOUT,
-            invocation.invoke_async::<u64>(&mut connection),
-        )
-        .await;
+        let routed =
+            tokio::time::timeout(CALL_TIMEOUT, pipeline.query_async::<()>(&mut connection)).await;
         match routed {
-            Ok(Ok(_)) => {}
+            Ok(Ok(())) => {}
+            Ok(Err(error)) if error.kind() == redis::ErrorKind::NoScriptError => {
+                // Redis lost its script cache without dropping the
+                // connection (SCRIPT FLUSH): load it again for the next
+                // batch; this one's recipients recover by sync.
+                tracing::warn!("Redis forgot the routing script; loading it again");
+                let _ = tokio::time::timeout(
+                    CALL_TIMEOUT,
+                    self.scripts
+                        .route
+                        .prepare_invoke()
+                        .load_async(&mut connection),
+                )
+                .await;
+            }
             Ok(Err(error)) => {
                 tracing::debug!(%error, "cross-node delivery failed; recipients recover by sync");
                 self.suspect.notify_one();
@@ -371,11 +390,17 @@ struct Route {
 /// How many pushes may wait for forwarding before new ones are dropped.
 const ROUTE_QUEUE: usize = 65_536;
 
-/// Forwards pushes one after another, so each conversation's pushes leave
-/// this node in the order they were committed.
+/// The most pushes forwarded in one pipelined round trip.
+const ROUTE_BATCH: usize = 128;
+
+/// Forwards pushes in the order they were handed over, so each
+/// conversation's pushes leave this node in the order they were committed;
+/// whatever queued up during one round trip goes out in the next.
 async fn route_loop(shared: Arc<Shared>, mut routes: mpsc::Receiver<Route>) {
-    while let Some(route) = routes.recv().await {
-        shared.route(&route.users, &route.frame).await;
+    let mut batch = Vec::with_capacity(ROUTE_BATCH);
+    while routes.recv_many(&mut batch, ROUTE_BATCH).await > 0 {
+        shared.route(&batch).await;
+        batch.clear();
     }
 }
 
