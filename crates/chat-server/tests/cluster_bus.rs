@@ -131,6 +131,7 @@ async fn pushes_reach_every_session_on_every_node_once() {
         return;
     };
     let prefix = prefix();
+    let _keys = cluster::RedisKeys::new(&url, &prefix);
     let a = Node::start(&url, &prefix, "a").await;
     let b = Node::start(&url, &prefix, "b").await;
     let c = Node::start(&url, &prefix, "c").await;
@@ -168,6 +169,7 @@ async fn a_push_goes_only_to_the_nodes_of_its_recipients() {
         return;
     };
     let prefix = prefix();
+    let _keys = cluster::RedisKeys::new(&url, &prefix);
     let a = Node::start(&url, &prefix, "a").await;
     let b = Node::start(&url, &prefix, "b").await;
     let c = Node::start(&url, &prefix, "c").await;
@@ -212,6 +214,7 @@ async fn presence_spans_nodes() {
         return;
     };
     let prefix = prefix();
+    let _keys = cluster::RedisKeys::new(&url, &prefix);
     let a = Node::start(&url, &prefix, "a").await;
     let b = Node::start(&url, &prefix, "b").await;
 
@@ -240,6 +243,7 @@ async fn a_crashed_nodes_users_go_offline_within_three_heartbeats() {
         return;
     };
     let prefix = prefix();
+    let _keys = cluster::RedisKeys::new(&url, &prefix);
     let a = Node::start(&url, &prefix, "a").await;
     let b = Node::start(&url, &prefix, "b").await;
     let (_session, _) = a.open(20).await;
@@ -292,6 +296,7 @@ async fn a_closed_node_withdraws_at_once() {
         return;
     };
     let prefix = prefix();
+    let _keys = cluster::RedisKeys::new(&url, &prefix);
     let a = Node::start(&url, &prefix, "a").await;
     let b = Node::start(&url, &prefix, "b").await;
     let (_session, _) = a.open(30).await;
@@ -307,6 +312,7 @@ async fn a_restarted_node_drops_what_its_previous_life_left() {
         return;
     };
     let prefix = prefix();
+    let _keys = cluster::RedisKeys::new(&url, &prefix);
     let a = Node::start(&url, &prefix, "a").await;
     let b = Node::start(&url, &prefix, "b").await;
     let (_session, _) = a.open(40).await;
@@ -403,6 +409,7 @@ async fn many_pushes_cross_in_order_and_report_the_hop() {
         return;
     };
     let prefix = prefix();
+    let _keys = cluster::RedisKeys::new(&url, &prefix);
     let a = Node::start(&url, &prefix, "a").await;
     let b = Node::start(&url, &prefix, "b").await;
     let (session, _) = b.open(70).await;

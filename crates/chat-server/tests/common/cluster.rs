@@ -190,6 +190,43 @@ pub async fn wait_listening(addr: SocketAddr, within: Duration, what: &str) {
     }
 }
 
+/// The keys of one test's prefix in a shared Redis, deleted when dropped
+/// (also when the test fails), so test runs leave nothing behind.
+pub struct RedisKeys {
+    url: String,
+    prefix: String,
+}
+
+impl RedisKeys {
+    /// Takes charge of every key under `prefix` at `url`.
+    pub fn new(url: &str, prefix: &str) -> RedisKeys {
+        RedisKeys {
+            url: url.to_owned(),
+            prefix: prefix.to_owned(),
+        }
+    }
+}
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        use redis::Commands as _;
+        // Drop cannot await: a short blocking connection does it.
+        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
+            return;
+        };
+        let keys: Vec<String> = match connection.scan_match(format!("{}*", self.prefix)) {
+            Ok(keys) => keys.collect(),
+            Err(_) => return,
+        };
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = connection.del(keys);
+        }
+    }
+}
+
 /// A database of its own on the test MariaDB, dropped at the end.
 pub struct TestDatabase {
     admin_url: String,
@@ -451,6 +488,8 @@ pub struct Cluster {
     nginx: NginxProcess,
     redis_url: String,
     prefix: String,
+    // After the nodes: they write no more keys once stopped.
+    _keys: RedisKeys,
     // Dropped last: the nodes and nginx go first.
     database: TestDatabase,
 }
@@ -520,6 +559,7 @@ impl Cluster {
             configs,
             nginx,
             redis_url: redis_url.to_owned(),
+            _keys: RedisKeys::new(redis_url, &prefix),
             prefix,
             database,
         }

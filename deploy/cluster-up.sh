@@ -1,0 +1,290 @@
+#!/usr/bin/env bash
+# A local chatd cluster for a demo: N nodes (default 3) on 127.0.0.1:7101..,
+# sharing MariaDB (database chat_cluster) and Redis, behind nginx on
+# 127.0.0.1:7000. Then: chat --server 127.0.0.1:7000
+#
+#   deploy/cluster-up.sh up [N]      build chatd (release), create the database,
+#                                    start N nodes and nginx
+#   deploy/cluster-up.sh status      what runs, and what Redis knows of it
+#   deploy/cluster-up.sh kill I      kill -9 node I (to watch a failover)
+#   deploy/cluster-up.sh start I     start node I again
+#   deploy/cluster-up.sh down        stop nginx and drain every node (SIGTERM)
+#
+# Settings (environment): CHATD_MYSQL_URL (mysql://root@127.0.0.1:3306),
+# CHATD_DATABASE (chat_cluster), CHATD_REDIS_URL (redis://127.0.0.1:6379),
+# CHATD_REDIS_PREFIX (chat:), CHATD_BASE_PORT (7101), CHATD_PROXY
+# (127.0.0.1:7000), CHATD_RUN_DIR (/tmp/chatd-cluster: pid files, logs, the
+# generated nginx.conf), CHATD_BIN (a chatd binary to use instead of building).
+# `down` keeps the database; drop it with `mysql -e 'DROP DATABASE chat_cluster'`.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$here")"
+mysql_url="${CHATD_MYSQL_URL:-mysql://root@127.0.0.1:3306}"
+mysql_url="${mysql_url%/}"
+database="${CHATD_DATABASE:-chat_cluster}"
+redis_url="${CHATD_REDIS_URL:-redis://127.0.0.1:6379}"
+prefix="${CHATD_REDIS_PREFIX:-chat:}"
+base_port="${CHATD_BASE_PORT:-7101}"
+proxy="${CHATD_PROXY:-127.0.0.1:7000}"
+run="${CHATD_RUN_DIR:-${TMPDIR:-/tmp}/chatd-cluster}"
+export PATH="$PATH:/usr/sbin:/usr/local/sbin"
+
+die() {
+    echo "cluster-up: $*" >&2
+    exit 1
+}
+
+say() {
+    echo "cluster-up: $*"
+}
+
+# Whether pid file $1 names a live process whose command line contains $2
+# (so a recycled pid is never signalled).
+alive() {
+    local pid_file=$1 what=$2 pid
+    pid="$(cat "$pid_file" 2>/dev/null)" || return 1
+    [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$what"
+}
+
+listening() {
+    local host=${1%:*} port=${1##*:}
+    (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
+}
+
+chatd_binary() {
+    if [ -n "${CHATD_BIN:-}" ]; then
+        [ -x "$CHATD_BIN" ] || die "CHATD_BIN=$CHATD_BIN is not executable"
+        echo "$CHATD_BIN"
+        return
+    fi
+    local target="${CARGO_TARGET_DIR:-$root/target}"
+    case "$target" in /*) ;; *) target="$root/$target" ;; esac
+    echo "$target/release/chatd"
+}
+
+node_count() {
+    local count=0
+    while [ -f "$run/node-$count.port" ]; do
+        count=$((count + 1))
+    done
+    echo "$count"
+}
+
+create_database() {
+    local client
+    client="$(command -v mariadb || command -v mysql || true)"
+    [ -n "$client" ] || die "needs the mariadb (or mysql) client to create the database"
+    [[ "$mysql_url" =~ ^(mysql|mariadb)://([^:@/]+)(:([^@]*))?@([^:/]+)(:([0-9]+))?$ ]] ||
+        die "CHATD_MYSQL_URL must look like mysql://USER[:PASSWORD]@HOST[:PORT] (no database)"
+    local user=${BASH_REMATCH[2]} password=${BASH_REMATCH[4]}
+    local host=${BASH_REMATCH[5]} port=${BASH_REMATCH[7]:-3306}
+    MYSQL_PWD="$password" "$client" --protocol=TCP -h "$host" -P "$port" -u "$user" \
+        -e "CREATE DATABASE IF NOT EXISTS \`$database\` CHARACTER SET utf8mb4" ||
+        die "cannot create database $database at $host:$port (is MariaDB running?)"
+}
+
+check_redis() {
+    if command -v redis-cli >/dev/null 2>&1; then
+        redis-cli -u "$redis_url" ping >/dev/null 2>&1 ||
+            die "Redis at $redis_url does not answer"
+    fi
+}
+
+start_node() {
+    local index=$1 bin port
+    # The binary `up` started with, so `start I` later runs the same one.
+    bin="$(cat "$run/chatd.bin" 2>/dev/null || chatd_binary)"
+    port="$(cat "$run/node-$index.port")"
+    if alive "$run/node-$index.pid" chatd; then
+        say "node-$index already runs"
+        return
+    fi
+    nohup "$bin" \
+        --listen "127.0.0.1:$port" \
+        --store "$mysql_url/$database" \
+        --redis "$redis_url" \
+        --redis-prefix "$prefix" \
+        --node-id "node-$index" \
+        --max-connections-per-ip 0 \
+        >>"$run/node-$index.log" 2>&1 &
+    echo $! >"$run/node-$index.pid"
+    for _ in $(seq 1 300); do
+        if listening "127.0.0.1:$port"; then
+            say "node-$index listens on 127.0.0.1:$port (log: $run/node-$index.log)"
+            return
+        fi
+        alive "$run/node-$index.pid" chatd || break
+        sleep 0.1
+    done
+    tail -n 20 "$run/node-$index.log" >&2 || true
+    die "node-$index did not start"
+}
+
+nginx_config() {
+    local count=$1 nginx=$2 flags modules servers="" index
+    {
+        flags="$("$nginx" -V 2>&1)"
+        if grep -q -- '--with-stream=dynamic' <<<"$flags"; then
+            modules="$(grep -o -- '--modules-path=[^ ]*' <<<"$flags" | cut -d= -f2)"
+            modules="${modules:-/usr/lib/nginx/modules}"
+            [ -f "$modules/ngx_stream_module.so" ] ||
+                die "nginx needs its stream module: apt-get install libnginx-mod-stream"
+            echo "load_module $modules/ngx_stream_module.so;"
+        elif ! grep -q -- '--with-stream' <<<"$flags"; then
+            die "this nginx has no stream module"
+        fi
+        cat <<EOF
+daemon on;
+worker_processes 1;
+pid $run/nginx.pid;
+error_log $run/nginx-error.log notice;
+events { worker_connections 4096; }
+EOF
+        for index in $(seq 0 $((count - 1))); do
+            servers+="        server 127.0.0.1:$(cat "$run/node-$index.port") max_fails=1 fail_timeout=5s;\n"
+        done
+        # deploy/nginx/chat.conf with this cluster's nodes and address.
+        awk -v servers="$servers" -v proxy="$proxy" '
+            /# nodes begin/ { printf "%s", servers; skip = 1; next }
+            /# nodes end/ { skip = 0; next }
+            skip { next }
+            /^[[:space:]]*listen / { sub(/listen [^;]*;/, "listen " proxy ";") }
+            /^#/ { next }
+            { print }
+        ' "$here/nginx/chat.conf"
+    } >"$run/nginx.conf"
+}
+
+up() {
+    local count=${1:-3}
+    [[ "$count" =~ ^[1-9][0-9]*$ ]] || die "the node count must be a positive number"
+    local running
+    running="$(node_count)"
+    if [ "$running" -gt 0 ] && alive "$run/node-0.pid" chatd; then
+        die "a cluster already runs from $run; run '$0 down' first"
+    fi
+    local nginx
+    nginx="$(command -v nginx || true)"
+    [ -n "$nginx" ] || die "needs nginx (apt-get install nginx-light libnginx-mod-stream)"
+    mkdir -p "$run"
+    rm -f "$run"/node-*.port "$run/chatd.bin"
+    if [ -z "${CHATD_BIN:-}" ]; then
+        say "building chatd (release)"
+        (cd "$root" && cargo build --release --bin chatd)
+    fi
+    chatd_binary >"$run/chatd.bin"
+    create_database
+    check_redis
+    local index
+    for index in $(seq 0 $((count - 1))); do
+        echo $((base_port + index)) >"$run/node-$index.port"
+        start_node "$index"
+    done
+    nginx_config "$count" "$nginx"
+    "$nginx" -t -q -p "$run" -e "$run/nginx-error.log" -c "$run/nginx.conf" ||
+        die "the generated $run/nginx.conf does not check out"
+    "$nginx" -p "$run" -e "$run/nginx-error.log" -c "$run/nginx.conf"
+    for _ in $(seq 1 50); do
+        listening "$proxy" && break
+        sleep 0.1
+    done
+    listening "$proxy" || die "nginx does not listen on $proxy (see $run/nginx-error.log)"
+    say "nginx listens on $proxy: chat --server $proxy"
+}
+
+stop_pid() {
+    local pid_file=$1 what=$2 signal=$3 name=$4
+    if ! alive "$pid_file" "$what"; then
+        rm -f "$pid_file"
+        return
+    fi
+    local pid
+    pid="$(cat "$pid_file" 2>/dev/null)" || return 0
+    kill "-$signal" "$pid" 2>/dev/null || true
+    # chatd drains its sessions for up to 10 s (shutdown_grace_secs).
+    for _ in $(seq 1 150); do
+        alive "$pid_file" "$what" || break
+        sleep 0.1
+    done
+    if alive "$pid_file" "$what"; then
+        say "$name did not stop in time; killing it"
+        kill -KILL "$pid"
+    fi
+    rm -f "$pid_file"
+    say "stopped $name"
+}
+
+down() {
+    [ -d "$run" ] || {
+        say "nothing runs from $run"
+        return
+    }
+    # nginx first, so clients reconnecting from a draining node do not come
+    # back to another one that is about to drain too.
+    stop_pid "$run/nginx.pid" nginx QUIT nginx
+    local count index
+    count="$(node_count)"
+    for index in $(seq 0 $((count - 1))); do
+        stop_pid "$run/node-$index.pid" chatd TERM "node-$index" &
+    done
+    wait
+}
+
+status() {
+    local count index state
+    count="$(node_count)"
+    if [ "$count" -eq 0 ]; then
+        say "no cluster in $run"
+        return
+    fi
+    for index in $(seq 0 $((count - 1))); do
+        state=stopped
+        alive "$run/node-$index.pid" chatd && state="running, pid $(cat "$run/node-$index.pid")"
+        echo "node-$index  127.0.0.1:$(cat "$run/node-$index.port")  $state"
+    done
+    state=stopped
+    alive "$run/nginx.pid" nginx && state="running, pid $(cat "$run/nginx.pid")"
+    echo "nginx   $proxy  $state"
+    if command -v redis-cli >/dev/null 2>&1; then
+        echo "Redis ($redis_url, prefix $prefix):"
+        local node ttl users
+        for node in $(redis-cli -u "$redis_url" --raw SMEMBERS "${prefix}nodes" 2>/dev/null | sort); do
+            ttl="$(redis-cli -u "$redis_url" --raw TTL "${prefix}node:$node")"
+            users="$(redis-cli -u "$redis_url" --raw SCARD "${prefix}node:$node:users")"
+            if [ "$ttl" -ge 0 ] 2>/dev/null; then
+                echo "  $node  alive (expires in ${ttl}s)  $users users online"
+            else
+                echo "  $node  gone (being swept)  $users users left to sweep"
+            fi
+        done
+    fi
+}
+
+node_index() {
+    [[ "${1:-}" =~ ^[0-9]+$ ]] && [ -f "$run/node-$1.port" ] || die "no node ${1:-?} in $run"
+}
+
+case "${1:-}" in
+up) up "${2:-3}" ;;
+down) down ;;
+status) status ;;
+kill)
+    node_index "${2:-}"
+    if alive "$run/node-$2.pid" chatd; then
+        kill -KILL "$(cat "$run/node-$2.pid")"
+        say "killed node-$2; its users show offline within three heartbeats (6 s)"
+    else
+        say "node-$2 is not running"
+    fi
+    ;;
+start)
+    node_index "${2:-}"
+    start_node "$2"
+    ;;
+*)
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac
