@@ -1,7 +1,12 @@
 //! The SQLite backend: the embedded default.
 //!
-//! The database runs in WAL mode with `synchronous=FULL`, so a commit is on
-//! disk when it returns. Reads go through a pool of read-only connections;
+//! The database runs in WAL mode. By default with `synchronous=NORMAL`: a
+//! commit is in the write-ahead log when it returns, so it survives the
+//! process being killed at any moment (`kill -9` included), and the log is
+//! synced to disk at checkpoints; an operating-system crash or power cut can
+//! lose the last commits before the latest sync. `sqlite://PATH?synchronous=full`
+//! syncs the log at every commit instead, so nothing acknowledged is lost
+//! even then, at the price of one disk sync per batch. Reads go through a pool of read-only connections;
 //! every write goes through one writer task, which owns the only read-write
 //! connection and commits whatever writes are queued (up to 256) in one
 //! transaction, answering each only after that transaction's `COMMIT`: group
@@ -46,7 +51,8 @@ impl SqliteStore {
     /// schema up to date.
     ///
     /// `url` is `sqlite://PATH` (a relative `PATH` is relative to the
-    /// working directory; `sqlite:///abs/path` for an absolute one) or
+    /// working directory; `sqlite:///abs/path` for an absolute one), with an
+    /// optional `?synchronous=normal|full` (see the module docs), or
     /// `sqlite::memory:` for a throw-away database that lives as long as the
     /// store. Must be called inside a Tokio runtime: it starts the writer
     /// task.
@@ -56,6 +62,8 @@ impl SqliteStore {
     /// file cannot be opened or is not a database, a migration error if the
     /// schema cannot be applied (for example, a newer schema than this code).
     pub async fn open(url: &str) -> Result<Self> {
+        let (url, synchronous) = split_synchronous(url)?;
+        let url = url.as_str();
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|error| StoreError::Config(format!("bad SQLite URL {url:?}: {error}")))?
             .busy_timeout(BUSY_TIMEOUT)
@@ -75,7 +83,7 @@ impl SqliteStore {
                 .clone()
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
+                .synchronous(synchronous)
         };
         // One connection that never expires: the only writer, and for an
         // in-memory database the database itself (it disappears with its
@@ -167,5 +175,54 @@ impl Store for SqliteStore {
 
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+}
+
+/// Takes this crate's own `synchronous` parameter out of a SQLite URL (sqlx
+/// would refuse it) and returns the rest with the mode it names.
+fn split_synchronous(url: &str) -> Result<(String, SqliteSynchronous)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), SqliteSynchronous::Normal));
+    };
+    let mut synchronous = SqliteSynchronous::Normal;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        match pair.split_once('=') {
+            Some(("synchronous", value)) => {
+                synchronous = match value.to_ascii_lowercase().as_str() {
+                    "normal" => SqliteSynchronous::Normal,
+                    "full" => SqliteSynchronous::Full,
+                    "extra" => SqliteSynchronous::Extra,
+                    other => {
+                        return Err(StoreError::Config(format!(
+                            "synchronous={other:?} in {url:?}: expected normal, full or extra"
+                        )))
+                    }
+                }
+            }
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((url, synchronous))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synchronous_is_taken_out_of_the_url() {
+        let (url, mode) = split_synchronous("sqlite://chat.db").unwrap();
+        assert_eq!(url, "sqlite://chat.db");
+        assert!(matches!(mode, SqliteSynchronous::Normal));
+        let (url, mode) = split_synchronous("sqlite://chat.db?synchronous=FULL&mode=rwc").unwrap();
+        assert_eq!(url, "sqlite://chat.db?mode=rwc");
+        assert!(matches!(mode, SqliteSynchronous::Full));
+        assert!(split_synchronous("sqlite://chat.db?synchronous=sometimes").is_err());
     }
 }
