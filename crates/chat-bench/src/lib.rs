@@ -26,6 +26,7 @@ pub mod relay;
 pub mod report;
 pub mod setup;
 pub mod stats;
+pub mod summary;
 pub mod tracker;
 
 pub use error::{Error, Result};
@@ -39,3 +40,4 @@ pub use login::{run_login, LoginKind, LoginOptions};
 pub use plot::plot_latency;
 pub use relay::Relay;
 pub use report::Report;
+pub use summary::{load_average, summarize};

@@ -14,9 +14,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use chat_bench::{
-    loopback_sources, plot_latency, prepare_idle_accounts, run_group, run_idle, run_idle_worker,
-    run_login, run_pairs, GroupOptions, IdleOptions, LoadOptions, LoginKind, LoginOptions,
-    PairsOptions, PairsTarget, Relay, Report,
+    load_average, loopback_sources, plot_latency, prepare_idle_accounts, run_group, run_idle,
+    run_idle_worker, run_login, run_pairs, summarize, GroupOptions, IdleOptions, LoadOptions,
+    LoginKind, LoginOptions, PairsOptions, PairsTarget, Relay, Report,
 };
 
 /// Load generator for chatd, with a bare relay as the ceiling to compare against.
@@ -146,6 +146,12 @@ enum Action {
         /// Loopback source addresses 127.0.0.1..N to spread over (0: only the default).
         #[arg(long, default_value_t = 0)]
         source_ips: usize,
+    },
+    /// Print a Markdown table of medians from files of `--json` lines.
+    Summarize {
+        /// Files with one JSON report per line (other lines are skipped).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// Internal: one worker process of the `idle` scenario (its share
     /// comes as the first line of stdin).
@@ -284,6 +290,18 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 () = tokio::time::sleep(Duration::from_secs(max_seconds)) => {}
             }
             relay.shutdown().await;
+            Ok(true)
+        }
+        Action::Summarize { files } => {
+            let mut text = String::new();
+            for file in files {
+                text.push_str(
+                    &std::fs::read_to_string(&file)
+                        .with_context(|| format!("reading {}", file.display()))?,
+                );
+                text.push('\n');
+            }
+            print!("{}", summarize(&text)?);
             Ok(true)
         }
         Action::IdleWorker => {
@@ -499,6 +517,11 @@ fn output(
     report: &Report,
     baseline: Option<&Report>,
 ) -> anyhow::Result<bool> {
+    let mut report = report.clone();
+    if let Some(load) = load_average() {
+        report.param("loadavg_1m", load);
+    }
+    let report = &report;
     if json {
         eprint!("{}", report.to_table());
         println!("{}", report.to_json_line());

@@ -254,7 +254,13 @@ impl Report {
         row("parameters", params.join(" "));
         row("measured", format!("{:.2} s", self.duration_secs));
         if let Some(connections) = self.connections {
-            row("connections", connections.to_string());
+            row(
+                "connections",
+                format!(
+                    "{connections} logged in by token in {:.2} s",
+                    self.duration_secs
+                ),
+            );
         }
         if let (Some(before), Some(after)) = (self.rss_before_kib, self.rss_after_kib) {
             row(
@@ -268,7 +274,7 @@ impl Report {
                 format!("{per:.0} bytes ({:.2} KiB)", per / 1024.0),
             );
         }
-        if self.sent > 0 || self.delivered > 0 {
+        if self.connections.is_none() && (self.sent > 0 || self.delivered > 0) {
             row(
                 "sent",
                 format!("{} ({:.0}/s)", self.sent, self.sent_per_sec),
