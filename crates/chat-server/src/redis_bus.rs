@@ -14,9 +14,11 @@
 //! - `nodes`: every node that registered, for the sweep.
 //!
 //! and subscribes to exactly one channel, `deliver:{node}`. A push goes to
-//! the local hub at once; then one Lua script finds the other live nodes
-//! that host any of the recipients and publishes one envelope per node with
-//! the recipients there and the frame bytes, all in one round trip.
+//! the local hub at once and into the forwarding queue; the router task
+//! takes the queue in order and, per push, runs one Lua script that finds
+//! the other live nodes hosting any of the recipients and publishes one
+//! envelope per node with the recipients there and the frame bytes. What
+//! queued up during one round trip goes out as one pipeline in the next.
 //!
 //! Redis holds nothing durable. A push lost in transit (Redis restarting, a
 //! node dying) is still in the store, and the client recovers it through
@@ -31,9 +33,9 @@
 //! what the hub holds *when it is processed*, not what it held when it was
 //! queued; so the last write for a user always reflects the hub's latest
 //! state, and a full re-registration after a reconnect can never be undone
-//! by an older change racing with it. Delivery does not go through the task:
-//! it uses a clone of the multiplexed command connection directly, so pushes
-//! from many sessions are pipelined on one socket.
+//! by an older change racing with it. Forwarding does not go through the
+//! link: the router uses a clone of the multiplexed command connection, so
+//! a burst of presence changes never holds up pushes, nor the reverse.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
