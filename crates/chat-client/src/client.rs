@@ -835,8 +835,11 @@ impl Supervisor {
                     // Every handle is gone: nobody listens anymore.
                     None => break,
                     Some(Command::OwnSent { conversation_id, seq, client_msg_id }) => {
-                        self.shared.session().own_pending.remove(&client_msg_id);
-                        self.delivery.own_sent(conversation_id, seq);
+                        // Until the position is recorded, the id is what
+                        // keeps the message from coming back as an event.
+                        if self.delivery.own_sent(conversation_id, seq) {
+                            self.shared.session().own_pending.remove(&client_msg_id);
+                        }
                     }
                     Some(Command::FlushAcks(done)) => {
                         self.flush_acks().await;
@@ -1074,8 +1077,9 @@ impl Supervisor {
                                 let _ = done.send(());
                             }
                             Some(Command::OwnSent { conversation_id, seq, client_msg_id }) => {
-                                shared.session().own_pending.remove(&client_msg_id);
-                                self.delivery.own_sent(conversation_id, seq);
+                                if self.delivery.own_sent(conversation_id, seq) {
+                                    shared.session().own_pending.remove(&client_msg_id);
+                                }
                             }
                         },
                     }

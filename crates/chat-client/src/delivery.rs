@@ -84,20 +84,23 @@ impl DeliveryState {
     /// push back to the sending session. It counts as delivered so that it
     /// never looks like a gap.
     ///
-    /// In a conversation with no cursor yet it is ignored: setting a cursor
-    /// there could hide older unacknowledged messages still on their way.
-    pub fn own_sent(&mut self, conversation_id: ConversationId, seq: Seq) {
+    /// In a conversation with no cursor yet it is not recorded (setting a
+    /// cursor there could hide older unacknowledged messages still on their
+    /// way) and it returns false: the caller must then recognise the message
+    /// by its `client_msg_id` when it comes back through a sync or a gap fill.
+    pub fn own_sent(&mut self, conversation_id: ConversationId, seq: Seq) -> bool {
         let Some(&cursor) = self.cursors.get(&conversation_id) else {
-            return;
+            return false;
         };
         if seq <= cursor {
-            return;
+            return true;
         }
         self.own_ahead
             .entry(conversation_id)
             .or_default()
             .insert(seq);
         self.absorb_own(conversation_id);
+        true
     }
 
     /// Whether `seq` is one of this client's own sends beyond the cursor.

@@ -78,6 +78,38 @@ async fn own_sends_are_not_echoed_and_other_devices_see_them() {
 }
 
 #[tokio::test]
+async fn a_first_own_message_is_not_echoed_by_a_gap_fill() {
+    let server = TestServer::start().await;
+    register(server.addr(), "carol").await;
+    register(server.addr(), "dave").await;
+    befriend(server.addr(), "carol", "dave").await;
+
+    let carol = Client::connect_to(server.address()).await.expect("connect");
+    carol.login("carol", PASSWORD).await.expect("login");
+    let dave = Client::connect_to(server.address()).await.expect("connect");
+    let dave_login = dave.login("dave", PASSWORD).await.expect("login");
+    let carol_id = carol.me().expect("logged in").id;
+
+    // Carol speaks first: she has no position in the conversation yet, so
+    // Dave's reply (seq 2) looks like a gap, and filling it fetches her own
+    // seq 1, which must not come back to her as an incoming message.
+    carol
+        .send(Target::User(dave_login.user.id), "first")
+        .await
+        .expect("send");
+    assert_eq!(bodies(&next_messages(&dave, 1).await), ["first"]);
+    dave.send(Target::User(carol_id), "second").await.expect("send");
+    let seen = next_messages(&carol, 1).await;
+    assert_eq!(bodies(&seen), ["second"]);
+    assert_eq!(seen[0].seq.0, 2);
+    no_message(&carol).await;
+
+    carol.close().await;
+    dave.close().await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn only_what_the_application_took_is_acknowledged() {
     let server = TestServer::start().await;
     register(server.addr(), "alice").await;

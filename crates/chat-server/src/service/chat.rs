@@ -44,15 +44,14 @@ pub async fn send(ctx: &Context, me: &Identity, request: SendRequest) -> Result<
     }
     // Deliver from the commit hook: on SQLite it runs on the writer in
     // commit order, so every conversation's pushes leave in sequence order
-    // even when many senders share a commit. A resend (duplicate) was pushed
-    // when it was first stored; whoever missed it then gets it by sync.
+    // even when many senders share a commit. A resend (duplicate) is pushed
+    // again: the first push may have died with a node that crashed right
+    // after the commit, and clients drop what they already have.
     let bus = ctx.bus.clone();
     let except = me.session;
     let on_commit: chat_store::OnCommit = Box::new(move |appended: &chat_store::Appended| {
-        if !appended.duplicate {
-            let frame = Context::encode_message_push(&appended.message);
-            bus.deliver(&appended.recipients, frame, Some(except));
-        }
+        let frame = Context::encode_message_push(&appended.message);
+        bus.deliver(&appended.recipients, frame, Some(except));
     });
     let appended = ctx
         .store
