@@ -229,10 +229,7 @@ macro_rules! impl_repositories {
             #[async_trait]
             impl MessageStore for $store {
                 async fn append_message(&self, message: NewMessage) -> Result<Appended> {
-                    self.write_checked(message, |conn, message| {
-                        Box::pin(writes::append_message(conn, message))
-                    })
-                    .await
+                    self.append(message, None).await
                 }
 
                 async fn append_message_then(
@@ -240,12 +237,7 @@ macro_rules! impl_repositories {
                     message: NewMessage,
                     on_commit: OnCommit,
                 ) -> Result<Appended> {
-                    self.write_checked_then(
-                        message,
-                        |conn, message| Box::pin(writes::append_message(conn, message)),
-                        on_commit,
-                    )
-                    .await
+                    self.append(message, Some(on_commit)).await
                 }
 
                 async fn is_conversation_member(
@@ -272,10 +264,7 @@ macro_rules! impl_repositories {
                     conversation: ConversationId,
                     seq: Seq,
                 ) -> Result<Seq> {
-                    self.write_checked((user, conversation, seq), |conn, args| {
-                        Box::pin(writes::ack(conn, args))
-                    })
-                    .await
+                    self.ack_write(user, conversation, seq).await
                 }
 
                 async fn unacked(

@@ -19,6 +19,10 @@ pub enum StoreError {
     /// The database failed or could not be reached.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database failed, reported by the direct SQLite connection of the
+    /// hot path.
+    #[error("database: {0}")]
+    Engine(String),
     /// Applying the embedded migrations failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),

@@ -20,7 +20,9 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySq
 use sqlx::{Executor as _, MySqlPool};
 
 use crate::error::{Result, StoreError};
-use crate::repo::Store;
+use chat_proto::{ConversationId, Seq, UserId};
+
+use crate::repo::{Appended, NewMessage, OnCommit, Store};
 use crate::rows::BoxFuture;
 use reads::Reads;
 
@@ -94,34 +96,28 @@ impl MysqlStore {
         })
     }
 
-    /// The same as [`MysqlStore::write`]: a transaction rolls back a
-    /// refusal whenever it comes, so MySQL has no cheaper path for bodies
-    /// that refuse early.
-    async fn write_checked<A, T>(&self, args: A, body: TransactionBody<A, T>) -> Result<T>
-    where
-        A: Send + Sync + 'static,
-        T: Send + 'static,
-    {
-        self.write(args, body).await
+    /// Appends a message, then runs `on_commit` with the result. Separate
+    /// nodes (and tasks) commit independently, so unlike SQLite this gives
+    /// no ordering of hooks between concurrent appends; clients order by
+    /// sequence number and fill gaps.
+    async fn append(&self, message: NewMessage, on_commit: Option<OnCommit>) -> Result<Appended> {
+        let appended = self
+            .write(message, |conn, message| {
+                Box::pin(writes::append_message(conn, message))
+            })
+            .await?;
+        if let Some(on_commit) = on_commit {
+            on_commit(&appended);
+        }
+        Ok(appended)
     }
 
-    /// As [`MysqlStore::write_checked`], then runs `on_commit` with the
-    /// result. Separate nodes (and tasks) commit independently, so unlike
-    /// SQLite's writer this gives no ordering between concurrent appends;
-    /// clients order by sequence number and fill gaps.
-    async fn write_checked_then<A, T>(
-        &self,
-        args: A,
-        body: TransactionBody<A, T>,
-        on_commit: Box<dyn FnOnce(&T) + Send>,
-    ) -> Result<T>
-    where
-        A: Send + Sync + 'static,
-        T: Send + 'static,
-    {
-        let value = self.write(args, body).await?;
-        on_commit(&value);
-        Ok(value)
+    /// Moves `user`'s acknowledged position in `conversation`.
+    async fn ack_write(&self, user: UserId, conversation: ConversationId, seq: Seq) -> Result<Seq> {
+        self.write((user, conversation, seq), |conn, args| {
+            Box::pin(writes::ack(conn, args))
+        })
+        .await
     }
 
     /// Runs `body` in a transaction: commits if it returns `Ok`, rolls back

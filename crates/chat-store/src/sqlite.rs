@@ -12,6 +12,7 @@
 //! transaction, answering each only after that transaction's `COMMIT`: group
 //! commit, one disk sync for many messages, none acknowledged early.
 
+mod hot;
 mod writer;
 mod writes;
 
@@ -26,7 +27,10 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::error::{Result, StoreError};
-use crate::repo::Store;
+use chat_proto::{ConversationId, Seq, UserId};
+
+use crate::repo::{Appended, NewMessage, OnCommit, Store};
+use hot::HotWriter;
 use reads::Reads;
 use writer::{WriteBody, Writer};
 
@@ -44,6 +48,8 @@ const READERS: u32 = 4;
 pub struct SqliteStore {
     reads: Reads,
     writer: Writer,
+    /// Appends and acks, for a database in a file.
+    hot: Option<HotWriter>,
 }
 
 impl SqliteStore {
@@ -103,6 +109,22 @@ impl SqliteStore {
             writer_pool.close().await;
             return Err(error.into());
         }
+        let hot = if in_memory {
+            None
+        } else {
+            let pragma = match synchronous {
+                SqliteSynchronous::Full => "FULL",
+                SqliteSynchronous::Extra => "EXTRA",
+                _ => "NORMAL",
+            };
+            match HotWriter::start(options.get_filename(), pragma) {
+                Ok(hot) => Some(hot),
+                Err(error) => {
+                    writer_pool.close().await;
+                    return Err(error);
+                }
+            }
+        };
         let read_pool = if in_memory {
             // Another connection would open another, empty database; reads
             // share the writer's connection between batches.
@@ -122,6 +144,7 @@ impl SqliteStore {
             }
         };
         Ok(SqliteStore {
+            hot,
             reads: Reads::new(read_pool),
             writer: Writer::start(writer_pool),
         })
@@ -146,19 +169,40 @@ impl SqliteStore {
         self.writer.write_checked(args, body).await
     }
 
-    /// As [`SqliteStore::write_checked`], running `on_commit` on the writer
-    /// task right after the commit, in commit order.
-    async fn write_checked_then<A, T>(
-        &self,
-        args: A,
-        body: WriteBody<A, T>,
-        on_commit: writer::OnCommit<T>,
-    ) -> Result<T>
-    where
-        A: Send + Sync + 'static,
-        T: Send + 'static,
-    {
-        self.writer.write_checked_then(args, body, on_commit).await
+    /// Appends a message on the hot path (or, for an in-memory database,
+    /// through the writer task), running `on_commit` in commit order.
+    async fn append(&self, message: NewMessage, on_commit: Option<OnCommit>) -> Result<Appended> {
+        match (&self.hot, on_commit) {
+            (Some(hot), on_commit) => hot.append(message, on_commit).await,
+            (None, Some(on_commit)) => {
+                self.writer
+                    .write_checked_then(
+                        message,
+                        |conn, message| Box::pin(writes::append_message(conn, message)),
+                        on_commit,
+                    )
+                    .await
+            }
+            (None, None) => {
+                self.write_checked(message, |conn, message| {
+                    Box::pin(writes::append_message(conn, message))
+                })
+                .await
+            }
+        }
+    }
+
+    /// Moves `user`'s acknowledged position in `conversation`.
+    async fn ack_write(&self, user: UserId, conversation: ConversationId, seq: Seq) -> Result<Seq> {
+        match &self.hot {
+            Some(hot) => hot.ack(user, conversation, seq).await,
+            None => {
+                self.write_checked((user, conversation, seq), |conn, args| {
+                    Box::pin(writes::ack(conn, args))
+                })
+                .await
+            }
+        }
     }
 }
 
@@ -167,8 +211,11 @@ crate::dispatch::impl_repositories!(SqliteStore);
 #[async_trait]
 impl Store for SqliteStore {
     async fn close(&self) {
-        // The writer first, so every queued write commits before the
+        // The writers first, so every queued write commits before the
         // connections go.
+        if let Some(hot) = &self.hot {
+            hot.close().await;
+        }
         self.writer.close().await;
         self.reads.close().await;
     }
