@@ -1,16 +1,20 @@
 //! Passwords and session tokens.
 //!
 //! Passwords are argon2id hashes (the crate's defaults: 19 MiB, 2 passes, 1
-//! lane). Hashing is deliberately slow, so it runs on the blocking pool and a
-//! semaphore bounds how many run at once: a login storm queues instead of
+//! lane). Hashing is deliberately slow, so it runs on a few dedicated threads
+//! and a semaphore bounds how many wait for them: a login storm queues instead of
 //! starving everything else of CPU. Tokens are 32 random bytes; the store
 //! keeps only their SHA-256, so a leaked database holds no usable token.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
-use argon2::{Argon2, PasswordVerifier};
+use std::cell::RefCell;
+
+use argon2::password_hash::{
+    self, rand_core::OsRng, Output, ParamsString, PasswordHash, SaltString,
+};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -24,10 +28,70 @@ use crate::error::ServiceError;
 /// the server answers `unavailable` instead of queueing without bound.
 const QUEUE_WAIT: Duration = Duration::from_secs(5);
 
+/// A job for a hashing thread.
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// A few long-lived threads that do all the hashing. Each argon2 call
+/// allocates its 19 MiB block; on the blocking pool every new thread would
+/// keep one such block in its own allocator arena, and a login storm would
+/// leave hundreds of MiB behind. A fixed set of threads reuses its blocks.
+#[derive(Debug)]
+struct HashPool {
+    jobs: Mutex<std::sync::mpsc::Sender<HashJob>>,
+}
+
+impl HashPool {
+    fn start(threads: usize) -> HashPool {
+        let (jobs, receiver) = std::sync::mpsc::channel::<HashJob>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for index in 0..threads {
+            let receiver = receiver.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("argon2-{index}"))
+                .spawn(move || loop {
+                    // The lock is held only to take the next job.
+                    let job = match receiver.lock() {
+                        Ok(receiver) => receiver.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        // Every sender is gone: the server has stopped.
+                        Err(_) => return,
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::error!(%error, "cannot start a password hashing thread");
+            }
+        }
+        HashPool {
+            jobs: Mutex::new(jobs),
+        }
+    }
+
+    /// Runs `work` on a hashing thread and waits for its result.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: HashJob = Box::new(move || {
+            let _ = reply.send(work());
+        });
+        self.jobs
+            .lock()
+            .map_err(|_| ServiceError::internal())?
+            .send(job)
+            .map_err(|_| ServiceError::internal())?;
+        answer.await.map_err(|_| ServiceError::internal())
+    }
+}
+
 /// Hashes and verifies passwords off the async workers.
 #[derive(Debug, Clone)]
 pub struct Passwords {
     permits: Arc<Semaphore>,
+    pool: Arc<HashPool>,
     /// A hash of no real password, verified against for unknown accounts.
     decoy: Arc<OnceLock<String>>,
 }
@@ -45,6 +109,7 @@ impl Passwords {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             permits: Arc::new(Semaphore::new(cpus)),
+            pool: Arc::new(HashPool::start(cpus)),
             decoy: Arc::new(OnceLock::new()),
         }
     }
@@ -83,18 +148,13 @@ impl Passwords {
     /// `internal` if hashing fails.
     pub async fn hash(&self, password: String) -> Result<String, ServiceError> {
         let _permit = self.permit().await?;
-        tokio::task::spawn_blocking(move || {
-            let salt = SaltString::generate(&mut OsRng);
-            Argon2::default()
-                .hash_password(password.as_bytes(), &salt)
-                .map(|hash| hash.to_string())
-        })
-        .await
-        .map_err(|_| ServiceError::internal())?
-        .map_err(|error| {
-            tracing::error!(%error, "password hashing failed");
-            ServiceError::internal()
-        })
+        self.pool
+            .run(move || hash_with_kept_memory(&password))
+            .await?
+            .map_err(|error| {
+                tracing::error!(%error, "password hashing failed");
+                ServiceError::internal()
+            })
     }
 
     /// Whether `password` matches the stored PHC string.
@@ -103,18 +163,82 @@ impl Passwords {
     /// `internal` if the stored hash is unreadable.
     pub async fn verify(&self, password: String, phc: String) -> Result<bool, ServiceError> {
         let _permit = self.permit().await?;
-        tokio::task::spawn_blocking(move || {
-            let parsed = PasswordHash::new(&phc).map_err(|error| {
+        self.pool
+            .run(move || verify_with_kept_memory(&password, &phc))
+            .await?
+            .map_err(|error| {
                 tracing::error!(%error, "unreadable password hash in store");
                 ServiceError::internal()
-            })?;
-            Ok(Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok())
-        })
-        .await
-        .map_err(|_| ServiceError::internal())?
+            })
     }
+}
+
+thread_local! {
+    /// This hashing thread's argon2 working memory (19 MiB with the default
+    /// parameters), allocated once and reused by every hash on the thread.
+    static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs argon2 in this thread's kept memory.
+fn compute(
+    argon2: &Argon2<'_>,
+    params: &Params,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), password_hash::Error> {
+    BLOCKS.with(|blocks| {
+        let mut blocks = blocks.borrow_mut();
+        let needed = params.block_count();
+        if blocks.len() < needed {
+            blocks.resize(needed, Block::default());
+        }
+        argon2
+            .hash_password_into_with_memory(password, salt, out, &mut blocks[..needed])
+            .map_err(password_hash::Error::from)
+    })
+}
+
+/// A new argon2id PHC string for `password`, with a fresh random salt.
+fn hash_with_kept_memory(password: &str) -> Result<String, password_hash::Error> {
+    let params = Params::default();
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let salt = SaltString::generate(&mut OsRng);
+    let mut salt_bytes = [0u8; 64];
+    let raw_salt = salt.as_salt().decode_b64(&mut salt_bytes)?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    compute(&argon2, &params, password.as_bytes(), raw_salt, &mut out)?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out)?),
+    };
+    Ok(hash.to_string())
+}
+
+/// Whether `password` matches the PHC string (any argon2 variant and
+/// parameters it names), compared in constant time.
+fn verify_with_kept_memory(password: &str, phc: &str) -> Result<bool, password_hash::Error> {
+    let parsed = PasswordHash::new(phc)?;
+    let algorithm = Algorithm::try_from(parsed.algorithm)?;
+    let version = parsed
+        .version
+        .map(Version::try_from)
+        .transpose()?
+        .unwrap_or_default();
+    let params = Params::try_from(&parsed)?;
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return Err(password_hash::Error::PhcStringField);
+    };
+    let mut salt_bytes = [0u8; 64];
+    let raw_salt = salt.decode_b64(&mut salt_bytes)?;
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    let mut out = vec![0u8; expected.len()];
+    compute(&argon2, &params, password.as_bytes(), raw_salt, &mut out)?;
+    // `Output`'s equality is constant-time.
+    Ok(Output::new(&out)? == expected)
 }
 
 /// A new random session token (URL-safe base64 of 32 bytes).
@@ -146,6 +270,24 @@ mod tests {
             .await
             .unwrap());
         assert!(!passwords.verify("wrong horse".into(), hash).await.unwrap());
+    }
+
+    #[test]
+    fn kept_memory_hashes_agree_with_the_argon2_crate() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let ours = hash_with_kept_memory("pässwörd 🔑").unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(Argon2::default()
+            .verify_password("pässwörd 🔑".as_bytes(), &parsed)
+            .is_ok());
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = Argon2::default()
+            .hash_password(b"another one", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_with_kept_memory("another one", &theirs).unwrap());
+        assert!(!verify_with_kept_memory("another two", &theirs).unwrap());
+        assert!(verify_with_kept_memory("x", "not a phc string").is_err());
     }
 
     #[test]
