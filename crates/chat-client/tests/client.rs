@@ -98,7 +98,9 @@ async fn a_first_own_message_is_not_echoed_by_a_gap_fill() {
         .await
         .expect("send");
     assert_eq!(bodies(&next_messages(&dave, 1).await), ["first"]);
-    dave.send(Target::User(carol_id), "second").await.expect("send");
+    dave.send(Target::User(carol_id), "second")
+        .await
+        .expect("send");
     let seen = next_messages(&carol, 1).await;
     assert_eq!(bodies(&seen), ["second"]);
     assert_eq!(seen[0].seq.0, 2);
