@@ -119,12 +119,28 @@ pub async fn history(
             limit + 1,
         )
         .await?;
-    let has_more = messages.len() > limit as usize;
+    let mut has_more = messages.len() > limit as usize;
     if has_more {
         if request.after_seq.is_some() {
             messages.truncate(limit as usize);
         } else {
             messages.remove(0);
+        }
+    }
+    // Keep the page within the byte budget, dropping from the far end of
+    // the paging direction so the next page continues where this one stops.
+    let lengths = messages.iter().map(|message| message.body.len());
+    let keep = if request.after_seq.is_some() {
+        within_budget(lengths)
+    } else {
+        within_budget(lengths.rev())
+    };
+    if keep < messages.len() {
+        has_more = true;
+        if request.after_seq.is_some() {
+            messages.truncate(keep);
+        } else {
+            messages.drain(..messages.len() - keep);
         }
     }
     Ok(HistoryResponse { messages, has_more })
@@ -143,7 +159,45 @@ pub async fn sync(ctx: &Context, me: &Identity, request: SyncRequest) -> Result<
         return Err(ServiceError::bad_request("too many cursors"));
     }
     let mut messages = ctx.store.sync(me.user, &request.cursors, limit + 1).await?;
-    let has_more = messages.len() > limit as usize;
+    let mut has_more = messages.len() > limit as usize;
     messages.truncate(limit as usize);
+    let keep = within_budget(messages.iter().map(|message| message.body.len()));
+    if keep < messages.len() {
+        has_more = true;
+        messages.truncate(keep);
+    }
     Ok(SyncResponse { messages, has_more })
+}
+
+/// Message bodies one `history` or `sync` page carries at most, in bytes:
+/// with JSON escaping and the other fields the frame stays a few MiB, far
+/// below what clients accept, however large the configured message limit.
+const PAGE_BODY_BUDGET: usize = 1024 * 1024;
+
+/// How many messages, from the start, fit in [`PAGE_BODY_BUDGET`] (always
+/// at least one, so paging makes progress).
+fn within_budget(body_lengths: impl Iterator<Item = usize>) -> usize {
+    let mut total = 0;
+    let mut count = 0;
+    for length in body_lengths {
+        total += length;
+        if count > 0 && total > PAGE_BODY_BUDGET {
+            break;
+        }
+        count += 1;
+    }
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_stop_at_the_byte_budget_but_never_at_zero() {
+        assert_eq!(within_budget([10, 20, 30].into_iter()), 3);
+        assert_eq!(within_budget(std::iter::repeat_n(4096, 1000)), 256);
+        assert_eq!(within_budget([PAGE_BODY_BUDGET * 2, 1].into_iter()), 1);
+        assert_eq!(within_budget(std::iter::empty()), 0);
+    }
 }
