@@ -5,7 +5,10 @@
 # medians in OUT/summary.md.
 #
 #   BIN=target/release OUT=/tmp/chat-bench RUNS=3 DURATION=10 \
-#       crates/chat-bench/scripts/single-node.sh [pairs] [group] [login] [idle]
+#       crates/chat-bench/scripts/single-node.sh [pairs] [pairs-full] [group] [login] [idle]
+#
+# pairs-full is pairs on a store with synchronous=full (a disk sync per
+# commit batch) instead of the default synchronous=NORMAL.
 #
 # With no scenario names, runs them all. Build first:
 #   cargo build --release -p chat-server -p chat-bench
@@ -16,13 +19,17 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 ADDR=${ADDR:-127.0.0.1:7400}
 IDLE_SIZES=${IDLE_SIZES:-"1000 15000"}
+# Sessions per account in the idle scenario: registering 15,000 accounts
+# costs 30,000 argon2 hashes (about ten minutes here); 5 sessions per
+# account cuts that to a fifth and still gives every connection a session.
+IDLE_SESSIONS=${IDLE_SESSIONS:-5}
 mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
-scenarios=${*:-pairs group login idle}
+scenarios=${*:-pairs pairs-full group login idle}
 chatd_pid=
 
-start_chatd() { # DB_FILE
-    "$BIN/chatd" --listen "$ADDR" --store "sqlite://$1" --log warn \
+start_chatd() { # DB_FILE [STORE_QUERY]
+    "$BIN/chatd" --listen "$ADDR" --store "sqlite://$1${2:-}" --log warn \
         --rate-limit-per-sec 0 --max-connections-per-ip 0 >>"$OUT/chatd.log" 2>&1 &
     chatd_pid=$!
     for _ in $(seq 1 100); do
@@ -69,6 +76,17 @@ for scenario in $scenarios; do
         done
         stop_chatd
         ;;
+    pairs-full)
+        start_chatd "$(fresh_db pairs-full)" "?synchronous=full"
+        for run in $(seq 1 "$RUNS"); do
+            for config in "10 1" "100 8"; do
+                set -- $config
+                bench --label synchronous=full pairs --server "$ADDR" --pairs "$1" \
+                    --window "$2" --duration "$DURATION"
+            done
+        done
+        stop_chatd
+        ;;
     group)
         start_chatd "$(fresh_db group)"
         for run in $(seq 1 "$RUNS"); do
@@ -98,7 +116,8 @@ for scenario in $scenarios; do
         for size in $IDLE_SIZES; do [ "$size" -gt "$largest" ] && largest=$size; done
         start_chatd "$db"
         "$BIN/chat-bench" --no-progress idle --server "$ADDR" \
-            --connections "$largest" --save-tokens "$OUT/idle-tokens.txt" \
+            --connections "$largest" --sessions-per-user "$IDLE_SESSIONS" \
+            --save-tokens "$OUT/idle-tokens.txt" \
             2>>"$OUT/log.txt"
         stop_chatd
         for run in $(seq 1 "$RUNS"); do
@@ -106,7 +125,8 @@ for scenario in $scenarios; do
                 start_chatd "$db"
                 sleep 2
                 bench idle --server "$ADDR" --connections "$size" \
-                    --server-pid "$chatd_pid" --tokens "$OUT/idle-tokens.txt"
+                    --sessions-per-user "$IDLE_SESSIONS" --server-pid "$chatd_pid" \
+                    --tokens "$OUT/idle-tokens.txt"
                 stop_chatd
             done
         done

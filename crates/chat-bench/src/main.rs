@@ -35,6 +35,10 @@ struct Cli {
     /// Worker threads of the bench's own runtime (default: one per core).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// A note recorded with the results (e.g. the server's configuration),
+    /// so `summarize` keeps runs with different notes apart.
+    #[arg(long, global = true)]
+    label: Option<String>,
     #[command(subcommand)]
     command: Action,
 }
@@ -277,6 +281,7 @@ fn main() -> ExitCode {
 /// Runs the command; `Ok(false)` for a run that is not clean.
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     let progress = !cli.no_progress;
+    let label = cli.label.as_deref();
     match cli.command {
         Action::Relay {
             listen,
@@ -311,7 +316,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Action::Baseline { pairs, relay } => {
             let load = pairs.load.options(2 * pairs.pairs, progress)?;
             let report = run_baseline(&relay, pairs.pairs, load).await?;
-            output(cli.json, cli.plot.as_deref(), &report, None)
+            output(cli.json, cli.plot.as_deref(), label, &report, None)
         }
         Action::Pairs {
             servers,
@@ -335,11 +340,12 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             })
             .await?;
             if let Some(baseline) = &baseline_report {
-                report.set_baseline(baseline.delivered_per_sec);
+                report.set_baseline(baseline);
             }
             output(
                 cli.json,
                 cli.plot.as_deref(),
+                label,
                 &report,
                 baseline_report.as_ref(),
             )
@@ -360,7 +366,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 load,
             })
             .await?;
-            output(cli.json, cli.plot.as_deref(), &report, None)
+            output(cli.json, cli.plot.as_deref(), label, &report, None)
         }
         Action::Idle {
             servers,
@@ -414,7 +420,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 progress,
             })
             .await?;
-            output(cli.json, None, &report, None)
+            output(cli.json, None, label, &report, None)
         }
         Action::Login {
             servers,
@@ -443,7 +449,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 progress,
             })
             .await?;
-            output(cli.json, cli.plot.as_deref(), &report, None)
+            output(cli.json, cli.plot.as_deref(), label, &report, None)
         }
     }
 }
@@ -514,10 +520,14 @@ async fn spawn_relay() -> anyhow::Result<(Child, SocketAddr)> {
 fn output(
     json: bool,
     plot: Option<&std::path::Path>,
+    label: Option<&str>,
     report: &Report,
     baseline: Option<&Report>,
 ) -> anyhow::Result<bool> {
     let mut report = report.clone();
+    if let Some(label) = label {
+        report.param("label", label);
+    }
     if let Some(load) = load_average() {
         report.param("loadavg_1m", load);
     }

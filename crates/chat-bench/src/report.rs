@@ -78,6 +78,12 @@ pub struct Report {
     /// `delivered_per_sec / baseline_delivered_per_sec`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline_fraction: Option<f64>,
+    /// The bare relay's median latency with the same parameters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_p50_ms: Option<f64>,
+    /// The bare relay's 99th percentile latency with the same parameters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_p99_ms: Option<f64>,
     /// Idle scenario: connections logged in and held.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connections: Option<u64>,
@@ -137,6 +143,8 @@ impl Report {
             drained: true,
             baseline_delivered_per_sec: None,
             baseline_fraction: None,
+            baseline_p50_ms: None,
+            baseline_p99_ms: None,
             connections: None,
             rss_before_kib: None,
             rss_after_kib: None,
@@ -209,11 +217,14 @@ impl Report {
         }
     }
 
-    /// Sets the baseline figure and the fraction of it this run reached.
-    pub fn set_baseline(&mut self, baseline_delivered_per_sec: f64) {
-        self.baseline_delivered_per_sec = Some(baseline_delivered_per_sec);
-        if baseline_delivered_per_sec > 0.0 {
-            self.baseline_fraction = Some(self.delivered_per_sec / baseline_delivered_per_sec);
+    /// Records the bare relay's run with the same parameters and the
+    /// fraction of its throughput this run reached.
+    pub fn set_baseline(&mut self, baseline: &Report) {
+        self.baseline_delivered_per_sec = Some(baseline.delivered_per_sec);
+        self.baseline_p50_ms = Some(baseline.p50_ms);
+        self.baseline_p99_ms = Some(baseline.p99_ms);
+        if baseline.delivered_per_sec > 0.0 {
+            self.baseline_fraction = Some(self.delivered_per_sec / baseline.delivered_per_sec);
         }
     }
 

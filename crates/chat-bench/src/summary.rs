@@ -18,6 +18,8 @@ const COLUMNS: &[(&str, &str, usize)] = &[
     ("p999_ms", "p99.9 ms", 2),
     ("max_ms", "max ms", 1),
     ("baseline_delivered_per_sec", "relay delivered/s", 0),
+    ("baseline_p50_ms", "relay p50 ms", 2),
+    ("baseline_p99_ms", "relay p99 ms", 2),
     ("baseline_fraction", "of relay", 3),
     ("rss_per_connection_bytes", "RSS/conn B", 0),
 ];
