@@ -107,7 +107,7 @@ start_node() {
         --redis "$redis_url" \
         --redis-prefix "$prefix" \
         --node-id "node-$index" \
-        --max-connections-per-ip 0 \
+        --proxy-protocol \
         >>"$run/node-$index.log" 2>&1 &
     echo $! >"$run/node-$index.pid"
     for _ in $(seq 1 300); do

@@ -52,6 +52,10 @@ pub struct Config {
     /// Seconds between cluster heartbeats; presence of a dead node expires
     /// after three of them.
     pub heartbeat_secs: u64,
+    /// Expect a PROXY protocol v1 header on every connection (from a trusted
+    /// load balancer such as nginx with `proxy_protocol on;`) and use the
+    /// client address it names for per-address limits and logs.
+    pub proxy_protocol: bool,
     /// Log filter (`info`, `chat_server=debug`, ...); `RUST_LOG` overrides it.
     pub log: String,
 }
@@ -78,6 +82,7 @@ impl Default for Config {
             token_ttl_secs: 30 * 24 * 3600,
             shutdown_grace_secs: 10,
             heartbeat_secs: 2,
+            proxy_protocol: false,
             log: "info".to_owned(),
         }
     }

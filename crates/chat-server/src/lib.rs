@@ -14,6 +14,7 @@ pub mod context;
 pub mod error;
 pub mod hub;
 pub mod limits;
+pub mod proxy;
 pub mod redis_bus;
 pub mod server;
 pub mod service;

@@ -76,6 +76,9 @@ struct Args {
     /// Seconds between cluster heartbeats [default: 2].
     #[arg(long, env = "CHATD_HEARTBEAT_SECS")]
     heartbeat_secs: Option<u64>,
+    /// Expect a PROXY protocol v1 header (nginx `proxy_protocol on;`) on every connection and use the client address it names for per-address limits. Only behind a trusted proxy.
+    #[arg(long, env = "CHATD_PROXY_PROTOCOL")]
+    proxy_protocol: bool,
     /// Log filter, e.g. info or chat_server=debug (RUST_LOG wins) [default: info].
     #[arg(long, env = "CHATD_LOG")]
     log: Option<String>,
@@ -117,6 +120,9 @@ impl Args {
         }
         if self.node_id.is_some() {
             config.node_id = self.node_id;
+        }
+        if self.proxy_protocol {
+            config.proxy_protocol = true;
         }
         config.validate()?;
         Ok((config, self.print_config))

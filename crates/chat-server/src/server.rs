@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bytes::BytesMut;
 use chat_proto::Status;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -17,6 +18,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::hub::Hub;
 use crate::limits::ConnectionLimiter;
+use crate::proxy;
 use crate::redis_bus::{RedisBus, RedisBusOptions};
 use crate::session::{refuse, Session};
 
@@ -133,6 +135,25 @@ async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                if ctx.config.proxy_protocol {
+                    // The client's address comes first, from the proxy:
+                    // read it on the session's task, not the accept loop.
+                    let (ctx, limiter, shutdown) = (ctx.clone(), limiter.clone(), shutdown.clone());
+                    sessions.spawn(async move {
+                        let mut stream = stream;
+                        let mut buf = BytesMut::new();
+                        let client = match proxy::read_header(&mut stream, &mut buf, peer).await {
+                            Ok(client) => client,
+                            Err(error) => {
+                                tracing::info!(%peer, %error, "refused a connection");
+                                refuse(stream, Status::ProtocolError, &error.to_string()).await;
+                                return;
+                            }
+                        };
+                        serve_connection(ctx, limiter, stream, client, buf, shutdown).await;
+                    });
+                    continue;
+                }
                 if !limiter.try_acquire(peer.ip()) {
                     tokio::spawn(refuse(stream, Status::RateLimited, "too many connections"));
                     continue;
@@ -165,6 +186,29 @@ async fn serve(
     ctx.store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Counts a proxied connection under its client's address and serves it.
+async fn serve_connection(
+    ctx: Arc<Context>,
+    limiter: Arc<ConnectionLimiter>,
+    stream: tokio::net::TcpStream,
+    client: SocketAddr,
+    read_buf: BytesMut,
+    shutdown: watch::Receiver<bool>,
+) {
+    if !limiter.try_acquire(client.ip()) {
+        refuse(stream, Status::RateLimited, "too many connections").await;
+        return;
+    }
+    let _slot = ConnectionSlot {
+        limiter,
+        ip: client.ip(),
+    };
+    Session::new(ctx, stream, client, shutdown)
+        .with_buffered(read_buf)
+        .run()
+        .await;
 }
 
 /// Gives a connection's place back to the limiter however its task ends,

@@ -103,6 +103,14 @@ impl Session {
         }
     }
 
+    /// Starts with bytes already read from the connection (what followed a
+    /// PROXY protocol header).
+    #[must_use]
+    pub fn with_buffered(mut self, bytes: BytesMut) -> Self {
+        self.read_buf = bytes;
+        self
+    }
+
     /// Serves the connection until it ends, then withdraws the session from
     /// the hub and tells friends if the user went offline.
     pub async fn run(mut self) {
@@ -117,6 +125,12 @@ impl Session {
     }
 
     async fn serve(&mut self) -> End {
+        // Bytes that came in with a PROXY protocol header are handled first.
+        if !self.read_buf.is_empty() {
+            if let Err(end) = Box::pin(self.handle_buffered()).await {
+                return end;
+            }
+        }
         loop {
             if let Err(end) = self.flush().await {
                 return end;
@@ -175,6 +189,11 @@ impl Session {
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
             Err(error) => return Err(End::Io(error)),
         }
+        self.handle_buffered().await
+    }
+
+    /// Handles every whole frame in the read buffer.
+    async fn handle_buffered(&mut self) -> Result<(), End> {
         loop {
             match frame::decode(&mut self.read_buf, self.ctx.config.max_frame_len) {
                 Ok(Some(frame)) => {

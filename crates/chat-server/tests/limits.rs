@@ -298,3 +298,77 @@ async fn an_overflowing_outbox_ends_the_session_and_loses_nothing() {
     }
     common::expect_no_push(&bob).await;
 }
+
+/// Behind a proxy that speaks the PROXY protocol, the per-address limits
+/// count the clients' addresses, not the proxy's.
+#[tokio::test]
+async fn the_proxy_protocol_names_the_client_for_per_address_limits() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = TestServer::start_with(|config| {
+        config.proxy_protocol = true;
+        config.max_connections_per_ip = 1;
+    })
+    .await;
+    let ping = {
+        let mut buf = bytes::BytesMut::new();
+        chat_proto::Request::Ping(chat_proto::PingRequest {})
+            .encode(1, &mut buf)
+            .unwrap();
+        buf
+    };
+    async fn open(
+        server: &TestServer,
+        header: &str,
+        ping: &[u8],
+    ) -> (tokio::net::TcpStream, chat_proto::Frame) {
+        let mut stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        let mut bytes = header.as_bytes().to_vec();
+        bytes.extend_from_slice(ping);
+        stream.write_all(&bytes).await.unwrap();
+        let mut buf = bytes::BytesMut::new();
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                if let Some(frame) = chat_proto::frame::decode(&mut buf, 1 << 20).unwrap() {
+                    return frame;
+                }
+                assert!(stream.read_buf(&mut buf).await.unwrap() > 0, "closed early");
+            }
+        })
+        .await
+        .unwrap();
+        (stream, frame)
+    }
+    // Two clients behind one proxy address: both served.
+    let (_first, pong) = open(
+        &server,
+        "PROXY TCP4 10.0.0.1 10.0.0.9 40000 7000\r\n",
+        &ping,
+    )
+    .await;
+    assert_eq!(pong.header.status, 0);
+    let (_second, pong) = open(
+        &server,
+        "PROXY TCP4 10.0.0.2 10.0.0.9 40001 7000\r\n",
+        &ping,
+    )
+    .await;
+    assert_eq!(pong.header.status, 0);
+    // A second connection of the same client is over its limit of one.
+    let (_third, refused) = open(
+        &server,
+        "PROXY TCP4 10.0.0.1 10.0.0.9 40002 7000\r\n",
+        &ping,
+    )
+    .await;
+    assert_eq!(
+        refused.header.status,
+        chat_proto::Status::RateLimited.code()
+    );
+    // A connection without the header is refused as a protocol error.
+    let (_bare, refused) = open(&server, "", &ping).await;
+    assert_eq!(
+        refused.header.status,
+        chat_proto::Status::ProtocolError.code()
+    );
+}
