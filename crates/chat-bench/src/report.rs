@@ -318,7 +318,9 @@ impl Report {
             row(
                 "baseline",
                 format!(
-                    "{baseline:.0} delivered/s; this run {:.1} %",
+                    "{baseline:.0} delivered/s, p50 {:.3} ms, p99 {:.3} ms; this run {:.1} %",
+                    self.baseline_p50_ms.unwrap_or(0.0),
+                    self.baseline_p99_ms.unwrap_or(0.0),
                     fraction * 100.0
                 ),
             );
