@@ -90,6 +90,8 @@ impl SqliteStore {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(synchronous)
+                // The hot path's checkpointer thread does the checkpoints.
+                .pragma("wal_autocheckpoint", "0")
         };
         // One connection that never expires: the only writer, and for an
         // in-memory database the database itself (it disappears with its

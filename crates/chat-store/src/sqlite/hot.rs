@@ -15,6 +15,8 @@
 //! one for file databases.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chat_proto::{ChatMessage, ConversationId, GroupId, Seq, Target, UserId};
@@ -55,10 +57,14 @@ enum Outcome {
     Acked(Result<Seq>),
 }
 
+/// How often the checkpointer moves the write-ahead log into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
 /// The handle to the hot-path thread.
 #[derive(Debug)]
 pub(super) struct HotWriter {
     jobs: mpsc::Sender<Job>,
+    stop_checkpoints: Arc<AtomicBool>,
 }
 
 impl HotWriter {
@@ -75,13 +81,33 @@ impl HotWriter {
             "PRAGMA foreign_keys = ON; PRAGMA synchronous = {synchronous};"
         ))
         .map_err(engine)?;
+        // Checkpoints (copying the log into the database, with a disk sync)
+        // would otherwise run inside a commit on this thread, every 1000
+        // pages; the checkpointer thread does them instead.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
+            .map_err(engine)?;
         conn.set_prepared_statement_cache_capacity(32);
+        let checkpointer = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(engine)?;
+        checkpointer.busy_timeout(BUSY_TIMEOUT).map_err(engine)?;
+        let stop_checkpoints = Arc::new(AtomicBool::new(false));
+        let stop = stop_checkpoints.clone();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".to_owned())
+            .spawn(move || checkpoint_loop(&checkpointer, &stop))
+            .map_err(|error| StoreError::Config(format!("cannot start a thread: {error}")))?;
         let (jobs, receiver) = mpsc::channel(QUEUE_LEN);
         std::thread::Builder::new()
             .name("sqlite-hot".to_owned())
             .spawn(move || run(conn, receiver))
             .map_err(|error| StoreError::Config(format!("cannot start a thread: {error}")))?;
-        Ok(HotWriter { jobs })
+        Ok(HotWriter {
+            jobs,
+            stop_checkpoints,
+        })
     }
 
     /// Appends a message; see [`crate::MessageStore::append_message_then`].
@@ -118,8 +144,9 @@ impl HotWriter {
         answer.await.map_err(|_| closed())?
     }
 
-    /// Commits what is queued and stops the thread.
+    /// Commits what is queued and stops the threads.
     pub(super) async fn close(&self) {
+        self.stop_checkpoints.store(true, Ordering::Release);
         let (done, stopped) = oneshot::channel();
         if self.jobs.send(Job::Close(done)).await.is_ok() {
             let _ = stopped.await;
@@ -128,6 +155,23 @@ impl HotWriter {
 
     async fn submit(&self, job: Job) -> Result<()> {
         self.jobs.send(job).await.map_err(|_| closed())
+    }
+}
+
+/// Moves the log into the database a few times a second, off the commit
+/// path. PASSIVE never waits for (or blocks) the writers or readers; what a
+/// reader still needs is left for the next round. Ends at close, with one
+/// last round.
+fn checkpoint_loop(conn: &Connection, stop: &AtomicBool) {
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(%error, "WAL checkpoint failed; retrying");
+        }
+        if stopping {
+            return;
+        }
+        std::thread::sleep(CHECKPOINT_EVERY);
     }
 }
 
