@@ -8,15 +8,19 @@
 //! conversation keep their order), and everything ready to go out (responses
 //! and queued pushes) is written with one `write_all`.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use chat_proto::frame;
 use chat_proto::{
-    ErrorBody, Frame, FrameError, LoginRequest, LoginResponse, LogoutResponse, PingResponse,
-    PresencePush, Push, Request, Response, SessionEndReason, SessionEndedPush, Status, UserId,
+    ErrorBody, Frame, FrameError, LoginRequest, LoginResponse, LogoutResponse, MessageType,
+    PingResponse, PresencePush, Push, Request, Response, SessionEndReason, SessionEndedPush,
+    Status, UserId,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -78,7 +82,19 @@ pub struct Session {
     login: Option<LoggedIn>,
     shutdown: watch::Receiver<bool>,
     idle_deadline: tokio::time::Instant,
+    /// Sends queued for commit, oldest first, answered in this order.
+    in_flight: VecDeque<InFlight>,
 }
+
+/// A queued send: its request's type and id, and its answer to come.
+type InFlight = (
+    u16,
+    u32,
+    Pin<Box<dyn Future<Output = Result<Response>> + Send>>,
+);
+
+/// Sends one connection may have queued for commit at once.
+const MAX_IN_FLIGHT: usize = 64;
 
 impl Session {
     /// A session over an accepted connection.
@@ -100,6 +116,7 @@ impl Session {
             login: None,
             shutdown,
             idle_deadline,
+            in_flight: VecDeque::new(),
         }
     }
 
@@ -139,7 +156,9 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => {
-                    // Flush what was queued for this session before saying goodbye.
+                    // Answer the sends already queued (they commit), and flush
+                    // what was queued for this session, before saying goodbye.
+                    Box::pin(self.drain_in_flight()).await;
                     if let Some(handle) = &handle {
                         if let Ok(frames) = handle.take() {
                             for frame in frames {
@@ -162,6 +181,14 @@ impl Session {
                             Box::pin(self.end_with(SessionEndReason::SlowConsumer, "you read too slowly; reconnect and sync")).await;
                             return End::SlowConsumer;
                         }
+                    }
+                }
+                result = std::future::poll_fn(|cx| match self.in_flight.front_mut() {
+                    Some((_, _, answer)) => answer.as_mut().poll(cx),
+                    None => std::task::Poll::Pending,
+                }), if !self.in_flight.is_empty() => {
+                    if let Some((message_type, request_id, _)) = self.in_flight.pop_front() {
+                        self.write_result(message_type, request_id, result);
                     }
                 }
                 readable = self.stream.readable() => {
@@ -270,15 +297,38 @@ impl Session {
     /// Handles one well-framed frame, appending exactly one response.
     async fn handle_frame(&mut self, frame: Frame) {
         let header = frame.header;
+        // A logged-in client's sends are pipelined: each is queued for
+        // commit in arrival order, and answered, in the same order, when it
+        // has committed; meanwhile the next frames are read.
+        if header.message_type == MessageType::Send.code() && self.login.is_some() {
+            if self.in_flight.len() >= MAX_IN_FLIGHT {
+                self.answer_oldest().await;
+            }
+            let answer = self.queue_send(&frame).await;
+            self.in_flight
+                .push_back((header.message_type, header.request_id, answer));
+            return;
+        }
+        // Anything else waits for the sends before it (a history request
+        // must see them), so answers stay in request order.
+        self.drain_in_flight().await;
         let result = self.dispatch(&frame).await;
+        let login = match &result {
+            Ok(Response::Login(login)) => Some(login.clone()),
+            _ => None,
+        };
+        self.write_result(header.message_type, header.request_id, result);
+        if let Some(login) = login {
+            self.after_login(&login).await;
+        }
+    }
+
+    /// Appends the answer to a request to the write buffer.
+    fn write_result(&mut self, message_type: u16, request_id: u32, result: Result<Response>) {
         match result {
             Ok(response) => {
                 // Responses are plain data and always encode.
-                let _ = response.encode(header.request_id, &mut self.write_buf);
-                if let Response::Login(login) = &response {
-                    let login = login.clone();
-                    self.after_login(&login).await;
-                }
+                let _ = response.encode(request_id, &mut self.write_buf);
             }
             Err(error) => {
                 if error.status == Status::Internal || error.status == Status::Unavailable {
@@ -286,12 +336,48 @@ impl Session {
                 }
                 error
                     .body()
-                    .encode(header.message_type, header.request_id, &mut self.write_buf);
+                    .encode(message_type, request_id, &mut self.write_buf);
             }
         }
     }
 
-    async fn dispatch(&mut self, frame: &Frame) -> Result<Response> {
+    /// Waits for the oldest queued send and writes its answer.
+    async fn answer_oldest(&mut self) {
+        if let Some((message_type, request_id, answer)) = self.in_flight.pop_front() {
+            let result = answer.await;
+            self.write_result(message_type, request_id, result);
+        }
+    }
+
+    /// Waits for every queued send and writes their answers.
+    async fn drain_in_flight(&mut self) {
+        while !self.in_flight.is_empty() {
+            self.answer_oldest().await;
+        }
+    }
+
+    /// Checks a send and queues it for commit; the answer comes later.
+    async fn queue_send(
+        &mut self,
+        frame: &Frame,
+    ) -> Pin<Box<dyn Future<Output = Result<Response>> + Send>> {
+        let request = match self.check_request(frame) {
+            Ok(request) => request,
+            Err(error) => return Box::pin(std::future::ready(Err(error))),
+        };
+        let (Request::Send(request), Some(login)) = (request, &self.login) else {
+            // The type code said send and the session is logged in.
+            return Box::pin(std::future::ready(Err(ServiceError::internal())));
+        };
+        match chat::send_queued(&self.ctx, &login.identity, request).await {
+            Ok(pending) => Box::pin(async move { pending.await.map(Response::Send) }),
+            Err(error) => Box::pin(std::future::ready(Err(error))),
+        }
+    }
+
+    /// The checks every request passes before it is acted on, and its
+    /// decoding.
+    fn check_request(&mut self, frame: &Frame) -> Result<Request> {
         let header = frame.header;
         if !header.flags.is_request() {
             return Err(ServiceError::bad_request(
@@ -310,7 +396,11 @@ impl Session {
                 "too many requests on this connection; slow down",
             ));
         }
-        let request = Request::from_payload(header.message_type, &frame.payload)?;
+        Ok(Request::from_payload(header.message_type, &frame.payload)?)
+    }
+
+    async fn dispatch(&mut self, frame: &Frame) -> Result<Response> {
+        let request = self.check_request(frame)?;
         let ctx = self.ctx.clone();
         let ctx = &*ctx;
         // Requests allowed before login.

@@ -26,8 +26,8 @@ macro_rules! impl_repositories {
             use $crate::error::Result;
             use $crate::repo::{
                 Appended, FriendAddResult, FriendRecord, FriendStore, GroupRecord, GroupStore,
-                MemberRecord, MessageStore, NewMessage, OnCommit, TokenStore, UserRecord,
-                UserStore,
+                MemberRecord, MessageStore, NewMessage, OnCommit, PendingAppend, TokenStore,
+                UserRecord, UserStore,
             };
 
             #[async_trait]
@@ -238,6 +238,14 @@ macro_rules! impl_repositories {
                     on_commit: OnCommit,
                 ) -> Result<Appended> {
                     self.append(message, Some(on_commit)).await
+                }
+
+                async fn queue_append(
+                    &self,
+                    message: NewMessage,
+                    on_commit: OnCommit,
+                ) -> Result<PendingAppend> {
+                    self.queue(message, on_commit).await
                 }
 
                 async fn is_conversation_member(

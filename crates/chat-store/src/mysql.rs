@@ -22,7 +22,7 @@ use sqlx::{Executor as _, MySqlPool};
 use crate::error::{Result, StoreError};
 use chat_proto::{ConversationId, Seq, UserId};
 
-use crate::repo::{Appended, NewMessage, OnCommit, Store};
+use crate::repo::{Appended, NewMessage, OnCommit, PendingAppend, Store};
 use crate::rows::BoxFuture;
 use reads::Reads;
 
@@ -110,6 +110,13 @@ impl MysqlStore {
             on_commit(&appended);
         }
         Ok(appended)
+    }
+
+    /// Appends at once (MySQL has no commit queue to wait in) and hands back
+    /// the result as an already finished future.
+    async fn queue(&self, message: NewMessage, on_commit: OnCommit) -> Result<PendingAppend> {
+        let appended = self.append(message, Some(on_commit)).await;
+        Ok(Box::pin(std::future::ready(appended)))
     }
 
     /// Moves `user`'s acknowledged position in `conversation`.

@@ -114,6 +114,11 @@ pub struct Appended {
 /// What [`MessageStore::append_message_then`] runs after the commit.
 pub type OnCommit = Box<dyn FnOnce(&Appended) + Send>;
 
+/// An append that is queued for commit; resolves once it is committed (or
+/// refused). See [`MessageStore::queue_append`].
+pub type PendingAppend =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Appended>> + Send>>;
+
 /// Accounts.
 #[async_trait]
 pub trait UserStore: Send + Sync {
@@ -299,6 +304,14 @@ pub trait MessageStore: Send + Sync {
         message: NewMessage,
         on_commit: OnCommit,
     ) -> Result<Appended>;
+
+    /// As [`MessageStore::append_message_then`], but returns as soon as the
+    /// append has its place in the commit queue, with a future of its
+    /// result: a session can queue a client's pipelined sends one after
+    /// another (keeping their order) and answer each when it commits. Where
+    /// there is no such queue (MySQL), it returns after the commit.
+    async fn queue_append(&self, message: NewMessage, on_commit: OnCommit)
+        -> Result<PendingAppend>;
 
     /// Whether `user` is a member of `conversation` (may read and ack it).
     async fn is_conversation_member(

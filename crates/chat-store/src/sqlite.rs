@@ -29,7 +29,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use crate::error::{Result, StoreError};
 use chat_proto::{ConversationId, Seq, UserId};
 
-use crate::repo::{Appended, NewMessage, OnCommit, Store};
+use crate::repo::{Appended, NewMessage, OnCommit, PendingAppend, Store};
 use hot::HotWriter;
 use reads::Reads;
 use writer::{WriteBody, Writer};
@@ -190,6 +190,18 @@ impl SqliteStore {
                     Box::pin(writes::append_message(conn, message))
                 })
                 .await
+            }
+        }
+    }
+
+    /// Queues an append on the hot path and returns its pending result (for
+    /// an in-memory database, appends through the writer task first).
+    async fn queue(&self, message: NewMessage, on_commit: OnCommit) -> Result<PendingAppend> {
+        match &self.hot {
+            Some(hot) => hot.queue(message, on_commit).await,
+            None => {
+                let appended = self.append(message, Some(on_commit)).await;
+                Ok(Box::pin(std::future::ready(appended)))
             }
         }
     }

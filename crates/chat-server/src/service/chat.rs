@@ -1,5 +1,8 @@
 //! Sending, acknowledging, history and sync.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use chat_proto::{
     AckRequest, AckResponse, HistoryRequest, HistoryResponse, SendRequest, SendResponse, Status,
     SyncRequest, SyncResponse,
@@ -23,6 +26,24 @@ const SYNC_MAX_CURSORS: usize = 10_000;
 /// `bad_request`/`too_large` for an invalid body or id, `forbidden` if not
 /// friends or not a member, `not_found` for an unknown target.
 pub async fn send(ctx: &Context, me: &Identity, request: SendRequest) -> Result<SendResponse> {
+    send_queued(ctx, me, request).await?.await
+}
+
+/// A send whose message has its place in the commit queue; resolves to the
+/// answer once it is committed.
+pub type PendingSend = Pin<Box<dyn Future<Output = Result<SendResponse>> + Send>>;
+
+/// Checks a send and queues its message for commit, returning as soon as it
+/// is queued: a session queues a client's pipelined sends in order and
+/// answers each when it commits (see [`send`] for the rest).
+///
+/// # Errors
+/// As [`send`], for what can be told before the commit.
+pub async fn send_queued(
+    ctx: &Context,
+    me: &Identity,
+    request: SendRequest,
+) -> Result<PendingSend> {
     let id_chars = request.client_msg_id.chars().count();
     if id_chars == 0 || id_chars > validate::MAX_CLIENT_MSG_ID_CHARS {
         return Err(ServiceError::bad_request(
@@ -53,9 +74,9 @@ pub async fn send(ctx: &Context, me: &Identity, request: SendRequest) -> Result<
         let frame = Context::encode_message_push(&appended.message);
         bus.deliver(&appended.recipients, frame, Some(except));
     });
-    let appended = ctx
+    let pending = ctx
         .store
-        .append_message_then(
+        .queue_append(
             NewMessage {
                 sender_id: me.user,
                 sender_name: me.name.clone(),
@@ -67,14 +88,16 @@ pub async fn send(ctx: &Context, me: &Identity, request: SendRequest) -> Result<
             on_commit,
         )
         .await?;
-    let message = appended.message;
-    let response = SendResponse {
-        conversation_id: message.conversation_id,
-        seq: message.seq,
-        server_ts_ms: message.server_ts_ms,
-        duplicate: appended.duplicate,
-    };
-    Ok(response)
+    Ok(Box::pin(async move {
+        let appended = pending.await?;
+        let message = appended.message;
+        Ok(SendResponse {
+            conversation_id: message.conversation_id,
+            seq: message.seq,
+            server_ts_ms: message.server_ts_ms,
+            duplicate: appended.duplicate,
+        })
+    }))
 }
 
 /// Moves the user's acknowledged position forward.

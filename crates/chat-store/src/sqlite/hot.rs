@@ -24,7 +24,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Result, StoreError};
-use crate::repo::{Appended, NewMessage, OnCommit};
+use crate::repo::{Appended, NewMessage, OnCommit, PendingAppend};
 use crate::rows::{from_db, target_to_db, to_db};
 
 /// Most writes one transaction takes.
@@ -124,6 +124,23 @@ impl HotWriter {
         })
         .await?;
         answer.await.map_err(|_| closed())?
+    }
+
+    /// Queues an append and returns its pending result; see
+    /// [`crate::MessageStore::queue_append`].
+    pub(super) async fn queue(
+        &self,
+        message: NewMessage,
+        on_commit: OnCommit,
+    ) -> Result<PendingAppend> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Append {
+            message,
+            on_commit: Some(on_commit),
+            reply,
+        })
+        .await?;
+        Ok(Box::pin(async move { answer.await.map_err(|_| closed())? }))
     }
 
     /// Moves an acknowledged position; see [`crate::MessageStore::ack`].
