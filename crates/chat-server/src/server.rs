@@ -62,7 +62,7 @@ impl RunningServer {
 /// bus that cannot start, or an address that cannot be bound.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     config.validate()?;
-    let store = chat_store::open(&config.store)
+    let store = open_store(&config.store)
         .await
         .with_context(|| format!("cannot open store {}", redact(&config.store)))?;
     let hub = Arc::new(Hub::new());
@@ -209,6 +209,29 @@ async fn serve_connection(
         .with_buffered(read_buf)
         .run()
         .await;
+}
+
+/// Opens the store, trying again for a few seconds: a database that is still
+/// starting, or several nodes of a new cluster migrating one database at the
+/// same moment, should delay a node's start, not fail it.
+async fn open_store(url: &str) -> Result<Arc<dyn chat_store::Store>, chat_store::StoreError> {
+    const ATTEMPTS: u32 = 6;
+    let mut delay = Duration::from_millis(250);
+    let mut attempt = 1;
+    loop {
+        match chat_store::open(url).await {
+            Ok(store) => return Ok(store),
+            // A bad URL will not get better.
+            Err(error @ chat_store::StoreError::Config(_)) => return Err(error),
+            Err(error) if attempt < ATTEMPTS => {
+                tracing::warn!(error = ?error, attempt, "cannot open the store yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// Gives a connection's place back to the limiter however its task ends,

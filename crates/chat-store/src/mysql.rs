@@ -86,9 +86,9 @@ impl MysqlStore {
             })
             .connect_with(options)
             .await?;
-        if let Err(error) = sqlx::migrate!("./migrations/mysql").run(&pool).await {
+        if let Err(error) = migrate(&pool).await {
             pool.close().await;
-            return Err(error.into());
+            return Err(error);
         }
         Ok(MysqlStore {
             reads: Reads::new(pool.clone()),
@@ -191,4 +191,35 @@ impl Store for MysqlStore {
     fn backend(&self) -> &'static str {
         "mysql"
     }
+}
+
+/// How long a node waits for another node's migrations before giving up.
+const MIGRATION_LOCK_SECS: i64 = 60;
+
+/// Applies the embedded migrations under a named lock held on one
+/// connection, so nodes of a new cluster starting at once migrate one after
+/// another. (sqlx's own lock asks `GET_LOCK` to wait forever with a timeout
+/// of -1, which MariaDB does not take as "forever": two nodes then ran the
+/// first migration together and one left it marked dirty.)
+async fn migrate(pool: &MySqlPool) -> Result<()> {
+    let mut conn = pool.acquire().await?;
+    let locked: Option<i64> =
+        sqlx::query_scalar("SELECT GET_LOCK(CONCAT('chatd_migrations_', DATABASE()), ?)")
+            .bind(MIGRATION_LOCK_SECS)
+            .fetch_one(&mut *conn)
+            .await?;
+    if locked != Some(1) {
+        return Err(StoreError::Config(format!(
+            "another node held the migration lock for more than {MIGRATION_LOCK_SECS} s"
+        )));
+    }
+    let mut migrator = sqlx::migrate!("./migrations/mysql");
+    migrator.set_locking(false);
+    let migrated = migrator.run(&mut *conn).await;
+    let released = sqlx::query("SELECT RELEASE_LOCK(CONCAT('chatd_migrations_', DATABASE()))")
+        .execute(&mut *conn)
+        .await;
+    migrated?;
+    released?;
+    Ok(())
 }
