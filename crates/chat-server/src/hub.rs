@@ -7,7 +7,7 @@
 //! gain in clarity.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -43,7 +43,15 @@ pub struct SessionHandle {
     capacity: usize,
     outbox: Mutex<Outbox>,
     wake: Notify,
+    /// Set while the session writes a login backlog and does not drain its
+    /// outbox; live pushes may then queue up to [`CATCH_UP_FACTOR`] times
+    /// the capacity, so a long backlog in busy conversations does not end
+    /// the session as a slow consumer (and again at every next login).
+    catching_up: AtomicBool,
 }
+
+/// How much more an outbox may hold while its session catches up.
+pub const CATCH_UP_FACTOR: usize = 16;
 
 impl SessionHandle {
     /// A handle for a session that may have up to `capacity` frames queued.
@@ -55,6 +63,7 @@ impl SessionHandle {
             capacity,
             outbox: Mutex::new(Outbox::default()),
             wake: Notify::new(),
+            catching_up: AtomicBool::new(false),
         }
     }
 
@@ -66,7 +75,12 @@ impl SessionHandle {
         if outbox.killed {
             return false;
         }
-        if outbox.frames.len() >= self.capacity {
+        let limit = if self.catching_up.load(Ordering::Relaxed) {
+            self.capacity.saturating_mul(CATCH_UP_FACTOR)
+        } else {
+            self.capacity
+        };
+        if outbox.frames.len() >= limit {
             outbox.killed = true;
             outbox.frames.clear();
             drop(outbox);
@@ -80,6 +94,12 @@ impl SessionHandle {
             self.wake.notify_one();
         }
         true
+    }
+
+    /// Raises the outbox limit while the session writes its login backlog;
+    /// the session lowers it again once it has drained the outbox.
+    pub fn set_catching_up(&self, catching_up: bool) {
+        self.catching_up.store(catching_up, Ordering::Relaxed);
     }
 
     /// Kills the session as if its outbox had overflowed.
@@ -218,6 +238,24 @@ mod tests {
         assert_eq!(hub.unregister(user, first.id), 1);
         assert_eq!(hub.unregister(user, second.id), 0);
         assert_eq!(hub.session_count(user), 0);
+    }
+
+    #[test]
+    fn catching_up_raises_the_limit_until_lowered() {
+        let hub = Hub::new();
+        let handle = Arc::new(SessionHandle::new(hub.next_session_id(), UserId(1), 2));
+        hub.register(handle.clone());
+        handle.set_catching_up(true);
+        let frame = Bytes::from_static(b"x");
+        for _ in 0..2 * CATCH_UP_FACTOR {
+            assert_eq!(hub.deliver(&[UserId(1)], &frame, None), 1);
+        }
+        assert_eq!(handle.take().unwrap().len(), 2 * CATCH_UP_FACTOR);
+        handle.set_catching_up(false);
+        assert_eq!(hub.deliver(&[UserId(1)], &frame, None), 1);
+        assert_eq!(hub.deliver(&[UserId(1)], &frame, None), 1);
+        assert_eq!(hub.deliver(&[UserId(1)], &frame, None), 0);
+        assert!(handle.take().is_err());
     }
 
     #[tokio::test]

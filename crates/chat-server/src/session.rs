@@ -173,6 +173,8 @@ impl Session {
                     let handle = handle.expect("guarded");
                     match handle.take() {
                         Ok(frames) => {
+                            // Drained: any login backlog is behind us.
+                            handle.set_catching_up(false);
                             for frame in frames {
                                 self.write_buf.extend_from_slice(&frame);
                             }
@@ -522,6 +524,11 @@ impl Session {
     async fn after_login(&mut self, response: &LoginResponse) {
         let Some(login) = &self.login else { return };
         let user = login.identity.user;
+        if response.unacked > 0 {
+            // Live pushes queue while the backlog is written; the limit
+            // drops back once the outbox has been drained.
+            login.handle.set_catching_up(true);
+        }
         let mut start = None;
         let mut remaining = response.unacked;
         while remaining > 0 {
