@@ -315,13 +315,13 @@ impl Session {
         // must see them), so answers stay in request order.
         self.drain_in_flight().await;
         let result = self.dispatch(&frame).await;
-        let login = match &result {
-            Ok(Response::Login(login)) => Some(login.clone()),
+        let unacked = match &result {
+            Ok(Response::Login(login)) => Some(login.unacked),
             _ => None,
         };
         self.write_result(header.message_type, header.request_id, result);
-        if let Some(login) = login {
-            self.after_login(&login).await;
+        if let Some(unacked) = unacked {
+            self.after_login(unacked).await;
         }
     }
 
@@ -521,16 +521,16 @@ impl Session {
 
     /// Pushes every message the user has not acknowledged, after the login
     /// response and before any live push queued meanwhile.
-    async fn after_login(&mut self, response: &LoginResponse) {
+    async fn after_login(&mut self, unacked: u64) {
         let Some(login) = &self.login else { return };
         let user = login.identity.user;
-        if response.unacked > 0 {
+        if unacked > 0 {
             // Live pushes queue while the backlog is written; the limit
             // drops back once the outbox has been drained.
             login.handle.set_catching_up(true);
         }
         let mut start = None;
-        let mut remaining = response.unacked;
+        let mut remaining = unacked;
         while remaining > 0 {
             let page = match self.ctx.store.unacked(user, start, OFFLINE_PAGE).await {
                 Ok(page) => page,
