@@ -66,6 +66,7 @@ async fn a_rate_limited_server_makes_the_run_fail() {
         rate_limit_per_sec: 50,
         rate_limit_burst: 10,
         log: "warn".to_owned(),
+        http_listen: String::new(),
         ..chat_server::Config::default()
     })
     .await

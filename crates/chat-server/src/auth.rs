@@ -115,7 +115,11 @@ impl Passwords {
     }
 
     async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ServiceError> {
-        match tokio::time::timeout(QUEUE_WAIT, self.permits.acquire()).await {
+        let started = std::time::Instant::now();
+        let permit = tokio::time::timeout(QUEUE_WAIT, self.permits.acquire()).await;
+        metrics::histogram!("chatd_password_hash_wait_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match permit {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) => Err(ServiceError::internal()),
             Err(_) => Err(ServiceError::new(

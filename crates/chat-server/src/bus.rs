@@ -39,6 +39,17 @@ pub trait Bus: Send + Sync {
 
     /// Stops background work and withdraws this node's presence.
     async fn close(&self);
+
+    /// Whether the bus can reach the rest of the cluster right now (a
+    /// single node's bus always can). Readiness probes report it.
+    fn is_connected(&self) -> bool {
+        true
+    }
+
+    /// Pushes waiting to be forwarded to other nodes (none on one node).
+    fn forward_queue_depth(&self) -> usize {
+        0
+    }
 }
 
 /// The bus of a single node: the hub is the whole world.

@@ -58,6 +58,47 @@ pub struct Config {
     pub proxy_protocol: bool,
     /// Log filter (`info`, `chat_server=debug`, ...); `RUST_LOG` overrides it.
     pub log: String,
+    /// Log line format: `text` (human-readable) or `json` (one object a line,
+    /// for log shippers).
+    pub log_format: LogFormat,
+    /// Address of the HTTP listener (WebSocket at `/ws`, `/healthz`,
+    /// `/readyz`, `/metrics`, the web client at `/`); empty turns it off.
+    pub http_listen: String,
+    /// PEM certificate chain; with `tls_key`, turns TLS on for the chat and
+    /// HTTP listeners (reloaded on SIGHUP).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Seconds a client may take to finish the TLS handshake.
+    pub tls_handshake_timeout_secs: u64,
+    /// Origins (`https://chat.example.org`) whose pages may open a WebSocket;
+    /// the server's own origin is always allowed, `*` allows any.
+    pub allowed_origins: Vec<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (colour only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = ConfigError;
+
+    fn from_str(text: &str) -> Result<Self, ConfigError> {
+        match text {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(ConfigError(format!(
+                "log format {other:?} must be text or json"
+            ))),
+        }
+    }
 }
 
 impl Default for Config {
@@ -84,6 +125,12 @@ impl Default for Config {
             heartbeat_secs: 2,
             proxy_protocol: false,
             log: "info".to_owned(),
+            log_format: LogFormat::Text,
+            http_listen: "127.0.0.1:7080".to_owned(),
+            tls_cert: None,
+            tls_key: None,
+            tls_handshake_timeout_secs: 10,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -151,6 +198,16 @@ impl Config {
         if self.max_message_len > 16 * 1024 {
             return Err(ConfigError("max_message_len must be at most 16384".into()));
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError(
+                "tls_cert and tls_key must be given together".into(),
+            ));
+        }
+        if self.tls_handshake_timeout_secs == 0 || self.tls_handshake_timeout_secs > 300 {
+            return Err(ConfigError(
+                "tls_handshake_timeout_secs must be 1 to 300".into(),
+            ));
+        }
         if self.heartbeat_secs == 0 {
             return Err(ConfigError("heartbeat_secs must be positive".into()));
         }
@@ -170,6 +227,12 @@ impl Config {
     #[must_use]
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// The TLS handshake timeout.
+    #[must_use]
+    pub fn tls_handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.tls_handshake_timeout_secs)
     }
 
     /// The write timeout.

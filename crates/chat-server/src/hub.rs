@@ -182,16 +182,23 @@ impl Hub {
     /// Returns how many sessions it was queued for.
     pub fn deliver(&self, users: &[UserId], frame: &Bytes, except: Option<SessionId>) -> usize {
         let mut delivered = 0;
+        let mut dropped = 0;
         for &user in users {
             let shard = self.shard(user).read().expect("hub lock poisoned");
             if let Some(sessions) = shard.get(&user) {
                 for handle in sessions {
-                    if Some(handle.id) != except && handle.push(frame.clone()) {
+                    if Some(handle.id) == except {
+                        continue;
+                    }
+                    if handle.push(frame.clone()) {
                         delivered += 1;
+                    } else {
+                        dropped += 1;
                     }
                 }
             }
         }
+        crate::telemetry::pushes(delivered as u64, dropped);
         delivered
     }
 

@@ -133,25 +133,58 @@ impl ConnectionLimiter {
 
     /// Counts a new connection from `ip`, or refuses it.
     pub fn try_acquire(&self, ip: IpAddr) -> bool {
+        if !self.try_acquire_total() {
+            return false;
+        }
+        if !self.try_acquire_ip(ip) {
+            self.release_total();
+            return false;
+        }
+        true
+    }
+
+    /// Counts a new connection against the total only, or refuses it. Used
+    /// at accept when the client's address is not known yet (behind a
+    /// proxy, it comes in the PROXY header).
+    pub fn try_acquire_total(&self) -> bool {
         let mut guard = self.counts.lock().expect("limiter lock poisoned");
-        let (total, per_ip) = &mut *guard;
+        let (total, _) = &mut *guard;
         if self.total != 0 && *total >= self.total {
             return false;
         }
+        *total += 1;
+        true
+    }
+
+    /// Counts a connection already counted in the total against its
+    /// address, or refuses it.
+    pub fn try_acquire_ip(&self, ip: IpAddr) -> bool {
+        let mut guard = self.counts.lock().expect("limiter lock poisoned");
+        let (_, per_ip) = &mut *guard;
         let count = per_ip.entry(ip).or_insert(0);
         if self.per_ip != 0 && *count >= self.per_ip {
             return false;
         }
         *count += 1;
-        *total += 1;
         true
     }
 
     /// Forgets a connection from `ip`.
     pub fn release(&self, ip: IpAddr) {
+        self.release_ip(ip);
+        self.release_total();
+    }
+
+    /// Forgets a connection counted by [`ConnectionLimiter::try_acquire_total`].
+    pub fn release_total(&self) {
         let mut guard = self.counts.lock().expect("limiter lock poisoned");
-        let (total, per_ip) = &mut *guard;
-        *total = total.saturating_sub(1);
+        guard.0 = guard.0.saturating_sub(1);
+    }
+
+    /// Forgets a connection counted by [`ConnectionLimiter::try_acquire_ip`].
+    pub fn release_ip(&self, ip: IpAddr) {
+        let mut guard = self.counts.lock().expect("limiter lock poisoned");
+        let (_, per_ip) = &mut *guard;
         if let Some(count) = per_ip.get_mut(&ip) {
             *count -= 1;
             if *count == 0 {

@@ -1,14 +1,17 @@
 //! `chatd`: parses flags, sets up logging, and runs the server library.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use chat_server::config::LogFormat;
 use chat_server::Config;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-/// The chat server. With no flags it serves 127.0.0.1:7000 and keeps its
-/// data in ./chat.db (SQLite). Every flag can also be given as an
+/// The chat server. With no flags it serves the chat protocol on
+/// 127.0.0.1:7000, WebSocket, health checks and metrics on
+/// http://127.0.0.1:7080/, and keeps its data in ./chat.db (SQLite). Every flag can also be given as an
 /// environment variable (shown in brackets) or in a TOML file (--config).
 #[derive(Debug, Parser)]
 #[command(name = "chatd", version, about, long_about = None)]
@@ -82,6 +85,24 @@ struct Args {
     /// Log filter, e.g. info or chat_server=debug (RUST_LOG wins) [default: info].
     #[arg(long, env = "CHATD_LOG")]
     log: Option<String>,
+    /// Log format: text or json (one JSON object per line) [default: text].
+    #[arg(long, env = "CHATD_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    /// HTTP listener for WebSocket (/ws), /healthz, /readyz, /metrics and the web page; empty turns it off [default: 127.0.0.1:7080].
+    #[arg(long, env = "CHATD_HTTP_LISTEN")]
+    http_listen: Option<String>,
+    /// PEM certificate chain: with --tls-key, TLS on both listeners (reloaded on SIGHUP).
+    #[arg(long, env = "CHATD_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "CHATD_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Seconds a client may take to complete the TLS handshake [default: 10].
+    #[arg(long, env = "CHATD_TLS_HANDSHAKE_TIMEOUT_SECS")]
+    tls_handshake_timeout_secs: Option<u64>,
+    /// Origins whose web pages may open a WebSocket, comma-separated (the server's own is always allowed; * allows any).
+    #[arg(long, env = "CHATD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Option<Vec<String>>,
 }
 
 impl Args {
@@ -113,8 +134,18 @@ impl Args {
             token_ttl_secs,
             shutdown_grace_secs,
             heartbeat_secs,
-            log
+            log,
+            log_format,
+            http_listen,
+            tls_handshake_timeout_secs,
+            allowed_origins
         );
+        if self.tls_cert.is_some() {
+            config.tls_cert = self.tls_cert;
+        }
+        if self.tls_key.is_some() {
+            config.tls_key = self.tls_key;
+        }
         if self.redis.is_some() {
             config.redis = self.redis;
         }
@@ -138,12 +169,47 @@ fn main() -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log))
         .context("invalid log filter")?;
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Colour codes only for a person at a terminal, never into a file.
+    let ansi = std::io::stderr().is_terminal();
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match config.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(chat_server::run(config, shutdown_signal()))
+    runtime.block_on(serve(config))
+}
+
+/// Runs the node until SIGINT or SIGTERM; SIGHUP reloads the TLS
+/// certificate.
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = chat_server::start(config).await?;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    #[cfg(unix)]
+    {
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot watch SIGHUP")?;
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                _ = hangup.recv() => match server.reload_tls() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Err(error) => tracing::error!(%error, "SIGHUP: TLS certificate not reloaded; keeping the old one"),
+                },
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    stop.await;
+    tracing::info!("shutting down");
+    server.shutdown().await
 }
 
 /// Resolves on SIGINT or SIGTERM.

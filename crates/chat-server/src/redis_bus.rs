@@ -356,7 +356,9 @@ impl Shared {
         let routed =
             tokio::time::timeout(CALL_TIMEOUT, pipeline.query_async::<()>(&mut connection)).await;
         match routed {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                metrics::counter!("chatd_bus_envelopes_sent_total").increment(batch.len() as u64);
+            }
             Ok(Err(error)) if error.kind() == redis::ErrorKind::NoScriptError => {
                 // Redis lost its script cache without dropping the
                 // connection (SCRIPT FLUSH): load it again for the next
@@ -604,6 +606,14 @@ impl Drop for RedisBus {
 
 #[async_trait]
 impl Bus for RedisBus {
+    fn is_connected(&self) -> bool {
+        RedisBus::is_connected(self)
+    }
+
+    fn forward_queue_depth(&self) -> usize {
+        self.routes.max_capacity() - self.routes.capacity()
+    }
+
     fn deliver(&self, users: &[UserId], frame: Bytes, except: Option<SessionId>) {
         self.shared.hub.deliver(users, &frame, except);
         if users.is_empty() {
@@ -930,6 +940,7 @@ impl Link {
         }
         match parse_envelope(payload) {
             Some((users, frame)) => {
+                metrics::counter!("chatd_bus_envelopes_received_total").increment(1);
                 self.shared.hub.deliver(&users, &frame, None);
             }
             None => tracing::warn!(

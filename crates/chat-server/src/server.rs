@@ -1,5 +1,5 @@
-//! The node's lifecycle: open the store and bus, accept connections, and
-//! shut down gracefully.
+//! The node's lifecycle: open the store and bus, accept connections on the
+//! chat and HTTP listeners, and shut down gracefully.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,37 +7,62 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bytes::BytesMut;
 use chat_proto::Status;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::accept::{self, ConnectionSlot, Refusal};
 use crate::bus::{Bus, LocalBus};
 use crate::config::Config;
 use crate::context::Context;
+use crate::http::{self, ConnectionInfo, HttpState, SessionTask};
 use crate::hub::Hub;
 use crate::limits::ConnectionLimiter;
-use crate::proxy;
 use crate::redis_bus::{RedisBus, RedisBusOptions};
 use crate::session::{refuse, Session};
+use crate::telemetry::{self, OpenConnection};
+use crate::tls::{Tls, TlsError};
+use crate::transport::Transport;
 
-/// A node started with [`start`]: its address and the means to stop it.
+/// A node started with [`start`]: its addresses and the means to stop it.
 pub struct RunningServer {
     local_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
+    tls: Option<Arc<Tls>>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl RunningServer {
-    /// The address the node listens on.
+    /// The address of the chat (framed TCP or TLS) listener.
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
-    /// Stops gracefully: no new connections, every session is told the
-    /// server is draining and flushed, then the bus and store are closed.
+    /// The address of the HTTP listener (WebSocket, probes, metrics), if on.
+    #[must_use]
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Reads the TLS certificate and key files again; new handshakes use
+    /// them, established connections are untouched. Does nothing without
+    /// TLS.
+    ///
+    /// # Errors
+    /// When the files cannot be read or used; the old certificate stays.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops gracefully: no new sessions, every session is told the server
+    /// is draining and flushed, then the bus and store are closed. The HTTP
+    /// listener answers `/readyz` with 503 meanwhile.
     ///
     /// # Errors
     /// Whatever the node failed with while running or closing.
@@ -46,7 +71,7 @@ impl RunningServer {
         self.task.await.context("server task panicked")?
     }
 
-    /// Stops at once, as a crash would: the listener and every connection
+    /// Stops at once, as a crash would: the listeners and every connection
     /// are dropped without a word. Whatever was committed stays in the store.
     pub async fn abort(self) {
         self.task.abort();
@@ -54,14 +79,31 @@ impl RunningServer {
     }
 }
 
-/// Opens the store and bus, binds the listener and serves in a background
+/// Opens the store and bus, binds the listeners and serves in a background
 /// task. Tests use this with `listen = "127.0.0.1:0"`.
 ///
 /// # Errors
-/// An invalid configuration, a store that cannot be opened or migrated, a
-/// bus that cannot start, or an address that cannot be bound.
+/// An invalid configuration, a certificate that cannot be loaded, a store
+/// that cannot be opened or migrated, a bus that cannot start, or an
+/// address that cannot be bound.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     config.validate()?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key)?)),
+        _ => None,
+    };
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let http_listener = if config.http_listen.is_empty() {
+        None
+    } else {
+        Some(
+            TcpListener::bind(&config.http_listen)
+                .await
+                .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?,
+        )
+    };
     let store = open_store(&config.store)
         .await
         .with_context(|| format!("cannot open store {}", redact(&config.store)))?;
@@ -76,21 +118,37 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         }
         None => Arc::new(LocalBus::new(hub.clone())),
     };
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local_addr = listener.local_addr()?;
+    let http_addr = match &http_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
     tracing::info!(
         %local_addr,
+        http = %http_addr.map_or_else(|| "off".to_owned(), |addr| addr.to_string()),
+        tls = tls.is_some(),
         store = store.backend(),
         cluster = config.redis.is_some(),
         "chatd listening"
     );
+    // Install the metrics recorder before the first connection counts.
+    let _ = telemetry::handle();
     let ctx = Arc::new(Context::new(config, store, bus, hub));
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let task = tokio::spawn(serve(listener, ctx, shutdown_rx));
+    let node = Node {
+        limiter: Arc::new(ConnectionLimiter::new(
+            ctx.config.max_connections_per_ip,
+            ctx.config.max_connections,
+        )),
+        tls: tls.clone(),
+        ctx,
+        shutdown: shutdown_rx,
+    };
+    let task = tokio::spawn(node.serve(listener, http_listener));
     Ok(RunningServer {
         local_addr,
+        http_addr,
+        tls,
         shutdown,
         task,
     })
@@ -107,108 +165,270 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     server.shutdown().await
 }
 
-async fn serve(
-    listener: TcpListener,
+/// What the accept loop needs to admit connections.
+struct Node {
     ctx: Arc<Context>,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let limiter = Arc::new(ConnectionLimiter::new(
-        ctx.config.max_connections_per_ip,
-        ctx.config.max_connections,
-    ));
-    // Sessions live in a JoinSet owned by this task, so aborting the task
-    // (a simulated crash) drops every connection with it.
-    let mut sessions = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => break,
-            Some(joined) = sessions.join_next(), if !sessions.is_empty() => log_panic(joined),
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of descriptors and the like: back off briefly
-                        // instead of spinning.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+    limiter: Arc<ConnectionLimiter>,
+    tls: Option<Arc<Tls>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Accepts from `listener`, or waits forever when there is none.
+async fn accept_from(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Node {
+    async fn serve(
+        self,
+        listener: TcpListener,
+        http_listener: Option<TcpListener>,
+    ) -> anyhow::Result<()> {
+        let node = Arc::new(self);
+        let (session_tx, mut session_rx) = mpsc::unbounded_channel::<SessionTask>();
+        let router = http::router(Arc::new(HttpState {
+            ctx: node.ctx.clone(),
+            shutdown: node.shutdown.clone(),
+            sessions: session_tx,
+        }));
+        let upkeep = tokio::spawn(async {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                telemetry::upkeep();
+            }
+        });
+        let mut shutdown = node.shutdown.clone();
+        // Sessions and HTTP connections live in JoinSets owned by this task,
+        // so aborting the task (a simulated crash) drops every connection.
+        let mut sessions = JoinSet::new();
+        let mut http_connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                Some(joined) = sessions.join_next(), if !sessions.is_empty() => log_panic(joined),
+                Some(_) = http_connections.join_next(), if !http_connections.is_empty() => {}
+                Some(task) = session_rx.recv() => {
+                    sessions.spawn(task);
+                }
+                accepted = listener.accept() => {
+                    if let Some((stream, peer)) = accepted_or_back_off(accepted).await {
+                        node.clone().accept_chat(stream, peer, &mut sessions);
                     }
-                };
-                let _ = stream.set_nodelay(true);
-                if ctx.config.proxy_protocol {
-                    // The client's address comes first, from the proxy:
-                    // read it on the session's task, not the accept loop.
-                    let (ctx, limiter, shutdown) = (ctx.clone(), limiter.clone(), shutdown.clone());
-                    sessions.spawn(async move {
-                        let mut stream = stream;
-                        let mut buf = BytesMut::new();
-                        let client = match proxy::read_header(&mut stream, &mut buf, peer).await {
-                            Ok(client) => client,
-                            Err(error) => {
-                                tracing::info!(%peer, %error, "refused a connection");
-                                refuse(stream, Status::ProtocolError, &error.to_string()).await;
-                                return;
-                            }
-                        };
-                        serve_connection(ctx, limiter, stream, client, buf, shutdown).await;
-                    });
-                    continue;
                 }
-                if !limiter.try_acquire(peer.ip()) {
-                    tokio::spawn(refuse(stream, Status::RateLimited, "too many connections"));
-                    continue;
+                accepted = accept_from(http_listener.as_ref()) => {
+                    if let Some((stream, peer)) = accepted_or_back_off(accepted).await {
+                        node.clone().accept_http(stream, peer, &router, &mut http_connections);
+                    }
                 }
-                let session = Session::new(ctx.clone(), stream, peer, shutdown.clone());
-                let slot = ConnectionSlot { limiter: limiter.clone(), ip: peer.ip() };
-                sessions.spawn(async move {
-                    let _slot = slot;
+            }
+        }
+        drop(listener);
+        // While sessions drain, the HTTP listener keeps answering, so load
+        // balancers see /readyz turn 503; new WebSocket sessions are refused.
+        let grace = Duration::from_secs(node.ctx.config.shutdown_grace_secs);
+        let drained = tokio::time::timeout(grace, async {
+            loop {
+                tokio::select! {
+                    joined = sessions.join_next() => match joined {
+                        Some(joined) => log_panic(joined),
+                        None => break,
+                    },
+                    Some(_) = http_connections.join_next(), if !http_connections.is_empty() => {}
+                    // An upgrade that raced the shutdown: close it.
+                    Some(task) = session_rx.recv() => drop(task),
+                    accepted = accept_from(http_listener.as_ref()) => {
+                        if let Some((stream, peer)) = accepted_or_back_off(accepted).await {
+                            node.clone().accept_http(stream, peer, &router, &mut http_connections);
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = sessions.len(),
+                "sessions did not drain in time; closing them"
+            );
+            sessions.shutdown().await;
+        }
+        drop(http_listener);
+        http_connections.shutdown().await;
+        upkeep.abort();
+        node.ctx.bus.close().await;
+        node.ctx.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// Admits a chat connection: limits at once, then (on its own task)
+    /// the PROXY header, the TLS handshake and the session.
+    fn accept_chat(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        sessions: &mut JoinSet<()>,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let Some(mut slot) = self.admission_slot(peer) else {
+            if self.tls.is_none() {
+                tokio::spawn(refuse(stream, Status::RateLimited, "too many connections"));
+            }
+            return;
+        };
+        sessions.spawn(async move {
+            let admitted = match accept::admit(
+                stream,
+                peer,
+                self.ctx.config.proxy_protocol,
+                &mut slot,
+            )
+            .await
+            {
+                Ok(admitted) => admitted,
+                Err(refusal) => return self.refused(refusal, peer).await,
+            };
+            let client = admitted.client;
+            let transport = match &self.tls {
+                Some(tls) => {
+                    let timeout = self.ctx.config.tls_handshake_timeout();
+                    match accept::handshake(tls.chat_acceptor(), admitted, timeout).await {
+                        Some(stream) => Transport::Tls(Box::new(stream)),
+                        None => return,
+                    }
+                }
+                None => {
+                    let session = Session::new(
+                        self.ctx.clone(),
+                        Transport::Tcp(admitted.stream),
+                        client,
+                        self.shutdown.clone(),
+                    )
+                    .with_buffered(admitted.buffered);
+                    let _open = OpenConnection::new("tcp");
                     session.run().await;
-                });
+                    return;
+                }
+            };
+            let _open = OpenConnection::new(transport.kind().as_str());
+            Session::new(self.ctx.clone(), transport, client, self.shutdown.clone())
+                .run()
+                .await;
+        });
+    }
+
+    /// Admits an HTTP connection under the same limits and serves it.
+    fn accept_http(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        router: &axum::Router,
+        connections: &mut JoinSet<()>,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let Some(mut slot) = self.admission_slot(peer) else {
+            // Closing is the cheapest answer an HTTP client understands
+            // without us spending a task on it.
+            return;
+        };
+        let router = router.clone();
+        connections.spawn(async move {
+            let admitted = match accept::admit(
+                stream,
+                peer,
+                self.ctx.config.proxy_protocol,
+                &mut slot,
+            )
+            .await
+            {
+                Ok(admitted) => admitted,
+                Err(refusal) => {
+                    if let Refusal::Proxy(error, _) = refusal {
+                        tracing::debug!(%peer, %error, "refused an HTTP connection");
+                    }
+                    return;
+                }
+            };
+            let client = admitted.client;
+            let slot = Arc::new(slot);
+            match &self.tls {
+                Some(tls) => {
+                    let timeout = self.ctx.config.tls_handshake_timeout();
+                    if let Some(stream) =
+                        accept::handshake(tls.http_acceptor(), admitted, timeout).await
+                    {
+                        let info = ConnectionInfo {
+                            client,
+                            secure: true,
+                            slot,
+                        };
+                        http::serve_connection(router, stream, info).await;
+                    }
+                }
+                None => {
+                    let stream = accept::Rewind::new(admitted.buffered.freeze(), admitted.stream);
+                    let info = ConnectionInfo {
+                        client,
+                        secure: false,
+                        slot,
+                    };
+                    http::serve_connection(router, stream, info).await;
+                }
+            }
+        });
+    }
+
+    /// A place under the limits for a connection just accepted: the total
+    /// always, the peer's address too unless a PROXY header will name the
+    /// client. `None` (counted and refused) when the node or address is full.
+    fn admission_slot(&self, peer: SocketAddr) -> Option<ConnectionSlot> {
+        let Some(mut slot) = ConnectionSlot::total(&self.limiter) else {
+            telemetry::connection_refused("total_limit");
+            return None;
+        };
+        if !self.ctx.config.proxy_protocol && !slot.count_ip(peer.ip()) {
+            telemetry::connection_refused("per_address_limit");
+            return None;
+        }
+        Some(slot)
+    }
+
+    /// Answers a refused chat connection (plain TCP only: a TLS client
+    /// could not read a plain frame).
+    async fn refused(&self, refusal: Refusal, peer: SocketAddr) {
+        match refusal {
+            Refusal::TooMany(stream) => {
+                if self.tls.is_none() {
+                    refuse(stream, Status::RateLimited, "too many connections").await;
+                }
+            }
+            Refusal::Proxy(error, stream) => {
+                tracing::info!(%peer, %error, "refused a connection");
+                if self.tls.is_none() {
+                    refuse(stream, Status::ProtocolError, &error.to_string()).await;
+                }
             }
         }
     }
-    drop(listener);
-    let grace = Duration::from_secs(ctx.config.shutdown_grace_secs);
-    let drained = tokio::time::timeout(grace, async {
-        while let Some(joined) = sessions.join_next().await {
-            log_panic(joined);
-        }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            left = sessions.len(),
-            "sessions did not drain in time; closing them"
-        );
-        sessions.shutdown().await;
-    }
-    ctx.bus.close().await;
-    ctx.store.close().await;
-    tracing::info!("stopped");
-    Ok(())
 }
 
-/// Counts a proxied connection under its client's address and serves it.
-async fn serve_connection(
-    ctx: Arc<Context>,
-    limiter: Arc<ConnectionLimiter>,
-    stream: tokio::net::TcpStream,
-    client: SocketAddr,
-    read_buf: BytesMut,
-    shutdown: watch::Receiver<bool>,
-) {
-    if !limiter.try_acquire(client.ip()) {
-        refuse(stream, Status::RateLimited, "too many connections").await;
-        return;
+/// The accepted connection, or `None` after a short pause when accept
+/// failed (out of descriptors and the like: back off instead of spinning).
+async fn accepted_or_back_off(
+    accepted: std::io::Result<(TcpStream, SocketAddr)>,
+) -> Option<(TcpStream, SocketAddr)> {
+    match accepted {
+        Ok(accepted) => Some(accepted),
+        Err(error) => {
+            tracing::warn!(%error, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
     }
-    let _slot = ConnectionSlot {
-        limiter,
-        ip: client.ip(),
-    };
-    Session::new(ctx, stream, client, shutdown)
-        .with_buffered(read_buf)
-        .run()
-        .await;
 }
 
 /// Opens the store, trying again for a few seconds: a database that is still
@@ -231,19 +451,6 @@ async fn open_store(url: &str) -> Result<Arc<dyn chat_store::Store>, chat_store:
             }
             Err(error) => return Err(error),
         }
-    }
-}
-
-/// Gives a connection's place back to the limiter however its task ends,
-/// a panic included.
-struct ConnectionSlot {
-    limiter: Arc<ConnectionLimiter>,
-    ip: std::net::IpAddr,
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.limiter.release(self.ip);
     }
 }
 

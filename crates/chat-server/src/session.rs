@@ -1,9 +1,11 @@
 //! One client connection: read frames, act on requests, write responses and
 //! pushes.
 //!
-//! A session is a single task. Its read buffer and write buffer live in the
-//! struct, so every await in the main `select!` is cancel-safe: a read that
-//! loses the race to a push or to shutdown loses no bytes. Requests are
+//! A session is a single task over a [`Transport`] (plain TCP, TLS or
+//! WebSocket: the session never knows which). Its read buffer and write
+//! buffer live in the struct, so every await in the main `select!` is
+//! cancel-safe: a read that loses the race to a push or to shutdown loses no
+//! bytes. Requests are
 //! handled in the order they arrive (so a client's messages to one
 //! conversation keep their order), and everything ready to go out (responses
 //! and queued pushes) is written with one `write_all`.
@@ -26,17 +28,18 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout};
+use tracing::Instrument;
 
 use crate::context::{now_ms, Context, Identity};
 use crate::error::{Result, ServiceError};
 use crate::hub::SessionHandle;
 use crate::limits::TokenBucket;
 use crate::service::{account, chat, friends, groups};
+use crate::telemetry::{self, LoggedInSession};
+use crate::transport::{close_code, ReadError, Transport, WebSocketError};
 
 /// Flush the write buffer mid-batch once it holds this much.
 const FLUSH_THRESHOLD: usize = 256 * 1024;
-/// Read at least this much room at a time.
-const READ_CHUNK: usize = 4096;
 /// Offline messages are read from the store in pages of this many.
 const OFFLINE_PAGE: u32 = 500;
 
@@ -44,6 +47,7 @@ const OFFLINE_PAGE: u32 = 500;
 enum End {
     ClientClosed,
     Framing(FrameError),
+    WebSocket(WebSocketError),
     Io(std::io::Error),
     WriteTimeout,
     Idle,
@@ -56,6 +60,7 @@ impl std::fmt::Display for End {
         match self {
             End::ClientClosed => f.write_str("client closed the connection"),
             End::Framing(error) => write!(f, "framing error: {error}"),
+            End::WebSocket(error) => write!(f, "websocket: {error}"),
             End::Io(error) => write!(f, "i/o error: {error}"),
             End::WriteTimeout => f.write_str("write timed out"),
             End::Idle => f.write_str("idle timeout"),
@@ -65,16 +70,45 @@ impl std::fmt::Display for End {
     }
 }
 
+impl End {
+    /// A short fixed label for metrics.
+    fn label(&self) -> &'static str {
+        match self {
+            End::ClientClosed => "client_closed",
+            End::Framing(_) | End::WebSocket(_) => "protocol_error",
+            End::Io(_) => "io_error",
+            End::WriteTimeout => "write_timeout",
+            End::Idle => "idle",
+            End::SlowConsumer => "slow_consumer",
+            End::Draining => "draining",
+        }
+    }
+
+    /// The WebSocket close code that says why (other transports just close).
+    fn close_code(&self) -> u16 {
+        match self {
+            End::Framing(_) => close_code::PROTOCOL_ERROR,
+            End::WebSocket(WebSocketError::Text) => close_code::UNSUPPORTED_DATA,
+            End::WebSocket(WebSocketError::NotOneFrame) => close_code::PROTOCOL_ERROR,
+            End::SlowConsumer => close_code::POLICY_VIOLATION,
+            End::Draining => close_code::GOING_AWAY,
+            End::ClientClosed | End::Io(_) | End::WriteTimeout | End::Idle => close_code::NORMAL,
+        }
+    }
+}
+
 /// A logged-in session's hub entry and identity.
 struct LoggedIn {
     identity: Identity,
     handle: Arc<SessionHandle>,
+    /// Counts the session in the logged-in gauge while it lives.
+    _counted: LoggedInSession,
 }
 
 /// The state of one connection.
 pub struct Session {
     ctx: Arc<Context>,
-    stream: TcpStream,
+    transport: Transport,
     peer: SocketAddr,
     read_buf: BytesMut,
     write_buf: BytesMut,
@@ -86,10 +120,12 @@ pub struct Session {
     in_flight: VecDeque<InFlight>,
 }
 
-/// A queued send: its request's type and id, and its answer to come.
+/// A queued send: its request's type and id, when it was read, and its
+/// answer to come.
 type InFlight = (
     u16,
     u32,
+    Instant,
     Pin<Box<dyn Future<Output = Result<Response>> + Send>>,
 );
 
@@ -97,10 +133,11 @@ type InFlight = (
 const MAX_IN_FLIGHT: usize = 64;
 
 impl Session {
-    /// A session over an accepted connection.
+    /// A session over an accepted connection. `peer` is the client's
+    /// address (from the PROXY header when behind a proxy).
     pub fn new(
         ctx: Arc<Context>,
-        stream: TcpStream,
+        transport: Transport,
         peer: SocketAddr,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
@@ -108,7 +145,7 @@ impl Session {
         let idle_deadline = tokio::time::Instant::now() + ctx.config.idle_timeout();
         Self {
             ctx,
-            stream,
+            transport,
             peer,
             read_buf: BytesMut::new(),
             write_buf: BytesMut::new(),
@@ -130,14 +167,27 @@ impl Session {
 
     /// Serves the connection until it ends, then withdraws the session from
     /// the hub and tells friends if the user went offline.
-    pub async fn run(mut self) {
+    /// Every log line of the session carries its span: peer address,
+    /// transport and, once logged in, the user id.
+    pub async fn run(self) {
+        let span = tracing::info_span!(
+            "session",
+            peer = %self.peer,
+            transport = %self.transport.kind(),
+            user = tracing::field::Empty,
+        );
+        self.run_in_span().instrument(span).await;
+    }
+
+    async fn run_in_span(mut self) {
         let end = self.serve().await;
-        match &end {
-            End::ClientClosed | End::Draining => {
-                tracing::debug!(peer = %self.peer, reason = %end, "session ended");
-            }
-            _ => tracing::info!(peer = %self.peer, reason = %end, "session ended"),
-        }
+        tracing::info!(reason = %end, "session ended");
+        telemetry::session_ended(end.label());
+        let _ = timeout(
+            std::time::Duration::from_secs(1),
+            self.transport.close(end.close_code(), &end.to_string()),
+        )
+        .await;
         Box::pin(self.log_out()).await;
     }
 
@@ -148,6 +198,7 @@ impl Session {
                 return end;
             }
         }
+        let max_payload = self.ctx.config.max_frame_len;
         loop {
             if let Err(end) = self.flush().await {
                 return end;
@@ -186,18 +237,22 @@ impl Session {
                     }
                 }
                 result = std::future::poll_fn(|cx| match self.in_flight.front_mut() {
-                    Some((_, _, answer)) => answer.as_mut().poll(cx),
+                    Some((_, _, _, answer)) => answer.as_mut().poll(cx),
                     None => std::task::Poll::Pending,
                 }), if !self.in_flight.is_empty() => {
-                    if let Some((message_type, request_id, _)) = self.in_flight.pop_front() {
-                        self.write_result(message_type, request_id, result);
+                    if let Some((message_type, request_id, started, _)) = self.in_flight.pop_front() {
+                        self.write_result(message_type, request_id, started, result);
                     }
                 }
-                readable = self.stream.readable() => {
-                    if let Err(error) = readable {
-                        return End::Io(error);
+                read = std::future::poll_fn(|cx| {
+                    self.transport.poll_read_into(cx, &mut self.read_buf, max_payload)
+                }) => {
+                    match read {
+                        Ok(0) => return End::ClientClosed,
+                        Ok(_) => {}
+                        Err(error) => return read_error(error),
                     }
-                    if let Err(end) = Box::pin(self.read_and_handle()).await {
+                    if let Err(end) = Box::pin(self.handle_buffered()).await {
                         return end;
                     }
                 }
@@ -207,18 +262,6 @@ impl Session {
                 }
             }
         }
-    }
-
-    /// Reads what the socket has and handles every whole frame in it.
-    async fn read_and_handle(&mut self) -> Result<(), End> {
-        self.read_buf.reserve(READ_CHUNK);
-        match self.stream.try_read_buf(&mut self.read_buf) {
-            Ok(0) => return Err(End::ClientClosed),
-            Ok(_) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-            Err(error) => return Err(End::Io(error)),
-        }
-        self.handle_buffered().await
     }
 
     /// Handles every whole frame in the read buffer.
@@ -271,7 +314,7 @@ impl Session {
         if self.write_buf.is_empty() {
             return Ok(());
         }
-        let write = self.stream.write_all(&self.write_buf);
+        let write = self.transport.write_frames(&mut self.write_buf);
         match timeout(self.ctx.config.write_timeout(), write).await {
             Ok(Ok(())) => {
                 // Release the buffer so idle sessions hold no memory for it.
@@ -293,12 +336,12 @@ impl Session {
         self.write_buf
             .extend_from_slice(&Context::encode_push(&push));
         let _ = self.flush().await;
-        let _ = self.stream.shutdown().await;
     }
 
     /// Handles one well-framed frame, appending exactly one response.
     async fn handle_frame(&mut self, frame: Frame) {
         let header = frame.header;
+        let started = Instant::now();
         // A logged-in client's sends are pipelined: each is queued for
         // commit in arrival order, and answered, in the same order, when it
         // has committed; meanwhile the next frames are read.
@@ -308,7 +351,7 @@ impl Session {
             }
             let answer = self.queue_send(&frame).await;
             self.in_flight
-                .push_back((header.message_type, header.request_id, answer));
+                .push_back((header.message_type, header.request_id, started, answer));
             return;
         }
         // Anything else waits for the sends before it (a history request
@@ -319,14 +362,24 @@ impl Session {
             Ok(Response::Login(login)) => Some(login.unacked),
             _ => None,
         };
-        self.write_result(header.message_type, header.request_id, result);
+        self.write_result(header.message_type, header.request_id, started, result);
         if let Some(unacked) = unacked {
             self.after_login(unacked).await;
         }
     }
 
     /// Appends the answer to a request to the write buffer.
-    fn write_result(&mut self, message_type: u16, request_id: u32, result: Result<Response>) {
+    fn write_result(
+        &mut self,
+        message_type: u16,
+        request_id: u32,
+        started: Instant,
+        result: Result<Response>,
+    ) {
+        let status = result
+            .as_ref()
+            .map_or_else(|error| error.status, |_| Status::Ok);
+        telemetry::request(message_type, status, started.elapsed());
         match result {
             Ok(response) => {
                 // Responses are plain data and always encode.
@@ -334,7 +387,7 @@ impl Session {
             }
             Err(error) => {
                 if error.status == Status::Internal || error.status == Status::Unavailable {
-                    tracing::warn!(peer = %self.peer, %error, "request failed");
+                    tracing::warn!(%error, "request failed");
                 }
                 error
                     .body()
@@ -345,9 +398,9 @@ impl Session {
 
     /// Waits for the oldest queued send and writes its answer.
     async fn answer_oldest(&mut self) {
-        if let Some((message_type, request_id, answer)) = self.in_flight.pop_front() {
+        if let Some((message_type, request_id, started, answer)) = self.in_flight.pop_front() {
             let result = answer.await;
-            self.write_result(message_type, request_id, result);
+            self.write_result(message_type, request_id, started, result);
         }
     }
 
@@ -492,6 +545,7 @@ impl Session {
                 token_hash: crate::auth::token_hash(&who.token),
             },
             handle,
+            _counted: LoggedInSession::start(),
         });
         let response = match account::login_response(&ctx, &who).await {
             Ok(response) => response,
@@ -515,7 +569,8 @@ impl Session {
                 None,
             );
         }
-        tracing::info!(user = %who.user.id, peer = %self.peer, "logged in");
+        tracing::Span::current().record("user", who.user.id.0);
+        tracing::info!(user = %who.user.id, "logged in");
         Ok(response)
     }
 
@@ -590,6 +645,14 @@ impl Session {
             }),
             None,
         );
+    }
+}
+
+/// The end a failed read means.
+fn read_error(error: ReadError) -> End {
+    match error {
+        ReadError::Io(error) => End::Io(error),
+        ReadError::WebSocket(error) => End::WebSocket(error),
     }
 }
 

@@ -27,6 +27,7 @@ impl TestServer {
             rate_limit_per_sec: 0,
             shutdown_grace_secs: 5,
             log: "warn".to_owned(),
+            http_listen: String::new(),
             ..Config::default()
         };
         let server = chat_server::start(config).await.expect("chatd starts");

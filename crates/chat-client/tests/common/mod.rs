@@ -42,6 +42,7 @@ fn config(listen: String, store: String) -> Config {
         // The tests send quickly; rate limits have their own server tests.
         rate_limit_per_sec: 0,
         shutdown_grace_secs: 5,
+        http_listen: String::new(),
         ..Config::default()
     }
 }

@@ -71,6 +71,9 @@ pub async fn send_queued(
     let bus = ctx.bus.clone();
     let except = me.session;
     let on_commit: chat_store::OnCommit = Box::new(move |appended: &chat_store::Appended| {
+        if !appended.duplicate {
+            crate::telemetry::messages_committed(1);
+        }
         let frame = Context::encode_message_push(&appended.message);
         bus.deliver(&appended.recipients, frame, Some(except));
     });

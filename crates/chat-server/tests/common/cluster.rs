@@ -540,6 +540,7 @@ impl Cluster {
                 // Tests fire requests quickly; the limits have their own tests.
                 rate_limit_per_sec: 0,
                 shutdown_grace_secs: 5,
+                http_listen: "127.0.0.1:0".to_owned(),
                 ..Config::default()
             };
             let node = chat_server::start(config.clone())

@@ -25,6 +25,7 @@ pub const NO_PUSH_WAIT: Duration = Duration::from_millis(300);
 pub struct TestServer {
     server: Option<RunningServer>,
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     config: Config,
     dir: TempDir,
 }
@@ -44,6 +45,7 @@ impl TestServer {
             // Tests fire requests quickly; the limits have their own tests.
             rate_limit_per_sec: 0,
             shutdown_grace_secs: 5,
+            http_listen: "127.0.0.1:0".to_owned(),
             ..Config::default()
         };
         adjust(&mut config);
@@ -52,6 +54,7 @@ impl TestServer {
             .expect("server starts");
         TestServer {
             addr: server.local_addr(),
+            http_addr: server.http_addr(),
             server: Some(server),
             config,
             dir,
@@ -61,6 +64,16 @@ impl TestServer {
     /// The address clients connect to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The HTTP listener's address (WebSocket, probes, metrics).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr.expect("the HTTP listener is on")
+    }
+
+    /// The running node.
+    pub fn server(&self) -> &RunningServer {
+        self.server.as_ref().expect("running")
     }
 
     /// The configuration it runs with.
@@ -76,12 +89,18 @@ impl TestServer {
             .shutdown()
             .await
             .expect("clean shutdown");
+        let http_listen = match self.http_addr {
+            Some(addr) => addr.to_string(),
+            None => String::new(),
+        };
         let config = Config {
             listen: self.addr.to_string(),
+            http_listen,
             ..self.config.clone()
         };
         let server = chat_server::start(config).await.expect("server restarts");
         self.addr = server.local_addr();
+        self.http_addr = server.http_addr();
         self.server = Some(server);
     }
 
