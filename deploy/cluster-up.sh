@@ -103,6 +103,7 @@ start_node() {
     fi
     nohup "$bin" \
         --listen "127.0.0.1:$port" \
+        --http-listen "127.0.0.1:$((port + 80))" \
         --store "$mysql_url/$database" \
         --redis "$redis_url" \
         --redis-prefix "$prefix" \

@@ -38,7 +38,7 @@ mysql -h 127.0.0.1 -u root -e "DROP DATABASE IF EXISTS $DATABASE; CREATE DATABAS
 nodes=()
 for index in 1 2 3; do
     port=$((7410 + index))
-    "$BIN/chatd" --listen "127.0.0.1:$port" --store "mysql://root@127.0.0.1:3306/$DATABASE" \
+    "$BIN/chatd" --listen "127.0.0.1:$port" --http-listen "127.0.0.1:$((port + 100))" --store "mysql://root@127.0.0.1:3306/$DATABASE" \
         --redis redis://127.0.0.1:6379 --redis-prefix "$PREFIX" --node-id "bench-node-$index" \
         --log warn --rate-limit-per-sec 0 --max-connections-per-ip 0 >>"$OUT/chatd-$index.log" 2>&1 &
     pids+=($!)

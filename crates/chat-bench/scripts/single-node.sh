@@ -29,7 +29,7 @@ scenarios=${*:-pairs pairs-full group login idle}
 chatd_pid=
 
 start_chatd() { # DB_FILE [STORE_QUERY]
-    "$BIN/chatd" --listen "$ADDR" --store "sqlite://$1${2:-}" --log warn \
+    "$BIN/chatd" --listen "$ADDR" --http-listen "${HTTP_ADDR:-127.0.0.1:7480}" --store "sqlite://$1${2:-}" --log warn \
         --rate-limit-per-sec 0 --max-connections-per-ip 0 >>"$OUT/chatd.log" 2>&1 &
     chatd_pid=$!
     for _ in $(seq 1 100); do
