@@ -611,6 +611,11 @@ fn describe_tls_error(error: &io::Error, host: &str, tls: &ClientTls) -> io::Err
             "the server's certificate has an unknown issuer: it is not signed by {}",
             tls.trusts()
         ),
+        rustls::Error::InvalidCertificate(CertificateError::BadSignature) => format!(
+            "the server's certificate names an issuer in {} but was not signed by it \
+             (bad signature)",
+            tls.trusts()
+        ),
         rustls::Error::InvalidCertificate(
             certificate @ (CertificateError::NotValidForName
             | CertificateError::NotValidForNameContext { .. }),
