@@ -589,3 +589,53 @@ async fn plain_tcp_urls_still_work() {
         .unwrap();
     three_pings_in_flight(&connection).await;
 }
+
+// -- The `chat` binary ----------------------------------------------------
+
+/// Runs `chat` with `args` and nothing on stdin (so it connects, has no
+/// commands to run, and exits); returns whether it succeeded and its stderr.
+async fn run_chat(args: &[&str]) -> (bool, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat"))
+        .args(args)
+        .env_remove("CHAT_SERVER")
+        .env_remove("CHAT_CA")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("chat runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn chat_speaks_tls_with_tls_and_ca_flags() {
+    let pki = Pki::new(&["localhost"]);
+    let stranger = Pki::new(&["localhost"]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    let stranger_file = dir.path().join("stranger.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    std::fs::write(&stranger_file, &stranger.ca_pem).unwrap();
+    let (address, handshakes) = tls_server(&pki, None).await;
+    let server = format!("localhost:{}", address.port());
+    let ca = ca_file.to_str().unwrap();
+
+    let (ok, stderr) = run_chat(&["--server", &server, "--tls", "--ca", ca]).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(handshakes.load(Ordering::SeqCst), 1);
+
+    let url = format!("tls://{server}");
+    let (ok, stderr) = run_chat(&["--server", &url, "--ca", ca]).await;
+    assert!(ok, "{stderr}");
+
+    let stranger = stranger_file.to_str().unwrap();
+    let (ok, stderr) = run_chat(&["--server", &url, "--ca", stranger]).await;
+    assert!(!ok);
+    assert!(stderr.contains("unknown issuer"), "{stderr}");
+
+    let (ok, stderr) = run_chat(&["--server", &server, "--ca", ca]).await;
+    assert!(!ok);
+    assert!(stderr.contains("--ca is for TLS"), "{stderr}");
+}
