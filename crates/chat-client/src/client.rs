@@ -35,6 +35,7 @@ use crate::connection::{Connection, ConnectionOptions, IntoUserRef};
 use crate::delivery::{DeliveryState, Verdict};
 use crate::error::{ClientError, Result};
 use crate::event::Event;
+use crate::transport::ServerAddress;
 
 /// The most messages asked for per `history` page while filling a gap (the
 /// server's maximum).
@@ -94,7 +95,9 @@ impl ReconnectPolicy {
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Server addresses (`host:port`); reconnects rotate through them.
+    /// Server addresses in any form [`ServerAddress`] parses (`host:port`,
+    /// `tls://host:port`, `ws://host:port/ws`, `wss://host:port/ws`);
+    /// reconnects rotate through them, each over its own transport.
     pub addresses: Vec<String>,
     /// Settings of each connection.
     pub connection: ConnectionOptions,
@@ -227,13 +230,20 @@ impl Client {
     /// order); reconnects later follow `options.reconnect`.
     ///
     /// # Errors
-    /// [`ClientError::Connect`] (the last address's error) when none is
-    /// reachable, or when `options.addresses` is empty.
+    /// [`ClientError::InvalidAddress`] when an address is in none of the
+    /// accepted forms (checked before connecting, since reconnects could
+    /// never use it); [`ClientError::Connect`] (the last address's error)
+    /// when none is reachable, or when `options.addresses` is empty.
     pub async fn connect(options: ClientOptions) -> Result<Client> {
+        let addresses = options
+            .addresses
+            .iter()
+            .map(|address| ServerAddress::parse(address))
+            .collect::<Result<Vec<_>>>()?;
         let mut last_error = None;
         let mut connected = None;
-        for (index, address) in options.addresses.iter().enumerate() {
-            match Connection::connect_with(address.as_str(), options.connection.clone()).await {
+        for (index, address) in addresses.iter().enumerate() {
+            match Connection::connect_to(address, options.connection.clone()).await {
                 Ok(connection) => {
                     connected = Some((index, connection));
                     break;
@@ -262,6 +272,7 @@ impl Client {
         let supervisor = Supervisor {
             shared: Arc::clone(&shared),
             options,
+            addresses,
             next_address: index + 1,
             connection,
             link: link_tx,
@@ -803,6 +814,8 @@ fn stopped() -> ClientError {
 struct Supervisor {
     shared: Arc<Shared>,
     options: ClientOptions,
+    /// `options.addresses`, parsed.
+    addresses: Vec<ServerAddress>,
     /// Index of the address to try on the next reconnect.
     next_address: usize,
     connection: Arc<Connection>,
@@ -1048,16 +1061,17 @@ impl Supervisor {
             let jitter: f64 = rand::Rng::gen(&mut rand::thread_rng());
             let delay = policy.backoff(attempt, jitter);
             attempt += 1;
-            let address =
-                self.options.addresses[self.next_address % self.options.addresses.len()].clone();
+            let index = self.next_address % self.addresses.len();
             self.next_address = self.next_address.wrapping_add(1);
+            // The address as the application gave it, for its events and logs.
+            let address = self.options.addresses[index].clone();
             let outcome = {
                 let (shared, options, events) =
                     (&self.shared, &self.options.connection, &self.events);
-                let address = address.as_str();
+                let server = &self.addresses[index];
                 let try_once = async move {
                     tokio::time::sleep(delay).await;
-                    resume(shared, options, events, address).await
+                    resume(shared, options, events, server).await
                 };
                 tokio::pin!(try_once);
                 // Commands keep being served while waiting, so closing the
@@ -1146,11 +1160,11 @@ async fn resume(
     shared: &Shared,
     options: &ConnectionOptions,
     events: &mpsc::UnboundedSender<Event>,
-    address: &str,
+    address: &ServerAddress,
 ) -> Result<(Connection, Option<LoginResponse>)> {
     // Any error returned here is worth another attempt (connection
     // trouble, a busy or draining server); a refused login is not.
-    let connection = Connection::connect_with(address, options.clone()).await?;
+    let connection = Connection::connect_to(address, options.clone()).await?;
     let (credentials, token) = {
         let session = shared.session();
         (session.credentials.clone(), session.token.clone())

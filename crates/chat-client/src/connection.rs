@@ -1,11 +1,15 @@
-//! One TCP connection to a chatd server.
+//! One connection to a chatd server, over plain TCP, TLS or WebSocket.
 //!
-//! A [`Connection`] owns two tasks. The reader task decodes frames and routes
-//! each reply to the caller waiting for its request id, and each push to the
-//! push queue. The writer task takes encoded frames from a bounded outbox and
-//! writes whatever is ready in one `write_all`. Callers only encode, queue and
-//! wait, so any number of requests can be in flight at once, from any number
-//! of tasks sharing the connection (`&self` everywhere; wrap it in an `Arc`).
+//! A [`Connection`] owns two tasks. The reader task takes frames from the
+//! transport and routes each reply to the caller waiting for its request
+//! id, and each push to the push queue. The writer task takes encoded
+//! frames from a bounded outbox and hands the transport whatever is ready
+//! before flushing: on TCP and TLS that is one buffer and one write, on a
+//! WebSocket one binary message per frame, sent together. Callers only
+//! encode, queue and wait, so any number of requests can be in flight at
+//! once, from any number of tasks sharing the connection (`&self`
+//! everywhere; wrap it in an `Arc`). Nothing above the two tasks knows which
+//! transport carries the frames (see [`crate::transport`]).
 //!
 //! When the connection closes, for whatever reason, every waiting request
 //! fails at once with [`ClientError::Closed`] and the push queue ends after
@@ -14,38 +18,42 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chat_proto::{
-    AckRequest, AckResponse, ConversationId, Cursor, ErrorBody, FrameCodec, FriendAddRequest,
-    FriendAddResponse, FriendListRequest, FriendListResponse, FriendRemoveRequest,
-    FriendRemoveResponse, FriendRespondRequest, FriendRespondResponse, FriendUpdateRequest,
-    FriendUpdateResponse, GroupCreateRequest, GroupCreateResponse, GroupDissolveRequest,
-    GroupDissolveResponse, GroupId, GroupInfoRequest, GroupInfoResponse, GroupJoinRequest,
-    GroupJoinResponse, GroupKickRequest, GroupKickResponse, GroupLeaveRequest, GroupLeaveResponse,
-    GroupListRequest, GroupListResponse, GroupMembersRequest, GroupMembersResponse,
-    GroupSetRoleRequest, GroupSetRoleResponse, HistoryRequest, HistoryResponse, LoginRequest,
-    LoginResponse, LogoutRequest, LogoutResponse, MessageType, PingRequest, PingResponse, Push,
-    RegisterRequest, RegisterResponse, Request, Response, Role, SendRequest, SendResponse, Seq,
-    ServerMessage, SyncRequest, SyncResponse, Target, UserId, UserRef, CLIENT_MAX_PAYLOAD,
+    AckRequest, AckResponse, ConversationId, Cursor, ErrorBody, Frame, FrameCodec,
+    FriendAddRequest, FriendAddResponse, FriendListRequest, FriendListResponse,
+    FriendRemoveRequest, FriendRemoveResponse, FriendRespondRequest, FriendRespondResponse,
+    FriendUpdateRequest, FriendUpdateResponse, GroupCreateRequest, GroupCreateResponse,
+    GroupDissolveRequest, GroupDissolveResponse, GroupId, GroupInfoRequest, GroupInfoResponse,
+    GroupJoinRequest, GroupJoinResponse, GroupKickRequest, GroupKickResponse, GroupLeaveRequest,
+    GroupLeaveResponse, GroupListRequest, GroupListResponse, GroupMembersRequest,
+    GroupMembersResponse, GroupSetRoleRequest, GroupSetRoleResponse, HistoryRequest,
+    HistoryResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, MessageType,
+    PingRequest, PingResponse, Push, RegisterRequest, RegisterResponse, Request, Response, Role,
+    SendRequest, SendResponse, Seq, ServerMessage, SyncRequest, SyncResponse, Target, UserId,
+    UserRef, CLIENT_MAX_PAYLOAD,
 };
-use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_util::codec::FramedRead;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::codec::{BytesCodec, FramedRead, FramedWrite};
 
 use crate::error::{ClientError, Result};
+use crate::transport::{self, ByteStream, ClientTls, ServerAddress, TransportStream};
 
 /// How many encoded frames may wait for the writer before callers wait too.
 const OUTBOX_CAPACITY: usize = 1024;
-/// The writer stops adding ready frames to one write beyond this many bytes,
-/// so one huge burst does not build one huge buffer.
+/// On a byte stream the writer writes out its buffer once it holds this many
+/// bytes, so one huge burst does not build one huge buffer.
 const MAX_WRITE_BATCH: usize = 256 * 1024;
 
 /// What a reader hands a waiting caller: the server's answer (success or
@@ -59,11 +67,15 @@ pub struct ConnectionOptions {
     /// [`ClientError::Timeout`]. Changeable later with
     /// [`Connection::set_request_timeout`].
     pub request_timeout: Duration,
-    /// How long opening the TCP connection may take.
+    /// How long opening the connection may take, TLS and WebSocket
+    /// handshakes included.
     pub connect_timeout: Duration,
     /// The largest frame payload accepted from the server; a larger one is a
     /// protocol violation that closes the connection.
     pub max_payload: usize,
+    /// Whom to trust on `tls://` and `wss://` addresses; `None` trusts the
+    /// system's root certificates. Plain addresses ignore it.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ConnectionOptions {
@@ -72,6 +84,7 @@ impl Default for ConnectionOptions {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             max_payload: CLIENT_MAX_PAYLOAD,
+            tls: None,
         }
     }
 }
@@ -237,7 +250,7 @@ impl Drop for PendingReply {
     }
 }
 
-/// One TCP connection to a chatd server; see the [module docs](self).
+/// One connection to a chatd server; see the [module docs](self).
 pub struct Connection {
     shared: Arc<Shared>,
     outbox: mpsc::Sender<Bytes>,
@@ -281,7 +294,8 @@ fn unexpected_response(expected: MessageType, got: &Response) -> ClientError {
 }
 
 impl Connection {
-    /// Connects with default [`ConnectionOptions`].
+    /// Connects over plain TCP with default [`ConnectionOptions`]. For TLS
+    /// and WebSocket addresses see [`Connection::connect_url`].
     ///
     /// # Errors
     /// [`ClientError::Connect`] when the TCP connection cannot be opened.
@@ -292,7 +306,7 @@ impl Connection {
         Self::connect_with(address, ConnectionOptions::default()).await
     }
 
-    /// Connects with the given options.
+    /// Connects over plain TCP with the given options.
     ///
     /// # Errors
     /// [`ClientError::Connect`] when the TCP connection cannot be opened
@@ -302,11 +316,68 @@ impl Connection {
         A: ToSocketAddrs + fmt::Display,
     {
         let address_text = address.to_string();
+        let opening = async {
+            let stream = TcpStream::connect(address).await?;
+            // Chat traffic is small request/response frames: waiting to
+            // coalesce them (Nagle) only adds latency. Failure to set it is
+            // harmless.
+            let _ = stream.set_nodelay(true);
+            Ok(TransportStream::Bytes(ByteStream::Tcp(stream)))
+        };
+        Self::open(&address_text, opening, options).await
+    }
+
+    /// Connects to an address in any of the forms [`ServerAddress`] parses:
+    /// `host:port`, `tls://host:port`, `ws://host:port[/path]`,
+    /// `wss://host:port[/path]`.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidAddress`] for an address in none of the forms;
+    /// otherwise as [`Connection::connect_to`].
+    pub async fn connect_url(url: &str, options: ConnectionOptions) -> Result<Connection> {
+        let address = ServerAddress::parse(url)?;
+        Self::connect_to(&address, options).await
+    }
+
+    /// Connects to `address` over the transport it names: TCP, then TLS
+    /// (trusting `options.tls`, or the system's roots) and the WebSocket
+    /// upgrade where the address asks for them.
+    ///
+    /// # Errors
+    /// [`ClientError::Connect`] when the connection cannot be opened within
+    /// `options.connect_timeout`; its text says why, e.g. that the server's
+    /// certificate has an unknown issuer or does not match the host name.
+    /// [`ClientError::TlsConfig`] when `options.tls` is `None` and the
+    /// system's roots cannot be loaded.
+    pub async fn connect_to(
+        address: &ServerAddress,
+        options: ConnectionOptions,
+    ) -> Result<Connection> {
+        let system_roots;
+        let tls = match &options.tls {
+            Some(tls) => Some(tls),
+            None if address.scheme().uses_tls() => {
+                system_roots = ClientTls::system_roots()?;
+                Some(&system_roots)
+            }
+            None => None,
+        };
+        let opening = transport::connect(address, tls, options.max_payload);
+        Self::open(&address.to_string(), opening, options.clone()).await
+    }
+
+    /// Runs `opening` within the connect timeout and starts the connection
+    /// on what it opened.
+    async fn open(
+        address: &str,
+        opening: impl std::future::Future<Output = std::io::Result<TransportStream>>,
+        options: ConnectionOptions,
+    ) -> Result<Connection> {
         let connect_error = |error| ClientError::Connect {
-            address: address_text.clone(),
+            address: address.to_owned(),
             error,
         };
-        let stream = tokio::time::timeout(options.connect_timeout, TcpStream::connect(address))
+        let stream = tokio::time::timeout(options.connect_timeout, opening)
             .await
             .map_err(|_| {
                 connect_error(std::io::Error::new(
@@ -315,21 +386,69 @@ impl Connection {
                 ))
             })?
             .map_err(connect_error)?;
-        // Chat traffic is small request/response frames: waiting to coalesce
-        // them (Nagle) only adds latency. Failure to set it is harmless.
-        let _ = stream.set_nodelay(true);
-        let local_addr = stream.local_addr().map_err(connect_error)?;
-        let peer_addr = stream.peer_addr().map_err(connect_error)?;
-        Ok(Self::from_stream(stream, local_addr, peer_addr, &options))
+        let local_addr = stream.tcp().local_addr().map_err(connect_error)?;
+        let peer_addr = stream.tcp().peer_addr().map_err(connect_error)?;
+        Ok(Self::start(stream, local_addr, peer_addr, &options))
     }
 
-    fn from_stream(
-        stream: TcpStream,
+    /// Splits the transport into a stream of frames for the reader task and
+    /// a sink of encoded frames for the writer task.
+    fn start(
+        stream: TransportStream,
         local_addr: SocketAddr,
         peer_addr: SocketAddr,
         options: &ConnectionOptions,
     ) -> Connection {
-        let (read_half, write_half) = stream.into_split();
+        let codec = FrameCodec::new(options.max_payload);
+        match stream {
+            TransportStream::Bytes(ByteStream::Tcp(stream)) => {
+                let (read_half, write_half) = stream.into_split();
+                Self::spawn(
+                    byte_frames(read_half, codec),
+                    byte_sink(write_half),
+                    local_addr,
+                    peer_addr,
+                    options,
+                )
+            }
+            TransportStream::Bytes(tls @ ByteStream::Tls(_)) => {
+                let (read_half, write_half) = tokio::io::split(tls);
+                Self::spawn(
+                    byte_frames(read_half, codec),
+                    byte_sink(write_half),
+                    local_addr,
+                    peer_addr,
+                    options,
+                )
+            }
+            TransportStream::WebSocket(websocket) => {
+                let (sink, messages) = websocket.split();
+                Self::spawn(
+                    WebSocketFrames {
+                        messages,
+                        max_payload: options.max_payload,
+                        ended: false,
+                    },
+                    WebSocketSink { messages: sink },
+                    local_addr,
+                    peer_addr,
+                    options,
+                )
+            }
+        }
+    }
+
+    fn spawn<R, W>(
+        frames: R,
+        sink: W,
+        local_addr: SocketAddr,
+        peer_addr: SocketAddr,
+        options: &ConnectionOptions,
+    ) -> Connection
+    where
+        R: Stream<Item = std::result::Result<Frame, String>> + Send + Unpin + 'static,
+        W: Sink<Bytes, Error = std::io::Error> + Send + Unpin + 'static,
+    {
         let (closed, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -345,14 +464,13 @@ impl Connection {
         // The server bounds what it sends to one session (its outbox).
         let (push_tx, push_rx) = mpsc::unbounded_channel();
         let (unmatched_tx, unmatched_rx) = mpsc::unbounded_channel();
-        let frames = FramedRead::new(read_half, FrameCodec::new(options.max_payload));
         let reader = tokio::spawn(read_loop(
             frames,
             Arc::clone(&shared),
             push_tx,
             unmatched_tx,
         ));
-        let writer = tokio::spawn(write_loop(outbox_rx, write_half, Arc::clone(&shared)));
+        let writer = tokio::spawn(write_loop(outbox_rx, sink, Arc::clone(&shared)));
         let mut prefix_bytes = [0u8; 8];
         rand::Rng::fill(&mut rand::thread_rng(), &mut prefix_bytes);
         let client_msg_id_prefix = prefix_bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -372,7 +490,8 @@ impl Connection {
         }
     }
 
-    /// The local address of the TCP connection.
+    /// The local address of the TCP connection (under TLS and WebSocket
+    /// too).
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -463,8 +582,9 @@ impl Connection {
         })
     }
 
-    /// Queues bytes for the socket exactly as given: for tests of malformed
-    /// input (garbage, split frames, many frames in one write).
+    /// Queues bytes for the server exactly as given: for tests of malformed
+    /// input (garbage, split frames, many frames in one write). On a
+    /// WebSocket the bytes become one binary message.
     ///
     /// # Errors
     /// [`ClientError::Closed`] when the connection is closed.
@@ -882,16 +1002,165 @@ fn duration_to_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-async fn read_loop(
-    mut frames: FramedRead<OwnedReadHalf, FrameCodec>,
+/// The frames of a byte stream (TCP or TLS), cut by the frame codec. An
+/// error is the reason the connection ends.
+fn byte_frames<R>(
+    reader: R,
+    codec: FrameCodec,
+) -> impl Stream<Item = std::result::Result<Frame, String>> + Send + Unpin
+where
+    R: AsyncRead + Send + Unpin,
+{
+    FramedRead::new(reader, codec)
+        .map(|frame| frame.map_err(|error| format!("cannot read from the server: {error}")))
+}
+
+/// A sink of encoded frames over a byte stream: frames fed in are collected
+/// in one buffer, and a flush writes it, so everything ready goes out in one
+/// write (or one per [`MAX_WRITE_BATCH`] bytes).
+fn byte_sink<W>(writer: W) -> FramedWrite<W, BytesCodec>
+where
+    W: AsyncWrite + Send + Unpin,
+{
+    let mut sink = FramedWrite::new(writer, BytesCodec::new());
+    sink.set_backpressure_boundary(MAX_WRITE_BATCH);
+    sink
+}
+
+/// The frames of a WebSocket: each binary message must hold exactly one.
+/// Pings are answered by tungstenite as it reads; a Close from the server
+/// ends the stream with its code and reason.
+struct WebSocketFrames<S> {
+    messages: S,
+    max_payload: usize,
+    ended: bool,
+}
+
+impl<S> WebSocketFrames<S> {
+    fn frame_of(&self, message: Bytes) -> std::result::Result<Frame, String> {
+        let mut buf = BytesMut::from(message);
+        match chat_proto::frame::decode(&mut buf, self.max_payload) {
+            Ok(Some(frame)) if buf.is_empty() => Ok(frame),
+            Ok(Some(_)) => {
+                Err("a WebSocket message from the server held more than one frame".to_owned())
+            }
+            Ok(None) => {
+                Err("a WebSocket message from the server held an incomplete frame".to_owned())
+            }
+            Err(error) => Err(format!("bad frame from the server: {error}")),
+        }
+    }
+}
+
+impl<S> Stream for WebSocketFrames<S>
+where
+    S: Stream<Item = std::result::Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    type Item = std::result::Result<Frame, String>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            let message = match futures::ready!(self.messages.poll_next_unpin(cx)) {
+                None => return Poll::Ready(None),
+                Some(Err(error)) => {
+                    self.ended = true;
+                    return Poll::Ready(Some(Err(format!("cannot read from the server: {error}"))));
+                }
+                Some(Ok(message)) => message,
+            };
+            let item = match message {
+                Message::Binary(bytes) => {
+                    let frame = self.frame_of(bytes);
+                    if frame.is_err() {
+                        self.ended = true;
+                    }
+                    frame
+                }
+                Message::Close(close) => {
+                    self.ended = true;
+                    Err(match close {
+                        Some(close) if close.reason.is_empty() => {
+                            format!("the server closed the WebSocket (code {})", close.code)
+                        }
+                        Some(close) => format!(
+                            "the server closed the WebSocket (code {}): {}",
+                            close.code, close.reason
+                        ),
+                        None => "the server closed the WebSocket".to_owned(),
+                    })
+                }
+                Message::Text(_) => {
+                    self.ended = true;
+                    Err("the server sent a WebSocket text message; frames travel in binary messages".to_owned())
+                }
+                // Pings are answered inside tungstenite; pongs and raw
+                // frames carry nothing for us.
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            };
+            return Poll::Ready(Some(item));
+        }
+    }
+}
+
+/// A sink of encoded frames over a WebSocket: each frame one binary
+/// message. The writer feeds every ready frame, then flushes once.
+struct WebSocketSink<S> {
+    messages: S,
+}
+
+impl<S> Sink<Bytes> for WebSocketSink<S>
+where
+    S: Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    type Error = std::io::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.messages
+            .poll_ready_unpin(cx)
+            .map_err(websocket_io_error)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, frame: Bytes) -> std::io::Result<()> {
+        self.messages
+            .start_send_unpin(Message::Binary(frame))
+            .map_err(websocket_io_error)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.messages
+            .poll_flush_unpin(cx)
+            .map_err(websocket_io_error)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.messages
+            .poll_close_unpin(cx)
+            .map_err(websocket_io_error)
+    }
+}
+
+fn websocket_io_error(error: tokio_tungstenite::tungstenite::Error) -> std::io::Error {
+    match error {
+        tokio_tungstenite::tungstenite::Error::Io(error) => error,
+        other => std::io::Error::other(other),
+    }
+}
+
+async fn read_loop<R>(
+    mut frames: R,
     shared: Arc<Shared>,
     pushes: mpsc::UnboundedSender<Push>,
     unmatched: mpsc::UnboundedSender<UnmatchedReply>,
-) {
+) where
+    R: Stream<Item = std::result::Result<Frame, String>> + Unpin,
+{
     let reason = loop {
         let frame = match frames.next().await {
             None => break "the server closed the connection".to_owned(),
-            Some(Err(error)) => break format!("cannot read from the server: {error}"),
+            Some(Err(reason)) => break reason,
             Some(Ok(frame)) => frame,
         };
         match ServerMessage::from_frame(&frame) {
@@ -924,13 +1193,11 @@ async fn read_loop(
     shared.close(reason);
 }
 
-async fn write_loop(
-    mut outbox: mpsc::Receiver<Bytes>,
-    mut socket: OwnedWriteHalf,
-    shared: Arc<Shared>,
-) {
+async fn write_loop<W>(mut outbox: mpsc::Receiver<Bytes>, mut sink: W, shared: Arc<Shared>)
+where
+    W: Sink<Bytes, Error = std::io::Error> + Unpin,
+{
     let mut closed = shared.closed.subscribe();
-    let mut batch = BytesMut::new();
     loop {
         let first = tokio::select! {
             frame = outbox.recv() => match frame {
@@ -939,21 +1206,26 @@ async fn write_loop(
             },
             _ = closed.wait_for(|closed| *closed) => break,
         };
-        batch.extend_from_slice(&first);
-        while batch.len() < MAX_WRITE_BATCH {
+        // Everything already queued goes with the first frame: one write on
+        // a byte stream, one flush of many messages on a WebSocket.
+        let mut written = sink.feed(first).await;
+        while written.is_ok() {
             match outbox.try_recv() {
-                Ok(frame) => batch.extend_from_slice(&frame),
+                Ok(frame) => written = sink.feed(frame).await,
                 Err(_) => break,
             }
         }
-        if let Err(error) = socket.write_all(&batch).await {
+        if written.is_ok() {
+            written = sink.flush().await;
+        }
+        if let Err(error) = written {
             shared.close(format!("cannot write to the server: {error}"));
             return;
         }
-        batch.clear();
     }
-    // A clean FIN lets the server see an orderly close.
-    let _ = socket.shutdown().await;
+    // A clean close (a FIN, TLS close_notify, a WebSocket Close) lets the
+    // server see an orderly end.
+    let _ = sink.close().await;
 }
 
 #[cfg(test)]

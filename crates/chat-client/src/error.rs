@@ -10,7 +10,9 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 /// Everything that can go wrong between the application and the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The TCP connection could not be opened.
+    /// The connection could not be opened: the TCP connection, the TLS
+    /// handshake (an untrusted or mismatched certificate) or the WebSocket
+    /// upgrade failed; the error's text says which and why.
     #[error("cannot connect to {address}: {error}")]
     Connect {
         /// The address tried.
@@ -19,6 +21,19 @@ pub enum ClientError {
         /// error chains do not print it twice).
         error: std::io::Error,
     },
+    /// A server address is not in one of the accepted forms (`host:port`,
+    /// `tls://host:port`, `ws://host:port[/path]`, `wss://host:port[/path]`).
+    #[error("invalid server address {address:?}: {reason}")]
+    InvalidAddress {
+        /// The address as given.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The TLS settings cannot be used (an unreadable CA file, one without
+    /// certificates, no system roots).
+    #[error("TLS settings: {0}")]
+    TlsConfig(String),
     /// The server answered the request with a non-zero status.
     #[error("server error {}: {}", .0.error, .0.message)]
     Server(ErrorBody),

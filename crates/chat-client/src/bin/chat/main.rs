@@ -9,11 +9,12 @@ mod scripted;
 mod shell;
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use chat_client::command::Command;
-use chat_client::{Client, ClientOptions};
+use chat_client::{Client, ClientOptions, ClientTls, ServerAddress};
 use clap::{Parser, Subcommand};
 
 /// Chat with people on a chatd server.
@@ -21,13 +22,33 @@ use clap::{Parser, Subcommand};
 /// With a terminal on stdin, `chat` is interactive: type `help` for the
 /// commands. Otherwise it reads one command per line from stdin (the same
 /// commands) and exits non-zero when one fails.
+///
+/// The server is reached over plain TCP (`host:port`), TLS
+/// (`tls://host:port`, or `host:port` with `--tls`), or WebSocket
+/// (`ws://host:port/ws`, or `wss://host:port/ws` over TLS). TLS checks the
+/// server's certificate against the host name (or IP address) in the
+/// address, trusting the system's root certificates, or with `--ca FILE`
+/// only the CA in that file (a private CA, or a self-signed certificate).
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// The server address, `host:port`; several, separated by commas, are
-    /// tried in turn when reconnecting.
+    /// The server address: `host:port`, `tls://host:port`,
+    /// `ws://host:port[/path]` or `wss://host:port[/path]` (the WebSocket
+    /// path defaults to `/ws`). Several, separated by commas, are tried in
+    /// turn when reconnecting, each over its own transport.
     #[arg(long, env = "CHAT_SERVER", default_value = "127.0.0.1:7000")]
     server: String,
+
+    /// Use TLS where the address does not say so: `host:port` becomes
+    /// `tls://host:port` and `ws://` becomes `wss://`.
+    #[arg(long)]
+    tls: bool,
+
+    /// Trust only the CA certificates in this PEM file for TLS (a private
+    /// CA, or the server's self-signed certificate) instead of the system's
+    /// root certificates.
+    #[arg(long, env = "CHAT_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
 
     /// Print every response and event as one JSON line (for scripts).
     #[arg(long)]
@@ -73,16 +94,36 @@ fn main() -> ExitCode {
     }
 }
 
+/// The client's settings from `--server`, `--tls` and `--ca`.
+fn client_options(args: &Args) -> anyhow::Result<ClientOptions> {
+    let mut addresses = Vec::new();
+    for text in args.server.split(',').map(str::trim) {
+        if text.is_empty() {
+            continue;
+        }
+        let mut address = ServerAddress::parse(text)?;
+        if args.tls {
+            address = address.with_tls();
+        }
+        addresses.push(address);
+    }
+    let mut options =
+        ClientOptions::with_addresses(addresses.iter().map(ToString::to_string).collect());
+    if let Some(ca) = &args.ca {
+        // A CA for a connection that never uses TLS is a mistake worth
+        // stopping for: the user expects encryption they would not get.
+        if !addresses.iter().any(|address| address.scheme().uses_tls()) {
+            anyhow::bail!("--ca is for TLS: give a tls:// or wss:// address, or add --tls");
+        }
+        options.connection.tls = Some(ClientTls::from_ca_file(ca)?);
+    }
+    Ok(options)
+}
+
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-    let addresses: Vec<String> = args
-        .server
-        .split(',')
-        .map(str::trim)
-        .filter(|address| !address.is_empty())
-        .map(str::to_owned)
-        .collect();
-    let client = runtime.block_on(Client::connect(ClientOptions::with_addresses(addresses)))?;
+    let options = client_options(&args)?;
+    let client = runtime.block_on(Client::connect(options))?;
     let interactive = std::io::stdin().is_terminal();
     match args.command {
         Some(OneShot::Register { name }) => {
