@@ -1,4 +1,4 @@
-//! The whole classic scenario, end to end over real TCP: two users register,
+//! The whole classic scenario, end to end over TCP, TLS and WebSocket: two users register,
 //! befriend and chat while both are online; one logs out, the other sends;
 //! the first logs in again and receives it; then three users create, join
 //! and chat in a group.
@@ -6,11 +6,12 @@
 mod common;
 
 use chat_proto::{Push, Target};
-use common::{befriend, expect_push, TestServer};
+use common::{befriend, expect_push, TestServer, Wire};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_friends_then_a_group_of_three() {
-    let server = TestServer::start().await;
+crate::over_every_wire!(two_friends_then_a_group_of_three);
+
+async fn two_friends_then_a_group_of_three(wire: Wire) {
+    let server = TestServer::start_over(wire, |_| {}).await;
     let (alice, alice_login) = server.user("alice").await;
     let (bob, bob_login) = server.user("bob").await;
     let alice_id = alice_login.user.id;

@@ -4,8 +4,6 @@
 //! close), and the probes and metrics.
 
 mod common;
-#[path = "common/tls.rs"]
-mod tls;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -13,9 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use chat_proto::frame::{self, Frame};
 use chat_proto::{PingRequest, Request, Target};
+use common::tls::TestCa;
 use common::TestServer;
 use futures::{SinkExt, StreamExt};
-use tls::TestCa;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -345,11 +343,23 @@ async fn websocket_text_and_malformed_messages_close_with_a_code() {
     double.send(Message::Binary(two.freeze())).await.unwrap();
     assert_eq!(close_code(next_message(&mut double).await), Some(1002));
 
+    // A bad header is answered with its status, as on TCP, then closed.
     let mut garbage = websocket(&server, None).await.unwrap();
     garbage
         .send(Message::binary(&b"GET / HTTP/1.1\r\n\r\n"[..]))
         .await
         .unwrap();
+    match next_message(&mut garbage).await {
+        Some(Message::Binary(bytes)) => {
+            let mut buf = BytesMut::from(&bytes[..]);
+            let frame = frame::decode(&mut buf, 1 << 20).unwrap().unwrap();
+            assert_eq!(
+                frame.header.status,
+                chat_proto::Status::ProtocolError.code()
+            );
+        }
+        other => panic!("expected an error frame, got {other:?}"),
+    }
     assert_eq!(close_code(next_message(&mut garbage).await), Some(1002));
 
     // Others are not disturbed.

@@ -3,11 +3,13 @@
 
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use chat_client::Connection;
+use chat_client::{ClientTls, Connection, ConnectionOptions};
 use chat_proto::{LoginResponse, Push, Status};
 use chat_server::{Config, RunningServer};
 use tempfile::TempDir;
@@ -21,8 +23,41 @@ pub const PUSH_WAIT: Duration = Duration::from_secs(5);
 /// How long a test waits to be sure a push does not come.
 pub const NO_PUSH_WAIT: Duration = Duration::from_millis(300);
 
+/// The transport a test's clients use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// Plain TCP.
+    Tcp,
+    /// TLS on the chat listener, with a certificate from a test CA.
+    Tls,
+    /// WebSocket on the HTTP listener.
+    WebSocket,
+}
+
+/// Runs an `async fn(Wire)` scenario as one test per transport, so a suite
+/// is written once and run over TCP, TLS and WebSocket alike.
+#[macro_export]
+macro_rules! over_every_wire {
+    ($($scenario:ident),* $(,)?) => {
+        mod over_tcp {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() { super::$scenario(super::common::Wire::Tcp).await } )*
+        }
+        mod over_tls {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() { super::$scenario(super::common::Wire::Tls).await } )*
+        }
+        mod over_websocket {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() { super::$scenario(super::common::Wire::WebSocket).await } )*
+        }
+    };
+}
+
 /// A running chatd over a temporary SQLite file.
 pub struct TestServer {
+    wire: Wire,
+    client_tls: Option<ClientTls>,
     server: Option<RunningServer>,
     addr: SocketAddr,
     http_addr: Option<SocketAddr>,
@@ -38,7 +73,21 @@ impl TestServer {
 
     /// A server whose configuration `adjust` may change first.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_over(Wire::Tcp, adjust).await
+    }
+
+    /// A server whose clients connect over `wire` (with a certificate from
+    /// a fresh test CA for TLS).
+    pub async fn start_over(wire: Wire, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
+        let mut client_tls = None;
+        let mut certificate = None;
+        if wire == Wire::Tls {
+            let ca = tls::TestCa::new();
+            certificate = Some(ca.issue(dir.path(), "server"));
+            let ca_file = ca.write_ca(dir.path(), "test");
+            client_tls = Some(ClientTls::from_ca_file(ca_file).expect("CA loads"));
+        }
         let mut config = Config {
             listen: "127.0.0.1:0".to_owned(),
             store: format!("sqlite://{}", dir.path().join("chat.db").display()),
@@ -48,11 +97,17 @@ impl TestServer {
             http_listen: "127.0.0.1:0".to_owned(),
             ..Config::default()
         };
+        if let Some((cert, key)) = certificate {
+            config.tls_cert = Some(cert);
+            config.tls_key = Some(key);
+        }
         adjust(&mut config);
         let server = chat_server::start(config.clone())
             .await
             .expect("server starts");
         TestServer {
+            wire,
+            client_tls,
             addr: server.local_addr(),
             http_addr: server.http_addr(),
             server: Some(server),
@@ -111,9 +166,28 @@ impl TestServer {
         }
     }
 
-    /// A new connection, not logged in.
+    /// The URL clients of this server's transport connect to.
+    pub fn url(&self) -> String {
+        match self.wire {
+            Wire::Tcp => self.addr.to_string(),
+            Wire::Tls => format!("tls://{}", self.addr),
+            Wire::WebSocket => format!("ws://{}/ws", self.http_addr()),
+        }
+    }
+
+    /// Connection options for this server's transport.
+    pub fn connection_options(&self) -> ConnectionOptions {
+        ConnectionOptions {
+            tls: self.client_tls.clone(),
+            ..ConnectionOptions::default()
+        }
+    }
+
+    /// A new connection over the server's transport, not logged in.
     pub async fn connect(&self) -> Connection {
-        Connection::connect(self.addr).await.expect("connects")
+        Connection::connect_url(&self.url(), self.connection_options())
+            .await
+            .expect("connects")
     }
 
     /// Registers `name` and logs in on a new connection.
