@@ -9,26 +9,79 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use chat_proto::frame::{self, encode_json};
 use chat_proto::{ErrorBody, Flags, Frame, PingRequest, RegisterRequest, Request, Status, Target};
-use common::{befriend, expect_message, expect_push, status_of, unique, TestServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use common::{befriend, expect_message, expect_push, status_of, unique, TestServer, Wire};
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 
-/// A raw connection for writing arbitrary bytes and reading frames back.
+// Byte-stream behaviour: on WebSocket one message carries exactly one
+// frame by contract (tests/transports.rs checks what happens otherwise).
+crate::over_byte_streams!(
+    ten_requests_in_one_write_get_ten_answers_in_order,
+    a_request_written_one_byte_at_a_time_is_understood,
+);
+
+crate::over_every_wire!(
+    an_unknown_type_is_answered_and_the_connection_stays,
+    bad_json_wrong_types_and_invalid_utf8_are_bad_requests,
+    an_oversize_frame_is_refused_before_its_body_and_closes_only_that_connection,
+    framing_errors_answer_then_close,
+    nothing_but_ping_register_and_login_before_login,
+    nobody_can_act_as_somebody_else,
+    sql_metacharacters_and_multibyte_text_are_stored_verbatim,
+    oversize_fields_are_refused_with_a_status,
+);
+
+/// Any byte stream a raw connection can run over (TCP or TLS).
+trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for S {}
+
+/// A raw connection for writing arbitrary bytes and reading frames back,
+/// over the server's transport: on a byte stream each write is bytes, on a
+/// WebSocket each write is one binary message.
 struct Raw {
-    stream: TcpStream,
+    link: Link,
     buf: BytesMut,
+}
+
+enum Link {
+    Stream(Box<dyn ByteStream>),
+    WebSocket(Box<WebSocketStream<TcpStream>>),
 }
 
 impl Raw {
     async fn connect(server: &TestServer) -> Raw {
+        let link = match server.wire() {
+            Wire::Tcp => Link::Stream(Box::new(TcpStream::connect(server.addr()).await.unwrap())),
+            Wire::Tls => {
+                let stream = TcpStream::connect(server.addr()).await.unwrap();
+                let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+                let tls = server.tls_connector().connect(name, stream).await.unwrap();
+                Link::Stream(Box::new(tls))
+            }
+            Wire::WebSocket => {
+                let url = server.url();
+                let stream = TcpStream::connect(server.http_addr()).await.unwrap();
+                let (socket, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+                Link::WebSocket(Box::new(socket))
+            }
+        };
         Raw {
-            stream: TcpStream::connect(server.addr()).await.unwrap(),
+            link,
             buf: BytesMut::new(),
         }
     }
 
     async fn write(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.unwrap();
+        match &mut self.link {
+            Link::Stream(stream) => {
+                stream.write_all(bytes).await.unwrap();
+                stream.flush().await.unwrap();
+            }
+            Link::WebSocket(socket) => socket.send(Message::binary(bytes.to_vec())).await.unwrap(),
+        }
     }
 
     /// The next frame, or `None` when the server closed the connection.
@@ -38,8 +91,17 @@ impl Raw {
                 if let Some(frame) = frame::decode(&mut self.buf, usize::MAX >> 1).unwrap() {
                     return Some(frame);
                 }
-                if self.stream.read_buf(&mut self.buf).await.ok()? == 0 {
-                    return None;
+                match &mut self.link {
+                    Link::Stream(stream) => {
+                        if stream.read_buf(&mut self.buf).await.ok()? == 0 {
+                            return None;
+                        }
+                    }
+                    Link::WebSocket(socket) => match socket.next().await? {
+                        Ok(Message::Binary(bytes)) => self.buf.extend_from_slice(&bytes),
+                        Ok(Message::Close(_)) | Err(_) => return None,
+                        Ok(_) => {}
+                    },
                 }
             }
         })
@@ -86,9 +148,8 @@ async fn still_serves(raw: &mut Raw) {
     assert_eq!(frame.header.status, 0);
 }
 
-#[tokio::test]
-async fn ten_requests_in_one_write_get_ten_answers_in_order() {
-    let server = TestServer::start().await;
+async fn ten_requests_in_one_write_get_ten_answers_in_order(wire: Wire) {
+    let server = TestServer::start_over(wire, |_| {}).await;
     let mut raw = Raw::connect(&server).await;
     let mut batch = BytesMut::new();
     for id in 1..=10 {
@@ -103,9 +164,8 @@ async fn ten_requests_in_one_write_get_ten_answers_in_order() {
     }
 }
 
-#[tokio::test]
-async fn a_request_written_one_byte_at_a_time_is_understood() {
-    let server = TestServer::start().await;
+async fn a_request_written_one_byte_at_a_time_is_understood(wire: Wire) {
+    let server = TestServer::start_over(wire, |_| {}).await;
     let mut raw = Raw::connect(&server).await;
     let name = unique("trickle");
     let bytes = request_bytes(
@@ -117,7 +177,6 @@ async fn a_request_written_one_byte_at_a_time_is_understood() {
     );
     for byte in bytes.iter() {
         raw.write(&[*byte]).await;
-        raw.stream.flush().await.unwrap();
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let frame = raw.read().await.unwrap();
@@ -130,9 +189,8 @@ async fn a_request_written_one_byte_at_a_time_is_understood() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn an_unknown_type_is_answered_and_the_connection_stays() {
-    let server = TestServer::start().await;
+async fn an_unknown_type_is_answered_and_the_connection_stays(wire: Wire) {
+    let server = TestServer::start_over(wire, |_| {}).await;
     let mut raw = Raw::connect(&server).await;
     raw.write(&raw_frame(0, 0x7777, 5, b"{}")).await;
     let frame = raw.read().await.unwrap();
@@ -148,9 +206,8 @@ async fn an_unknown_type_is_answered_and_the_connection_stays() {
     still_serves(&mut raw).await;
 }
 
-#[tokio::test]
-async fn bad_json_wrong_types_and_invalid_utf8_are_bad_requests() {
-    let server = TestServer::start().await;
+async fn bad_json_wrong_types_and_invalid_utf8_are_bad_requests(wire: Wire) {
+    let server = TestServer::start_over(wire, |_| {}).await;
     let mut raw = Raw::connect(&server).await;
     let cases: [&[u8]; 6] = [
         b"{",
@@ -181,9 +238,8 @@ async fn bad_json_wrong_types_and_invalid_utf8_are_bad_requests() {
     still_serves(&mut raw).await;
 }
 
-#[tokio::test]
-async fn an_oversize_frame_is_refused_before_its_body_and_closes_only_that_connection() {
-    let server = TestServer::start().await;
+async fn an_oversize_frame_is_refused_before_its_body_and_closes_only_that_connection(wire: Wire) {
+    let server = TestServer::start_over(wire, |_| {}).await;
     let (bystander, _) = server.user(&unique("bystander")).await;
     let mut raw = Raw::connect(&server).await;
     // Declare 100 MiB and send only the header: the answer must not wait
@@ -198,9 +254,8 @@ async fn an_oversize_frame_is_refused_before_its_body_and_closes_only_that_conne
     bystander.ping().await.unwrap();
 }
 
-#[tokio::test]
-async fn framing_errors_answer_then_close() {
-    let server = TestServer::start().await;
+async fn framing_errors_answer_then_close(wire: Wire) {
+    let server = TestServer::start_over(wire, |_| {}).await;
 
     let mut raw = Raw::connect(&server).await;
     raw.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
@@ -232,9 +287,8 @@ async fn framing_errors_answer_then_close() {
     still_serves(&mut raw).await;
 }
 
-#[tokio::test]
-async fn nothing_but_ping_register_and_login_before_login() {
-    let server = TestServer::start().await;
+async fn nothing_but_ping_register_and_login_before_login(wire: Wire) {
+    let server = TestServer::start_over(wire, |_| {}).await;
     let connection = server.connect().await;
     connection.ping().await.unwrap();
     assert_eq!(
@@ -256,9 +310,8 @@ async fn nothing_but_ping_register_and_login_before_login() {
     assert_eq!(status_of(connection.logout().await), Status::Unauthorized);
 }
 
-#[tokio::test]
-async fn nobody_can_act_as_somebody_else() {
-    let server = TestServer::start().await;
+async fn nobody_can_act_as_somebody_else(wire: Wire) {
+    let server = TestServer::start_over(wire, |_| {}).await;
     let (alice, alice_login) = server.user(&unique("alice")).await;
     let alice_name = alice_login.user.name.clone();
     let (bob, bob_login) = server.user(&unique("bob")).await;
@@ -353,9 +406,8 @@ async fn nobody_can_act_as_somebody_else() {
     );
 }
 
-#[tokio::test]
-async fn sql_metacharacters_and_multibyte_text_are_stored_verbatim() {
-    let server = TestServer::start().await;
+async fn sql_metacharacters_and_multibyte_text_are_stored_verbatim(wire: Wire) {
+    let server = TestServer::start_over(wire, |_| {}).await;
     let tricky_name = "Robert'); DROP TABLE users;--";
     let emoji_name = "名前😀\"\\%_";
     let (robert, robert_login) = server.user(tricky_name).await;
@@ -437,9 +489,8 @@ async fn sql_metacharacters_and_multibyte_text_are_stored_verbatim() {
     assert_eq!(history.messages[0].sender_name, tricky_name);
 }
 
-#[tokio::test]
-async fn oversize_fields_are_refused_with_a_status() {
-    let server = TestServer::start().await;
+async fn oversize_fields_are_refused_with_a_status(wire: Wire) {
+    let server = TestServer::start_over(wire, |_| {}).await;
     let connection = server.connect().await;
     assert_eq!(
         status_of(connection.register(&"n".repeat(33), common::PASSWORD).await),

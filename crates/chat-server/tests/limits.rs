@@ -1,5 +1,6 @@
-//! Limits over real TCP: requests per connection, connections per address,
-//! the idle timeout, and a client that never reads while others chat.
+//! Limits: requests per connection (over TCP, TLS and WebSocket alike), connections per address,
+//! the idle timeout (over all three), and a client that never reads while
+//! others chat.
 
 mod common;
 
@@ -8,7 +9,12 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use chat_client::Connection;
 use chat_proto::{PingRequest, Push, Request, Response, SessionEndReason, Status, Target};
-use common::{drain_pushes, next_message, unique, RawClient, TestServer, PUSH_WAIT};
+use common::{drain_pushes, next_message, unique, RawClient, TestServer, Wire, PUSH_WAIT};
+
+crate::over_every_wire!(
+    requests_beyond_the_rate_are_refused_and_the_connection_recovers,
+    idle_connections_are_closed_and_busy_ones_stay,
+);
 
 /// Waits for the session-ended push, skipping presence, and returns its reason.
 async fn expect_session_ended(connection: &Connection) -> SessionEndReason {
@@ -21,26 +27,30 @@ async fn expect_session_ended(connection: &Connection) -> SessionEndReason {
     }
 }
 
-#[tokio::test]
-async fn requests_beyond_the_rate_are_refused_and_the_connection_recovers() {
-    let server = TestServer::start_with(|config| {
+async fn requests_beyond_the_rate_are_refused_and_the_connection_recovers(wire: Wire) {
+    let server = TestServer::start_over(wire, |config| {
         config.rate_limit_per_sec = 5;
         config.rate_limit_burst = 5;
     })
     .await;
     let connection = server.connect().await;
-    // Six pings in one write reach the server at the same instant: the burst
+    // Six pings queued at once reach the server within the same moment
+    // (one write on a byte stream, six messages on a WebSocket): the burst
     // covers five, the sixth is over the rate.
-    let mut batch = BytesMut::new();
+    let mut frames = Vec::new();
     let mut pending = Vec::new();
     for _ in 0..6 {
         let request_id = connection.allocate_request_id();
+        let mut frame = BytesMut::new();
         Request::Ping(PingRequest {})
-            .encode(request_id, &mut batch)
+            .encode(request_id, &mut frame)
             .unwrap();
+        frames.push(frame);
         pending.push(connection.expect_reply(request_id).unwrap());
     }
-    connection.send_raw(&batch).await.unwrap();
+    for frame in &frames {
+        connection.send_raw(frame).await.unwrap();
+    }
     let mut answers = Vec::new();
     for reply in pending {
         answers.push(reply.wait(PUSH_WAIT).await);
@@ -103,9 +113,8 @@ async fn connections_beyond_the_per_address_limit_are_refused() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_connections_are_closed_and_busy_ones_stay() {
-    let server = TestServer::start_with(|config| config.idle_timeout_secs = 1).await;
+async fn idle_connections_are_closed_and_busy_ones_stay(wire: Wire) {
+    let server = TestServer::start_over(wire, |config| config.idle_timeout_secs = 1).await;
     let name = unique("idler");
     let setup = server.connect().await;
     setup.register(&name, common::PASSWORD).await.unwrap();

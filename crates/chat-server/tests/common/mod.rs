@@ -54,6 +54,23 @@ macro_rules! over_every_wire {
     };
 }
 
+/// As [`over_every_wire!`], over the byte-stream transports (TCP and TLS)
+/// only, for behaviour a WebSocket does not have by design (frames split
+/// or joined anywhere in the stream).
+#[macro_export]
+macro_rules! over_byte_streams {
+    ($($scenario:ident),* $(,)?) => {
+        mod over_tcp_stream {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() { super::$scenario(super::common::Wire::Tcp).await } )*
+        }
+        mod over_tls_stream {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() { super::$scenario(super::common::Wire::Tls).await } )*
+        }
+    };
+}
+
 /// A running chatd over a temporary SQLite file.
 pub struct TestServer {
     wire: Wire,
@@ -164,6 +181,17 @@ impl TestServer {
         if let Some(server) = self.server.take() {
             server.shutdown().await.expect("clean shutdown");
         }
+    }
+
+    /// The transport its clients use.
+    pub fn wire(&self) -> Wire {
+        self.wire
+    }
+
+    /// A TLS connector that trusts the server's test CA.
+    pub fn tls_connector(&self) -> tokio_rustls::TlsConnector {
+        let tls = self.client_tls.as_ref().expect("a TLS server");
+        tokio_rustls::TlsConnector::from(tls.config().clone())
     }
 
     /// The URL clients of this server's transport connect to.
