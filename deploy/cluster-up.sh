@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# A local chatd cluster for a demo: N nodes (default 3) on 127.0.0.1:7101..,
-# sharing MariaDB (database chat_cluster) and Redis, behind nginx on
-# 127.0.0.1:7000. Then: chat --server 127.0.0.1:7000
+# A local chatd cluster for a demo: N nodes (default 3) on 127.0.0.1:7101..
+# (HTTP on 7181..), sharing MariaDB (database chat_cluster) and Redis, behind
+# HAProxy (active /readyz checks; the recommended front end) or nginx on
+# 127.0.0.1:7000 (chat) and 127.0.0.1:7080 (WebSocket, HAProxy only). Then:
+# chat --server 127.0.0.1:7000
 #
 #   deploy/cluster-up.sh up [N]      build chatd (release), create the database,
-#                                    start N nodes and nginx
+#                                    start N nodes and the load balancer
 #   deploy/cluster-up.sh status      what runs, and what Redis knows of it
 #   deploy/cluster-up.sh kill I      kill -9 node I (to watch a failover)
 #   deploy/cluster-up.sh start I     start node I again
-#   deploy/cluster-up.sh down        stop nginx and drain every node (SIGTERM)
+#   deploy/cluster-up.sh down        stop the load balancer and drain every node
 #
 # Settings (environment): CHATD_MYSQL_URL (mysql://root@127.0.0.1:3306),
 # CHATD_DATABASE (chat_cluster), CHATD_REDIS_URL (redis://127.0.0.1:6379),
 # CHATD_REDIS_PREFIX (chat:), CHATD_BASE_PORT (7101), CHATD_PROXY
-# (127.0.0.1:7000), CHATD_RUN_DIR (/tmp/chatd-cluster: pid files, logs, the
-# generated nginx.conf), CHATD_BIN (a chatd binary to use instead of building).
+# (127.0.0.1:7000), CHATD_WEB_PROXY (127.0.0.1:7080), CHATD_LB (haproxy when
+# installed, else nginx), CHATD_RUN_DIR (/tmp/chatd-cluster: pid files, logs,
+# the generated load balancer config), CHATD_BIN (a chatd binary to use
+# instead of building).
 # `down` keeps the database; drop it with `mysql -e 'DROP DATABASE chat_cluster'`.
 set -euo pipefail
 
@@ -27,6 +31,7 @@ redis_url="${CHATD_REDIS_URL:-redis://127.0.0.1:6379}"
 prefix="${CHATD_REDIS_PREFIX:-chat:}"
 base_port="${CHATD_BASE_PORT:-7101}"
 proxy="${CHATD_PROXY:-127.0.0.1:7000}"
+web_proxy="${CHATD_WEB_PROXY:-127.0.0.1:7080}"
 run="${CHATD_RUN_DIR:-${TMPDIR:-/tmp}/chatd-cluster}"
 export PATH="$PATH:/usr/sbin:/usr/local/sbin"
 
@@ -158,6 +163,55 @@ EOF
     } >"$run/nginx.conf"
 }
 
+haproxy_config() {
+    local count=$1 servers="" http_servers="" index port
+    for index in $(seq 0 $((count - 1))); do
+        port="$(cat "$run/node-$index.port")"
+        servers+="    server node-$index 127.0.0.1:$port check port $((port + 80))\n"
+        http_servers+="    server node-$index 127.0.0.1:$((port + 80)) check\n"
+    done
+    # deploy/haproxy/chat.cfg with this cluster's nodes and addresses.
+    awk -v servers="$servers" -v http_servers="$http_servers" \
+        -v proxy="$proxy" -v web="$web_proxy" '
+        /# nodes begin/ { printf "%s", servers; skip = 1; next }
+        /# nodes end/ { skip = 0; next }
+        /# http nodes begin/ { printf "%s", http_servers; skip = 1; next }
+        /# http nodes end/ { skip = 0; next }
+        skip { next }
+        /^frontend chat/ { section = "chat" }
+        /^frontend web/ { section = "web" }
+        /^[[:space:]]*bind / { sub(/bind .*/, "bind " (section == "web" ? web : proxy)) }
+        # Daemonised, it has no stdout to log to.
+        /^[[:space:]]*log / { next }
+        /^#/ { next }
+        { print }
+    ' "$here/haproxy/chat.cfg" >"$run/haproxy.cfg"
+}
+
+load_balancer() {
+    case "${CHATD_LB:-}" in
+    haproxy | nginx) echo "$CHATD_LB" ;;
+    "") if command -v haproxy >/dev/null 2>&1; then echo haproxy; else echo nginx; fi ;;
+    *) die "CHATD_LB must be haproxy or nginx" ;;
+    esac
+}
+
+start_haproxy() {
+    local count=$1 haproxy
+    haproxy="$(command -v haproxy || true)"
+    [ -n "$haproxy" ] || die "needs haproxy (apt-get install haproxy)"
+    haproxy_config "$count"
+    "$haproxy" -c -q -f "$run/haproxy.cfg" ||
+        die "the generated $run/haproxy.cfg does not check out"
+    "$haproxy" -D -f "$run/haproxy.cfg" -p "$run/haproxy.pid"
+    for _ in $(seq 1 50); do
+        listening "$proxy" && break
+        sleep 0.1
+    done
+    listening "$proxy" || die "haproxy does not listen on $proxy"
+    say "haproxy listens on $proxy (chat) and $web_proxy (WebSocket): chat --server $proxy"
+}
+
 up() {
     local count=${1:-3}
     [[ "$count" =~ ^[1-9][0-9]*$ ]] || die "the node count must be a positive number"
@@ -166,9 +220,12 @@ up() {
     if [ "$running" -gt 0 ] && alive "$run/node-0.pid" chatd; then
         die "a cluster already runs from $run; run '$0 down' first"
     fi
-    local nginx
-    nginx="$(command -v nginx || true)"
-    [ -n "$nginx" ] || die "needs nginx (apt-get install nginx-light libnginx-mod-stream)"
+    local lb nginx=""
+    lb="$(load_balancer)"
+    if [ "$lb" = nginx ]; then
+        nginx="$(command -v nginx || true)"
+        [ -n "$nginx" ] || die "needs nginx (apt-get install nginx-light libnginx-mod-stream)"
+    fi
     mkdir -p "$run"
     rm -f "$run"/node-*.port "$run/chatd.bin"
     if [ -z "${CHATD_BIN:-}" ]; then
@@ -183,6 +240,11 @@ up() {
         echo $((base_port + index)) >"$run/node-$index.port"
         start_node "$index"
     done
+    echo "$lb" >"$run/lb"
+    if [ "$lb" = haproxy ]; then
+        start_haproxy "$count"
+        return
+    fi
     nginx_config "$count" "$nginx"
     "$nginx" -t -q -p "$run" -e "$run/nginx-error.log" -c "$run/nginx.conf" ||
         die "the generated $run/nginx.conf does not check out"
@@ -225,6 +287,7 @@ down() {
     # nginx first, so clients reconnecting from a draining node do not come
     # back to another one that is about to drain too.
     stop_pid "$run/nginx.pid" nginx QUIT nginx
+    stop_pid "$run/haproxy.pid" haproxy TERM haproxy
     local count index
     count="$(node_count)"
     for index in $(seq 0 $((count - 1))); do
@@ -246,8 +309,13 @@ status() {
         echo "node-$index  127.0.0.1:$(cat "$run/node-$index.port")  $state"
     done
     state=stopped
-    alive "$run/nginx.pid" nginx && state="running, pid $(cat "$run/nginx.pid")"
-    echo "nginx   $proxy  $state"
+    if [ "$(cat "$run/lb" 2>/dev/null)" = haproxy ]; then
+        alive "$run/haproxy.pid" haproxy && state="running, pid $(cat "$run/haproxy.pid")"
+        echo "haproxy $proxy $web_proxy  $state"
+    else
+        alive "$run/nginx.pid" nginx && state="running, pid $(cat "$run/nginx.pid")"
+        echo "nginx   $proxy  $state"
+    fi
     if command -v redis-cli >/dev/null 2>&1; then
         echo "Redis ($redis_url, prefix $prefix):"
         local node ttl users
