@@ -1,0 +1,264 @@
+//! A hung node behind HAProxy, with real OS processes: three `chatd`
+//! processes on MariaDB and Redis behind the shipped HAProxy configuration
+//! (deploy/haproxy/chat.cfg, with active `/readyz` checks). One node is
+//! frozen with SIGSTOP; its users must be served by the other nodes within
+//! a few seconds (the kernel keeps completing TCP handshakes for a stopped
+//! process, so only an active check notices). Needs MariaDB, Redis and
+//! haproxy.
+
+#[path = "common/cluster.rs"]
+mod cluster;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chat_client::{Client, ClientOptions, ReconnectPolicy};
+use chat_proto::UserId;
+use cluster::{free_port, unique, wait_listening, RedisKeys, TestDatabase, PASSWORD};
+
+const SUITE: &str = "cluster_hung_node";
+
+/// How long the users of a frozen node may stay unserved (the target is 5 s;
+/// the margin absorbs a loaded test machine).
+const UNSERVED_BOUND: Duration = Duration::from_secs(8);
+
+/// A `chatd` process.
+struct NodeProcess {
+    child: Child,
+    chat: SocketAddr,
+    http: SocketAddr,
+}
+
+impl NodeProcess {
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A foreground HAProxy, killed when dropped.
+struct Haproxy {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// deploy/haproxy/chat.cfg with these nodes and front addresses, the way
+/// deploy/cluster-up.sh makes it.
+fn haproxy_config(nodes: &[NodeProcess], chat: SocketAddr, web: SocketAddr) -> String {
+    let template = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/haproxy/chat.cfg"),
+    )
+    .expect("the shipped HAProxy config");
+    let mut out = String::new();
+    let mut skipping = false;
+    let mut section = "";
+    for line in template.lines() {
+        let trimmed = line.trim_start();
+        if trimmed == "# nodes begin" || trimmed == "# http nodes begin" {
+            for (index, node) in nodes.iter().enumerate() {
+                if trimmed == "# nodes begin" {
+                    out += &format!(
+                        "    server node-{index} {} check port {}\n",
+                        node.chat,
+                        node.http.port()
+                    );
+                } else {
+                    out += &format!("    server node-{index} {} check\n", node.http);
+                }
+            }
+            skipping = true;
+            continue;
+        }
+        if trimmed == "# nodes end" || trimmed == "# http nodes end" {
+            skipping = false;
+            continue;
+        }
+        if skipping || trimmed.starts_with("log ") || line.starts_with('#') {
+            continue;
+        }
+        if trimmed.starts_with("frontend chat") {
+            section = "chat";
+        } else if trimmed.starts_with("frontend web") {
+            section = "web";
+        }
+        if trimmed.starts_with("bind ") {
+            let addr = if section == "web" { web } else { chat };
+            out += &format!("    bind {addr}\n");
+            continue;
+        }
+        out += line;
+        out.push('\n');
+    }
+    out
+}
+
+/// The node ids Redis lists for `user`.
+async fn nodes_of(redis_url: &str, prefix: &str, user: UserId) -> Vec<String> {
+    let client = redis::Client::open(redis_url).expect("redis url");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    redis::cmd("SMEMBERS")
+        .arg(format!("{prefix}user:{}:nodes", user.0))
+        .query_async(&mut connection)
+        .await
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_of_a_frozen_node_are_served_by_the_others_within_seconds() {
+    let Some(services) = cluster::Services::find(SUITE).await else {
+        return;
+    };
+    let Some(haproxy_binary) = cluster::find_binary("haproxy") else {
+        assert!(
+            !cluster::services_required(),
+            "{SUITE} needs haproxy (CHATD_TEST_REQUIRE_SERVICES=1)"
+        );
+        eprintln!("SKIPPED: {SUITE} needs haproxy");
+        return;
+    };
+    let database = TestDatabase::create(&services.mysql).await;
+    let prefix = format!("{}:", unique("hung_"));
+    let _keys = RedisKeys::new(&services.redis, &prefix);
+    let mut nodes = Vec::new();
+    for index in 0..3 {
+        let chat: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_chatd"))
+            .args(["--listen", &chat.to_string()])
+            .args(["--http-listen", &http.to_string()])
+            .args(["--store", &database.url()])
+            .args(["--redis", &services.redis])
+            .args(["--redis-prefix", &prefix])
+            .args(["--node-id", &format!("node-{index}")])
+            .args(["--heartbeat-secs", "1", "--rate-limit-per-sec", "0"])
+            .args(["--proxy-protocol", "--log", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chatd starts");
+        let node = NodeProcess { child, chat, http };
+        // One at a time: the first applies the migrations.
+        wait_listening(chat, Duration::from_secs(30), "chatd").await;
+        nodes.push(node);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let front: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = dir.path().join("haproxy.cfg");
+    std::fs::write(&config, haproxy_config(&nodes, front, web)).unwrap();
+    let child = Command::new(&haproxy_binary)
+        .arg("-f")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("haproxy starts");
+    let _haproxy = Haproxy { child, _dir: dir };
+    wait_listening(front, Duration::from_secs(10), "haproxy").await;
+    // Let the first checks pass.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Enough users that every node holds some (least connections).
+    let mut users = Vec::new();
+    for _ in 0..9 {
+        let name = unique("hung_user_");
+        let mut options = ClientOptions::new(front.to_string());
+        options.reconnect = ReconnectPolicy {
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(500),
+            ..ReconnectPolicy::default()
+        };
+        options.connection.request_timeout = Duration::from_secs(2);
+        let client = Client::connect(options).await.expect("connects");
+        client.register(&name, PASSWORD).await.expect("registers");
+        let login = client
+            .login(name.as_str(), PASSWORD)
+            .await
+            .expect("logs in");
+        users.push((client, login.user.id));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut on_node = vec![Vec::new(); nodes.len()];
+    for (index, (_, id)) in users.iter().enumerate() {
+        for node in nodes_of(&services.redis, &prefix, *id).await {
+            let node: usize = node.trim_start_matches("node-").parse().unwrap();
+            on_node[node].push(index);
+        }
+    }
+    eprintln!("users by node: {on_node:?}");
+    let frozen = (0..nodes.len())
+        .max_by_key(|&node| on_node[node].len())
+        .unwrap();
+    assert!(
+        !on_node[frozen].is_empty(),
+        "no user on any node: {on_node:?}"
+    );
+
+    nodes[frozen].signal("-STOP");
+    let stopped = Instant::now();
+    // Every user of the frozen node pings until a node answers.
+    let waits = on_node[frozen].iter().map(|&index| {
+        let (client, _) = &users[index];
+        async move {
+            loop {
+                let ping = tokio::time::timeout(Duration::from_millis(500), client.ping()).await;
+                if let Ok(Ok(_)) = ping {
+                    return stopped.elapsed();
+                }
+                assert!(
+                    stopped.elapsed() < UNSERVED_BOUND,
+                    "a user of the frozen node is still unserved after {:?}",
+                    stopped.elapsed()
+                );
+            }
+        }
+    });
+    let unserved = futures::future::join_all(waits).await;
+    eprintln!(
+        "users of the frozen node served again after {unserved:?} (frozen node held {} of {})",
+        on_node[frozen].len(),
+        users.len()
+    );
+    // And they chat: a user of the frozen node reaches one of another node.
+    let other = (0..nodes.len()).find(|&node| node != frozen && !on_node[node].is_empty());
+    if let Some(other) = other {
+        let (sender, _) = &users[on_node[frozen][0]];
+        let (_, receiver_id) = users[on_node[other][0]];
+        // Not friends: the point is that the request is served at all.
+        let answer = sender
+            .send(chat_proto::Target::User(receiver_id), "still here")
+            .await;
+        assert!(
+            matches!(&answer, Err(error) if error.status().is_some()),
+            "expected a server's answer, got {answer:?}"
+        );
+    }
+    nodes[frozen].signal("-CONT");
+    for (client, _) in users {
+        client.close().await;
+    }
+}
