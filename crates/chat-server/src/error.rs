@@ -2,6 +2,7 @@
 //! become one.
 
 use chat_proto::{ErrorBody, MessageError, Status};
+use chat_store::log_throttle::{self, LogThrottle, Verdict};
 use chat_store::StoreError;
 
 /// A failed request: the status the client sees and a message for humans.
@@ -73,10 +74,37 @@ impl From<StoreError> for ServiceError {
             StoreError::Conflict(what) => Self::conflict(what),
             StoreError::Forbidden(what) => Self::forbidden(what),
             other => {
-                tracing::error!(error = %other, "store failure");
+                log_store_failure("store failure", &other);
                 Self::new(Status::Unavailable, "storage is unavailable, retry later")
             }
         }
+    }
+}
+
+/// Store failures, logged at most every few seconds with a count: during a
+/// database outage every request fails alike, and a line each would bury
+/// the log (and let clients decide how much of it is written).
+pub static STORE_FAILURES: LogThrottle = LogThrottle::new(log_throttle::DEFAULT_INTERVAL);
+
+/// Logs a store failure through [`STORE_FAILURES`]; `what` says what failed.
+pub fn log_store_failure(what: &str, error: &dyn std::fmt::Display) {
+    match STORE_FAILURES.failure(std::time::Instant::now()) {
+        Verdict::Log { suppressed: 0 } => tracing::error!(%error, "{what}"),
+        Verdict::Log { suppressed } => {
+            tracing::error!(%error, more = suppressed, "{what} ({suppressed} more store failures since the last line)");
+        }
+        Verdict::Suppress => {}
+    }
+}
+
+/// Notes that a request succeeded; logs once that the store works again
+/// after failures.
+pub fn note_success() {
+    if let Some(failures) = STORE_FAILURES.success() {
+        tracing::warn!(
+            failures,
+            "the store answers again after {failures} failed requests"
+        );
     }
 }
 

@@ -382,11 +382,14 @@ impl Session {
         telemetry::request(message_type, status, started.elapsed());
         match result {
             Ok(response) => {
+                crate::error::note_success();
                 // Responses are plain data and always encode.
                 let _ = response.encode(request_id, &mut self.write_buf);
             }
             Err(error) => {
-                if error.status == Status::Internal || error.status == Status::Unavailable {
+                // Store failures are logged (throttled) where they are
+                // turned into `unavailable`; an internal error is a bug.
+                if error.status == Status::Internal {
                     tracing::warn!(%error, "request failed");
                 }
                 error
@@ -591,7 +594,10 @@ impl Session {
                 Ok(page) => page,
                 Err(error) => {
                     // The client still gets them through sync; say so in the log.
-                    tracing::warn!(%user, %error, "could not read offline messages");
+                    crate::error::log_store_failure(
+                        "could not read offline messages (the client gets them by sync)",
+                        &error,
+                    );
                     return;
                 }
             };
@@ -627,7 +633,7 @@ impl Session {
         let friends = match self.ctx.store.friends_of(user).await {
             Ok(friends) => friends,
             Err(error) => {
-                tracing::warn!(%user, %error, "could not announce offline");
+                crate::error::log_store_failure("could not announce a user offline", &error);
                 return;
             }
         };

@@ -17,6 +17,7 @@
 
 mod dispatch;
 pub mod error;
+pub mod log_throttle;
 pub mod mysql;
 mod reads;
 pub mod repo;
