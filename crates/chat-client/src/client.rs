@@ -47,6 +47,13 @@ const MAX_SYNC_ROUNDS: usize = 1000;
 /// (timeouts) before the timeout is reported.
 const MAX_TIMEOUT_RETRIES: u32 = 3;
 
+/// Pauses before repeating an idempotent request answered `unavailable`.
+const UNAVAILABLE_RETRIES: [Duration; 3] = [
+    Duration::from_millis(200),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+];
+
 /// How reconnecting backs off and when it gives up.
 #[derive(Debug, Clone)]
 pub struct ReconnectPolicy {
@@ -413,8 +420,21 @@ impl Client {
     {
         let mut connection = self.ready_connection(None).await?;
         let mut timeouts = 0;
+        let mut unavailable = 0;
         loop {
             match call(Arc::clone(&connection)).await {
+                // `unavailable` does not mean "not done": the store may have
+                // committed before its connection broke. Repeating an
+                // idempotent request (a send keeps its client_msg_id) is safe
+                // and settles it; after a few tries the caller decides.
+                Err(error)
+                    if retry == Retry::Idempotent
+                        && error.status() == Some(Status::Unavailable)
+                        && unavailable < UNAVAILABLE_RETRIES.len() =>
+                {
+                    tokio::time::sleep(UNAVAILABLE_RETRIES[unavailable]).await;
+                    unavailable += 1;
+                }
                 Err(error) if retry == Retry::Idempotent && error.is_connection_lost() => {
                     if !connection.is_closed() {
                         // A timeout on a connection that is still open: the
@@ -1259,6 +1279,9 @@ mod tests {
         sent: HashMap<String, Seq>,
         /// Hang up (without answering) on the first send of a new id.
         hang_up_on_first_send: bool,
+        /// Store the first send of a new id but answer `unavailable`, as a
+        /// node whose database connection broke right after the commit.
+        unavailable_after_first_commit: bool,
     }
 
     fn login_response(token: &str) -> LoginResponse {
@@ -1349,6 +1372,10 @@ mod tests {
                     body: send.body.clone(),
                     server_ts_ms: 0,
                 });
+                if state.unavailable_after_first_commit {
+                    state.unavailable_after_first_commit = false;
+                    return Some(Err(Status::Unavailable));
+                }
                 if state.hang_up_on_first_send {
                     // Committed, but the answer is lost with the connection.
                     state.hang_up_on_first_send = false;
@@ -1430,6 +1457,7 @@ mod tests {
             logins: 0,
             sent: HashMap::new(),
             hang_up_on_first_send: false,
+            unavailable_after_first_commit: false,
         }));
         let (control, control_rx) = mpsc::unbounded_channel();
         tokio::spawn(serve(listener, Arc::clone(&state), control_rx));
@@ -1496,6 +1524,36 @@ mod tests {
                 _ => None,
             });
         assert_eq!(last_ack, Some(Seq(4)));
+    }
+
+    #[tokio::test]
+    async fn a_send_answered_unavailable_is_repeated_with_the_same_id() {
+        let harness = harness(Vec::new()).await;
+        harness.state.lock().unwrap().unavailable_after_first_commit = true;
+        let response = tokio::time::timeout(
+            Duration::from_secs(10),
+            harness
+                .client
+                .send(Target::User(ALICE), "stored, then unavailable"),
+        )
+        .await
+        .expect("the send completes")
+        .expect("the repeat succeeds");
+        // The first try was stored: the repeat found it, nothing is doubled.
+        assert!(response.duplicate);
+        assert_eq!(response.seq, Seq(1));
+        let state = harness.state.lock().unwrap();
+        assert_eq!(state.log.len(), 1);
+        let sends: Vec<&str> = state
+            .requests
+            .iter()
+            .filter_map(|request| match request {
+                Request::Send(send) => Some(send.client_msg_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sends.len(), 2);
+        assert_eq!(sends[0], sends[1], "the repeat uses the same client_msg_id");
     }
 
     #[tokio::test]
