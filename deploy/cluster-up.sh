@@ -5,12 +5,15 @@
 # 127.0.0.1:7000 (chat) and 127.0.0.1:7080 (WebSocket, HAProxy only). Then:
 # chat --server 127.0.0.1:7000
 #
-#   deploy/cluster-up.sh up [N]      build chatd (release), create the database,
-#                                    start N nodes and the load balancer
+#   deploy/cluster-up.sh up [N] [--fresh]
+#                                    build chatd (release), create the database
+#                                    (--fresh: drop an existing one first), start
+#                                    N nodes and the load balancer
 #   deploy/cluster-up.sh status      what runs, and what Redis knows of it
 #   deploy/cluster-up.sh kill I      kill -9 node I (to watch a failover)
 #   deploy/cluster-up.sh start I     start node I again
-#   deploy/cluster-up.sh down        stop the load balancer and drain every node
+#   deploy/cluster-up.sh down        drain every node (clients are told to go),
+#                                    then stop the load balancer
 #
 # Settings (environment): CHATD_MYSQL_URL (mysql://root@127.0.0.1:3306),
 # CHATD_DATABASE (chat_cluster), CHATD_REDIS_URL (redis://127.0.0.1:6379),
@@ -85,8 +88,18 @@ create_database() {
         die "CHATD_MYSQL_URL must look like mysql://USER[:PASSWORD]@HOST[:PORT] (no database)"
     local user=${BASH_REMATCH[2]} password=${BASH_REMATCH[4]}
     local host=${BASH_REMATCH[5]} port=${BASH_REMATCH[7]:-3306}
-    MYSQL_PWD="$password" "$client" --protocol=TCP -h "$host" -P "$port" -u "$user" \
-        -e "CREATE DATABASE IF NOT EXISTS \`$database\` CHARACTER SET utf8mb4" ||
+    local sql=(env MYSQL_PWD="$password" "$client" --protocol=TCP -h "$host" -P "$port" -u "$user")
+    if [ "${fresh:-0}" = 1 ]; then
+        "${sql[@]}" -e "DROP DATABASE IF EXISTS \`$database\`" ||
+            die "cannot drop database $database at $host:$port"
+        say "dropped database $database (--fresh)"
+    fi
+    local users
+    users="$("${sql[@]}" -N -e "SELECT COUNT(*) FROM \`$database\`.users" 2>/dev/null || true)"
+    if [ -n "$users" ]; then
+        say "reusing database $database with $users users (--fresh starts empty)"
+    fi
+    "${sql[@]}" -e "CREATE DATABASE IF NOT EXISTS \`$database\` CHARACTER SET utf8mb4" ||
         die "cannot create database $database at $host:$port (is MariaDB running?)"
 }
 
@@ -284,16 +297,18 @@ down() {
         say "nothing runs from $run"
         return
     }
-    # nginx first, so clients reconnecting from a draining node do not come
-    # back to another one that is about to drain too.
-    stop_pid "$run/nginx.pid" nginx QUIT nginx
-    stop_pid "$run/haproxy.pid" haproxy TERM haproxy
+    # The nodes first, all at once: each tells its clients it is draining
+    # (they would reconnect to another node, but every node is going), and
+    # stops within its grace period. Then the load balancer, at once: its
+    # connections are gone by now, so a graceful stop has nothing to wait for.
     local count index
     count="$(node_count)"
     for index in $(seq 0 $((count - 1))); do
         stop_pid "$run/node-$index.pid" chatd TERM "node-$index" &
     done
     wait
+    stop_pid "$run/nginx.pid" nginx TERM nginx
+    stop_pid "$run/haproxy.pid" haproxy TERM haproxy
 }
 
 status() {
@@ -303,10 +318,17 @@ status() {
         say "no cluster in $run"
         return
     fi
+    local port sessions
     for index in $(seq 0 $((count - 1))); do
         state=stopped
-        alive "$run/node-$index.pid" chatd && state="running, pid $(cat "$run/node-$index.pid")"
-        echo "node-$index  127.0.0.1:$(cat "$run/node-$index.port")  $state"
+        port="$(cat "$run/node-$index.port")"
+        if alive "$run/node-$index.pid" chatd; then
+            state="running, pid $(cat "$run/node-$index.pid")"
+            # Logged-in sessions, from the node's own metrics.
+            sessions="$(sessions_of "127.0.0.1:$((port + 80))")"
+            [ -n "$sessions" ] && state+=", $sessions sessions"
+        fi
+        echo "node-$index  127.0.0.1:$port  $state"
     done
     state=stopped
     if [ "$(cat "$run/lb" 2>/dev/null)" = haproxy ]; then
@@ -331,12 +353,33 @@ status() {
     fi
 }
 
+# The chatd_sessions_logged_in gauge of the node whose HTTP listener is $1.
+sessions_of() {
+    local host=${1%:*} port=${1##*:} metrics
+    metrics="$(exec 3<>"/dev/tcp/$host/$port" 2>/dev/null &&
+        printf 'PROXY UNKNOWN\r\nGET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n' "$1" >&3 &&
+        timeout 2 cat <&3)" || return 0
+    [ -n "$metrics" ] || return 0
+    awk '$1 == "chatd_sessions_logged_in" { n = $2 } END { printf "%d", n }' <<<"$metrics"
+}
+
 node_index() {
     [[ "${1:-}" =~ ^[0-9]+$ ]] && [ -f "$run/node-$1.port" ] || die "no node ${1:-?} in $run"
 }
 
 case "${1:-}" in
-up) up "${2:-3}" ;;
+up)
+    shift
+    fresh=0
+    nodes=3
+    for arg in "$@"; do
+        case "$arg" in
+        --fresh) fresh=1 ;;
+        *) nodes=$arg ;;
+        esac
+    done
+    up "$nodes"
+    ;;
 down) down ;;
 status) status ;;
 kill)
