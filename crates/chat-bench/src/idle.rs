@@ -13,7 +13,7 @@
 //! the parent reads the RSS again and writes `stop`; the worker says `done`.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,9 +30,9 @@ use tokio::task::JoinSet;
 
 use chat_proto::{MessageType, PingRequest};
 
-use crate::conn::{Conn, ReadOutcome};
+use crate::conn::{Conn, ReadOutcome, Server};
 use crate::error::{Error, Result};
-use crate::load::join_addrs;
+use crate::load::{join_addrs, note_transport};
 use crate::report::Report;
 use crate::setup::{self, Placement};
 
@@ -40,7 +40,7 @@ use crate::setup::{self, Placement};
 #[derive(Debug, Clone)]
 pub struct IdleOptions {
     /// chatd nodes; connections go round-robin.
-    pub servers: Vec<SocketAddr>,
+    pub servers: Vec<Server>,
     /// Connections to hold.
     pub connections: usize,
     /// The server process whose VmRSS is read; without it no memory figure.
@@ -73,8 +73,11 @@ pub struct IdleOptions {
 /// One worker's share, as passed on its command line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdleWorkerOptions {
-    /// chatd nodes.
-    pub servers: Vec<SocketAddr>,
+    /// chatd nodes, as addresses [`Server::resolve`] takes (TLS already
+    /// applied).
+    pub servers: Vec<String>,
+    /// The CA file TLS trusts (else the system's roots).
+    pub ca_file: Option<PathBuf>,
     /// The run's account name prefix.
     pub prefix: String,
     /// The global index of the worker's first connection.
@@ -208,7 +211,15 @@ pub async fn run_idle(options: &IdleOptions) -> Result<Report> {
     while first < options.connections {
         let count = options.per_worker.min(options.connections - first);
         let share = IdleWorkerOptions {
-            servers: options.servers.clone(),
+            servers: options
+                .servers
+                .iter()
+                .map(|server| server.address.to_string())
+                .collect(),
+            ca_file: options
+                .servers
+                .iter()
+                .find_map(|server| server.ca_file.clone()),
             prefix: prefix.clone(),
             first,
             count,
@@ -304,6 +315,7 @@ pub async fn run_idle(options: &IdleOptions) -> Result<Report> {
     }
 
     let mut report = Report::new("idle", &join_addrs(&options.servers));
+    note_transport(&mut report, &options.servers);
     report.duration_secs = login_time.as_secs_f64();
     report.sent = connected + failed;
     report.acknowledged = connected;
@@ -378,8 +390,12 @@ async fn worker_body(
     share: &IdleWorkerOptions,
     mut stdin: Lines<BufReader<tokio::io::Stdin>>,
 ) -> Result<()> {
+    let mut servers = Vec::with_capacity(share.servers.len());
+    for text in &share.servers {
+        servers.push(Server::resolve(text, false, share.ca_file.as_deref()).await?);
+    }
     let placement = Arc::new(Placement {
-        servers: share.servers.clone(),
+        servers,
         sources: share.sources.clone(),
     });
     let per_user = share.sessions_per_user.max(1);
@@ -476,7 +492,7 @@ async fn make_accounts(
 /// # Errors
 /// The first setup error.
 pub async fn prepare_idle_accounts(
-    servers: &[SocketAddr],
+    servers: &[Server],
     sources: &[IpAddr],
     users: usize,
 ) -> Result<Vec<String>> {
@@ -553,7 +569,7 @@ async fn hold(
                     return;
                 }
             }
-            readable = readable(&conn) => {
+            readable = readable(&mut conn) => {
                 let broken = readable.is_err()
                     || !matches!(conn.try_read(), Ok(ReadOutcome::Data(_) | ReadOutcome::WouldBlock));
                 if broken {
@@ -575,6 +591,6 @@ async fn hold(
     }
 }
 
-async fn readable(conn: &Conn) -> std::io::Result<()> {
+async fn readable(conn: &mut Conn) -> std::io::Result<()> {
     std::future::poll_fn(|cx| conn.poll_read_ready(cx)).await
 }

@@ -4,7 +4,10 @@
 //! The hot loops talk the wire format of [`chat_proto`] directly — one task
 //! drives several sockets by readiness, reads into one buffer per
 //! connection and cuts frames out without copying, and writes everything
-//! ready with one syscall — so the bench is not what limits a run. Setup
+//! ready with one syscall — so the bench is not what limits a run. A
+//! [`Server`] may also be reached over TLS or WebSocket (the addresses of
+//! [`chat_client::ServerAddress`]), to measure what those transports cost;
+//! plain TCP keeps its direct path. Setup
 //! (accounts, friendships, groups) goes through plain request/answer calls
 //! in [`setup`].
 //!
@@ -29,6 +32,7 @@ pub mod stats;
 pub mod summary;
 pub mod tracker;
 
+pub use conn::Server;
 pub use error::{Error, Result};
 pub use idle::{
     prepare_idle_accounts, read_rss_kib, run_idle, run_idle_worker, IdleOptions, IdleWorkerOptions,

@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 
 use chat_proto::{Target, UserId};
 
-use crate::conn::Conn;
+use crate::conn::{Conn, Server};
 use crate::engine::{self, Endpoint, EngineOptions, OutStream, StreamWindow, Unit};
 use crate::error::{Error, Result};
 use crate::payload::{now_ns, stream_interval};
@@ -113,7 +113,7 @@ impl LoadOptions {
 pub enum PairsTarget {
     /// chatd nodes: accounts are registered and befriended first. With more
     /// than one node the two ends of each pair are on different nodes.
-    Chatd(Vec<SocketAddr>),
+    Chatd(Vec<Server>),
     /// The bare relay.
     Relay(SocketAddr),
 }
@@ -140,14 +140,14 @@ pub async fn run_pairs(options: &PairsOptions) -> Result<Report> {
         return Err(Error::Options("pairs must be 1 to 100000".into()));
     }
     let load = &options.load;
-    let placement = |servers: Vec<SocketAddr>| Placement {
+    let placement = |servers: Vec<Server>| Placement {
         servers,
         sources: load.sources.clone(),
     };
     // Each pair: both connections and the user each end sends to.
     let ends: Vec<(Conn, UserId, Conn, UserId)> = match &options.target {
         PairsTarget::Relay(relay) => {
-            let placement = placement(vec![*relay]);
+            let placement = placement(vec![Server::tcp(*relay)]);
             stream::iter(0..options.pairs)
                 .map(|pair| {
                     let placement = &placement;
@@ -181,7 +181,7 @@ pub async fn run_pairs(options: &PairsOptions) -> Result<Report> {
             let server_of = |index: usize| {
                 let pair = index / 2;
                 let node = if node_count > 1 { pair + index % 2 } else { 0 };
-                servers[node % node_count]
+                servers[node % node_count].clone()
             };
             let sessions =
                 setup::register_and_login(2 * options.pairs, &prefix, "p", &placement, server_of)
@@ -240,6 +240,9 @@ pub async fn run_pairs(options: &PairsOptions) -> Result<Report> {
     };
     let result = engine::run(units, windows, &load.engine_options(scenario)).await;
     let mut report = Report::from_engine(scenario, &target, result);
+    if let PairsTarget::Chatd(servers) = &options.target {
+        note_transport(&mut report, servers);
+    }
     report.param("pairs", options.pairs);
     report.load_params(load);
     Ok(report)
@@ -250,7 +253,7 @@ pub async fn run_pairs(options: &PairsOptions) -> Result<Report> {
 #[derive(Debug, Clone)]
 pub struct GroupOptions {
     /// chatd nodes; members are spread over them round-robin.
-    pub servers: Vec<SocketAddr>,
+    pub servers: Vec<Server>,
     /// Members, the owner included (at least 2).
     pub members: usize,
     /// Members that send (at least 1, at most `members`).
@@ -286,7 +289,7 @@ pub async fn run_group(options: &GroupOptions) -> Result<Report> {
     };
     let prefix = setup::run_prefix();
     let mut sessions = setup::register_and_login(options.members, &prefix, "g", &placement, |i| {
-        placement.server(i)
+        placement.server(i).clone()
     })
     .await?;
     let group = setup::create_group(&mut sessions[0].0, &format!("{prefix}-bench")).await?;
@@ -338,6 +341,7 @@ pub async fn run_group(options: &GroupOptions) -> Result<Report> {
 
     let result = engine::run(units, windows, &load.engine_options("group")).await;
     let mut report = Report::from_engine("group", &join_addrs(&options.servers), result);
+    note_transport(&mut report, &options.servers);
     report.param("members", options.members);
     report.param("senders", options.senders);
     report.load_params(load);
@@ -360,12 +364,23 @@ fn discard_pending(conn: &mut Conn) -> Result<()> {
 
 /// `a,b,c` for a list of addresses.
 #[must_use]
-pub fn join_addrs(addrs: &[SocketAddr]) -> String {
+pub fn join_addrs(addrs: &[Server]) -> String {
     addrs
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Records the transport of a run that did not use plain TCP, so that
+/// `summarize` keeps TLS and WebSocket runs apart from TCP ones (and TCP
+/// runs keep the parameters they always had).
+pub(crate) fn note_transport(report: &mut Report, servers: &[Server]) {
+    let mut names: Vec<&str> = servers.iter().map(Server::transport_name).collect();
+    names.dedup();
+    if names.iter().any(|name| *name != "tcp") {
+        report.param("transport", names.join(","));
+    }
 }
 
 /// The loopback source addresses 127.0.0.1 to 127.0.0.`count`.

@@ -2,7 +2,7 @@
 //! Every attempt is a new connection that logs in and hangs up, as a
 //! reconnecting client does.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio::task::JoinSet;
 
-use crate::conn::Conn;
+use crate::conn::{Conn, Server};
 use crate::error::{Error, Result};
-use crate::load::join_addrs;
+use crate::load::{join_addrs, note_transport};
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::setup::{self, Account, Placement};
@@ -34,7 +34,7 @@ pub enum LoginKind {
 #[derive(Debug, Clone)]
 pub struct LoginOptions {
     /// chatd nodes; attempts go round-robin.
-    pub servers: Vec<SocketAddr>,
+    pub servers: Vec<Server>,
     /// Accounts registered for the storm (at least `concurrency`).
     pub users: usize,
     /// Attempts in flight at once.
@@ -145,6 +145,7 @@ pub async fn run_login(options: &LoginOptions) -> Result<Report> {
     progress.finish();
 
     let mut report = Report::new(scenario, &join_addrs(&options.servers));
+    note_transport(&mut report, &options.servers);
     report.fill(stats, elapsed.as_secs_f64());
     report.param("users", options.users);
     report.param("concurrency", options.concurrency);

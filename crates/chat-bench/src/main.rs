@@ -16,7 +16,7 @@ use tokio::process::{Child, Command};
 use chat_bench::{
     load_average, loopback_sources, plot_latency, prepare_idle_accounts, run_group, run_idle,
     run_idle_worker, run_login, run_pairs, summarize, GroupOptions, IdleOptions, LoadOptions,
-    LoginKind, LoginOptions, PairsOptions, PairsTarget, Relay, Report,
+    LoginKind, LoginOptions, PairsOptions, PairsTarget, Relay, Report, Server,
 };
 
 /// Load generator for chatd, with a bare relay as the ceiling to compare against.
@@ -171,14 +171,45 @@ enum KindArg {
 
 #[derive(Debug, Args)]
 struct ServerArgs {
-    /// chatd address; repeat or separate with commas to spread clients over
-    /// several nodes (or give the nginx address of a cluster).
+    /// chatd address: `host:port` (plain TCP), `tls://host:port`, or
+    /// `ws://host:port[/path]` and `wss://host:port[/path]` (WebSocket on
+    /// chatd's HTTP listener; the path defaults to `/ws`). Repeat or
+    /// separate with commas to spread clients over several nodes (or give
+    /// the nginx address of a cluster).
     #[arg(
         long = "server",
         value_delimiter = ',',
         default_value = "127.0.0.1:7000"
     )]
-    servers: Vec<SocketAddr>,
+    servers: Vec<String>,
+    /// Use TLS where an address does not say so: `host:port` becomes
+    /// `tls://host:port` and `ws://` becomes `wss://`.
+    #[arg(long)]
+    tls: bool,
+    /// Trust only the CA certificates in this PEM file for TLS (a private
+    /// CA, or chatd's self-signed certificate) instead of the system's roots.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    /// Parses and resolves the addresses, with `--tls` and `--ca` applied.
+    async fn resolve(&self) -> anyhow::Result<Vec<Server>> {
+        let mut servers = Vec::with_capacity(self.servers.len());
+        for text in &self.servers {
+            servers.push(Server::resolve(text, self.tls, self.ca.as_deref()).await?);
+        }
+        // A CA with no TLS to use it on means the run would measure plain
+        // TCP while the user meant TLS.
+        if self.ca.is_some()
+            && !servers
+                .iter()
+                .any(|server| server.address.scheme().uses_tls())
+        {
+            bail!("--ca is for TLS: give a tls:// or wss:// address, or add --tls");
+        }
+        Ok(servers)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -334,7 +365,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 None
             };
             let mut report = run_pairs(&PairsOptions {
-                target: PairsTarget::Chatd(servers.servers),
+                target: PairsTarget::Chatd(servers.resolve().await?),
                 pairs: pairs.pairs,
                 load,
             })
@@ -359,7 +390,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         } => {
             let load = load.options(members, progress)?;
             let report = run_group(&GroupOptions {
-                servers: servers.servers,
+                servers: servers.resolve().await?,
                 members,
                 senders,
                 conns_per_task,
@@ -382,9 +413,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             tokens,
         } => {
             let sources = sources(source_ips, connections);
+            let servers = servers.resolve().await?;
             if let Some(path) = save_tokens {
                 let users = connections.div_ceil(sessions_per_user.max(1));
-                let made = prepare_idle_accounts(&servers.servers, &sources, users).await?;
+                let made = prepare_idle_accounts(&servers, &sources, users).await?;
                 std::fs::write(&path, made.join("\n") + "\n")
                     .with_context(|| format!("writing {}", path.display()))?;
                 eprintln!(
@@ -406,7 +438,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 None => None,
             };
             let report = run_idle(&IdleOptions {
-                servers: servers.servers,
+                servers,
                 connections,
                 server_pid,
                 per_worker,
@@ -432,7 +464,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             source_ips,
         } => {
             let report = run_login(&LoginOptions {
-                servers: servers.servers,
+                servers: servers.resolve().await?,
                 users,
                 concurrency,
                 duration: seconds(duration, "duration")?,

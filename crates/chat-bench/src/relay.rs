@@ -204,7 +204,7 @@ async fn relay_pair(mut ends: [Conn; 2]) {
         }
         poll_fn(|cx| {
             let mut any = false;
-            for (side, end) in ends.iter().enumerate() {
+            for (side, end) in ends.iter_mut().enumerate() {
                 if end.poll_read_ready(cx).is_ready() {
                     readable[side] = true;
                     any = true;

@@ -2,7 +2,7 @@
 //! groups. Each call writes one request and waits for its answer, skipping
 //! pushes; the hot loops do not use this path.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -15,7 +15,7 @@ use chat_proto::{
     ServerMessage, UserId, UserRef,
 };
 
-use crate::conn::Conn;
+use crate::conn::{Conn, Server};
 use crate::error::{Error, Result};
 
 /// The password of every bench account (the protocol wants 8 to 128 characters).
@@ -191,7 +191,7 @@ pub async fn join_group(conn: &mut Conn, group: GroupId) -> Result<()> {
 #[derive(Debug, Clone)]
 pub struct Placement {
     /// The servers, used round-robin.
-    pub servers: Vec<SocketAddr>,
+    pub servers: Vec<Server>,
     /// The local source addresses, used round-robin; empty lets the kernel choose.
     pub sources: Vec<IpAddr>,
 }
@@ -200,8 +200,8 @@ impl Placement {
     /// The server for connection `index` (0 for an empty list is a caller bug
     /// prevented by option validation).
     #[must_use]
-    pub fn server(&self, index: usize) -> SocketAddr {
-        self.servers[index % self.servers.len()]
+    pub fn server(&self, index: usize) -> &Server {
+        &self.servers[index % self.servers.len()]
     }
 
     /// The source address for connection `index`.
@@ -226,7 +226,7 @@ pub async fn register_and_login(
     prefix: &str,
     tag: &str,
     placement: &Placement,
-    server_of: impl Fn(usize) -> SocketAddr,
+    server_of: impl Fn(usize) -> Server,
 ) -> Result<Vec<(Conn, Account, LoginResponse)>> {
     stream::iter(0..count)
         .map(|index| {
@@ -234,7 +234,7 @@ pub async fn register_and_login(
             let server = server_of(index);
             let source = placement.source(index);
             async move {
-                let mut conn = Conn::connect(server, source).await?;
+                let mut conn = Conn::connect(&server, source).await?;
                 let account = register(&mut conn, &name).await?;
                 let login = login_password(&mut conn, &account).await?;
                 Ok::<_, Error>((conn, account, login))

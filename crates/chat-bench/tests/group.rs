@@ -10,7 +10,7 @@ async fn every_member_gets_every_message_once_in_order() {
     let server = TestServer::start().await;
     let members = 6;
     let report = run_group(&GroupOptions {
-        servers: vec![server.addr()],
+        servers: vec![server.server()],
         members,
         senders: 2,
         conns_per_task: 4,
@@ -29,7 +29,7 @@ async fn impossible_groups_are_refused_before_any_setup() {
     let server = TestServer::start().await;
     for (members, senders) in [(1, 1), (3, 0), (3, 4)] {
         let result = run_group(&GroupOptions {
-            servers: vec![server.addr()],
+            servers: vec![server.server()],
             members,
             senders,
             conns_per_task: 4,

@@ -13,7 +13,7 @@ use common::TestServer;
 async fn workers_hold_every_connection_and_memory_is_measured() {
     let server = TestServer::start().await;
     let report = run_idle(&IdleOptions {
-        servers: vec![server.addr()],
+        servers: vec![server.server()],
         connections: 12,
         // The server runs in this process, so this process's RSS is its RSS.
         server_pid: Some(std::process::id()),
@@ -49,7 +49,7 @@ fn rss_of_this_process_is_readable_and_of_a_missing_one_is_an_error() {
 async fn a_per_worker_count_that_splits_an_account_is_refused() {
     let server = TestServer::start().await;
     let result = run_idle(&IdleOptions {
-        servers: vec![server.addr()],
+        servers: vec![server.server()],
         connections: 10,
         server_pid: None,
         per_worker: 5,
@@ -70,12 +70,12 @@ async fn a_per_worker_count_that_splits_an_account_is_refused() {
 #[tokio::test]
 async fn accounts_prepared_earlier_are_held_without_registering() {
     let server = TestServer::start().await;
-    let tokens = prepare_idle_accounts(&[server.addr()], &[], 3)
+    let tokens = prepare_idle_accounts(&[server.server()], &[], 3)
         .await
         .unwrap();
     assert_eq!(tokens.len(), 3);
     let options = IdleOptions {
-        servers: vec![server.addr()],
+        servers: vec![server.server()],
         connections: 6,
         server_pid: None,
         per_worker: 4,

@@ -9,7 +9,7 @@ use common::TestServer;
 
 fn storm(server: &TestServer, kind: LoginKind) -> LoginOptions {
     LoginOptions {
-        servers: vec![server.addr()],
+        servers: vec![server.server()],
         users: 4,
         concurrency: 2,
         duration: Duration::from_millis(1500),

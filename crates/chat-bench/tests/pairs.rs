@@ -2,14 +2,14 @@
 
 mod common;
 
-use chat_bench::{run_pairs, PairsOptions, PairsTarget};
+use chat_bench::{run_pairs, PairsOptions, PairsTarget, Server};
 use common::{assert_clean_and_consistent, short_load, TestServer};
 
 #[tokio::test]
 async fn closed_loop_pairs_through_chatd_lose_nothing() {
     let server = TestServer::start().await;
     let report = run_pairs(&PairsOptions {
-        target: PairsTarget::Chatd(vec![server.addr()]),
+        target: PairsTarget::Chatd(vec![server.server()]),
         pairs: 2,
         load: short_load(1),
     })
@@ -26,7 +26,7 @@ async fn pipelined_pairs_with_receiver_acks_lose_nothing() {
     let mut load = short_load(8);
     load.ack_every = 5;
     let report = run_pairs(&PairsOptions {
-        target: PairsTarget::Chatd(vec![server.addr()]),
+        target: PairsTarget::Chatd(vec![server.server()]),
         pairs: 2,
         load,
     })
@@ -43,7 +43,7 @@ async fn two_runs_on_one_database_do_not_collide() {
         let mut load = short_load(2);
         load.count = 20;
         let report = run_pairs(&PairsOptions {
-            target: PairsTarget::Chatd(vec![server.addr()]),
+            target: PairsTarget::Chatd(vec![server.server()]),
             pairs: 1,
             load,
         })
@@ -74,7 +74,7 @@ async fn a_rate_limited_server_makes_the_run_fail() {
     let mut load = short_load(8);
     load.count = 300;
     let report = run_pairs(&PairsOptions {
-        target: PairsTarget::Chatd(vec![server.local_addr()]),
+        target: PairsTarget::Chatd(vec![Server::tcp(server.local_addr())]),
         pairs: 1,
         load,
     })

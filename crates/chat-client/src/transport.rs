@@ -351,7 +351,7 @@ impl ClientTls {
                 "{what} holds no PEM certificate"
             )));
         }
-        Ok(Self::from_roots(roots, what))
+        Self::from_roots(roots, what)
     }
 
     /// Trusts the operating system's root certificates. They are read once
@@ -377,7 +377,8 @@ impl ClientTls {
                         "cannot load the system's root certificates ({why}); give a CA file"
                     ));
                 }
-                Ok(Self::from_roots(roots, "the system's root certificates"))
+                Self::from_roots(roots, "the system's root certificates")
+                    .map_err(|error| error.to_string())
             })
             .clone()
             .map_err(ClientError::TlsConfig)
@@ -393,19 +394,19 @@ impl ClientTls {
         }
     }
 
-    fn from_roots(roots: RootCertStore, what: &str) -> ClientTls {
+    fn from_roots(roots: RootCertStore, what: &str) -> Result<ClientTls> {
         // The provider is named rather than taken from the process default,
         // so nothing depends on which rustls features other crates enable.
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"))
+            .map_err(|error| ClientError::TlsConfig(error.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        ClientTls {
+        Ok(ClientTls {
             config: Arc::new(config),
             trusts: Arc::from(what),
-        }
+        })
     }
 
     /// The rustls configuration.

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chat_bench::{LoadOptions, Report};
+use chat_bench::{LoadOptions, Report, Server};
 use chat_server::{Config, RunningServer};
 use tempfile::TempDir;
 
@@ -37,6 +37,11 @@ impl TestServer {
     /// Its address.
     pub fn addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// Its address as a bench target, over plain TCP.
+    pub fn server(&self) -> Server {
+        Server::tcp(self.addr())
     }
 
     /// Stops it gracefully.
