@@ -56,6 +56,10 @@ pub struct Config {
     /// load balancer such as nginx with `proxy_protocol on;`) and use the
     /// client address it names for per-address limits and logs.
     pub proxy_protocol: bool,
+    /// Users per second a cluster node asks to reconnect elsewhere while it
+    /// holds clearly more than the average (only behind a load balancer,
+    /// i.e. with `proxy_protocol`); 0 turns it off.
+    pub rebalance_per_sec: u32,
     /// Log filter (`info`, `chat_server=debug`, ...); `RUST_LOG` overrides it.
     pub log: String,
     /// Log line format: `text` (human-readable) or `json` (one object a line,
@@ -124,6 +128,7 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             heartbeat_secs: 2,
             proxy_protocol: false,
+            rebalance_per_sec: 10,
             log: "info".to_owned(),
             log_format: LogFormat::Text,
             http_listen: "127.0.0.1:7080".to_owned(),

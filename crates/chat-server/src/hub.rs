@@ -20,11 +20,22 @@ const SHARDS: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
 
-/// Frames waiting to be written to one session, and whether it was killed.
+/// Why the hub ended a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Its outbox overflowed: the client reads too slowly.
+    SlowConsumer,
+    /// This node holds more than its share of the cluster's users: the
+    /// session is asked to reconnect (through the load balancer, to a less
+    /// busy node).
+    Rebalance,
+}
+
+/// Frames waiting to be written to one session, and whether it was ended.
 #[derive(Debug, Default)]
 struct Outbox {
     frames: VecDeque<Bytes>,
-    killed: bool,
+    ended: Option<Ended>,
 }
 
 /// The hub's view of one logged-in session: where to put frames for it, and
@@ -72,7 +83,7 @@ impl SessionHandle {
     /// is killed (its messages stay stored for its next login or sync).
     pub fn push(&self, frame: Bytes) -> bool {
         let mut outbox = self.outbox.lock().expect("outbox lock poisoned");
-        if outbox.killed {
+        if outbox.ended.is_some() {
             return false;
         }
         let limit = if self.catching_up.load(Ordering::Relaxed) {
@@ -81,7 +92,7 @@ impl SessionHandle {
             self.capacity
         };
         if outbox.frames.len() >= limit {
-            outbox.killed = true;
+            outbox.ended = Some(Ended::SlowConsumer);
             outbox.frames.clear();
             drop(outbox);
             self.wake.notify_one();
@@ -102,9 +113,14 @@ impl SessionHandle {
         self.catching_up.store(catching_up, Ordering::Relaxed);
     }
 
-    /// Kills the session as if its outbox had overflowed.
-    pub fn kill(&self) {
-        self.outbox.lock().expect("outbox lock poisoned").killed = true;
+    /// Ends the session for `why` (its task says goodbye and closes); the
+    /// first reason given wins.
+    pub fn end(&self, why: Ended) {
+        let mut outbox = self.outbox.lock().expect("outbox lock poisoned");
+        if outbox.ended.is_none() {
+            outbox.ended = Some(why);
+        }
+        drop(outbox);
         self.wake.notify_one();
     }
 
@@ -113,12 +129,20 @@ impl SessionHandle {
         self.wake.notified().await;
     }
 
-    /// Takes every queued frame; `Err(())` once the session is killed.
-    #[allow(clippy::result_unit_err)]
-    pub fn take(&self) -> Result<VecDeque<Bytes>, ()> {
+    /// Takes every queued frame even after the session was ended (a
+    /// session leaving politely still writes what it had).
+    pub fn take_queued(&self) -> VecDeque<Bytes> {
+        std::mem::take(&mut self.outbox.lock().expect("outbox lock poisoned").frames)
+    }
+
+    /// Takes every queued frame, or says why the session was ended.
+    ///
+    /// # Errors
+    /// The reason, once the session is ended.
+    pub fn take(&self) -> Result<VecDeque<Bytes>, Ended> {
         let mut outbox = self.outbox.lock().expect("outbox lock poisoned");
-        if outbox.killed {
-            return Err(());
+        if let Some(ended) = outbox.ended {
+            return Err(ended);
         }
         Ok(std::mem::take(&mut outbox.frames))
     }
@@ -200,6 +224,27 @@ impl Hub {
         }
         crate::telemetry::pushes(delivered as u64, dropped);
         delivered
+    }
+
+    /// Ends every session of `user` here for `why`; returns how many.
+    pub fn end_sessions(&self, user: UserId, why: Ended) -> usize {
+        let shard = self.shard(user).read().expect("hub lock poisoned");
+        let Some(sessions) = shard.get(&user) else {
+            return 0;
+        };
+        for handle in sessions {
+            handle.end(why);
+        }
+        sessions.len()
+    }
+
+    /// How many users have a session here.
+    #[must_use]
+    pub fn user_count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.read().expect("hub lock poisoned").len())
+            .sum()
     }
 
     /// How many sessions `user` has here.

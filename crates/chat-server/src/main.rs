@@ -82,6 +82,9 @@ struct Args {
     /// Expect a PROXY protocol v1 header (nginx `proxy_protocol on;`) on every connection and use the client address it names for per-address limits. Only behind a trusted proxy.
     #[arg(long, env = "CHATD_PROXY_PROTOCOL")]
     proxy_protocol: bool,
+    /// Users per second a busy cluster node asks to reconnect to a less busy one (behind a load balancer, with --proxy-protocol); 0 turns it off [default: 10].
+    #[arg(long, env = "CHATD_REBALANCE_PER_SEC")]
+    rebalance_per_sec: Option<u32>,
     /// Log filter, e.g. info or chat_server=debug (RUST_LOG wins) [default: info].
     #[arg(long, env = "CHATD_LOG")]
     log: Option<String>,
@@ -134,6 +137,7 @@ impl Args {
             token_ttl_secs,
             shutdown_grace_secs,
             heartbeat_secs,
+            rebalance_per_sec,
             log,
             log_format,
             http_listen,

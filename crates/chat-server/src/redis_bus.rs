@@ -52,7 +52,7 @@ use tokio::task::JoinHandle;
 
 use crate::bus::Bus;
 use crate::config::Config;
-use crate::hub::{Hub, SessionId};
+use crate::hub::{Ended, Hub, SessionId};
 
 /// The longest any single Redis call may take before it counts as failed.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -205,7 +205,14 @@ for _, node in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     end
   end
 end
-return {existed, subscribers}
+local live, users = 0, 0
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('EXISTS', prefix .. 'node:' .. node) == 1 then
+    live = live + 1
+    users = users + redis.call('SCARD', prefix .. 'node:' .. node .. ':users')
+  end
+end
+return {existed, subscribers, live, users}
 ";
 
 /// Withdraws this node entirely: liveness, membership and every user entry.
@@ -249,6 +256,9 @@ pub struct RedisBusOptions {
     /// How often the node proves it is alive; it counts as gone three
     /// heartbeats after the last one.
     pub heartbeat: Duration,
+    /// Users per second this node asks to reconnect elsewhere while it holds
+    /// clearly more than the cluster's average; 0 turns rebalancing off.
+    pub rebalance_per_sec: u32,
 }
 
 impl RedisBusOptions {
@@ -264,6 +274,13 @@ impl RedisBusOptions {
             node_id,
             prefix: config.redis_prefix.clone(),
             heartbeat: Duration::from_secs(config.heartbeat_secs.max(1)),
+            // Moving users only helps when a load balancer picks their next
+            // node; chatd knows it is behind one from the PROXY header.
+            rebalance_per_sec: if config.proxy_protocol {
+                config.rebalance_per_sec
+            } else {
+                0
+            },
         })
     }
 
@@ -526,6 +543,7 @@ impl RedisBus {
             client,
             url: redact(&options.url),
             heartbeat: options.heartbeat,
+            rebalance_per_sec: options.rebalance_per_sec,
             changes: changes_rx,
             stop: stop_rx,
             connected: connected_tx,
@@ -735,6 +753,7 @@ struct Link {
     /// The URL without password, for logs.
     url: String,
     heartbeat: Duration,
+    rebalance_per_sec: u32,
     changes: mpsc::UnboundedReceiver<PresenceChange>,
     stop: watch::Receiver<bool>,
     connected: watch::Sender<bool>,
@@ -894,7 +913,8 @@ impl Link {
                 }
                 _ = heartbeat.tick() => {
                     match self.beat(&mut connection).await {
-                        Ok((existed, subscribers)) => {
+                        Ok(Beat { existed, subscribers, live_nodes, users }) => {
+                            self.rebalance(live_nodes, users);
                             if subscribers == 0 {
                                 return Left::Lost("this node's subscription is gone".to_owned());
                             }
@@ -1057,8 +1077,34 @@ impl Link {
 
     /// One heartbeat: whether the liveness key still existed, and how many
     /// subscribers this node's channel has.
-    async fn beat(&self, connection: &mut MultiplexedConnection) -> Result<(bool, u64), String> {
+    async fn beat(&self, connection: &mut MultiplexedConnection) -> Result<Beat, String> {
         heartbeat(&self.shared, self.heartbeat, connection).await
+    }
+
+    /// Asks some of this node's users to reconnect (through the load
+    /// balancer, to a less busy node) while it holds clearly more than the
+    /// cluster's average: at most `rebalance_per_sec` per second, until the
+    /// spread is even. Without it, a node restarted after a failure would
+    /// stay empty while the survivors carry everyone (and the next failure
+    /// hits them all).
+    fn rebalance(&self, live_nodes: u64, users: u64) {
+        let mine = self.shared.hub.user_count() as u64;
+        let excess = rebalance_excess(mine, live_nodes, users);
+        if excess == 0 || self.rebalance_per_sec == 0 {
+            return;
+        }
+        let budget = u64::from(self.rebalance_per_sec) * self.heartbeat.as_secs().max(1);
+        let quota = excess.min(budget) as usize;
+        let mut moved = 0;
+        for user in self.shared.hub.users().into_iter().take(quota) {
+            moved += self.shared.hub.end_sessions(user, Ended::Rebalance);
+        }
+        tracing::info!(
+            users = mine,
+            average = users / live_nodes.max(1),
+            moved,
+            "more users here than the cluster's average; asked some to reconnect"
+        );
     }
 
     /// Withdraws the node's presence on the way out (best effort: if it
@@ -1124,11 +1170,37 @@ async fn connect(
     })
 }
 
+/// What one heartbeat learned.
+struct Beat {
+    /// Whether this node's liveness key still existed.
+    existed: bool,
+    /// How many listen on this node's channel (1 when all is well).
+    subscribers: u64,
+    /// Live nodes in the cluster, this one included.
+    live_nodes: u64,
+    /// Users registered on live nodes (a user on two nodes counts twice).
+    users: u64,
+}
+
+/// How many users a node holding `mine` should move, when `users` are
+/// spread over `live_nodes`: none unless it holds more than a quarter above
+/// the average and at least three more (small clusters do not flap).
+fn rebalance_excess(mine: u64, live_nodes: u64, users: u64) -> u64 {
+    if live_nodes < 2 {
+        return 0;
+    }
+    let average = users.div_ceil(live_nodes);
+    if mine <= average + (average / 4).max(2) {
+        return 0;
+    }
+    mine - average
+}
+
 async fn heartbeat(
     shared: &Shared,
     period: Duration,
     connection: &mut MultiplexedConnection,
-) -> Result<(bool, u64), String> {
+) -> Result<Beat, String> {
     let keys = &shared.keys;
     let ttl = (period * 3).as_secs().max(1);
     let now_ms = crate::context::now_ms();
@@ -1141,9 +1213,14 @@ async fn heartbeat(
         .arg(ttl)
         .arg(now_ms)
         .arg(SWEEP_BUDGET);
-    let (existed, subscribers): (u8, u64) =
+    let (existed, subscribers, live_nodes, users): (u8, u64, u64, u64) =
         flatten(tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async(connection)).await)?;
-    Ok((existed == 1, subscribers))
+    Ok(Beat {
+        existed: existed == 1,
+        subscribers,
+        live_nodes,
+        users,
+    })
 }
 
 /// A timed Redis call's outcome as one error text.
@@ -1241,12 +1318,25 @@ mod tests {
     }
 
     #[test]
+    fn rebalances_only_a_clear_excess() {
+        assert_eq!(rebalance_excess(12, 1, 12), 0);
+        assert_eq!(rebalance_excess(12, 3, 12), 8);
+        assert_eq!(rebalance_excess(5, 3, 12), 0);
+        assert_eq!(rebalance_excess(6, 3, 12), 0);
+        assert_eq!(rebalance_excess(7, 3, 12), 3);
+        assert_eq!(rebalance_excess(400, 3, 1000), 0);
+        assert_eq!(rebalance_excess(600, 3, 1000), 266);
+        assert_eq!(rebalance_excess(0, 3, 0), 0);
+    }
+
+    #[test]
     fn validates_node_ids_and_prefixes() {
         let options = |node_id: &str, prefix: &str| RedisBusOptions {
             url: "redis://127.0.0.1".to_owned(),
             node_id: node_id.to_owned(),
             prefix: prefix.to_owned(),
             heartbeat: Duration::from_secs(2),
+            rebalance_per_sec: 0,
         };
         assert!(options("node-1", "chat:").validate().is_ok());
         assert!(options("a.b_c:d-9", "").validate().is_ok());

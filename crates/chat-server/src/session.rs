@@ -32,7 +32,7 @@ use tracing::Instrument;
 
 use crate::context::{now_ms, Context, Identity};
 use crate::error::{Result, ServiceError};
-use crate::hub::SessionHandle;
+use crate::hub::{Ended, SessionHandle};
 use crate::limits::TokenBucket;
 use crate::service::{account, chat, friends, groups};
 use crate::telemetry::{self, LoggedInSession};
@@ -53,6 +53,7 @@ enum End {
     Idle,
     SlowConsumer,
     Draining,
+    Rebalanced,
 }
 
 impl std::fmt::Display for End {
@@ -66,6 +67,7 @@ impl std::fmt::Display for End {
             End::Idle => f.write_str("idle timeout"),
             End::SlowConsumer => f.write_str("slow consumer"),
             End::Draining => f.write_str("server draining"),
+            End::Rebalanced => f.write_str("asked to reconnect to a less busy node"),
         }
     }
 }
@@ -81,6 +83,7 @@ impl End {
             End::Idle => "idle",
             End::SlowConsumer => "slow_consumer",
             End::Draining => "draining",
+            End::Rebalanced => "rebalanced",
         }
     }
 
@@ -91,7 +94,7 @@ impl End {
             End::WebSocket(WebSocketError::Text) => close_code::UNSUPPORTED_DATA,
             End::WebSocket(WebSocketError::NotOneFrame) => close_code::PROTOCOL_ERROR,
             End::SlowConsumer => close_code::POLICY_VIOLATION,
-            End::Draining => close_code::GOING_AWAY,
+            End::Draining | End::Rebalanced => close_code::GOING_AWAY,
             End::ClientClosed | End::Io(_) | End::WriteTimeout | End::Idle => close_code::NORMAL,
         }
     }
@@ -230,9 +233,18 @@ impl Session {
                                 self.write_buf.extend_from_slice(&frame);
                             }
                         }
-                        Err(()) => {
+                        Err(Ended::SlowConsumer) => {
                             Box::pin(self.end_with(SessionEndReason::SlowConsumer, "you read too slowly; reconnect and sync")).await;
                             return End::SlowConsumer;
+                        }
+                        Err(Ended::Rebalance) => {
+                            // Like a drain: answer what is queued, flush, go.
+                            Box::pin(self.drain_in_flight()).await;
+                            for frame in handle.take_queued() {
+                                self.write_buf.extend_from_slice(&frame);
+                            }
+                            Box::pin(self.end_with(SessionEndReason::Draining, "this node is busier than the others; reconnect")).await;
+                            return End::Rebalanced;
                         }
                     }
                 }

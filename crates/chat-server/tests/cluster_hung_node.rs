@@ -8,124 +8,21 @@
 
 #[path = "common/cluster.rs"]
 mod cluster;
+#[path = "common/processes.rs"]
+mod processes;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chat_client::{Client, ClientOptions, ReconnectPolicy};
-use chat_proto::UserId;
-use cluster::{free_port, unique, wait_listening, RedisKeys, TestDatabase, PASSWORD};
+use cluster::{free_port, unique, RedisKeys, TestDatabase, PASSWORD};
+use processes::{nodes_of, start_haproxy, NodeProcess, NodeSpec};
 
 const SUITE: &str = "cluster_hung_node";
 
 /// How long the users of a frozen node may stay unserved (the target is 5 s;
 /// the margin absorbs a loaded test machine).
 const UNSERVED_BOUND: Duration = Duration::from_secs(8);
-
-/// A `chatd` process.
-struct NodeProcess {
-    child: Child,
-    chat: SocketAddr,
-    http: SocketAddr,
-}
-
-impl NodeProcess {
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill {signal} failed");
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A foreground HAProxy, killed when dropped.
-struct Haproxy {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// deploy/haproxy/chat.cfg with these nodes and front addresses, the way
-/// deploy/cluster-up.sh makes it.
-fn haproxy_config(nodes: &[NodeProcess], chat: SocketAddr, web: SocketAddr) -> String {
-    let template = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/haproxy/chat.cfg"),
-    )
-    .expect("the shipped HAProxy config");
-    let mut out = String::new();
-    let mut skipping = false;
-    let mut section = "";
-    for line in template.lines() {
-        let trimmed = line.trim_start();
-        if trimmed == "# nodes begin" || trimmed == "# http nodes begin" {
-            for (index, node) in nodes.iter().enumerate() {
-                if trimmed == "# nodes begin" {
-                    out += &format!(
-                        "    server node-{index} {} check port {}\n",
-                        node.chat,
-                        node.http.port()
-                    );
-                } else {
-                    out += &format!("    server node-{index} {} check\n", node.http);
-                }
-            }
-            skipping = true;
-            continue;
-        }
-        if trimmed == "# nodes end" || trimmed == "# http nodes end" {
-            skipping = false;
-            continue;
-        }
-        if skipping || trimmed.starts_with("log ") || line.starts_with('#') {
-            continue;
-        }
-        if trimmed.starts_with("frontend chat") {
-            section = "chat";
-        } else if trimmed.starts_with("frontend web") {
-            section = "web";
-        }
-        if trimmed.starts_with("bind ") {
-            let addr = if section == "web" { web } else { chat };
-            out += &format!("    bind {addr}\n");
-            continue;
-        }
-        out += line;
-        out.push('\n');
-    }
-    out
-}
-
-/// The node ids Redis lists for `user`.
-async fn nodes_of(redis_url: &str, prefix: &str, user: UserId) -> Vec<String> {
-    let client = redis::Client::open(redis_url).expect("redis url");
-    let mut connection = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
-    redis::cmd("SMEMBERS")
-        .arg(format!("{prefix}user:{}:nodes", user.0))
-        .query_async(&mut connection)
-        .await
-        .unwrap_or_default()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_of_a_frozen_node_are_served_by_the_others_within_seconds() {
@@ -145,40 +42,21 @@ async fn users_of_a_frozen_node_are_served_by_the_others_within_seconds() {
     let _keys = RedisKeys::new(&services.redis, &prefix);
     let mut nodes = Vec::new();
     for index in 0..3 {
-        let chat: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_chatd"))
-            .args(["--listen", &chat.to_string()])
-            .args(["--http-listen", &http.to_string()])
-            .args(["--store", &database.url()])
-            .args(["--redis", &services.redis])
-            .args(["--redis-prefix", &prefix])
-            .args(["--node-id", &format!("node-{index}")])
-            .args(["--heartbeat-secs", "1", "--rate-limit-per-sec", "0"])
-            .args(["--proxy-protocol", "--log", "warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chatd starts");
-        let node = NodeProcess { child, chat, http };
+        let (chat, http) = NodeProcess::addresses();
+        let spec = NodeSpec {
+            index,
+            store: &database.url(),
+            redis: &services.redis,
+            prefix: &prefix,
+            extra: &[],
+        };
         // One at a time: the first applies the migrations.
-        wait_listening(chat, Duration::from_secs(30), "chatd").await;
-        nodes.push(node);
+        nodes.push(NodeProcess::spawn(&spec, chat, http).await);
     }
-    let dir = tempfile::tempdir().unwrap();
     let front: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let config = dir.path().join("haproxy.cfg");
-    std::fs::write(&config, haproxy_config(&nodes, front, web)).unwrap();
-    let child = Command::new(&haproxy_binary)
-        .arg("-f")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("haproxy starts");
-    let _haproxy = Haproxy { child, _dir: dir };
-    wait_listening(front, Duration::from_secs(10), "haproxy").await;
+    let addresses: Vec<_> = nodes.iter().map(|node| (node.chat, node.http)).collect();
+    let _haproxy = start_haproxy(&haproxy_binary, &addresses, front, web).await;
     // Let the first checks pass.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
