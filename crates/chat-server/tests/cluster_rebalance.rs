@@ -92,8 +92,8 @@ async fn a_restarted_node_gets_its_share_of_users_back() {
         "every user starts on the only node"
     );
 
-    for index in 1..3 {
-        nodes.push(NodeProcess::spawn(&spec(index), addresses[index].0, addresses[index].1).await);
+    for (index, (chat, http)) in addresses.iter().enumerate().skip(1) {
+        nodes.push(NodeProcess::spawn(&spec(index), *chat, *http).await);
     }
     let started = Instant::now();
     let even = loop {
