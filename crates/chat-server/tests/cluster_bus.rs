@@ -37,6 +37,7 @@ impl Node {
             node_id: node_id.to_owned(),
             prefix: prefix.to_owned(),
             heartbeat: HEARTBEAT,
+            rebalance_per_sec: 0,
         };
         let bus = RedisBus::start(options, hub.clone())
             .await
