@@ -1,11 +1,14 @@
-//! Faults under traffic in a three-node cluster behind nginx: a node killed
-//! while clients on every node keep sending, and Redis restarted while they
-//! do. Afterwards every message acknowledged to its sender must have reached
+//! Faults under traffic in a three-node cluster: a node killed while
+//! clients on every node keep sending, and Redis restarted while they do;
+//! with in-process nodes behind nginx, and with real `chatd` processes behind
+//! HAProxy (SIGKILL, a database that goes silent). Afterwards every message acknowledged to its sender must have reached
 //! each of its recipients exactly once and in per-conversation order (as the
 //! resilient client hands them to the application).
 
 #[path = "common/cluster.rs"]
 mod cluster;
+#[path = "common/processes.rs"]
+mod processes;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -14,6 +17,7 @@ use std::time::{Duration, Instant};
 use chat_client::{Client, ClientOptions, Event};
 use chat_proto::{ChatMessage, ConversationId, GroupId, Seq, Target, UserId};
 use cluster::{Cluster, PASSWORD};
+use processes::{nodes_of, NodeProcess, NodeSpec};
 use tokio::task::JoinHandle;
 
 const SUITE: &str = "cluster_faults";
@@ -63,19 +67,15 @@ fn friend_of(index: usize) -> usize {
 }
 
 impl Traffic {
-    /// Registers the users, user `i` homed on node `i % 3` (falling back to
-    /// nginx when that node is gone), makes the friends and the group.
-    async fn set_up(cluster: &Cluster) -> Traffic {
+    /// Registers the users, user `i` homed on node `i % 3` where the
+    /// topology lets clients choose, makes the friends and the group.
+    async fn set_up(cluster: &impl Topology) -> Traffic {
         let mut participants = Vec::new();
         for index in 0..USERS {
-            let home = index % 3;
             // Every cluster has a database of its own: names need not be
             // unique beyond it.
             let name = format!("user{index}");
-            let mut options = ClientOptions::with_addresses(vec![
-                cluster.node(home).to_string(),
-                cluster.proxy().to_string(),
-            ]);
+            let mut options = ClientOptions::with_addresses(cluster.addresses(index % 3));
             options.connection.request_timeout = Duration::from_secs(10);
             let client = Arc::new(Client::connect(options).await.expect("connects"));
             client.register(&name, PASSWORD).await.expect("registers");
@@ -83,6 +83,7 @@ impl Traffic {
                 .login(name.as_str(), PASSWORD)
                 .await
                 .expect("logs in");
+            let home = cluster.home_of(index % 3, login.user.id).await;
             let received = Arc::new(Mutex::new(Vec::new()));
             let reconnects = Arc::new(Mutex::new(Vec::new()));
             let collector = tokio::spawn(collect(
@@ -347,6 +348,159 @@ async fn collect(
             _ => {}
         }
     }
+}
+
+/// Where the test's clients connect, and where each landed.
+trait Topology {
+    /// The addresses a client meant for node `home` tries, in order.
+    fn addresses(&self, home: usize) -> Vec<String>;
+    /// The node `user`, meant for `home`, is connected to.
+    async fn home_of(&self, home: usize, user: UserId) -> usize;
+}
+
+impl Topology for Cluster {
+    /// The node itself, then nginx (when that node is gone).
+    fn addresses(&self, home: usize) -> Vec<String> {
+        vec![self.node(home).to_string(), self.proxy().to_string()]
+    }
+
+    async fn home_of(&self, home: usize, _user: UserId) -> usize {
+        home
+    }
+}
+
+/// Three `chatd` processes behind HAProxy; clients only reach the proxy,
+/// which places them.
+struct ProcessCluster {
+    nodes: Vec<Option<NodeProcess>>,
+    front: std::net::SocketAddr,
+    redis: String,
+    prefix: String,
+    _haproxy: processes::Haproxy,
+    _keys: cluster::RedisKeys,
+    _database: cluster::TestDatabase,
+}
+
+impl ProcessCluster {
+    async fn start(services: &cluster::Services, store: Option<String>) -> ProcessCluster {
+        let haproxy = cluster::find_binary("haproxy").expect("checked by the caller");
+        let database = cluster::TestDatabase::create(&services.mysql).await;
+        let prefix = format!("{}:", cluster::unique("faults_"));
+        let keys = cluster::RedisKeys::new(&services.redis, &prefix);
+        let store = store
+            .unwrap_or_else(|| database.url())
+            .replace("{db}", &database.url());
+        let mut nodes = Vec::new();
+        let mut addresses = Vec::new();
+        for index in 0..3 {
+            let (chat, http) = NodeProcess::addresses();
+            let spec = NodeSpec {
+                index,
+                store: &store,
+                redis: &services.redis,
+                prefix: &prefix,
+                extra: &[],
+            };
+            nodes.push(Some(NodeProcess::spawn(&spec, chat, http).await));
+            addresses.push((chat, http));
+        }
+        let front = format!("127.0.0.1:{}", cluster::free_port())
+            .parse()
+            .unwrap();
+        let web = format!("127.0.0.1:{}", cluster::free_port())
+            .parse()
+            .unwrap();
+        let haproxy = processes::start_haproxy(&haproxy, &addresses, front, web).await;
+        // Let the first health checks pass.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        ProcessCluster {
+            nodes,
+            front,
+            redis: services.redis.clone(),
+            prefix,
+            _haproxy: haproxy,
+            _keys: keys,
+            _database: database,
+        }
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would.
+    fn kill(&mut self, index: usize) {
+        if let Some(node) = self.nodes[index].take() {
+            node.signal("-KILL");
+        }
+    }
+}
+
+impl Topology for ProcessCluster {
+    fn addresses(&self, _home: usize) -> Vec<String> {
+        vec![self.front.to_string()]
+    }
+
+    async fn home_of(&self, _home: usize, user: UserId) -> usize {
+        let nodes = nodes_of(&self.redis, &self.prefix, user).await;
+        let node = nodes.first().expect("the user is registered on a node");
+        node.trim_start_matches("node-").parse().unwrap()
+    }
+}
+
+/// The haproxy binary, or a visible skip (a failure when services are
+/// required).
+fn need_haproxy() -> bool {
+    if cluster::find_binary("haproxy").is_some() {
+        return true;
+    }
+    assert!(
+        !cluster::services_required(),
+        "{SUITE} needs haproxy (CHATD_TEST_REQUIRE_SERVICES=1)"
+    );
+    eprintln!("SKIPPED: {SUITE} needs haproxy");
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_process_killed_with_sigkill_loses_no_acknowledged_message() {
+    let Some(services) = cluster::Services::find(SUITE).await else {
+        return;
+    };
+    if !need_haproxy() {
+        return;
+    }
+    let mut cluster = ProcessCluster::start(&services, None).await;
+    let traffic = Traffic::set_up(&cluster).await;
+    let victim = traffic.participants[0].home;
+    let senders = traffic.start_sending();
+    while traffic.acked_count() < USERS * MESSAGES_PER_USER / 4 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let at = traffic.acked_count();
+    let killed_at = Instant::now();
+    cluster.kill(victim);
+    eprintln!("SIGKILL to node {victim} after {at} acknowledged sends");
+    for sender in senders {
+        sender.await.expect("sender task");
+    }
+    for participant in &traffic.participants {
+        let reconnects = participant.reconnects.lock().unwrap().clone();
+        if participant.home == victim {
+            let back = reconnects.first().expect("reconnected");
+            eprintln!(
+                "{} (on the killed node) reconnected and resynced after {:?}",
+                participant.name,
+                back.duration_since(killed_at)
+            );
+        } else {
+            assert!(
+                reconnects.is_empty(),
+                "{} kept its connection",
+                participant.name
+            );
+        }
+    }
+    traffic.final_round().await;
+    traffic.verify().await;
+    assert_eq!(*traffic.failed_sends.lock().unwrap(), 0);
+    traffic.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
