@@ -252,6 +252,19 @@ pub(crate) struct EngineResult {
     pub drained: bool,
 }
 
+/// Something that watches a run while it sends (the `sustained` scenario's
+/// per-interval figures). The engine calls it from its coordinating loop,
+/// so it must be quick: reading a few small files is fine.
+pub(crate) trait Watcher: Send {
+    /// The units are about to start sending.
+    fn start(&mut self, progress: &Progress);
+    /// Called about every 20 ms while sending, with the time since the start
+    /// and the live counters.
+    fn poll(&mut self, elapsed: Duration, live: &Live, progress: &Progress);
+    /// Sending stopped (draining is not watched).
+    fn stop(&mut self, elapsed: Duration, live: &Live, progress: &Progress);
+}
+
 struct Shared {
     windows: Vec<Arc<StreamWindow>>,
     live: Arc<Live>,
@@ -261,10 +274,12 @@ struct Shared {
 
 /// Runs the units until the duration passes or every stream has sent its
 /// count, then drains, then stops them and totals what they counted.
+/// `watcher`, if given, sees the live counters while the units send.
 pub(crate) async fn run(
     units: Vec<Unit>,
     windows: Vec<Arc<StreamWindow>>,
     options: &EngineOptions,
+    mut watcher: Option<&mut dyn Watcher>,
 ) -> EngineResult {
     let live = Arc::new(Live::default());
     let shared = Arc::new(Shared {
@@ -280,6 +295,9 @@ pub(crate) async fn run(
         live.clone(),
         options.show_progress,
     );
+    if let Some(watcher) = watcher.as_mut() {
+        watcher.start(&progress);
+    }
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for unit in units {
@@ -294,8 +312,14 @@ pub(crate) async fn run(
             .all(|window| window.finished_sending())
     {
         tokio::time::sleep(poll.min(options.duration.saturating_sub(start.elapsed()))).await;
+        if let Some(watcher) = watcher.as_mut() {
+            watcher.poll(start.elapsed(), &live, &progress);
+        }
     }
     let stopped = Instant::now();
+    if let Some(watcher) = watcher.as_mut() {
+        watcher.stop(stopped - start, &live, &progress);
+    }
     let _ = phase_tx.send(Phase::Draining);
     progress.set_message("draining");
     let drain_deadline = stopped + options.drain_timeout;

@@ -30,6 +30,7 @@ pub mod report;
 pub mod setup;
 pub mod stats;
 pub mod summary;
+pub mod sustained;
 pub mod tracker;
 
 pub use conn::Server;
@@ -41,7 +42,8 @@ pub use load::{
     loopback_sources, run_group, run_pairs, GroupOptions, LoadOptions, PairsOptions, PairsTarget,
 };
 pub use login::{run_login, LoginKind, LoginOptions};
-pub use plot::plot_latency;
+pub use plot::{plot_latency, plot_over_time, Panel, TimeSeries};
 pub use relay::Relay;
 pub use report::Report;
 pub use summary::{load_average, summarize};
+pub use sustained::{run_sustained, Interval, Sustained, SustainedOptions};

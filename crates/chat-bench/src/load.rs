@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use chat_proto::{Target, UserId};
 
 use crate::conn::{Conn, Server};
-use crate::engine::{self, Endpoint, EngineOptions, OutStream, StreamWindow, Unit};
+use crate::engine::{self, Endpoint, EngineOptions, OutStream, StreamWindow, Unit, Watcher};
 use crate::error::{Error, Result};
 use crate::payload::{now_ns, stream_interval};
 use crate::relay::hello_frame;
@@ -135,6 +135,14 @@ pub struct PairsOptions {
 /// Invalid options or a failed setup; what happens to messages during the
 /// run is in the report, not an error.
 pub async fn run_pairs(options: &PairsOptions) -> Result<Report> {
+    run_pairs_watched(options, None).await
+}
+
+/// Runs the `pairs` scenario with `watcher` watching it while it sends.
+pub(crate) async fn run_pairs_watched(
+    options: &PairsOptions,
+    watcher: Option<&mut dyn Watcher>,
+) -> Result<Report> {
     options.load.validate()?;
     if options.pairs == 0 || options.pairs > 100_000 {
         return Err(Error::Options("pairs must be 1 to 100000".into()));
@@ -238,7 +246,7 @@ pub async fn run_pairs(options: &PairsOptions) -> Result<Report> {
         PairsTarget::Relay(relay) => ("baseline", relay.to_string()),
         PairsTarget::Chatd(servers) => ("pairs", join_addrs(servers)),
     };
-    let result = engine::run(units, windows, &load.engine_options(scenario)).await;
+    let result = engine::run(units, windows, &load.engine_options(scenario), watcher).await;
     let mut report = Report::from_engine(scenario, &target, result);
     if let PairsTarget::Chatd(servers) = &options.target {
         note_transport(&mut report, servers);
@@ -339,7 +347,7 @@ pub async fn run_group(options: &GroupOptions) -> Result<Report> {
         units.push(Unit { endpoints, wake });
     }
 
-    let result = engine::run(units, windows, &load.engine_options("group")).await;
+    let result = engine::run(units, windows, &load.engine_options("group"), None).await;
     let mut report = Report::from_engine("group", &join_addrs(&options.servers), result);
     note_transport(&mut report, &options.servers);
     report.param("members", options.members);

@@ -15,8 +15,9 @@ use tokio::process::{Child, Command};
 
 use chat_bench::{
     load_average, loopback_sources, plot_latency, prepare_idle_accounts, run_group, run_idle,
-    run_idle_worker, run_login, run_pairs, summarize, GroupOptions, IdleOptions, LoadOptions,
-    LoginKind, LoginOptions, PairsOptions, PairsTarget, Relay, Report, Server,
+    run_idle_worker, run_login, run_pairs, run_sustained, summarize, GroupOptions, IdleOptions,
+    LoadOptions, LoginKind, LoginOptions, PairsOptions, PairsTarget, Relay, Report, Server,
+    SustainedOptions,
 };
 
 /// Load generator for chatd, with a bare relay as the ceiling to compare against.
@@ -26,7 +27,8 @@ struct Cli {
     /// Print one JSON line of results on stdout (the table goes to stderr).
     #[arg(long, global = true)]
     json: bool,
-    /// Draw the latency distribution into this SVG file.
+    /// Draw the latency distribution into this SVG file (`sustained`: the
+    /// delivered rate, and the server's memory and files, over time).
     #[arg(long, global = true, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
     /// Do not draw the progress bar.
@@ -73,6 +75,30 @@ enum Action {
         /// process) first, and report chatd as a fraction of it.
         #[arg(long)]
         baseline: bool,
+    },
+    /// `pairs` for a long, bounded time (10 minutes unless --duration says
+    /// otherwise), printing and recording per interval the delivered rate,
+    /// the server's CPU time per message and RSS (with --server-pid) and
+    /// the sizes of its database and WAL files (with --db). The report
+    /// compares the first and the last minute; --json carries every
+    /// interval; --plot draws them over time.
+    #[command(mut_arg("duration", |arg| arg.default_value("600")))]
+    Sustained {
+        #[command(flatten)]
+        servers: ServerArgs,
+        #[command(flatten)]
+        pairs: PairsArgs,
+        /// Seconds per reported interval.
+        #[arg(long, default_value_t = 5.0)]
+        interval: f64,
+        /// The server's process id, to read its CPU time (utime + stime of
+        /// /proc/PID/stat) and RSS (VmRSS of /proc/PID/status).
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// The server's SQLite database file, to record its size and its
+        /// PATH-wal file's.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
     },
     /// One group: M members, S of them sending.
     Group {
@@ -381,6 +407,27 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 baseline_report.as_ref(),
             )
         }
+        Action::Sustained {
+            servers,
+            pairs,
+            interval,
+            server_pid,
+            db,
+        } => {
+            let load = pairs.load.options(2 * pairs.pairs, progress)?;
+            let report = run_sustained(&SustainedOptions {
+                pairs: PairsOptions {
+                    target: PairsTarget::Chatd(servers.resolve().await?),
+                    pairs: pairs.pairs,
+                    load,
+                },
+                interval: seconds(interval, "interval")?,
+                server_pid,
+                database: db,
+            })
+            .await?;
+            output(cli.json, cli.plot.as_deref(), label, &report, None)
+        }
         Action::Group {
             servers,
             members,
@@ -570,7 +617,10 @@ fn output(
     } else {
         print!("{}", report.to_table());
     }
-    if let Some(path) = plot {
+    if let (Some(path), Some(sustained)) = (plot, &report.sustained) {
+        let title = format!("sustained load ({})", report.target);
+        sustained.plot(path, &title)?;
+    } else if let Some(path) = plot {
         let title = format!("{} latency ({})", report.scenario, report.target);
         let mut series = vec![
             ("delivery", &report.latency),

@@ -80,6 +80,13 @@ impl Progress {
         self.bar.set_prefix(message.to_owned());
     }
 
+    /// Prints a line on stderr above the bar (or alone, when there is none).
+    pub fn println(&self, line: &str) {
+        // `suspend` hides the bar while the closure runs and also runs it
+        // when the bar is hidden, where `ProgressBar::println` prints nothing.
+        self.bar.suspend(|| eprintln!("{line}"));
+    }
+
     /// Stops updating and clears the bar.
     pub fn finish(self) {
         drop(self);

@@ -10,11 +10,13 @@ use serde::Serialize;
 use crate::engine::EngineResult;
 use crate::load::LoadOptions;
 use crate::stats::{new_histogram, Stats};
+use crate::sustained::Sustained;
 
 /// The figures of one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// `baseline`, `pairs`, `group`, `idle`, `login-password` or `login-token`.
+    /// `baseline`, `pairs`, `sustained`, `group`, `idle`, `login-password`
+    /// or `login-token`.
     pub scenario: String,
     /// The address or addresses driven.
     pub target: String,
@@ -96,6 +98,9 @@ pub struct Report {
     /// Idle scenario: (after − before) / connections, bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_per_connection_bytes: Option<f64>,
+    /// Sustained scenario: the figures of every interval and what they come to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sustained: Option<Sustained>,
     /// The end-to-end latency histogram, for plotting.
     #[serde(skip)]
     pub latency: Histogram<u64>,
@@ -149,6 +154,7 @@ impl Report {
             rss_before_kib: None,
             rss_after_kib: None,
             rss_per_connection_bytes: None,
+            sustained: None,
             latency: new_histogram(),
             ack_latency: new_histogram(),
         }
@@ -310,6 +316,11 @@ impl Report {
                     "ack latency ms",
                     format!("p50 {:.3}  p99 {:.3}", self.ack_p50_ms, self.ack_p99_ms),
                 );
+            }
+        }
+        if let Some(sustained) = &self.sustained {
+            for (name, value) in sustained.table_rows() {
+                row(&name, value);
             }
         }
         if let (Some(baseline), Some(fraction)) =

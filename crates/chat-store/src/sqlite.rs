@@ -11,7 +11,14 @@
 //! connection and commits whatever writes are queued (up to 256) in one
 //! transaction, answering each only after that transaction's `COMMIT`: group
 //! commit, one disk sync for many messages, none acknowledged early.
+//!
+//! The write-ahead log (`PATH-wal`) is kept under a bound, 64 MiB unless
+//! the URL says otherwise (`?wal_limit=256MiB`): a background thread copies
+//! it into the database, and the hot-path writer restarts it from the
+//! beginning when it grows long, holding appends back if it ever reaches the
+//! bound (see `checkpoint.rs`). Closing the store empties it.
 
+mod checkpoint;
 mod hot;
 mod writer;
 mod writes;
@@ -57,18 +64,26 @@ impl SqliteStore {
     /// schema up to date.
     ///
     /// `url` is `sqlite://PATH` (a relative `PATH` is relative to the
-    /// working directory; `sqlite:///abs/path` for an absolute one), with an
-    /// optional `?synchronous=normal|full` (see the module docs), or
-    /// `sqlite::memory:` for a throw-away database that lives as long as the
-    /// store. Must be called inside a Tokio runtime: it starts the writer
-    /// task.
+    /// working directory; `sqlite:///abs/path` for an absolute one), with
+    /// optional parameters `synchronous=normal|full` and `wal_limit=SIZE`
+    /// (bytes, or with a unit `KiB`, `MiB` or `GiB`; at least 1 MiB; default
+    /// 64 MiB), for example `sqlite://chat.db?synchronous=full&wal_limit=256MiB`
+    /// (see the module docs), or `sqlite::memory:` for a throw-away database
+    /// that lives as long as the store. Must be called inside a Tokio
+    /// runtime: it starts the writer task.
     ///
     /// # Errors
     /// [`StoreError::Config`] for a malformed URL, a database error if the
     /// file cannot be opened or is not a database, a migration error if the
     /// schema cannot be applied (for example, a newer schema than this code).
     pub async fn open(url: &str) -> Result<Self> {
-        let (url, synchronous) = split_synchronous(url)?;
+        let (
+            url,
+            SqliteParams {
+                synchronous,
+                wal_limit,
+            },
+        ) = split_params(url)?;
         let url = url.as_str();
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|error| StoreError::Config(format!("bad SQLite URL {url:?}: {error}")))?
@@ -90,8 +105,13 @@ impl SqliteStore {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(synchronous)
-                // The hot path's checkpointer thread does the checkpoints.
+                // The hot path's checkpointer thread does the checkpoints,
+                // and the log's file is cut back as the hot connection's is.
                 .pragma("wal_autocheckpoint", "0")
+                .pragma(
+                    "journal_size_limit",
+                    checkpoint::journal_size_limit(wal_limit).to_string(),
+                )
         };
         // One connection that never expires: the only writer, and for an
         // in-memory database the database itself (it disappears with its
@@ -119,7 +139,7 @@ impl SqliteStore {
                 SqliteSynchronous::Extra => "EXTRA",
                 _ => "NORMAL",
             };
-            match HotWriter::start(options.get_filename(), pragma) {
+            match HotWriter::start(options.get_filename(), pragma, wal_limit) {
                 Ok(hot) => Some(hot),
                 Err(error) => {
                     writer_pool.close().await;
@@ -226,12 +246,15 @@ crate::dispatch::impl_repositories!(SqliteStore);
 impl Store for SqliteStore {
     async fn close(&self) {
         // The writers first, so every queued write commits before the
-        // connections go.
+        // connections go; the log last, once nothing else can hold it.
         if let Some(hot) = &self.hot {
             hot.close().await;
         }
         self.writer.close().await;
         self.reads.close().await;
+        if let Some(hot) = &self.hot {
+            hot.close_log().await;
+        }
     }
 
     fn backend(&self) -> &'static str {
@@ -239,18 +262,29 @@ impl Store for SqliteStore {
     }
 }
 
-/// Takes this crate's own `synchronous` parameter out of a SQLite URL (sqlx
-/// would refuse it) and returns the rest with the mode it names.
-fn split_synchronous(url: &str) -> Result<(String, SqliteSynchronous)> {
-    let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_owned(), SqliteSynchronous::Normal));
+/// This crate's own parameters of a SQLite URL.
+#[derive(Debug, Clone, Copy)]
+struct SqliteParams {
+    synchronous: SqliteSynchronous,
+    /// The bound on the `-wal` file, in bytes.
+    wal_limit: u64,
+}
+
+/// Takes this crate's own parameters (`synchronous`, `wal_limit`) out of a
+/// SQLite URL (sqlx would refuse them) and returns the rest with their values.
+fn split_params(url: &str) -> Result<(String, SqliteParams)> {
+    let mut params = SqliteParams {
+        synchronous: SqliteSynchronous::Normal,
+        wal_limit: checkpoint::DEFAULT_WAL_LIMIT,
     };
-    let mut synchronous = SqliteSynchronous::Normal;
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), params));
+    };
     let mut rest = Vec::new();
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         match pair.split_once('=') {
             Some(("synchronous", value)) => {
-                synchronous = match value.to_ascii_lowercase().as_str() {
+                params.synchronous = match value.to_ascii_lowercase().as_str() {
                     "normal" => SqliteSynchronous::Normal,
                     "full" => SqliteSynchronous::Full,
                     "extra" => SqliteSynchronous::Extra,
@@ -261,6 +295,7 @@ fn split_synchronous(url: &str) -> Result<(String, SqliteSynchronous)> {
                     }
                 }
             }
+            Some(("wal_limit", value)) => params.wal_limit = checkpoint::parse_limit(value)?,
             _ => rest.push(pair),
         }
     }
@@ -269,7 +304,7 @@ fn split_synchronous(url: &str) -> Result<(String, SqliteSynchronous)> {
     } else {
         format!("{base}?{}", rest.join("&"))
     };
-    Ok((url, synchronous))
+    Ok((url, params))
 }
 
 #[cfg(test)]
@@ -277,13 +312,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn synchronous_is_taken_out_of_the_url() {
-        let (url, mode) = split_synchronous("sqlite://chat.db").unwrap();
+    fn own_parameters_are_taken_out_of_the_url() {
+        let (url, params) = split_params("sqlite://chat.db").unwrap();
         assert_eq!(url, "sqlite://chat.db");
-        assert!(matches!(mode, SqliteSynchronous::Normal));
-        let (url, mode) = split_synchronous("sqlite://chat.db?synchronous=FULL&mode=rwc").unwrap();
+        assert!(matches!(params.synchronous, SqliteSynchronous::Normal));
+        assert_eq!(params.wal_limit, 64 << 20);
+        let (url, params) = split_params("sqlite://chat.db?synchronous=FULL&mode=rwc").unwrap();
         assert_eq!(url, "sqlite://chat.db?mode=rwc");
-        assert!(matches!(mode, SqliteSynchronous::Full));
-        assert!(split_synchronous("sqlite://chat.db?synchronous=sometimes").is_err());
+        assert!(matches!(params.synchronous, SqliteSynchronous::Full));
+        let (url, params) =
+            split_params("sqlite://chat.db?wal_limit=8MiB&synchronous=full").unwrap();
+        assert_eq!(url, "sqlite://chat.db");
+        assert!(matches!(params.synchronous, SqliteSynchronous::Full));
+        assert_eq!(params.wal_limit, 8 << 20);
+        assert!(split_params("sqlite://chat.db?synchronous=sometimes").is_err());
+        assert!(split_params("sqlite://chat.db?wal_limit=lots").is_err());
+        assert!(split_params("sqlite://chat.db?wal_limit=4KiB").is_err());
     }
 }

@@ -5,16 +5,20 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chat_bench::{LoadOptions, Report, Server};
 use chat_server::{Config, RunningServer};
 use tempfile::TempDir;
 
+/// The name of the test server's database file in its directory.
+const DATABASE: &str = "x.db";
+
 /// A running chatd over a temporary SQLite file.
 pub struct TestServer {
     server: RunningServer,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl TestServer {
@@ -23,7 +27,7 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = Config {
             listen: "127.0.0.1:0".to_owned(),
-            store: format!("sqlite://{}", dir.path().join("x.db").display()),
+            store: format!("sqlite://{}", dir.path().join(DATABASE).display()),
             rate_limit_per_sec: 0,
             shutdown_grace_secs: 5,
             log: "warn".to_owned(),
@@ -31,7 +35,7 @@ impl TestServer {
             ..Config::default()
         };
         let server = chat_server::start(config).await.expect("chatd starts");
-        TestServer { server, _dir: dir }
+        TestServer { server, dir }
     }
 
     /// Its address.
@@ -42,6 +46,11 @@ impl TestServer {
     /// Its address as a bench target, over plain TCP.
     pub fn server(&self) -> Server {
         Server::tcp(self.addr())
+    }
+
+    /// Its SQLite database file.
+    pub fn database(&self) -> PathBuf {
+        self.dir.path().join(DATABASE)
     }
 
     /// Stops it gracefully.

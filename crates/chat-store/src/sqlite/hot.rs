@@ -15,8 +15,8 @@
 //! one for file databases.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use chat_proto::{ChatMessage, ConversationId, GroupId, Seq, Target, UserId};
@@ -26,6 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::{Result, StoreError};
 use crate::repo::{Appended, NewMessage, OnCommit, PendingAppend};
 use crate::rows::{from_db, target_to_db, to_db};
+
+use super::checkpoint::{self, HotBound, WalBound};
 
 /// Most writes one transaction takes.
 const MAX_BATCH: usize = 256;
@@ -57,20 +59,21 @@ enum Outcome {
     Acked(Result<Seq>),
 }
 
-/// How often the checkpointer moves the write-ahead log into the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
-
-/// The handle to the hot-path thread.
+/// The handle to the hot-path thread and the checkpointer thread.
 #[derive(Debug)]
 pub(super) struct HotWriter {
     jobs: mpsc::Sender<Job>,
-    stop_checkpoints: Arc<AtomicBool>,
+    bound: Arc<WalBound>,
+    checkpointer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl HotWriter {
     /// Opens a direct connection to the database file at `path` and starts
-    /// the thread. `synchronous` is the pragma value (`NORMAL`, `FULL`, ...).
-    pub(super) fn start(path: &Path, synchronous: &str) -> Result<HotWriter> {
+    /// the thread, and a second connection for the checkpointer thread.
+    /// `synchronous` is the pragma value (`NORMAL`, `FULL`, ...); the
+    /// `-wal` file is kept under `wal_limit` bytes (see [`checkpoint`]).
+    pub(super) fn start(path: &Path, synchronous: &str, wal_limit: u64) -> Result<HotWriter> {
+        let bound = Arc::new(WalBound::new(path, wal_limit));
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -83,9 +86,13 @@ impl HotWriter {
         .map_err(engine)?;
         // Checkpoints (copying the log into the database, with a disk sync)
         // would otherwise run inside a commit on this thread, every 1000
-        // pages; the checkpointer thread does them instead.
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
-            .map_err(engine)?;
+        // pages; the checkpointer thread does them instead, and this thread
+        // only restarts the log when it grows long.
+        conn.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {};",
+            checkpoint::journal_size_limit(wal_limit)
+        ))
+        .map_err(engine)?;
         conn.set_prepared_statement_cache_capacity(32);
         let checkpointer = Connection::open_with_flags(
             path,
@@ -93,21 +100,26 @@ impl HotWriter {
         )
         .map_err(engine)?;
         checkpointer.busy_timeout(BUSY_TIMEOUT).map_err(engine)?;
-        let stop_checkpoints = Arc::new(AtomicBool::new(false));
-        let stop = stop_checkpoints.clone();
-        std::thread::Builder::new()
+        let checkpoint_bound = bound.clone();
+        let checkpointer = std::thread::Builder::new()
             .name("sqlite-checkpoint".to_owned())
-            .spawn(move || checkpoint_loop(&checkpointer, &stop))
+            .spawn(move || {
+                checkpoint::checkpoint_loop(&checkpointer, &checkpoint_bound, BUSY_TIMEOUT);
+            })
             .map_err(|error| StoreError::Config(format!("cannot start a thread: {error}")))?;
         let (jobs, receiver) = mpsc::channel(QUEUE_LEN);
-        std::thread::Builder::new()
+        let hot_bound = HotBound::new(bound.clone(), BUSY_TIMEOUT);
+        let started = std::thread::Builder::new()
             .name("sqlite-hot".to_owned())
-            .spawn(move || run(conn, receiver))
-            .map_err(|error| StoreError::Config(format!("cannot start a thread: {error}")))?;
-        Ok(HotWriter {
+            .spawn(move || run(conn, receiver, hot_bound));
+        let hot = HotWriter {
             jobs,
-            stop_checkpoints,
-        })
+            bound,
+            checkpointer: Mutex::new(Some(checkpointer)),
+        };
+        // On failure, dropping `hot` stops the checkpointer.
+        started.map_err(|error| StoreError::Config(format!("cannot start a thread: {error}")))?;
+        Ok(hot)
     }
 
     /// Appends a message; see [`crate::MessageStore::append_message_then`].
@@ -161,13 +173,37 @@ impl HotWriter {
         answer.await.map_err(|_| closed())?
     }
 
-    /// Commits what is queued and stops the threads.
+    /// Commits what is queued and stops the hot thread. The checkpointer
+    /// goes on until [`HotWriter::close_log`].
     pub(super) async fn close(&self) {
-        self.stop_checkpoints.store(true, Ordering::Release);
+        self.bound.close();
         let (done, stopped) = oneshot::channel();
         if self.jobs.send(Job::Close(done)).await.is_ok() {
             let _ = stopped.await;
         }
+    }
+
+    /// Runs the last checkpoint, which empties the log, and stops the
+    /// checkpointer. Call it once every other connection to the database is
+    /// closed, so that no reader or writer can keep the log from emptying.
+    pub(super) async fn close_log(&self) {
+        let Some(thread) = self.take_checkpointer() else {
+            return;
+        };
+        checkpoint::finish(&self.bound, thread.thread());
+        if tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_or(true, |joined| joined.is_err())
+        {
+            tracing::error!("the SQLite checkpointer thread failed");
+        }
+    }
+
+    fn take_checkpointer(&self) -> Option<JoinHandle<()>> {
+        self.checkpointer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     async fn submit(&self, job: Job) -> Result<()> {
@@ -175,20 +211,13 @@ impl HotWriter {
     }
 }
 
-/// Moves the log into the database a few times a second, off the commit
-/// path. PASSIVE never waits for (or blocks) the writers or readers; what a
-/// reader still needs is left for the next round. Ends at close, with one
-/// last round.
-fn checkpoint_loop(conn: &Connection, stop: &AtomicBool) {
-    loop {
-        let stopping = stop.load(Ordering::Acquire);
-        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(%error, "WAL checkpoint failed; retrying");
+impl Drop for HotWriter {
+    /// Stops the checkpointer without waiting, if [`HotWriter::close_log`]
+    /// has not (a store that failed to open, or was dropped unclosed).
+    fn drop(&mut self) {
+        if let Some(thread) = self.take_checkpointer() {
+            checkpoint::finish(&self.bound, thread.thread());
         }
-        if stopping {
-            return;
-        }
-        std::thread::sleep(CHECKPOINT_EVERY);
     }
 }
 
@@ -200,7 +229,7 @@ fn engine(error: rusqlite::Error) -> StoreError {
     StoreError::Engine(error.to_string())
 }
 
-fn run(mut conn: Connection, mut jobs: mpsc::Receiver<Job>) {
+fn run(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, mut bound: HotBound) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut closing = None;
     while closing.is_none() {
@@ -225,6 +254,7 @@ fn run(mut conn: Connection, mut jobs: mpsc::Receiver<Job>) {
         }
         if !batch.is_empty() {
             commit_batch(&mut conn, &mut batch);
+            bound.after_commit(&conn);
         }
     }
     drop(conn);

@@ -1,0 +1,330 @@
+//! Keeping the SQLite write-ahead log short: checkpoints and the log's bound.
+//!
+//! In WAL mode every commit appends the pages it changed to `PATH-wal`, and
+//! a checkpoint copies them into the database file. The log starts again
+//! from its beginning only when a checkpoint has copied all of it and no
+//! reader still reads an older snapshot out of it. A PASSIVE checkpoint never
+//! waits, so under sustained load that moment never comes: the hot writer
+//! commits every few milliseconds, always past what the checkpoint copied.
+//! The log then grows without bound, and with it the time every read spends
+//! looking pages up in it (measured: 1.3 GB of log after 1.4 million
+//! messages, and a third of the throughput).
+//!
+//! So the work is split:
+//! - The checkpointer thread runs a PASSIVE checkpoint every
+//!   [`CHECKPOINT_EVERY`], off the commit path. It copies what it can and
+//!   blocks nobody, so most of the log is already in the database when the
+//!   log is restarted.
+//! - The hot writer, between two commit batches (when it holds no
+//!   transaction, so no other writer is ever waited on), looks at the log's
+//!   size. Past the trigger (three quarters of the limit) it runs a RESTART
+//!   checkpoint itself: that copies the little the checkpointer has not yet,
+//!   waits for readers to leave the log, and the next commit writes the log
+//!   from its beginning. `journal_size_limit` (set to the trigger on both
+//!   writer connections) then truncates the file back to the trigger size.
+//!   If a reader holds an old snapshot (only an outside process holds one
+//!   for long: chatd's own reads take milliseconds), the hot writer carries
+//!   on and tries again a little later; once the log would pass the limit
+//!   itself, it holds appends back and retries until the checkpoint
+//!   completes. That backpressure is what bounds the log under any load.
+//!
+//! A clean close ends with a TRUNCATE checkpoint once every other connection
+//! is closed, so a stopped server leaves an empty log or none.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use crate::error::{Result, StoreError};
+
+/// The bound on the `-wal` file unless the store URL names another.
+pub(crate) const DEFAULT_WAL_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// The smallest bound accepted. Below it the log would restart after nearly
+/// every commit batch, and one batch alone could pass it.
+pub(crate) const MIN_WAL_LIMIT: u64 = 1024 * 1024;
+
+/// How often the checkpointer copies the log into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// How long a restart below the limit waits for readers to leave the log.
+/// chatd's own reads last far less; a reader that takes longer is not
+/// waited for while there is still room.
+const EARLY_WAIT: Duration = Duration::from_millis(20);
+
+/// After a restart below the limit failed, how long before the next try, so
+/// that a long reader does not cost every batch [`EARLY_WAIT`].
+const EARLY_RETRY_AFTER: Duration = Duration::from_millis(100);
+
+/// At the limit, how long each attempt waits for readers; the hot writer
+/// repeats attempts until one completes.
+const LIMIT_WAIT: Duration = Duration::from_secs(1);
+
+/// How often the hot writer says it is still holding appends back.
+const WARN_EVERY: Duration = Duration::from_secs(5);
+
+/// The `journal_size_limit` for the writer connections under a bound of
+/// `limit` bytes: the trigger, three quarters of the limit. The file is cut
+/// back to it when the log restarts, so that once the file is larger, its
+/// size is the length of the current log.
+pub(super) fn journal_size_limit(limit: u64) -> u64 {
+    limit / 4 * 3
+}
+
+/// The log's bound, and what the hot writer and the checkpointer share.
+#[derive(Debug)]
+pub(super) struct WalBound {
+    wal_path: PathBuf,
+    limit: u64,
+    trigger: u64,
+    /// Held by whichever thread runs a checkpoint. SQLite runs one at a
+    /// time and makes the other sleep in its busy handler, in steps of up to
+    /// 100 ms; waiting on this lock instead wakes the hot writer the moment
+    /// the checkpointer's round ends. Held only around one checkpoint call.
+    checkpointing: Mutex<()>,
+    /// Set at close: the hot writer stops holding appends back.
+    closing: AtomicBool,
+    /// Set once every other connection is closed: the checkpointer runs its
+    /// last, truncating checkpoint and ends.
+    finishing: AtomicBool,
+}
+
+impl WalBound {
+    /// The bound for the database file at `database`: its `-wal` file is
+    /// kept under `limit` bytes.
+    pub(super) fn new(database: &Path, limit: u64) -> WalBound {
+        let mut wal_path = OsString::from(database.as_os_str());
+        wal_path.push("-wal");
+        WalBound {
+            wal_path: PathBuf::from(wal_path),
+            limit,
+            trigger: journal_size_limit(limit),
+            checkpointing: Mutex::new(()),
+            closing: AtomicBool::new(false),
+            finishing: AtomicBool::new(false),
+        }
+    }
+
+    /// The size of the `-wal` file (0 when there is none).
+    fn wal_size(&self) -> u64 {
+        std::fs::metadata(&self.wal_path).map_or(0, |metadata| metadata.len())
+    }
+
+    /// Tells the hot writer to stop holding appends back: the store closes.
+    pub(super) fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    fn closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Runs one checkpoint of `mode` on `conn` and says whether it completed
+    /// (for RESTART and TRUNCATE: copied everything and saw every reader
+    /// leave the log). `wait` bounds how long SQLite waits for other
+    /// connections; `conn`'s own busy timeout is `normal_wait` again after.
+    fn checkpoint(
+        &self,
+        conn: &Connection,
+        mode: &str,
+        wait: Duration,
+        normal_wait: Duration,
+    ) -> bool {
+        let _only_checkpoint = self
+            .checkpointing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let outcome = conn.busy_timeout(wait).and_then(|()| {
+            conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+                row.get::<_, i64>(0)
+            })
+        });
+        if let Err(error) = conn.busy_timeout(normal_wait) {
+            tracing::warn!(%error, "cannot restore the SQLite busy timeout");
+        }
+        match outcome {
+            // The first column is 1 when the checkpoint could not complete.
+            Ok(busy) => busy == 0,
+            Err(error) => {
+                tracing::warn!(%error, mode, "WAL checkpoint failed");
+                false
+            }
+        }
+    }
+}
+
+/// The hot writer's side of the bound, checked after every commit batch.
+#[derive(Debug)]
+pub(super) struct HotBound {
+    bound: Arc<WalBound>,
+    /// The connection's busy timeout outside checkpoints.
+    normal_wait: Duration,
+    /// The log's size after the previous batch.
+    last_size: u64,
+    /// The most one batch has grown the log: the room the next batch may
+    /// need before the limit.
+    largest_step: u64,
+    /// No restart below the limit before this instant (one just failed).
+    retry_at: Option<Instant>,
+}
+
+impl HotBound {
+    /// The hot writer's view of `bound`; `normal_wait` is its connection's
+    /// busy timeout.
+    pub(super) fn new(bound: Arc<WalBound>, normal_wait: Duration) -> HotBound {
+        HotBound {
+            bound,
+            normal_wait,
+            last_size: 0,
+            largest_step: 0,
+            retry_at: None,
+        }
+    }
+
+    /// Keeps the log bounded; called by the hot writer between batches, on
+    /// its own connection, with no transaction open. Returns at once while
+    /// the log is short; restarts it past the trigger; at the limit, holds
+    /// the writer (and so every append) until the restart completes or the
+    /// store closes.
+    pub(super) fn after_commit(&mut self, conn: &Connection) {
+        let size = self.bound.wal_size();
+        self.largest_step = self.largest_step.max(size.saturating_sub(self.last_size));
+        self.last_size = size;
+        if size <= self.bound.trigger {
+            self.retry_at = None;
+            return;
+        }
+        let at_limit = size.saturating_add(self.largest_step) >= self.bound.limit;
+        if !at_limit && self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        if self.restart(conn, EARLY_WAIT) {
+            return;
+        }
+        if !at_limit {
+            self.retry_at = Some(Instant::now() + EARLY_RETRY_AFTER);
+            return;
+        }
+        let holding_since = Instant::now();
+        let mut warned = holding_since;
+        while !self.bound.closing() {
+            if self.restart(conn, LIMIT_WAIT) {
+                tracing::info!(
+                    held_ms = holding_since.elapsed().as_millis(),
+                    "WAL restarted; appends resume"
+                );
+                return;
+            }
+            if warned.elapsed() >= WARN_EVERY {
+                warned = Instant::now();
+                tracing::warn!(
+                    wal_bytes = self.bound.wal_size(),
+                    held_secs = holding_since.elapsed().as_secs(),
+                    "the SQLite WAL is at its limit and a reader keeps it from restarting; \
+                     appends wait (is another process holding a read transaction open?)"
+                );
+            }
+        }
+    }
+
+    fn restart(&mut self, conn: &Connection, wait: Duration) -> bool {
+        let done = self
+            .bound
+            .checkpoint(conn, "RESTART", wait, self.normal_wait);
+        self.retry_at = None;
+        done
+    }
+}
+
+/// The checkpointer thread: a PASSIVE checkpoint every [`CHECKPOINT_EVERY`];
+/// a restart, too, when the log is past the trigger while the hot writer is
+/// idle (other writes fill it slowly, but they fill it). Once told to
+/// finish, a last TRUNCATE checkpoint, and the thread ends.
+pub(super) fn checkpoint_loop(conn: &Connection, bound: &WalBound, normal_wait: Duration) {
+    loop {
+        if bound.finishing.load(Ordering::Acquire) {
+            // Every other connection is closed: nothing can keep this from
+            // completing but another process.
+            if !bound.checkpoint(conn, "TRUNCATE", normal_wait, normal_wait) {
+                tracing::warn!("the closing WAL checkpoint could not complete");
+            }
+            return;
+        }
+        bound.checkpoint(conn, "PASSIVE", normal_wait, normal_wait);
+        if bound.wal_size() > bound.trigger {
+            bound.checkpoint(conn, "RESTART", EARLY_WAIT, normal_wait);
+        }
+        std::thread::park_timeout(CHECKPOINT_EVERY);
+    }
+}
+
+/// Tells the checkpointer thread to run its last checkpoint and end.
+pub(super) fn finish(bound: &WalBound, checkpointer: &std::thread::Thread) {
+    bound.finishing.store(true, Ordering::Release);
+    checkpointer.unpark();
+}
+
+/// Parses the `wal_limit` parameter of a store URL: bytes, or a number with
+/// a unit `KiB`, `MiB` or `GiB` (any case).
+///
+/// # Errors
+/// [`StoreError::Config`] for anything else, or a limit under 1 MiB.
+pub(crate) fn parse_limit(value: &str) -> Result<u64> {
+    let bad = || {
+        StoreError::Config(format!(
+            "wal_limit={value:?}: expected a size such as 64MiB, 512KiB or 1GiB, at least 1MiB"
+        ))
+    };
+    let digits_end = value
+        .find(|character: char| !character.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(digits_end);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    let limit = number.checked_mul(multiplier).ok_or_else(bad)?;
+    if limit < MIN_WAL_LIMIT {
+        return Err(bad());
+    }
+    Ok(limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_sizes_with_binary_units() {
+        assert_eq!(parse_limit("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_limit("1gib").unwrap(), 1 << 30);
+        assert_eq!(parse_limit("2048KiB").unwrap(), 2 << 20);
+        assert_eq!(parse_limit("1048576").unwrap(), 1 << 20);
+        for bad in [
+            "",
+            "MiB",
+            "64MB",
+            "64 MiB",
+            "-1MiB",
+            "512KiB",
+            "99999999999GiB",
+        ] {
+            assert!(parse_limit(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn the_trigger_leaves_a_quarter_of_the_limit() {
+        let bound = WalBound::new(Path::new("/tmp/chat.db"), 64 << 20);
+        assert_eq!(bound.trigger, 48 << 20);
+        assert_eq!(bound.wal_path, Path::new("/tmp/chat.db-wal"));
+    }
+}
