@@ -32,7 +32,7 @@ use tracing::Instrument;
 
 use crate::context::{now_ms, Context, Identity};
 use crate::error::{Result, ServiceError};
-use crate::hub::SessionHandle;
+use crate::hub::{Ending, SessionDetails, SessionHandle};
 use crate::limits::TokenBucket;
 use crate::service::{account, chat, friends, groups};
 use crate::telemetry::{self, LoggedInSession};
@@ -53,6 +53,7 @@ enum End {
     Idle,
     SlowConsumer,
     Draining,
+    ByOperator,
 }
 
 impl std::fmt::Display for End {
@@ -66,6 +67,7 @@ impl std::fmt::Display for End {
             End::Idle => f.write_str("idle timeout"),
             End::SlowConsumer => f.write_str("slow consumer"),
             End::Draining => f.write_str("server draining"),
+            End::ByOperator => f.write_str("ended by an operator"),
         }
     }
 }
@@ -81,6 +83,7 @@ impl End {
             End::Idle => "idle",
             End::SlowConsumer => "slow_consumer",
             End::Draining => "draining",
+            End::ByOperator => "ended_by_operator",
         }
     }
 
@@ -92,7 +95,9 @@ impl End {
             End::WebSocket(WebSocketError::NotOneFrame) => close_code::PROTOCOL_ERROR,
             End::SlowConsumer => close_code::POLICY_VIOLATION,
             End::Draining => close_code::GOING_AWAY,
-            End::ClientClosed | End::Io(_) | End::WriteTimeout | End::Idle => close_code::NORMAL,
+            End::ClientClosed | End::Io(_) | End::WriteTimeout | End::Idle | End::ByOperator => {
+                close_code::NORMAL
+            }
         }
     }
 }
@@ -230,9 +235,15 @@ impl Session {
                                 self.write_buf.extend_from_slice(&frame);
                             }
                         }
-                        Err(()) => {
+                        Err(Ending::SlowConsumer) => {
                             Box::pin(self.end_with(SessionEndReason::SlowConsumer, "you read too slowly; reconnect and sync")).await;
                             return End::SlowConsumer;
+                        }
+                        Err(Ending::ByOperator(message)) => {
+                            // `logged_out`: the login is over, and a client
+                            // must not reconnect with its token on its own.
+                            Box::pin(self.end_with(SessionEndReason::LoggedOut, &message)).await;
+                            return End::ByOperator;
                         }
                     }
                 }
@@ -528,11 +539,16 @@ impl Session {
         let ctx = self.ctx.clone();
         let who = account::authenticate(&ctx, request, self.peer.ip()).await?;
         let session = ctx.hub.next_session_id();
-        let handle = Arc::new(SessionHandle::new(
-            session,
-            who.user.id,
-            ctx.config.outbox_len,
-        ));
+        let handle = Arc::new(
+            SessionHandle::new(session, who.user.id, ctx.config.outbox_len).with_details(
+                SessionDetails {
+                    name: who.user.name.clone(),
+                    transport: self.transport.kind().as_str(),
+                    peer: self.peer,
+                    logged_in_at_ms: now_ms(),
+                },
+            ),
+        );
         // Register before reading the backlog: a message committed in
         // between is then both pushed live and in the backlog (the client
         // de-duplicates by sequence number) rather than in neither.
@@ -571,6 +587,15 @@ impl Session {
         }
         tracing::Span::current().record("user", who.user.id.0);
         tracing::info!(user = %who.user.id, "logged in");
+        // Noted for operators (`chatd admin users show`) off the login's
+        // path: the client need not wait for a write to learn it is in.
+        let store = ctx.store.clone();
+        let user = who.user.id;
+        tokio::spawn(async move {
+            if let Err(error) = store.record_login(user, now_ms()).await {
+                tracing::debug!(%user, %error, "could not note the login time");
+            }
+        });
         Ok(response)
     }
 
