@@ -91,6 +91,13 @@ impl AdminCli {
         self
     }
 
+    /// The same, with no admin token (as an operator whose configuration
+    /// has none).
+    pub fn without_token(mut self) -> AdminCli {
+        self.token = None;
+        self
+    }
+
     /// Runs `chatd admin ARGS` with nothing on standard input.
     pub async fn run(&self, args: &[&str]) -> Outcome {
         self.run_with_input(args, "").await
@@ -110,15 +117,13 @@ impl AdminCli {
         ] {
             command.env_remove(variable);
         }
-        match &self.token {
-            Some(token) => {
-                command.arg("--admin-token").arg(token);
-            }
+        if let Some(token) = &self.token {
+            command.arg("--admin-token").arg(token);
+        }
+        if self.nodes.is_empty() {
             // No node: the default HTTP address must not reach some other
             // test's node either.
-            None => {
-                command.arg("--http-listen").arg("");
-            }
+            command.arg("--http-listen").arg("");
         }
         for node in &self.nodes {
             command.arg("--http").arg(node);
