@@ -15,7 +15,8 @@ pub struct Config {
     pub listen: String,
     /// Store URL: `sqlite://PATH` or `mysql://USER:PASS@HOST:PORT/DB`.
     pub store: String,
-    /// Redis URL for cluster presence and routing; `None` routes in-process.
+    /// Redis URL for cluster presence and routing; unset, routing is
+    /// in-process (a single node).
     pub redis: Option<String>,
     /// This node's name in a cluster (unique per node); a random one if unset.
     pub node_id: Option<String>,
