@@ -239,6 +239,7 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     let bus = &state.ctx.bus;
     metrics::gauge!("chatd_bus_connected").set(if bus.is_connected() { 1.0 } else { 0.0 });
     metrics::gauge!("chatd_bus_forward_queue_depth").set(bus.forward_queue_depth() as f64);
+    telemetry::record_store_files(&state.ctx.config.store);
     let mut response = telemetry::render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
