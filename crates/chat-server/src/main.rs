@@ -94,7 +94,7 @@ struct Args {
     #[arg(long, env = "CHATD_HEARTBEAT_SECS")]
     heartbeat_secs: Option<u64>,
     /// Expect a PROXY protocol v1 header (nginx `proxy_protocol on;`) on every connection and use the client address it names for per-address limits. Only behind a trusted proxy.
-    #[arg(long, env = "CHATD_PROXY_PROTOCOL")]
+    #[arg(long, env = "CHATD_PROXY_PROTOCOL", global = true)]
     proxy_protocol: bool,
     /// Log filter, e.g. info or chat_server=debug (RUST_LOG wins) [default: info].
     #[arg(long, env = "CHATD_LOG")]

@@ -316,6 +316,14 @@ async fn the_admin_endpoint_wants_its_token_and_a_local_client() {
                 .0,
             200
         );
+        // The command sends the header itself when the nodes expect one.
+        let listed = AdminCli::new(&server.config().store)
+            .with_node(&server.http_addr().to_string())
+            .with_proxy_protocol()
+            .run(&["sessions", "list"])
+            .await
+            .ok();
+        assert!(listed.stdout.ends_with("0 sessions\n"), "{}", listed.stdout);
         server.shutdown().await;
     }
 }

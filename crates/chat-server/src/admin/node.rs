@@ -74,6 +74,8 @@ pub struct Node {
     address: String,
     token: String,
     tls: Option<tokio_rustls::TlsConnector>,
+    /// The nodes expect a PROXY protocol header first (`proxy_protocol`).
+    proxy_protocol: bool,
 }
 
 impl std::fmt::Debug for Node {
@@ -124,6 +126,7 @@ impl Node {
             address,
             token,
             tls,
+            proxy_protocol: config.proxy_protocol,
         })
     }
 
@@ -165,6 +168,18 @@ impl Node {
                 }
             })?;
             let _ = stream.set_nodelay(true);
+            let mut stream = stream;
+            if self.proxy_protocol {
+                // A node behind a proxy refuses connections without the
+                // header. This one states the connection's true addresses,
+                // so the node's loopback-only check still holds.
+                let header =
+                    proxy_header(&stream).map_err(|error| self.broken(error.to_string()))?;
+                stream
+                    .write_all(header.as_bytes())
+                    .await
+                    .map_err(|error| self.broken(error.to_string()))?;
+            }
             match &self.tls {
                 Some(connector) => {
                     // The name is not checked (the certificate is pinned),
@@ -249,6 +264,19 @@ impl Node {
             reason,
         }
     }
+}
+
+/// A PROXY protocol v1 header naming this connection's own ends.
+fn proxy_header(stream: &TcpStream) -> std::io::Result<String> {
+    let (local, peer) = (stream.local_addr()?, stream.peer_addr()?);
+    let family = if local.is_ipv4() { "TCP4" } else { "TCP6" };
+    Ok(format!(
+        "PROXY {family} {} {} {} {}\r\n",
+        local.ip(),
+        peer.ip(),
+        local.port(),
+        peer.port()
+    ))
 }
 
 /// The address to connect to for a listen address: a node listening on

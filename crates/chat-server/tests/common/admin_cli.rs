@@ -21,6 +21,7 @@ pub struct AdminCli {
     store: String,
     nodes: Vec<String>,
     token: Option<String>,
+    proxy_protocol: bool,
 }
 
 /// What one command did.
@@ -80,6 +81,7 @@ impl AdminCli {
             store: store.to_owned(),
             nodes: Vec::new(),
             token: None,
+            proxy_protocol: false,
         }
     }
 
@@ -95,6 +97,12 @@ impl AdminCli {
     /// has none).
     pub fn without_token(mut self) -> AdminCli {
         self.token = None;
+        self
+    }
+
+    /// The same, for nodes that expect a PROXY protocol header.
+    pub fn with_proxy_protocol(mut self) -> AdminCli {
+        self.proxy_protocol = true;
         self
     }
 
@@ -124,6 +132,9 @@ impl AdminCli {
             // No node: the default HTTP address must not reach some other
             // test's node either.
             command.arg("--http-listen").arg("");
+        }
+        if self.proxy_protocol {
+            command.arg("--proxy-protocol");
         }
         for node in &self.nodes {
             command.arg("--http").arg(node);
