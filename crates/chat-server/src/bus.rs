@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chat_proto::UserId;
 
-use crate::hub::{Hub, SessionId};
+use crate::hub::{Ending, Hub, SessionId};
 
 /// Cluster-wide delivery and presence.
 #[async_trait]
@@ -37,6 +37,16 @@ pub trait Bus: Send + Sync {
     /// Whether each of `users` is online anywhere, in the same order.
     async fn online(&self, users: &[UserId]) -> Vec<bool>;
 
+    /// Ends every session of `user` on every node, each with a
+    /// `session_ended` push (`logged_out`) carrying `message`: an operator
+    /// kicked, disabled or deleted the account, or reset its password.
+    async fn end_sessions(&self, user: UserId, message: &str) -> EndedSessions;
+
+    /// This node's name in the cluster, if it has one.
+    fn node_id(&self) -> Option<&str> {
+        None
+    }
+
     /// Stops background work and withdraws this node's presence.
     async fn close(&self);
 
@@ -50,6 +60,17 @@ pub trait Bus: Send + Sync {
     fn forward_queue_depth(&self) -> usize {
         0
     }
+}
+
+/// What [`Bus::end_sessions`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndedSessions {
+    /// Sessions ended on this node.
+    pub here: usize,
+    /// Other nodes that host the user and were told to end its sessions
+    /// there; `None` when the other nodes could not be reached (the bus is
+    /// disconnected), so sessions elsewhere may go on.
+    pub other_nodes: Option<u64>,
 }
 
 /// The bus of a single node: the hub is the whole world.
@@ -85,6 +106,15 @@ impl Bus for LocalBus {
             .iter()
             .map(|&user| self.hub.session_count(user) > 0)
             .collect()
+    }
+
+    async fn end_sessions(&self, user: UserId, message: &str) -> EndedSessions {
+        EndedSessions {
+            here: self
+                .hub
+                .end_sessions(user, &Ending::ByOperator(message.to_owned())),
+            other_nodes: Some(0),
+        }
     }
 
     async fn close(&self) {}

@@ -9,6 +9,8 @@
 //! - `GET /readyz`: 200 when the store answers and the cluster bus (if any)
 //!   is connected; 503 while draining or when either is down.
 //! - `GET /metrics`: the Prometheus text format.
+//! - `/admin/...`: the admin endpoint ([`crate::admin::endpoint`]), off
+//!   unless the node has an `admin_token`.
 //!
 //! Every response carries a strict Content-Security-Policy and friends, and
 //! errors are JSON `{"error", "message"}` like the chat protocol's.
@@ -88,6 +90,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/", get(index))
+        .merge(crate::admin::endpoint::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(security_headers))
@@ -236,6 +239,7 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     let bus = &state.ctx.bus;
     metrics::gauge!("chatd_bus_connected").set(if bus.is_connected() { 1.0 } else { 0.0 });
     metrics::gauge!("chatd_bus_forward_queue_depth").set(bus.forward_queue_depth() as f64);
+    telemetry::record_store_files(&state.ctx.config.store);
     let mut response = telemetry::render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -7,6 +7,7 @@
 //! gain in clarity.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -20,22 +21,38 @@ const SHARDS: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
 
-/// Why the hub ended a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
-    /// Its outbox overflowed: the client reads too slowly.
-    SlowConsumer,
-    /// This node holds more than its share of the cluster's users: the
-    /// session is asked to reconnect (through the load balancer, to a less
-    /// busy node).
-    Rebalance,
-}
-
-/// Frames waiting to be written to one session, and whether it was ended.
+/// Frames waiting to be written to one session, and whether it must end.
 #[derive(Debug, Default)]
 struct Outbox {
     frames: VecDeque<Bytes>,
-    ended: Option<Ended>,
+    ended: Option<Ending>,
+}
+
+/// Why the hub tells a session to end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// Its outbox overflowed: the client reads too slowly.
+    SlowConsumer,
+    /// An operator ended it (kicked, disabled, deleted, or the password
+    /// was reset); the message says which, for the user.
+    ByOperator(String),
+    /// This node holds more than its share of the cluster's users: the
+    /// session is asked to reconnect (through the load balancer, to a less
+    /// busy node). What it had queued is still written.
+    Rebalance,
+}
+
+/// What an operator sees of a logged-in session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionDetails {
+    /// The user's name at login.
+    pub name: String,
+    /// `tcp`, `tls`, `ws` or `wss`.
+    pub transport: &'static str,
+    /// The client's address (from the PROXY header behind a proxy).
+    pub peer: SocketAddr,
+    /// When it logged in, in milliseconds since the Unix epoch.
+    pub logged_in_at_ms: i64,
 }
 
 /// The hub's view of one logged-in session: where to put frames for it, and
@@ -51,6 +68,8 @@ pub struct SessionHandle {
     pub id: SessionId,
     /// Its user.
     pub user: UserId,
+    /// Who and where, for operators; `None` in tests that need no more.
+    pub details: Option<SessionDetails>,
     capacity: usize,
     outbox: Mutex<Outbox>,
     wake: Notify,
@@ -71,11 +90,19 @@ impl SessionHandle {
         Self {
             id,
             user,
+            details: None,
             capacity,
             outbox: Mutex::new(Outbox::default()),
             wake: Notify::new(),
             catching_up: AtomicBool::new(false),
         }
+    }
+
+    /// The same handle, described for operators.
+    #[must_use]
+    pub fn with_details(mut self, details: SessionDetails) -> Self {
+        self.details = Some(details);
+        self
     }
 
     /// Queues an encoded frame. A full outbox means the client reads slower
@@ -92,7 +119,7 @@ impl SessionHandle {
             self.capacity
         };
         if outbox.frames.len() >= limit {
-            outbox.ended = Some(Ended::SlowConsumer);
+            outbox.ended = Some(Ending::SlowConsumer);
             outbox.frames.clear();
             drop(outbox);
             self.wake.notify_one();
@@ -113,36 +140,40 @@ impl SessionHandle {
         self.catching_up.store(catching_up, Ordering::Relaxed);
     }
 
-    /// Ends the session for `why` (its task says goodbye and closes); the
-    /// first reason given wins.
-    pub fn end(&self, why: Ended) {
+    /// Tells the session to end, for `why`. What it had queued is dropped
+    /// (it is stored, and comes back at the client's next login or sync);
+    /// an ending already decided stays.
+    pub fn end(&self, why: Ending) {
         let mut outbox = self.outbox.lock().expect("outbox lock poisoned");
         if outbox.ended.is_none() {
+            if why != Ending::Rebalance {
+                outbox.frames.clear();
+            }
             outbox.ended = Some(why);
         }
         drop(outbox);
         self.wake.notify_one();
     }
 
-    /// Waits until frames are queued or the session is killed.
+    /// Waits until frames are queued or the session is told to end.
     pub async fn wait(&self) {
         self.wake.notified().await;
     }
 
-    /// Takes every queued frame even after the session was ended (a
+    /// Takes every queued frame even after the session was told to end (a
     /// session leaving politely still writes what it had).
     pub fn take_queued(&self) -> VecDeque<Bytes> {
         std::mem::take(&mut self.outbox.lock().expect("outbox lock poisoned").frames)
     }
 
-    /// Takes every queued frame, or says why the session was ended.
+    /// Takes every queued frame; once the session must end, why instead.
     ///
     /// # Errors
-    /// The reason, once the session is ended.
-    pub fn take(&self) -> Result<VecDeque<Bytes>, Ended> {
+    /// The [`Ending`] the session was given.
+    pub fn take(&self) -> Result<VecDeque<Bytes>, Ending> {
         let mut outbox = self.outbox.lock().expect("outbox lock poisoned");
-        if let Some(ended) = outbox.ended {
-            return Err(ended);
+        if let Some(ending) = &outbox.ended {
+            return Err(ending.clone());
         }
         Ok(std::mem::take(&mut outbox.frames))
     }
@@ -226,18 +257,6 @@ impl Hub {
         delivered
     }
 
-    /// Ends every session of `user` here for `why`; returns how many.
-    pub fn end_sessions(&self, user: UserId, why: Ended) -> usize {
-        let shard = self.shard(user).read().expect("hub lock poisoned");
-        let Some(sessions) = shard.get(&user) else {
-            return 0;
-        };
-        for handle in sessions {
-            handle.end(why);
-        }
-        sessions.len()
-    }
-
     /// How many users have a session here.
     #[must_use]
     pub fn user_count(&self) -> usize {
@@ -252,6 +271,38 @@ impl Hub {
     pub fn session_count(&self, user: UserId) -> usize {
         let shard = self.shard(user).read().expect("hub lock poisoned");
         shard.get(&user).map_or(0, Vec::len)
+    }
+
+    /// Ends every session of `user` here with `why`; returns how many.
+    pub fn end_sessions(&self, user: UserId, why: &Ending) -> usize {
+        let shard = self.shard(user).read().expect("hub lock poisoned");
+        let Some(sessions) = shard.get(&user) else {
+            return 0;
+        };
+        for handle in sessions {
+            handle.end(why.clone());
+        }
+        sessions.len()
+    }
+
+    /// Every logged-in session here, by user id then session id.
+    #[must_use]
+    pub fn sessions(&self) -> Vec<Arc<SessionHandle>> {
+        let mut all: Vec<Arc<SessionHandle>> = self
+            .shards
+            .iter()
+            .flat_map(|shard| {
+                shard
+                    .read()
+                    .expect("hub lock poisoned")
+                    .values()
+                    .flatten()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        all.sort_by_key(|handle| (handle.user, handle.id));
+        all
     }
 
     /// Every user with a session here.
@@ -292,6 +343,33 @@ mod tests {
         assert_eq!(hub.session_count(user), 0);
     }
 
+    #[tokio::test]
+    async fn an_operator_ends_every_session_of_a_user() {
+        let hub = Hub::new();
+        let user = UserId(3);
+        let first = Arc::new(SessionHandle::new(hub.next_session_id(), user, 4));
+        let second = Arc::new(SessionHandle::new(hub.next_session_id(), user, 4));
+        let other = Arc::new(SessionHandle::new(hub.next_session_id(), UserId(4), 4));
+        for handle in [&first, &second, &other] {
+            hub.register(handle.clone());
+        }
+        assert_eq!(hub.sessions().len(), 3);
+        let frame = Bytes::from_static(b"x");
+        hub.deliver(&[user], &frame, None);
+        let why = Ending::ByOperator("bye".to_owned());
+        assert_eq!(hub.end_sessions(user, &why), 2);
+        assert_eq!(hub.end_sessions(UserId(5), &why), 0);
+        for handle in [&first, &second] {
+            tokio::time::timeout(std::time::Duration::from_secs(1), handle.wait())
+                .await
+                .unwrap();
+            assert_eq!(handle.take(), Err(why.clone()));
+            // Nothing more is queued for an ended session.
+            assert!(!handle.push(frame.clone()));
+        }
+        assert!(other.take().unwrap().is_empty());
+    }
+
     #[test]
     fn catching_up_raises_the_limit_until_lowered() {
         let hub = Hub::new();
@@ -307,7 +385,7 @@ mod tests {
         assert_eq!(hub.deliver(&[UserId(1)], &frame, None), 1);
         assert_eq!(hub.deliver(&[UserId(1)], &frame, None), 1);
         assert_eq!(hub.deliver(&[UserId(1)], &frame, None), 0);
-        assert!(handle.take().is_err());
+        assert_eq!(handle.take(), Err(Ending::SlowConsumer));
     }
 
     #[tokio::test]

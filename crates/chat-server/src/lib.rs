@@ -7,9 +7,11 @@
 //! typed requests and writes responses and pushes; the [`service`] modules
 //! act on the store and hand pushes to the [`bus::Bus`], which reaches every
 //! session of a user through this node's [`hub::Hub`] (and, in a cluster,
-//! through other nodes).
+//! through other nodes). [`admin`] is `chatd admin`, for operators, and the
+//! admin endpoint it talks to.
 
 pub mod accept;
+pub mod admin;
 pub mod auth;
 pub mod bus;
 pub mod config;

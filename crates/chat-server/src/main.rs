@@ -4,29 +4,43 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use chat_server::config::LogFormat;
+use chat_server::admin;
+use chat_server::config::{LogFormat, Registration};
 use chat_server::Config;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+
+/// The version and the commit it was built from (see build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("CHATD_GIT_COMMIT"),
+    ")"
+);
 
 /// The chat server. With no flags it serves the chat protocol on
 /// 127.0.0.1:7000, WebSocket, health checks and metrics on
 /// http://127.0.0.1:7080/, and keeps its data in ./chat.db (SQLite). Every flag can also be given as an
 /// environment variable (shown in brackets) or in a TOML file (--config).
 #[derive(Debug, Parser)]
-#[command(name = "chatd", version, about, long_about = None)]
+#[command(name = "chatd", version = VERSION, about, long_about = None)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML file with any of the settings below (flags and environment win).
-    #[arg(long, env = "CHATD_CONFIG")]
+    #[arg(long, env = "CHATD_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Print an example configuration file (every setting, its default and what it does) and exit.
+    #[arg(long)]
+    print_example_config: bool,
     /// Address to listen on [default: 127.0.0.1:7000].
     #[arg(long, env = "CHATD_LISTEN")]
     listen: Option<String>,
     /// Store URL: sqlite://PATH (options: ?synchronous=full to sync every commit to disk, &wal_limit=SIZE to bound the PATH-wal file, default 64MiB) or mysql://USER:PASS@HOST:PORT/DB [default: sqlite://chat.db].
-    #[arg(long, env = "CHATD_STORE")]
+    #[arg(long, env = "CHATD_STORE", global = true)]
     store: Option<String>,
     /// Redis URL for cluster mode (presence and routing across nodes); without it, routing is in-process.
     #[arg(long, env = "CHATD_REDIS")]
@@ -80,7 +94,7 @@ struct Args {
     #[arg(long, env = "CHATD_HEARTBEAT_SECS")]
     heartbeat_secs: Option<u64>,
     /// Expect a PROXY protocol v1 header (nginx `proxy_protocol on;`) on every connection and use the client address it names for per-address limits. Only behind a trusted proxy.
-    #[arg(long, env = "CHATD_PROXY_PROTOCOL")]
+    #[arg(long, env = "CHATD_PROXY_PROTOCOL", global = true)]
     proxy_protocol: bool,
     /// Users per second a busy cluster node asks to reconnect to a less busy one (behind a load balancer, with --proxy-protocol); 0 turns it off [default: 10].
     #[arg(long, env = "CHATD_REBALANCE_PER_SEC")]
@@ -92,13 +106,13 @@ struct Args {
     #[arg(long, env = "CHATD_LOG_FORMAT")]
     log_format: Option<LogFormat>,
     /// HTTP listener for WebSocket (/ws), /healthz, /readyz, /metrics and the web page; empty turns it off [default: 127.0.0.1:7080].
-    #[arg(long, env = "CHATD_HTTP_LISTEN")]
+    #[arg(long, env = "CHATD_HTTP_LISTEN", global = true)]
     http_listen: Option<String>,
     /// PEM certificate chain: with --tls-key, TLS on both listeners (reloaded on SIGHUP).
-    #[arg(long, env = "CHATD_TLS_CERT")]
+    #[arg(long, env = "CHATD_TLS_CERT", global = true)]
     tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert.
-    #[arg(long, env = "CHATD_TLS_KEY")]
+    #[arg(long, env = "CHATD_TLS_KEY", global = true)]
     tls_key: Option<PathBuf>,
     /// Seconds a client may take to complete the TLS handshake [default: 10].
     #[arg(long, env = "CHATD_TLS_HANDSHAKE_TIMEOUT_SECS")]
@@ -106,10 +120,168 @@ struct Args {
     /// Origins whose web pages may open a WebSocket, comma-separated (the server's own is always allowed; * allows any).
     #[arg(long, env = "CHATD_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Option<Vec<String>>,
+    /// Who may create accounts: open (anyone, with register) or closed (only `chatd admin users create`) [default: open].
+    #[arg(long, env = "CHATD_REGISTRATION")]
+    registration: Option<Registration>,
+    /// Bearer token of the admin endpoint (/admin/... on the HTTP listener), at least 16 characters; unset, the endpoint is off. Prefer the config file or environment: flags show in `ps`.
+    #[arg(long, env = "CHATD_ADMIN_TOKEN", global = true, hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Accept admin requests from any address, not only this machine's loopback.
+    #[arg(long, env = "CHATD_ADMIN_ALLOW_REMOTE")]
+    admin_allow_remote: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Administer accounts, groups and sessions, print statistics, back up the database.
+    ///
+    /// Works on the store of the configuration (--config, --store) and asks
+    /// running nodes (--http, default the configuration's http_listen) about
+    /// their sessions through their admin endpoint (admin_token).
+    Admin(AdminArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// Print JSON (one document) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// A node's HTTP listener (host:port) to ask about sessions; repeat it for every node of a cluster [default: the configuration's http_listen].
+    #[arg(long = "http", value_name = "ADDRESS", global = true)]
+    http: Vec<String>,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Accounts.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Groups.
+    #[command(subcommand)]
+    Groups(GroupsCommand),
+    /// Sessions of running nodes.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+    /// Count users, groups, conversations and messages, and the database's size.
+    Stats,
+    /// Write a consistent copy of the live SQLite database to FILE (which must not exist).
+    Backup {
+        /// Where to write the copy.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// List accounts.
+    List {
+        /// Only users with a session on the nodes asked (--http).
+        #[arg(long)]
+        online: bool,
+        /// Only names matching PATTERN: * and ? as in a shell, else a part of the name; ASCII letters match either case.
+        #[arg(long, value_name = "PATTERN")]
+        name: Option<String>,
+    },
+    /// Describe an account: created, last login, status, sessions, friends, groups.
+    Show {
+        /// A name, or an id (all digits).
+        user: String,
+    },
+    /// Create an account (also when registration is closed); the password is read like reset-password's.
+    Create {
+        /// The account's name.
+        name: String,
+    },
+    /// Set a new password (typed twice, hidden, at a terminal; else one line from standard input), revoke the account's tokens and end its sessions.
+    ResetPassword {
+        /// A name or id.
+        user: String,
+    },
+    /// Disable an account: it cannot log in, its tokens are revoked and its sessions end on every node.
+    Disable {
+        /// A name or id.
+        user: String,
+        /// A note for operators (shown by `users show`, never to the user).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Let a disabled account log in again.
+    Enable {
+        /// A name or id.
+        user: String,
+    },
+    /// Delete an account for good: its name, password, tokens, friendships and memberships go; its messages stay with their bodies erased; its groups pass to another member.
+    Delete {
+        /// A name or id.
+        user: String,
+        /// Confirm: it cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupsCommand {
+    /// List every group.
+    List,
+    /// Describe a group and its members.
+    Show {
+        /// The group's id.
+        id: u64,
+    },
+    /// Dissolve a group.
+    Dissolve {
+        /// The group's id.
+        id: u64,
+        /// Confirm: it cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionsCommand {
+    /// List the sessions of every node asked (--http, repeated for a cluster).
+    List,
+    /// End every session of a user, on every node of the cluster.
+    Kick {
+        /// A name or id.
+        user: String,
+    },
+}
+
+impl AdminCommand {
+    fn into_command(self) -> admin::Command {
+        use admin::Command as C;
+        match self {
+            AdminCommand::Users(users) => match users {
+                UsersCommand::List { online, name } => C::UsersList { online, name },
+                UsersCommand::Show { user } => C::UsersShow { user },
+                UsersCommand::Create { name } => C::UsersCreate { name },
+                UsersCommand::ResetPassword { user } => C::UsersResetPassword { user },
+                UsersCommand::Disable { user, reason } => C::UsersDisable { user, reason },
+                UsersCommand::Enable { user } => C::UsersEnable { user },
+                UsersCommand::Delete { user, yes } => C::UsersDelete { user, yes },
+            },
+            AdminCommand::Groups(groups) => match groups {
+                GroupsCommand::List => C::GroupsList,
+                GroupsCommand::Show { id } => C::GroupsShow { id },
+                GroupsCommand::Dissolve { id, yes } => C::GroupsDissolve { id, yes },
+            },
+            AdminCommand::Sessions(sessions) => match sessions {
+                SessionsCommand::List => C::SessionsList,
+                SessionsCommand::Kick { user } => C::SessionsKick { user },
+            },
+            AdminCommand::Stats => C::Stats,
+            AdminCommand::Backup { file } => C::Backup { file },
+        }
+    }
 }
 
 impl Args {
-    fn into_config(self) -> anyhow::Result<(Config, bool)> {
+    fn into_config(self) -> anyhow::Result<Config> {
         let mut config = match &self.config {
             Some(path) => Config::from_toml_file(path)?,
             None => Config::default(),
@@ -142,7 +314,8 @@ impl Args {
             log_format,
             http_listen,
             tls_handshake_timeout_secs,
-            allowed_origins
+            allowed_origins,
+            registration
         );
         if self.tls_cert.is_some() {
             config.tls_cert = self.tls_cert;
@@ -159,16 +332,32 @@ impl Args {
         if self.proxy_protocol {
             config.proxy_protocol = true;
         }
+        if self.admin_token.is_some() {
+            config.admin_token = self.admin_token;
+        }
+        if self.admin_allow_remote {
+            config.admin_allow_remote = true;
+        }
         config.validate()?;
-        Ok((config, self.print_config))
+        Ok(config)
     }
 }
 
 fn main() -> anyhow::Result<()> {
-    let (config, print_config) = Args::parse().into_config()?;
+    let mut args = Args::parse();
+    if args.print_example_config {
+        print!("{}", Config::example_toml());
+        return Ok(());
+    }
+    let command = args.command.take();
+    let print_config = args.print_config;
+    let config = args.into_config()?;
     if print_config {
         print!("{}", config.to_toml());
         return Ok(());
+    }
+    if let Some(Command::Admin(admin)) = command {
+        return run_admin(&config, admin);
     }
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log))
@@ -188,6 +377,47 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(serve(config))
+}
+
+/// Runs one `chatd admin` command: its report on standard output (text or
+/// JSON), warnings on standard error, and on failure one line there and
+/// exit status 1.
+fn run_admin(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
+    // Only problems: an operator's command is no place for the store's
+    // informational lines.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let options = admin::Options {
+        json: args.json,
+        nodes: args.http,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let outcome = runtime.block_on(admin::run(config, &options, args.command.into_command()));
+    match outcome {
+        Ok(report) => {
+            for warning in &report.warnings {
+                eprintln!("warning: {warning}");
+            }
+            if options.json {
+                println!("{}", report.json);
+            } else {
+                print!("{}", report.text);
+            }
+            Ok(())
+        }
+        Err(error) => {
+            eprintln!("chatd admin: {error}");
+            std::process::exit(1);
+        }
+    }
 }
 
 /// Runs the node until SIGINT or SIGTERM; SIGHUP reloads the TLS

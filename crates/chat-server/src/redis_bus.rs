@@ -50,9 +50,9 @@ use redis::{AsyncConnectionConfig, RedisError, Script};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::bus::Bus;
+use crate::bus::{Bus, EndedSessions};
 use crate::config::Config;
-use crate::hub::{Ended, Hub, SessionId};
+use crate::hub::{Ending, Hub, SessionId};
 
 /// The longest any single Redis call may take before it counts as failed.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -173,6 +173,26 @@ for _, node in ipairs(order) do
 end
 return #order
 ";
+
+/// Publishes an order to end a user's sessions to every other live node
+/// hosting the user. Returns how many nodes it was published to.
+///
+/// KEYS: `user:{user}:nodes`. ARGV: prefix, my node id, the envelope.
+const END_SCRIPT: &str = r"
+local prefix, me = ARGV[1], ARGV[2]
+local told = 0
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if node ~= me and redis.call('EXISTS', prefix .. 'node:' .. node) == 1 then
+    redis.call('PUBLISH', prefix .. 'deliver:' .. node, ARGV[3])
+    told = told + 1
+  end
+end
+return told
+";
+
+/// The tag that starts an envelope ordering a user's sessions to end:
+/// `end <user>\n<message for the user>`.
+const END_ENVELOPE: &[u8] = b"end ";
 
 /// Marks this node alive for three heartbeats, checks its own subscription
 /// with an empty message, and sweeps a bounded number of entries of nodes
@@ -433,6 +453,7 @@ struct Scripts {
     route: Script,
     heartbeat: Script,
     withdraw: Script,
+    end: Script,
 }
 
 impl Scripts {
@@ -444,10 +465,11 @@ impl Scripts {
             route: Script::new(ROUTE_SCRIPT),
             heartbeat: Script::new(HEARTBEAT_SCRIPT),
             withdraw: Script::new(WITHDRAW_SCRIPT),
+            end: Script::new(END_SCRIPT),
         }
     }
 
-    fn all(&self) -> [&Script; 6] {
+    fn all(&self) -> [&Script; 7] {
         [
             &self.presence,
             &self.bulk,
@@ -455,6 +477,7 @@ impl Scripts {
             &self.route,
             &self.heartbeat,
             &self.withdraw,
+            &self.end,
         ]
     }
 }
@@ -716,6 +739,51 @@ impl Bus for RedisBus {
         online
     }
 
+    fn node_id(&self) -> Option<&str> {
+        Some(&self.shared.keys.me)
+    }
+
+    async fn end_sessions(&self, user: UserId, message: &str) -> EndedSessions {
+        let here = self
+            .shared
+            .hub
+            .end_sessions(user, &Ending::ByOperator(message.to_owned()));
+        let Some(mut connection) = self.shared.connection() else {
+            return EndedSessions {
+                here,
+                other_nodes: None,
+            };
+        };
+        let keys = &self.shared.keys;
+        let mut envelope = END_ENVELOPE.to_vec();
+        envelope.extend_from_slice(format!("{}\n{message}", user.0).as_bytes());
+        let mut invocation = self.shared.scripts.end.prepare_invoke();
+        invocation
+            .key(keys.user_nodes(user))
+            .arg(&keys.prefix)
+            .arg(&keys.me)
+            .arg(envelope);
+        let told = tokio::time::timeout(
+            CALL_TIMEOUT,
+            invocation.invoke_async::<u64>(&mut connection),
+        )
+        .await;
+        let other_nodes = match told {
+            Ok(Ok(told)) => Some(told),
+            Ok(Err(error)) => {
+                tracing::warn!(%user, %error, "could not tell the other nodes to end a user's sessions");
+                self.shared.suspect.notify_one();
+                None
+            }
+            Err(_) => {
+                tracing::warn!(%user, "telling the other nodes to end a user's sessions timed out");
+                self.shared.suspect.notify_one();
+                None
+            }
+        };
+        EndedSessions { here, other_nodes }
+    }
+
     async fn close(&self) {
         // Forwarding stops first: the sessions are gone, and their queued
         // pushes are stored anyway.
@@ -958,6 +1026,22 @@ impl Link {
             // The heartbeat's check of this node's own subscription.
             return;
         }
+        if let Some(order) = payload.strip_prefix(END_ENVELOPE) {
+            match parse_end_order(order) {
+                Some((user, message)) => {
+                    let ended = self
+                        .shared
+                        .hub
+                        .end_sessions(user, &Ending::ByOperator(message));
+                    tracing::info!(%user, sessions = ended, "sessions ended by an operator on another node");
+                }
+                None => tracing::warn!(
+                    len = payload.len(),
+                    "ignored a malformed end order on this node's channel"
+                ),
+            }
+            return;
+        }
         match parse_envelope(payload) {
             Some((users, frame)) => {
                 metrics::counter!("chatd_bus_envelopes_received_total").increment(1);
@@ -1097,7 +1181,7 @@ impl Link {
         let quota = excess.min(budget) as usize;
         let mut moved = 0;
         for user in self.shared.hub.users().into_iter().take(quota) {
-            moved += self.shared.hub.end_sessions(user, Ended::Rebalance);
+            moved += self.shared.hub.end_sessions(user, &Ending::Rebalance);
         }
         tracing::info!(
             users = mine,
@@ -1264,6 +1348,13 @@ fn parse_envelope(payload: &[u8]) -> Option<(Vec<UserId>, Bytes)> {
     Some((users, Bytes::copy_from_slice(frame)))
 }
 
+/// Splits an end order (what follows `end `): `<user>\n<message>`.
+fn parse_end_order(order: &[u8]) -> Option<(UserId, String)> {
+    let text = std::str::from_utf8(order).ok()?;
+    let (user, message) = text.split_once('\n')?;
+    Some((UserId(user.parse().ok()?), message.to_owned()))
+}
+
 /// A URL with its password hidden, for logs.
 fn redact(url: &str) -> String {
     match redis::parse_redis_url(url) {
@@ -1286,6 +1377,18 @@ mod tests {
         assert_eq!(&frame[..], b"FRAME\nwith newline");
         let (users, _) = parse_envelope(b"1 3\nx").unwrap();
         assert_eq!(users, vec![UserId(3)]);
+    }
+
+    #[test]
+    fn parses_end_orders() {
+        assert_eq!(
+            parse_end_order(b"42\nyour account was disabled"),
+            Some((UserId(42), "your account was disabled".to_owned()))
+        );
+        assert_eq!(parse_end_order(b"42\n"), Some((UserId(42), String::new())));
+        for bad in [&b""[..], b"42", b"x\nm", b"-1\nm", b"4\xff\nm"] {
+            assert!(parse_end_order(bad).is_none(), "{bad:?}");
+        }
     }
 
     #[test]

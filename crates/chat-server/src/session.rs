@@ -32,7 +32,7 @@ use tracing::Instrument;
 
 use crate::context::{now_ms, Context, Identity};
 use crate::error::{Result, ServiceError};
-use crate::hub::{Ended, SessionHandle};
+use crate::hub::{Ending, SessionDetails, SessionHandle};
 use crate::limits::TokenBucket;
 use crate::service::{account, chat, friends, groups};
 use crate::telemetry::{self, LoggedInSession};
@@ -54,6 +54,7 @@ enum End {
     SlowConsumer,
     Draining,
     Rebalanced,
+    ByOperator,
 }
 
 impl std::fmt::Display for End {
@@ -68,6 +69,7 @@ impl std::fmt::Display for End {
             End::SlowConsumer => f.write_str("slow consumer"),
             End::Draining => f.write_str("server draining"),
             End::Rebalanced => f.write_str("asked to reconnect to a less busy node"),
+            End::ByOperator => f.write_str("ended by an operator"),
         }
     }
 }
@@ -84,6 +86,7 @@ impl End {
             End::SlowConsumer => "slow_consumer",
             End::Draining => "draining",
             End::Rebalanced => "rebalanced",
+            End::ByOperator => "ended_by_operator",
         }
     }
 
@@ -95,7 +98,9 @@ impl End {
             End::WebSocket(WebSocketError::NotOneFrame) => close_code::PROTOCOL_ERROR,
             End::SlowConsumer => close_code::POLICY_VIOLATION,
             End::Draining | End::Rebalanced => close_code::GOING_AWAY,
-            End::ClientClosed | End::Io(_) | End::WriteTimeout | End::Idle => close_code::NORMAL,
+            End::ClientClosed | End::Io(_) | End::WriteTimeout | End::Idle | End::ByOperator => {
+                close_code::NORMAL
+            }
         }
     }
 }
@@ -233,11 +238,11 @@ impl Session {
                                 self.write_buf.extend_from_slice(&frame);
                             }
                         }
-                        Err(Ended::SlowConsumer) => {
+                        Err(Ending::SlowConsumer) => {
                             Box::pin(self.end_with(SessionEndReason::SlowConsumer, "you read too slowly; reconnect and sync")).await;
                             return End::SlowConsumer;
                         }
-                        Err(Ended::Rebalance) => {
+                        Err(Ending::Rebalance) => {
                             // Like a drain: answer what is queued, flush, go.
                             Box::pin(self.drain_in_flight()).await;
                             for frame in handle.take_queued() {
@@ -245,6 +250,12 @@ impl Session {
                             }
                             Box::pin(self.end_with(SessionEndReason::Draining, "this node is busier than the others; reconnect")).await;
                             return End::Rebalanced;
+                        }
+                        Err(Ending::ByOperator(message)) => {
+                            // `logged_out`: the login is over, and a client
+                            // must not reconnect with its token on its own.
+                            Box::pin(self.end_with(SessionEndReason::LoggedOut, &message)).await;
+                            return End::ByOperator;
                         }
                     }
                 }
@@ -543,11 +554,16 @@ impl Session {
         let ctx = self.ctx.clone();
         let who = account::authenticate(&ctx, request, self.peer.ip()).await?;
         let session = ctx.hub.next_session_id();
-        let handle = Arc::new(SessionHandle::new(
-            session,
-            who.user.id,
-            ctx.config.outbox_len,
-        ));
+        let handle = Arc::new(
+            SessionHandle::new(session, who.user.id, ctx.config.outbox_len).with_details(
+                SessionDetails {
+                    name: who.user.name.clone(),
+                    transport: self.transport.kind().as_str(),
+                    peer: self.peer,
+                    logged_in_at_ms: now_ms(),
+                },
+            ),
+        );
         // Register before reading the backlog: a message committed in
         // between is then both pushed live and in the backlog (the client
         // de-duplicates by sequence number) rather than in neither.
@@ -586,6 +602,15 @@ impl Session {
         }
         tracing::Span::current().record("user", who.user.id.0);
         tracing::info!(user = %who.user.id, "logged in");
+        // Noted for operators (`chatd admin users show`) off the login's
+        // path: the client need not wait for a write to learn it is in.
+        let store = ctx.store.clone();
+        let user = who.user.id;
+        tokio::spawn(async move {
+            if let Err(error) = store.record_login(user, now_ms()).await {
+                tracing::debug!(%user, %error, "could not note the login time");
+            }
+        });
         Ok(response)
     }
 

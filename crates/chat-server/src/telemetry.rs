@@ -150,6 +150,42 @@ fn describe() {
         "chatd_process_open_fds",
         "Open file descriptors of the chatd process."
     );
+    describe_gauge!(
+        "chatd_sqlite_database_bytes",
+        Unit::Bytes,
+        "Size of the SQLite database file (SQLite stores only)."
+    );
+    describe_gauge!(
+        "chatd_sqlite_wal_bytes",
+        Unit::Bytes,
+        "Size of the SQLite write-ahead log (SQLite stores only); it should stay small, checkpoints move it into the database."
+    );
+}
+
+/// Sets the SQLite file size gauges for a `sqlite://PATH` store (nothing
+/// for other stores). A log that keeps growing means checkpoints cannot
+/// finish: a reader holds a snapshot open, or the disk is too slow.
+pub fn record_store_files(store_url: &str) {
+    let Some(path) = sqlite_path(store_url) else {
+        return;
+    };
+    if let Ok(metadata) = std::fs::metadata(&path) {
+        metrics::gauge!("chatd_sqlite_database_bytes").set(metadata.len() as f64);
+    }
+    let mut wal = path.into_os_string();
+    wal.push("-wal");
+    // No log file at all (after a clean shutdown) is an empty log.
+    let wal_bytes = std::fs::metadata(&wal).map_or(0, |metadata| metadata.len());
+    metrics::gauge!("chatd_sqlite_wal_bytes").set(wal_bytes as f64);
+}
+
+/// The database file of a `sqlite://PATH[?...]` URL.
+fn sqlite_path(store_url: &str) -> Option<std::path::PathBuf> {
+    let rest = store_url
+        .strip_prefix("sqlite://")
+        .or_else(|| store_url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && !path.contains(":memory:")).then(|| path.into())
 }
 
 /// Sets the process memory and descriptor gauges from `/proc` (Linux).
@@ -304,5 +340,21 @@ impl LoggedInSession {
 impl Drop for LoggedInSession {
     fn drop(&mut self) {
         metrics::gauge!("chatd_sessions_logged_in").decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_files_come_from_store_urls() {
+        assert_eq!(sqlite_path("sqlite://chat.db"), Some("chat.db".into()));
+        assert_eq!(
+            sqlite_path("sqlite:///var/lib/chatd/chat.db?synchronous=full"),
+            Some("/var/lib/chatd/chat.db".into())
+        );
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("mysql://root@db/chat"), None);
     }
 }

@@ -15,6 +15,7 @@
 //! This crate knows SQL and the value types of `chat-proto`; it knows nothing
 //! about sockets, sessions or routing.
 
+pub mod admin;
 mod dispatch;
 pub mod error;
 pub mod log_throttle;
@@ -26,6 +27,7 @@ pub mod sqlite;
 
 use std::sync::Arc;
 
+pub use admin::{AccountDetails, AccountRecord, AdminStore, DeletedAccount, StoreStats};
 pub use error::{Result, StoreError};
 pub use repo::*;
 

@@ -12,6 +12,17 @@ mod reads {
     crate::reads::reads!(sqlx::MySql);
 }
 
+mod admin {
+    crate::admin::queries!(
+        sqlx::MySql,
+        sqlx::mysql::MySqlConnection,
+        erased_id = "CONCAT('erased:', conversation_id, ':', seq)",
+        lock = " FOR UPDATE",
+        size = "SELECT CAST(COALESCE(SUM(data_length + index_length), 0) AS SIGNED) \
+                FROM information_schema.tables WHERE table_schema = DATABASE()"
+    );
+}
+
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -178,6 +189,7 @@ fn is_deadlock(error: &sqlx::Error) -> bool {
 }
 
 crate::dispatch::impl_repositories!(MysqlStore);
+crate::admin::impl_admin!(MysqlStore);
 
 #[async_trait]
 impl Store for MysqlStore {

@@ -39,24 +39,35 @@ macro_rules! reads {
                 Reads { pool }
             }
 
+            /// The pool, for the operators' queries (`crate::admin`).
+            pub(crate) fn pool(&self) -> &sqlx::Pool<$database> {
+                &self.pool
+            }
+
             /// Closes the pool.
             pub(crate) async fn close(&self) {
                 self.pool.close().await;
             }
 
+            // A deleted account's row stays as a tombstone for its messages
+            // (see `crate::admin`); to everyone else it is no account.
             pub(crate) async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>> {
-                let row: Option<UserRow> = sqlx::query_as(&format!("{SELECT_USER} WHERE name = ?"))
-                    .bind(name)
-                    .fetch_optional(&self.pool)
-                    .await?;
+                let row: Option<UserRow> = sqlx::query_as(&format!(
+                    "{SELECT_USER} WHERE name = ? AND deleted_at_ms IS NULL"
+                ))
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
                 Ok(row.map(UserRecord::from))
             }
 
             pub(crate) async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>> {
-                let row: Option<UserRow> = sqlx::query_as(&format!("{SELECT_USER} WHERE id = ?"))
-                    .bind(to_db(id.0))
-                    .fetch_optional(&self.pool)
-                    .await?;
+                let row: Option<UserRow> = sqlx::query_as(&format!(
+                    "{SELECT_USER} WHERE id = ? AND deleted_at_ms IS NULL"
+                ))
+                .bind(to_db(id.0))
+                .fetch_optional(&self.pool)
+                .await?;
                 Ok(row.map(UserRecord::from))
             }
 

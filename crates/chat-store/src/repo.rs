@@ -12,6 +12,7 @@ use chat_proto::{
     ChatMessage, ConversationId, Cursor, FriendRequestInfo, GroupId, Role, Seq, Target, UserId,
 };
 
+use crate::admin::AdminStore;
 use crate::error::Result;
 
 /// An account as stored.
@@ -359,9 +360,12 @@ pub trait MessageStore: Send + Sync {
     async fn sync(&self, user: UserId, cursors: &[Cursor], limit: u32) -> Result<Vec<ChatMessage>>;
 }
 
-/// A whole store: every repository, and a way to close it.
+/// A whole store: every repository, the operators' view, and a way to
+/// close it.
 #[async_trait]
-pub trait Store: UserStore + TokenStore + FriendStore + GroupStore + MessageStore {
+pub trait Store:
+    UserStore + TokenStore + FriendStore + GroupStore + MessageStore + AdminStore
+{
     /// Waits for in-flight writes and closes the connections.
     async fn close(&self);
 

@@ -23,9 +23,23 @@ mod hot;
 mod writer;
 mod writes;
 
+mod backup;
+
 mod reads {
     crate::reads::reads!(sqlx::Sqlite);
 }
+
+mod admin {
+    crate::admin::queries!(
+        sqlx::Sqlite,
+        sqlx::sqlite::SqliteConnection,
+        erased_id = "'erased:' || conversation_id || ':' || seq",
+        lock = "",
+        size = "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
+    );
+}
+
+pub use backup::{backup, BackupReport};
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -241,6 +255,7 @@ impl SqliteStore {
 }
 
 crate::dispatch::impl_repositories!(SqliteStore);
+crate::admin::impl_admin!(SqliteStore);
 
 #[async_trait]
 impl Store for SqliteStore {

@@ -4,12 +4,13 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use chat_proto::{
-    Group, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, Status, UserRef,
+    Group, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, Status, UserId, UserRef,
     UserSummary,
 };
 use chat_store::UserRecord;
 
 use crate::auth::{new_token, token_hash};
+use crate::config::Registration;
 use crate::context::{now_ms, Context};
 use crate::error::{Result, ServiceError};
 use crate::service::{friends_with_presence, validate};
@@ -17,8 +18,14 @@ use crate::service::{friends_with_presence, validate};
 /// Creates an account.
 ///
 /// # Errors
-/// `bad_request` for an invalid name or password, `conflict` if the name is taken.
+/// `forbidden` when registration is closed, `bad_request` for an invalid
+/// name or password, `conflict` if the name is taken.
 pub async fn register(ctx: &Context, request: RegisterRequest) -> Result<RegisterResponse> {
+    if ctx.config.registration == Registration::Closed {
+        return Err(ServiceError::forbidden(
+            "registration is closed on this server; ask its operator for an account",
+        ));
+    }
     validate::user_name(&request.name)?;
     validate::password(&request.password)?;
     // Fail fast on a taken name before paying for a hash; the store's unique
@@ -56,7 +63,8 @@ pub struct Authenticated {
 /// # Errors
 /// `bad_request` when neither or both forms are given, `unauthorized` for
 /// wrong credentials (the same answer for an unknown user and a wrong
-/// password), `rate_limited` after too many failures.
+/// password), `rate_limited` after too many failures, `forbidden` for a
+/// disabled account.
 pub async fn authenticate(
     ctx: &Context,
     request: LoginRequest,
@@ -79,6 +87,7 @@ pub async fn authenticate(
                 .user_by_id(user_id)
                 .await?
                 .ok_or_else(|| ServiceError::unauthorized("token is invalid or expired"))?;
+            refuse_if_disabled(ctx, user.id).await?;
             Ok(Authenticated {
                 user,
                 token,
@@ -147,6 +156,9 @@ async fn password_login(
     }
     ctx.login_failures_by_account.clear(&user.id);
     ctx.login_failures_by_ip.release(&peer);
+    // Only after the password is right: the answer tells whoever knows the
+    // password, not whoever guesses names, that the account is disabled.
+    refuse_if_disabled(ctx, user.id).await?;
     let token = new_token();
     let expires_at = now + (ctx.config.token_ttl_secs as i64) * 1000;
     ctx.store
@@ -159,12 +171,33 @@ async fn password_login(
     })
 }
 
+/// The answer to a login of a disabled account.
+pub const DISABLED: &str = "this account is disabled; contact the server's operator";
+
+/// Refuses a disabled (or meanwhile deleted) account.
+///
+/// # Errors
+/// `forbidden` for a disabled account, `unauthorized` for one deleted since
+/// it was looked up.
+pub async fn refuse_if_disabled(ctx: &Context, user: UserId) -> Result<()> {
+    match ctx.store.account(user).await? {
+        Some(account) if account.is_disabled() => Err(ServiceError::forbidden(DISABLED)),
+        Some(_) => Ok(()),
+        None => Err(ServiceError::unauthorized("wrong user or password")),
+    }
+}
+
 /// Everything the login response carries about the user's world.
 ///
 /// # Errors
 /// A store failure.
 pub async fn login_response(ctx: &Context, who: &Authenticated) -> Result<LoginResponse> {
     let user_id = who.user.id;
+    // Checked again now that the session is in the hub: an operator who
+    // disabled the account between the first check and the session joining
+    // the hub ended every session it could see, and would have missed this
+    // one.
+    refuse_if_disabled(ctx, user_id).await?;
     let friends = friends_with_presence(ctx, ctx.store.friends_of(user_id).await?).await;
     let groups = ctx
         .store

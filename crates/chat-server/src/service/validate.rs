@@ -21,8 +21,9 @@ pub const MAX_GREETING_CHARS: usize = 256;
 pub const MAX_CLIENT_MSG_ID_CHARS: usize = 64;
 
 /// An account name: 1 to 32 characters, no control characters, no leading
-/// or trailing spaces, and not all digits (so "login 42" is never ambiguous
-/// between a name and an id).
+/// or trailing spaces, not all digits (so "login 42" is never ambiguous
+/// between a name and an id), and not starting with `deleted account` (the
+/// names of deleted accounts).
 ///
 /// # Errors
 /// `bad_request` naming the rule broken.
@@ -43,6 +44,11 @@ pub fn user_name(name: &str) -> Result<()> {
     }
     if name.chars().all(|c| c.is_ascii_digit()) {
         return Err(ServiceError::bad_request("name must not be all digits"));
+    }
+    if chat_store::admin::is_reserved_name(name) {
+        return Err(ServiceError::bad_request(
+            "names starting with \"deleted account\" are reserved",
+        ));
     }
     Ok(())
 }
@@ -103,6 +109,7 @@ mod tests {
         assert!(user_name("a\u{0}b").is_err());
         assert!(user_name(&"x".repeat(33)).is_err());
         assert!(user_name(&"é".repeat(32)).is_ok());
+        assert!(user_name("Deleted Account #7").is_err());
     }
 
     #[test]

@@ -1,0 +1,85 @@
+//! What ships in `deploy/` for running chatd as a service: the example
+//! configuration is exactly what the code generates, the systemd unit
+//! passes `systemd-analyze verify` (where that tool exists), and
+//! `chatd --version` names the build.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use chat_server::Config;
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
+}
+
+#[test]
+fn the_example_configuration_is_what_the_code_generates() {
+    let committed = std::fs::read_to_string(deploy_dir().join("chatd.toml")).unwrap();
+    assert!(
+        committed == Config::example_toml(),
+        "deploy/chatd.toml is stale: regenerate it with \
+         `chatd --print-example-config > deploy/chatd.toml`"
+    );
+    let printed = Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .arg("--print-example-config")
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    assert_eq!(String::from_utf8(printed.stdout).unwrap(), committed);
+    // And chatd starts from it: it parses into the defaults.
+    let parsed: Config = toml::from_str(&committed).unwrap();
+    assert_eq!(parsed, Config::default());
+}
+
+#[test]
+fn version_names_the_release_and_the_commit() {
+    let output = Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let version = String::from_utf8(output.stdout).unwrap();
+    let prefix = format!("chatd {} (", env!("CARGO_PKG_VERSION"));
+    let commit = version
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix(")\n"))
+        .unwrap_or_else(|| panic!("unexpected version line {version:?}"));
+    assert!(
+        commit == "unknown"
+            || (!commit.is_empty() && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{commit:?}"
+    );
+}
+
+#[test]
+fn the_systemd_unit_verifies() {
+    let Some(analyze) = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|path| path.is_file())
+    else {
+        eprintln!("SKIPPED: the_systemd_unit_verifies needs systemd-analyze");
+        return;
+    };
+    // The unit names the installed binary; verify checks it exists, so the
+    // test's copy points at the binary under test.
+    let unit = std::fs::read_to_string(deploy_dir().join("systemd/chatd.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/chatd --config /etc/chatd/chatd.toml"));
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("chatd.service");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/local/bin/chatd", env!("CARGO_BIN_EXE_chatd")),
+    )
+    .unwrap();
+    let verified = Command::new(analyze)
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let complaints = String::from_utf8_lossy(&verified.stderr);
+    assert!(
+        verified.status.success() && complaints.trim().is_empty(),
+        "systemd-analyze verify: {complaints}"
+    );
+}

@@ -1,0 +1,19 @@
+-- What operators need to know and change about accounts (`chatd admin`).
+--
+-- Every column is nullable and added in place (InnoDB adds trailing
+-- nullable columns without copying the table on MariaDB 10.3+ and MySQL
+-- 8.0), so an existing database is upgraded where it stands: old rows read
+-- as "never logged in since the upgrade", "not disabled", "not deleted".
+--
+-- last_login_at_ms: the last successful login (password or token), kept to
+-- the minute (a reconnecting client does not write on every reconnect).
+-- disabled_at_ms, disabled_reason: set while an operator has disabled the
+-- account; the reason is for operators and is never shown to the user.
+-- deleted_at_ms: set when the account was deleted. The row stays, as a
+-- tombstone, so that its messages keep their sender id; its name, password
+-- and everything it owned are gone (see chat-store's admin.rs).
+ALTER TABLE users
+    ADD COLUMN last_login_at_ms BIGINT NULL,
+    ADD COLUMN disabled_at_ms BIGINT NULL,
+    ADD COLUMN disabled_reason TEXT NULL,
+    ADD COLUMN deleted_at_ms BIGINT NULL;
