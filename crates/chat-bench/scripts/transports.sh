@@ -30,6 +30,7 @@ trap cleanup EXIT
 # A throwaway certificate for 127.0.0.1 (never committed).
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -addext basicConstraints=critical,CA:FALSE \
     -keyout "$OUT/key.pem" -out "$OUT/cert.pem" 2>/dev/null
 
 start_chatd() { # NAME CHAT_ADDR HTTP_ADDR [TLS FLAGS...]
@@ -58,13 +59,16 @@ declare -A server=(
     [wss]=wss://127.0.0.1:7582/ws
 )
 declare -A pid=([tcp]=plain [ws]=plain [tls]=secure [wss]=secure)
+ca_for() { # TRANSPORT: the --ca flag where it applies
+    case "$1" in tls | wss) echo "--ca=$OUT/cert.pem" ;; esac
+}
 
 for run in $(seq 1 "$RUNS"); do
     for window in 1 8; do
         for transport in tcp tls ws wss; do
             echo "run $run: pairs W=$window over $transport" >&2
             "$BIN/chat-bench" --json --no-progress --label "$transport" pairs \
-                --server "${server[$transport]}" --ca "$OUT/cert.pem" \
+                --server "${server[$transport]}" $(ca_for "$transport") \
                 --pairs 10 --window "$window" --duration "$DURATION" >>"$RESULTS"
         done
     done
@@ -73,7 +77,7 @@ done
 for transport in tcp tls ws wss; do
     echo "idle: $IDLE connections over $transport" >&2
     "$BIN/chat-bench" --json --no-progress --label "$transport" idle \
-        --server "${server[$transport]}" --ca "$OUT/cert.pem" \
+        --server "${server[$transport]}" $(ca_for "$transport") \
         --connections "$IDLE" --sessions-per-user 5 \
         --server-pid "$(cat "$OUT/${pid[$transport]}.pid")" >>"$RESULTS"
 done
