@@ -17,6 +17,7 @@ OUT=${OUT:-/tmp/chat-bench-transports}
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 IDLE=${IDLE:-2000}
+SCENARIOS=${SCENARIOS:-pairs idle}
 mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
@@ -34,6 +35,10 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
     -keyout "$OUT/key.pem" -out "$OUT/cert.pem" 2>/dev/null
 
 start_chatd() { # NAME CHAT_ADDR HTTP_ADDR [TLS FLAGS...]
+    if [ -f "$OUT/$1.pid" ]; then
+        kill "$(cat "$OUT/$1.pid")" 2>/dev/null || true
+        while kill -0 "$(cat "$OUT/$1.pid")" 2>/dev/null; do sleep 0.1; done
+    fi
     local name=$1 chat=$2 http=$3
     shift 3
     rm -f "$OUT/$name.db"*
@@ -63,7 +68,7 @@ ca_for() { # TRANSPORT: the --ca flag where it applies
     case "$1" in tls | wss) echo "--ca=$OUT/cert.pem" ;; esac
 }
 
-for run in $(seq 1 "$RUNS"); do
+[[ " $SCENARIOS " == *" pairs "* ]] && for run in $(seq 1 "$RUNS"); do
     for window in 1 8; do
         for transport in tcp tls ws wss; do
             echo "run $run: pairs W=$window over $transport" >&2
@@ -74,7 +79,14 @@ for run in $(seq 1 "$RUNS"); do
     done
 done
 
-for transport in tcp tls ws wss; do
+# Idle memory: each transport on a fresh server, so one transport's freed
+# memory (kept by the allocator) does not hide the next one's cost.
+[[ " $SCENARIOS " == *" idle "* ]] && for transport in tcp tls ws wss; do
+    if [ "${pid[$transport]}" = plain ]; then
+        start_chatd plain 127.0.0.1:7501 127.0.0.1:7581
+    else
+        start_chatd secure 127.0.0.1:7502 127.0.0.1:7582 --tls-cert "$OUT/cert.pem" --tls-key "$OUT/key.pem"
+    fi
     echo "idle: $IDLE connections over $transport" >&2
     "$BIN/chat-bench" --json --no-progress --label "$transport" idle \
         --server "${server[$transport]}" $(ca_for "$transport") \
