@@ -444,26 +444,12 @@ impl Topology for ProcessCluster {
     }
 }
 
-/// The haproxy binary, or a visible skip (a failure when services are
-/// required).
-fn need_haproxy() -> bool {
-    if cluster::find_binary("haproxy").is_some() {
-        return true;
-    }
-    assert!(
-        !cluster::services_required(),
-        "{SUITE} needs haproxy (CHATD_TEST_REQUIRE_SERVICES=1)"
-    );
-    eprintln!("SKIPPED: {SUITE} needs haproxy");
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_process_killed_with_sigkill_loses_no_acknowledged_message() {
     let Some(services) = cluster::Services::find(SUITE).await else {
         return;
     };
-    if !need_haproxy() {
+    if cluster::need_haproxy(SUITE).is_none() {
         return;
     }
     let mut cluster = ProcessCluster::start(&services, None).await;

@@ -29,12 +29,7 @@ async fn users_of_a_frozen_node_are_served_by_the_others_within_seconds() {
     let Some(services) = cluster::Services::find(SUITE).await else {
         return;
     };
-    let Some(haproxy_binary) = cluster::find_binary("haproxy") else {
-        assert!(
-            !cluster::services_required(),
-            "{SUITE} needs haproxy (CHATD_TEST_REQUIRE_SERVICES=1)"
-        );
-        eprintln!("SKIPPED: {SUITE} needs haproxy");
+    let Some(haproxy_binary) = cluster::need_haproxy(SUITE) else {
         return;
     };
     let database = TestDatabase::create(&services.mysql).await;

@@ -41,12 +41,7 @@ async fn a_restarted_node_gets_its_share_of_users_back() {
     let Some(services) = cluster::Services::find(SUITE).await else {
         return;
     };
-    let Some(haproxy_binary) = cluster::find_binary("haproxy") else {
-        assert!(
-            !cluster::services_required(),
-            "{SUITE} needs haproxy (CHATD_TEST_REQUIRE_SERVICES=1)"
-        );
-        eprintln!("SKIPPED: {SUITE} needs haproxy");
+    let Some(haproxy_binary) = cluster::need_haproxy(SUITE) else {
         return;
     };
     let database = TestDatabase::create(&services.mysql).await;

@@ -102,6 +102,15 @@ pub fn need_nginx(suite: &str) -> Option<Nginx> {
     }
 }
 
+/// The haproxy binary, for the tests that run real processes behind it.
+pub fn need_haproxy(suite: &str) -> Option<PathBuf> {
+    let binary = find_binary("haproxy");
+    if binary.is_none() {
+        missing(suite, "haproxy", "PATH or /usr/sbin");
+    }
+    binary
+}
+
 /// The redis-server binary, to run private Redis processes.
 pub fn need_redis_server(suite: &str) -> Option<PathBuf> {
     let binary = find_binary("redis-server");
