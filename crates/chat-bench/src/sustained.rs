@@ -25,6 +25,7 @@ use crate::plot::{plot_over_time, Panel, TimeSeries};
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::stats::Live;
+use crate::summary::load_average;
 
 /// Clock ticks per second of `/proc/PID/stat`'s CPU times: Linux reports
 /// them in `USER_HZ`, which is 100 on every architecture it exports to user
@@ -80,6 +81,10 @@ pub struct Interval {
     /// The largest `-wal` size seen during the interval, bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wal_max_bytes: Option<u64>,
+    /// The machine's 1-minute load average at the end of the interval: on
+    /// a shared machine, what else competed for the cores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loadavg_1m: Option<f64>,
 }
 
 /// The per-interval record of a sustained run and what it comes to.
@@ -264,6 +269,7 @@ impl Monitor {
             db_bytes: self.database.as_deref().map(file_size),
             wal_bytes: self.wal.as_deref().map(file_size),
             wal_max_bytes: self.wal.as_ref().map(|_| self.wal_max),
+            loadavg_1m: load_average(),
         };
         progress.println(&interval_line(&interval));
         self.intervals.push(interval);
@@ -281,8 +287,16 @@ impl Watcher for Monitor {
         };
         self.sample_wal();
         progress.println(&format!(
-            "{:>8}  {:>10}  {:>10}  {:>9}  {:>9}  {:>9}  {:>13}",
-            "time s", "delivered", "per s", "µs/msg", "RSS MiB", "DB MiB", "WAL MiB (max)"
+            "{:>8}  {:>10}  {:>8}  {:>7}  {:>8}  {:>8}  {:>8}  {:>14}  {:>5}",
+            "time s",
+            "delivered",
+            "per s",
+            "µs/msg",
+            "CPU %",
+            "RSS MiB",
+            "DB MiB",
+            "WAL MiB (max)",
+            "load"
         ));
     }
 
@@ -319,14 +333,23 @@ fn interval_line(interval: &Interval) -> String {
         _ => "–".to_owned(),
     };
     format!(
-        "{:>8.1}  {:>10}  {:>10.0}  {:>9}  {:>9}  {:>9}  {:>13}",
+        "{:>8.1}  {:>10}  {:>8.0}  {:>7}  {:>8}  {:>8}  {:>8}  {:>14}  {:>5}",
         interval.end_secs,
         interval.delivered,
         interval.delivered_per_sec,
         optional(interval.server_cpu_us_per_message, 1),
+        // The share of one core the server used: with CPU per message, what
+        // explains a rate that changes on a shared machine.
+        optional(
+            interval
+                .server_cpu_secs
+                .map(|cpu| cpu * 100.0 / interval.secs),
+            0
+        ),
         optional(interval.server_rss_kib.map(|kib| kib as f64 / 1024.0), 1),
         optional(interval.db_bytes.map(mib), 1),
-        wal
+        wal,
+        optional(interval.loadavg_1m, 1)
     )
 }
 
@@ -416,7 +439,19 @@ impl Sustained {
             ),
         )];
         if let Some(cpu) = self.server_cpu_us_per_message {
-            rows.push(("server CPU".to_owned(), format!("{cpu:.1} µs per message")));
+            let busy: f64 = self
+                .intervals
+                .iter()
+                .filter_map(|i| i.server_cpu_secs)
+                .sum();
+            let secs: f64 = self.intervals.iter().map(|i| i.secs).sum();
+            rows.push((
+                "server CPU".to_owned(),
+                format!(
+                    "{cpu:.1} µs per message, {:.0} % of a core on average",
+                    busy * 100.0 / secs.max(1e-9)
+                ),
+            ));
         }
         if let (Some(first), Some(last)) = (self.server_rss_first_kib, self.server_rss_last_kib) {
             let max = self
@@ -510,6 +545,7 @@ mod tests {
             db_bytes: Some(10),
             wal_bytes: Some(1),
             wal_max_bytes: Some(end_secs as u64),
+            loadavg_1m: Some(1.0),
         }
     }
 

@@ -54,6 +54,7 @@ async fn sustained_json_carries_every_interval() {
             "db_bytes",
             "wal_bytes",
             "wal_max_bytes",
+            "loadavg_1m",
         ] {
             assert!(interval.get(field).is_some(), "{field} missing: {interval}");
         }

@@ -6,9 +6,9 @@
 //! reader still reads an older snapshot out of it. A PASSIVE checkpoint never
 //! waits, so under sustained load that moment never comes: the hot writer
 //! commits every few milliseconds, always past what the checkpoint copied.
-//! The log then grows without bound, and with it the time every read spends
-//! looking pages up in it (measured: 1.3 GB of log after 1.4 million
-//! messages, and a third of the throughput).
+//! The log then grows without bound (8.7 GB after two minutes at ~34k
+//! messages/s), and with it the time every read spends looking pages up in
+//! it, and the shared-memory index every connection maps.
 //!
 //! So the work is split:
 //! - The checkpointer thread runs a PASSIVE checkpoint every
@@ -17,24 +17,28 @@
 //!   log is restarted.
 //! - The hot writer, between two commit batches (when it holds no
 //!   transaction, so no other writer is ever waited on), looks at the log's
-//!   size. Past the trigger (three quarters of the limit) it runs a RESTART
-//!   checkpoint itself: that copies the little the checkpointer has not yet,
-//!   waits for readers to leave the log, and the next commit writes the log
-//!   from its beginning. `journal_size_limit` (set to the trigger on both
-//!   writer connections) then truncates the file back to the trigger size.
-//!   If a reader holds an old snapshot (only an outside process holds one
-//!   for long: chatd's own reads take milliseconds), the hot writer carries
-//!   on and tries again a little later; once the log would pass the limit
-//!   itself, it holds appends back and retries until the checkpoint
-//!   completes. That backpressure is what bounds the log under any load.
+//!   size. Past the trigger (half the limit) it wakes the checkpointer for
+//!   a round and goes on committing; once that round has ended, it runs a
+//!   RESTART checkpoint itself: that copies the little that came in during
+//!   the round (appends wait meanwhile: a restart needs a moment with no
+//!   writer), waits for readers to leave the log, and the next commit
+//!   writes the log from its beginning. `journal_size_limit` (set to the
+//!   trigger on both writer connections) then truncates the file back to
+//!   the trigger size. If a reader holds an old snapshot (only an outside
+//!   process holds one for long: chatd's own reads take milliseconds), the
+//!   hot writer carries on and tries again a little later; once the log
+//!   would pass the limit itself, it holds appends back and retries until
+//!   the checkpoint completes. That backpressure is what bounds the log
+//!   under any load.
 //!
 //! A clean close ends with a TRUNCATE checkpoint once every other connection
 //! is closed, so a stopped server leaves an empty log or none.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, TryLockError};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -68,11 +72,14 @@ const LIMIT_WAIT: Duration = Duration::from_secs(1);
 const WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// The `journal_size_limit` for the writer connections under a bound of
-/// `limit` bytes: the trigger, three quarters of the limit. The file is cut
-/// back to it when the log restarts, so that once the file is larger, its
-/// size is the length of the current log.
+/// `limit` bytes: the trigger, half the limit. The file is cut back to it
+/// when the log restarts, so that once the file is larger, its size is the
+/// length of the current log. The other half is room for what is committed
+/// between the trigger and the restart: at ~35k messages/s the log grows
+/// ~90 MB/s, and on a busy machine the checkpointer's round before the
+/// restart takes up to ~100 ms.
 pub(super) fn journal_size_limit(limit: u64) -> u64 {
-    limit / 4 * 3
+    limit / 2
 }
 
 /// The log's bound, and what the hot writer and the checkpointer share.
@@ -83,9 +90,19 @@ pub(super) struct WalBound {
     trigger: u64,
     /// Held by whichever thread runs a checkpoint. SQLite runs one at a
     /// time and makes the other sleep in its busy handler, in steps of up to
-    /// 100 ms; waiting on this lock instead wakes the hot writer the moment
-    /// the checkpointer's round ends. Held only around one checkpoint call.
+    /// 100 ms; with this lock the hot writer can see that a round is under
+    /// way and go on committing instead. Held only around one checkpoint
+    /// call.
     checkpointing: Mutex<()>,
+    /// Rounds of the checkpointer begun and ended, so the hot writer can
+    /// tell when a round that began after it asked for one has ended.
+    rounds_begun: AtomicU64,
+    rounds_ended: AtomicU64,
+    /// Commit batches of the hot writer so far: the checkpointer restarts
+    /// the log itself only when the hot writer has been idle for a round.
+    hot_batches: AtomicU64,
+    /// The checkpointer thread, which the hot writer wakes for a round.
+    checkpointer: OnceLock<Thread>,
     /// Set at close: the hot writer stops holding appends back.
     closing: AtomicBool,
     /// Set once every other connection is closed: the checkpointer runs its
@@ -104,9 +121,18 @@ impl WalBound {
             limit,
             trigger: journal_size_limit(limit),
             checkpointing: Mutex::new(()),
+            rounds_begun: AtomicU64::new(0),
+            rounds_ended: AtomicU64::new(0),
+            hot_batches: AtomicU64::new(0),
+            checkpointer: OnceLock::new(),
             closing: AtomicBool::new(false),
             finishing: AtomicBool::new(false),
         }
+    }
+
+    /// Names the checkpointer thread, once it runs.
+    pub(super) fn set_checkpointer(&self, thread: Thread) {
+        let _ = self.checkpointer.set(thread);
     }
 
     /// The size of the `-wal` file (0 when there is none).
@@ -123,10 +149,22 @@ impl WalBound {
         self.closing.load(Ordering::Acquire)
     }
 
-    /// Runs one checkpoint of `mode` on `conn` and says whether it completed
-    /// (for RESTART and TRUNCATE: copied everything and saw every reader
-    /// leave the log). `wait` bounds how long SQLite waits for other
-    /// connections; `conn`'s own busy timeout is `normal_wait` again after.
+    /// Wakes the checkpointer for a round now and returns that round's
+    /// number: the first to begin after this call.
+    fn ask_for_round(&self) -> u64 {
+        let round = self.rounds_begun.load(Ordering::Acquire) + 1;
+        if let Some(thread) = self.checkpointer.get() {
+            thread.unpark();
+        }
+        round
+    }
+
+    fn round_ended(&self, round: u64) -> bool {
+        self.rounds_ended.load(Ordering::Acquire) >= round
+    }
+
+    /// Runs one checkpoint of `mode` on `conn` once no other thread runs
+    /// one, and says whether it completed; see [`WalBound::run_checkpoint`].
     fn checkpoint(
         &self,
         conn: &Connection,
@@ -138,21 +176,53 @@ impl WalBound {
             .checkpointing
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let outcome = conn.busy_timeout(wait).and_then(|()| {
-            conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
-                row.get::<_, i64>(0)
-            })
-        });
-        if let Err(error) = conn.busy_timeout(normal_wait) {
-            tracing::warn!(%error, "cannot restore the SQLite busy timeout");
-        }
-        match outcome {
-            // The first column is 1 when the checkpoint could not complete.
-            Ok(busy) => busy == 0,
-            Err(error) => {
-                tracing::warn!(%error, mode, "WAL checkpoint failed");
-                false
-            }
+        run_checkpoint(conn, mode, wait, normal_wait)
+    }
+
+    /// As [`WalBound::checkpoint`], but `None` at once, without running it,
+    /// while another thread runs one.
+    fn try_checkpoint(
+        &self,
+        conn: &Connection,
+        mode: &str,
+        wait: Duration,
+        normal_wait: Duration,
+    ) -> Option<bool> {
+        let _only_checkpoint = match self.checkpointing.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(run_checkpoint(conn, mode, wait, normal_wait))
+    }
+}
+
+/// Runs one checkpoint of `mode` on `conn` and says whether it completed
+/// (for RESTART and TRUNCATE: copied everything and saw every reader leave
+/// the log). `wait` bounds how long SQLite waits for other connections;
+/// `conn`'s own busy timeout is `normal_wait` again after.
+fn run_checkpoint(conn: &Connection, mode: &str, wait: Duration, normal_wait: Duration) -> bool {
+    let started = Instant::now();
+    let outcome = conn.busy_timeout(wait).and_then(|()| {
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+            row.get::<_, i64>(0)
+        })
+    });
+    if let Err(error) = conn.busy_timeout(normal_wait) {
+        tracing::warn!(%error, "cannot restore the SQLite busy timeout");
+    }
+    tracing::debug!(
+        mode,
+        micros = started.elapsed().as_micros(),
+        ?outcome,
+        "WAL checkpoint"
+    );
+    match outcome {
+        // The first column is 1 when the checkpoint could not complete.
+        Ok(busy) => busy == 0,
+        Err(error) => {
+            tracing::warn!(%error, mode, "WAL checkpoint failed");
+            false
         }
     }
 }
@@ -163,11 +233,13 @@ pub(super) struct HotBound {
     bound: Arc<WalBound>,
     /// The connection's busy timeout outside checkpoints.
     normal_wait: Duration,
-    /// The log's size after the previous batch.
-    last_size: u64,
+    /// The log's size after the previous batch (none before the first).
+    last_size: Option<u64>,
     /// The most one batch has grown the log: the room the next batch may
     /// need before the limit.
     largest_step: u64,
+    /// The checkpointer round asked for, to end before the restart.
+    round: Option<u64>,
     /// No restart below the limit before this instant (one just failed).
     retry_at: Option<Instant>,
 }
@@ -179,43 +251,64 @@ impl HotBound {
         HotBound {
             bound,
             normal_wait,
-            last_size: 0,
+            last_size: None,
             largest_step: 0,
+            round: None,
             retry_at: None,
         }
     }
 
     /// Keeps the log bounded; called by the hot writer between batches, on
     /// its own connection, with no transaction open. Returns at once while
-    /// the log is short; restarts it past the trigger; at the limit, holds
-    /// the writer (and so every append) until the restart completes or the
-    /// store closes.
+    /// the log is short. Past the trigger, it has the checkpointer copy the
+    /// log while this thread goes on committing, then restarts the log
+    /// itself, with only what came in the meantime left to copy while
+    /// appends wait. At the limit, it holds the writer (and so every append)
+    /// until the restart completes or the store closes.
     pub(super) fn after_commit(&mut self, conn: &Connection) {
+        self.bound.hot_batches.fetch_add(1, Ordering::Relaxed);
         let size = self.bound.wal_size();
-        self.largest_step = self.largest_step.max(size.saturating_sub(self.last_size));
-        self.last_size = size;
+        // A file that only got shorter (cut back after a restart) or was
+        // already there at the first batch says nothing about one batch.
+        let step = size.saturating_sub(self.last_size.unwrap_or(size));
+        self.largest_step = self.largest_step.max(step);
+        self.last_size = Some(size);
         if size <= self.bound.trigger {
+            self.round = None;
             self.retry_at = None;
             return;
         }
         let at_limit = size.saturating_add(self.largest_step) >= self.bound.limit;
-        if !at_limit && self.retry_at.is_some_and(|at| Instant::now() < at) {
-            return;
-        }
-        if self.restart(conn, EARLY_WAIT) {
-            return;
-        }
         if !at_limit {
-            self.retry_at = Some(Instant::now() + EARLY_RETRY_AFTER);
+            if self.retry_at.is_some_and(|at| Instant::now() < at) {
+                return;
+            }
+            let bound = &self.bound;
+            let round = *self.round.get_or_insert_with(|| bound.ask_for_round());
+            if !bound.round_ended(round) {
+                return;
+            }
+            match bound.try_checkpoint(conn, "RESTART", EARLY_WAIT, self.normal_wait) {
+                // The checkpointer began another round: after the next batch.
+                None => return,
+                Some(true) => self.retry_at = None,
+                Some(false) => self.retry_at = Some(Instant::now() + EARLY_RETRY_AFTER),
+            }
+            self.round = None;
             return;
         }
+        self.round = None;
+        self.retry_at = None;
         let holding_since = Instant::now();
         let mut warned = holding_since;
         while !self.bound.closing() {
-            if self.restart(conn, LIMIT_WAIT) {
-                tracing::info!(
+            if self
+                .bound
+                .checkpoint(conn, "RESTART", LIMIT_WAIT, self.normal_wait)
+            {
+                tracing::debug!(
                     held_ms = holding_since.elapsed().as_millis(),
-                    "WAL restarted; appends resume"
+                    "WAL restarted at its limit; appends resume"
                 );
                 return;
             }
@@ -230,21 +323,15 @@ impl HotBound {
             }
         }
     }
-
-    fn restart(&mut self, conn: &Connection, wait: Duration) -> bool {
-        let done = self
-            .bound
-            .checkpoint(conn, "RESTART", wait, self.normal_wait);
-        self.retry_at = None;
-        done
-    }
 }
 
-/// The checkpointer thread: a PASSIVE checkpoint every [`CHECKPOINT_EVERY`];
-/// a restart, too, when the log is past the trigger while the hot writer is
-/// idle (other writes fill it slowly, but they fill it). Once told to
+/// The checkpointer thread: a PASSIVE checkpoint every [`CHECKPOINT_EVERY`],
+/// or at once when the hot writer asks. While the hot writer is idle (no
+/// batch for a whole round), it also restarts a log past the trigger
+/// itself: other writes fill it slowly, but they fill it. Once told to
 /// finish, a last TRUNCATE checkpoint, and the thread ends.
 pub(super) fn checkpoint_loop(conn: &Connection, bound: &WalBound, normal_wait: Duration) {
+    let mut hot_batches_seen = bound.hot_batches.load(Ordering::Relaxed);
     loop {
         if bound.finishing.load(Ordering::Acquire) {
             // Every other connection is closed: nothing can keep this from
@@ -254,16 +341,20 @@ pub(super) fn checkpoint_loop(conn: &Connection, bound: &WalBound, normal_wait: 
             }
             return;
         }
+        bound.rounds_begun.fetch_add(1, Ordering::AcqRel);
         bound.checkpoint(conn, "PASSIVE", normal_wait, normal_wait);
-        if bound.wal_size() > bound.trigger {
+        bound.rounds_ended.fetch_add(1, Ordering::AcqRel);
+        let hot_batches = bound.hot_batches.load(Ordering::Relaxed);
+        if hot_batches == hot_batches_seen && bound.wal_size() > bound.trigger {
             bound.checkpoint(conn, "RESTART", EARLY_WAIT, normal_wait);
         }
+        hot_batches_seen = hot_batches;
         std::thread::park_timeout(CHECKPOINT_EVERY);
     }
 }
 
 /// Tells the checkpointer thread to run its last checkpoint and end.
-pub(super) fn finish(bound: &WalBound, checkpointer: &std::thread::Thread) {
+pub(super) fn finish(bound: &WalBound, checkpointer: &Thread) {
     bound.finishing.store(true, Ordering::Release);
     checkpointer.unpark();
 }
@@ -322,9 +413,9 @@ mod tests {
     }
 
     #[test]
-    fn the_trigger_leaves_a_quarter_of_the_limit() {
+    fn the_trigger_is_half_the_limit() {
         let bound = WalBound::new(Path::new("/tmp/chat.db"), 64 << 20);
-        assert_eq!(bound.trigger, 48 << 20);
+        assert_eq!(bound.trigger, 32 << 20);
         assert_eq!(bound.wal_path, Path::new("/tmp/chat.db-wal"));
     }
 }

@@ -107,6 +107,7 @@ impl HotWriter {
                 checkpoint::checkpoint_loop(&checkpointer, &checkpoint_bound, BUSY_TIMEOUT);
             })
             .map_err(|error| StoreError::Config(format!("cannot start a thread: {error}")))?;
+        bound.set_checkpointer(checkpointer.thread().clone());
         let (jobs, receiver) = mpsc::channel(QUEUE_LEN);
         let hot_bound = HotBound::new(bound.clone(), BUSY_TIMEOUT);
         let started = std::thread::Builder::new()
