@@ -64,6 +64,9 @@ enum Outcome {
 pub(super) struct HotWriter {
     jobs: mpsc::Sender<Job>,
     bound: Arc<WalBound>,
+    /// The checkpointer thread, taken once to be joined at close (or told
+    /// to end on drop). A plain mutex: the store is shared, closing takes
+    /// `&self`, and nothing else ever touches it.
     checkpointer: Mutex<Option<JoinHandle<()>>>,
 }
 
