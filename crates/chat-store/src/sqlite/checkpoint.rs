@@ -55,6 +55,10 @@ pub(crate) const MIN_WAL_LIMIT: u64 = 1024 * 1024;
 /// How often the checkpointer copies the log into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
+/// Room kept below the limit besides the largest batch: other writers'
+/// pages (a friend request, a login) land in the same log.
+const HEADROOM: u64 = 64 * 1024;
+
 /// How long a restart below the limit waits for readers to leave the log.
 /// chatd's own reads last far less; a reader that takes longer is not
 /// waited for while there is still room.
@@ -278,7 +282,11 @@ impl HotBound {
             self.retry_at = None;
             return;
         }
-        let at_limit = size.saturating_add(self.largest_step) >= self.bound.limit;
+        // Room for twice the largest batch seen and a few pages of other
+        // writes: a batch can outgrow every earlier one, and the bound is
+        // checked between batches, not inside one.
+        let headroom = self.largest_step.saturating_mul(2) + HEADROOM;
+        let at_limit = size.saturating_add(headroom) >= self.bound.limit;
         if !at_limit {
             if self.retry_at.is_some_and(|at| Instant::now() < at) {
                 return;
