@@ -609,6 +609,8 @@ async fn metrics_parse_and_move_when_a_message_is_sent() {
     assert!(sample(&after, "chatd_process_resident_memory_bytes", &[]) > 0.0);
     assert!(sample(&after, "chatd_process_open_fds", &[]) > 0.0);
     assert!(after.contains("chatd_request_duration_seconds_bucket"));
+    assert!(sample(&after, "chatd_store_commit_batch_size_count", &[]) >= 1.0);
+    assert!(after.contains("chatd_store_commit_duration_seconds_bucket"));
     assert!(after.contains("chatd_bus_connected 1"));
     server.shutdown().await;
 }

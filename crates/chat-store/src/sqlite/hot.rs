@@ -24,6 +24,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Result, StoreError};
+use crate::log_throttle::{self, LogThrottle, Verdict};
 use crate::repo::{Appended, NewMessage, OnCommit, PendingAppend};
 use crate::rows::{from_db, target_to_db, to_db};
 
@@ -267,16 +268,30 @@ fn run(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, mut bound: HotBound)
     }
 }
 
+/// Failed batches, logged once per interval with a count (a full disk fails
+/// every batch: a line each would fill what little is left).
+static BATCH_FAILURES: LogThrottle = LogThrottle::new(log_throttle::DEFAULT_INTERVAL);
+
 /// Runs a batch in one transaction and answers every job, in order.
 fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
-    match run_together(conn, batch) {
+    let started = std::time::Instant::now();
+    let together = run_together(conn, batch);
+    metrics::histogram!("chatd_store_commit_batch_size").record(batch.len() as f64);
+    metrics::histogram!("chatd_store_commit_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    match together {
         Ok(outcomes) => {
+            if let Some(failures) = BATCH_FAILURES.success() {
+                tracing::warn!(failures, "hot batches commit again after {failures} failed");
+            }
             for (job, outcome) in batch.drain(..).zip(outcomes) {
                 answer(job, outcome);
             }
         }
         Err(error) => {
-            tracing::warn!(%error, writes = batch.len(), "hot batch failed; retrying its writes one by one");
+            if let Verdict::Log { suppressed } = BATCH_FAILURES.failure(started) {
+                tracing::warn!(%error, writes = batch.len(), suppressed, "hot batch failed; retrying its writes one by one");
+            }
             for job in batch.drain(..) {
                 let outcome = run_alone(conn, &job);
                 answer(job, outcome);

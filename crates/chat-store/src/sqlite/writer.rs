@@ -24,7 +24,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::error::{Result, StoreError};
+use crate::log_throttle::{self, LogThrottle, Verdict};
 use crate::rows::BoxFuture;
+
+/// Failed batches, logged once per interval with a count.
+static BATCH_FAILURES: LogThrottle = LogThrottle::new(log_throttle::DEFAULT_INTERVAL);
 
 /// Most writes committed in one transaction. Large enough that a busy server
 /// syncs the disk rarely, small enough that the first write of a batch does
@@ -287,12 +291,20 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Box<dyn Job>>
     }
     match run_together(conn, batch).await {
         Ok(()) => {
+            if let Some(failures) = BATCH_FAILURES.success() {
+                tracing::warn!(
+                    failures,
+                    "write batches commit again after {failures} failed"
+                );
+            }
             for job in batch.drain(..) {
                 job.answer();
             }
         }
         Err(error) => {
-            tracing::warn!(%error, writes = batch.len(), "batch failed; retrying its writes one by one");
+            if let Verdict::Log { suppressed } = BATCH_FAILURES.failure(std::time::Instant::now()) {
+                tracing::warn!(%error, writes = batch.len(), suppressed, "batch failed; retrying its writes one by one");
+            }
             rollback(conn).await;
             for job in batch.drain(..) {
                 commit_alone(conn, job).await;
