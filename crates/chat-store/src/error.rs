@@ -1,5 +1,8 @@
 //! The store's error type.
 
+use std::future::Future;
+use std::time::Duration;
+
 /// What can go wrong in a store call. The first four are outcomes the caller
 /// maps to a protocol status; the rest are failures of the database itself.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +26,10 @@ pub enum StoreError {
     /// hot path.
     #[error("database: {0}")]
     Engine(String),
+    /// The database did not answer within the store's time bound (MySQL's
+    /// `timeout`); the call may or may not have taken effect.
+    #[error("the database did not answer within {0:?}")]
+    TimedOut(Duration),
     /// Applying the embedded migrations failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -30,3 +37,10 @@ pub enum StoreError {
 
 /// The result of a store call.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Runs `call`, giving up with [`StoreError::TimedOut`] after `limit`.
+pub(crate) async fn within<T>(limit: Duration, call: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(StoreError::TimedOut(limit)))
+}

@@ -7,10 +7,15 @@
 mod common;
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use chat_proto::{ConversationId, GroupId, Role, Target, UserId};
-use chat_store::{FriendAddResult, NewMessage, Store, StoreError};
+use chat_proto::{ConversationId, GroupId, Role, Seq, Target, UserId};
+use chat_store::{Appended, FriendAddResult, NewMessage, Store, StoreError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 const NOW: i64 = 1_700_000_000_000;
 
@@ -286,5 +291,174 @@ async fn a_url_without_a_database_or_with_a_missing_one_is_refused() {
         .unwrap();
     assert_eq!(store.backend(), "mysql");
     store.close().await;
+    database.drop_now().await;
+}
+
+/// A TCP proxy in front of MariaDB that can go silent: while frozen it
+/// accepts connections and reads, but passes nothing on either way, like a
+/// database host that stopped answering without closing anything.
+struct SilenceableProxy {
+    address: SocketAddr,
+    frozen: watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl SilenceableProxy {
+    async fn start(upstream: String) -> SilenceableProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (frozen, watcher) = watch::channel(false);
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let watcher = watcher.clone();
+                tokio::spawn(async move {
+                    Self::thawed(&mut watcher.clone()).await;
+                    let Ok(server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    tokio::spawn(Self::pump(client_read, server_write, watcher.clone()));
+                    tokio::spawn(Self::pump(server_read, client_write, watcher));
+                });
+            }
+        });
+        SilenceableProxy {
+            address,
+            frozen,
+            accept,
+        }
+    }
+
+    async fn thawed(watcher: &mut watch::Receiver<bool>) {
+        let _ = watcher.wait_for(|frozen| !frozen).await;
+    }
+
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut watcher: watch::Receiver<bool>,
+    ) {
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            let read = match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            Self::thawed(&mut watcher).await;
+            if to.write_all(&buffer[..read]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn freeze(&self, frozen: bool) {
+        self.frozen.send_replace(frozen);
+    }
+}
+
+impl Drop for SilenceableProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// The bound a store call may take in the test below: the URL's timeout
+/// and some slack for a loaded machine. The old behaviour was ~25 s.
+const SILENT_TIMEOUT: Duration = Duration::from_secs(1);
+const SILENT_BOUND: Duration = Duration::from_millis(2500);
+
+async fn timed<T>(
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> (Duration, Result<T, StoreError>) {
+    let started = Instant::now();
+    let result = call.await;
+    (started.elapsed(), result)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_database_fails_every_call_within_the_timeout_then_recovers() {
+    let Some(database) = common::MariaDb::create("silent").await else {
+        return;
+    };
+    let proxy = SilenceableProxy::start(database.server_address()).await;
+    let url = database.url_through(proxy.address, "?timeout=1");
+    let store = chat_store::open(&url).await.unwrap();
+    let alice = store.create_user("alice", "h", NOW).await.unwrap().id;
+    let bob = store.create_user("bob", "h", NOW).await.unwrap().id;
+    store
+        .add_friend_request(alice, bob, None, NOW)
+        .await
+        .unwrap();
+    let conversation = store
+        .respond_friend_request(alice, bob, true, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .append_message(message(alice, Target::User(bob), "before"))
+        .await
+        .unwrap();
+
+    proxy.freeze(true);
+    let queued = async {
+        let pending = store
+            .queue_append(
+                message(bob, Target::User(alice), "queued"),
+                Box::new(|_: &Appended| {}),
+            )
+            .await?;
+        pending.await
+    };
+    let (read, write, append, ack, queued) = tokio::join!(
+        timed(store.user_by_id(alice)),
+        timed(store.create_user("carol", "h", NOW)),
+        timed(store.append_message(message(alice, Target::User(bob), "during"))),
+        timed(store.ack(bob, conversation, Seq(1))),
+        timed(queued),
+    );
+    let failures = [
+        ("read", read.0, read.1.map(|_| ())),
+        ("write", write.0, write.1.map(|_| ())),
+        ("append", append.0, append.1.map(|_| ())),
+        ("ack", ack.0, ack.1.map(|_| ())),
+        ("queued append", queued.0, queued.1.map(|_| ())),
+    ];
+    for (call, took, result) in failures {
+        assert!(
+            matches!(
+                result,
+                Err(StoreError::TimedOut(_) | StoreError::Database(_))
+            ),
+            "{call} during the silence: {result:?}"
+        );
+        assert!(
+            took < SILENT_BOUND,
+            "{call} took {took:?} (timeout {SILENT_TIMEOUT:?})"
+        );
+    }
+
+    // Back: the store reconnects by itself; the resend of the send that
+    // timed out is stored (once) whether or not the first attempt was.
+    proxy.freeze(false);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let resent = loop {
+        match store
+            .append_message(message(alice, Target::User(bob), "during"))
+            .await
+        {
+            Ok(appended) => break appended,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("the store did not recover: {error:?}"),
+        }
+    };
+    assert_eq!(resent.message.seq, Seq(2));
+    assert!(store.user_by_id(alice).await.unwrap().is_some());
+    assert_eq!(store.ack(bob, conversation, Seq(2)).await.unwrap(), Seq(2));
+    store.close().await;
+    drop(proxy);
     database.drop_now().await;
 }
