@@ -22,8 +22,9 @@ pub enum StoreError {
     /// The database failed or could not be reached.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    /// The database failed, reported by the direct SQLite connection of the
-    /// hot path.
+    /// The database failed, reported by a hot path (the direct SQLite
+    /// connection, or the MySQL batch writer, which answers every write of a
+    /// failed batch with the same failure).
     #[error("database: {0}")]
     Engine(String),
     /// The database did not answer within the store's time bound (MySQL's

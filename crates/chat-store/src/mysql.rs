@@ -2,9 +2,15 @@
 //!
 //! Every connection runs at READ COMMITTED: each statement sees what other
 //! nodes have committed, and the few places that must stay consistent until
-//! commit take row locks explicitly (see `writes.rs`). InnoDB resolves a
-//! deadlock by rolling one transaction back; that transaction is simply run
-//! again, a few times at most.
+//! commit take row locks explicitly (see `writes.rs` and `batch.rs`).
+//!
+//! Appends and acks, the writes every chat message makes, take the hot path
+//! (`hot.rs`): a task with a connection of its own commits everything queued
+//! in one transaction, so one log sync covers many messages, and answers
+//! (and runs the commit hooks) in commit order. Every other write is a
+//! transaction of its own on the pool. InnoDB resolves a deadlock by rolling
+//! one transaction back; that transaction (or batch) is simply run again, a
+//! few times at most.
 //!
 //! Every call is bounded in time: `?timeout=SECONDS` in the URL (default
 //! [`DEFAULT_TIMEOUT`]) bounds waiting for a pooled connection, each read,
@@ -12,6 +18,8 @@
 //! A database that stops answering makes calls fail with
 //! [`StoreError::TimedOut`] within that bound instead of hanging.
 
+mod batch;
+mod hot;
 mod writes;
 
 mod reads {
@@ -30,10 +38,11 @@ use chat_proto::{ConversationId, Seq, UserId};
 
 use crate::repo::{Appended, NewMessage, OnCommit, PendingAppend, Store};
 use crate::rows::BoxFuture;
+use hot::HotWriter;
 use reads::Reads;
 
-/// Connections per store (per node). Enough to keep a node's appends to
-/// different conversations from queueing behind each other.
+/// Connections per store (per node), for reads and the writes off the hot
+/// path (the hot path has a connection of its own).
 const MAX_CONNECTIONS: u32 = 16;
 
 /// How long a store call may take when the URL does not say: long enough
@@ -61,6 +70,7 @@ type TransactionBody<A, T> = for<'c> fn(&'c mut MySqlConnection, &'c A) -> BoxFu
 pub struct MysqlStore {
     pool: MySqlPool,
     reads: Reads,
+    hot: HotWriter,
     timeout: Duration,
 }
 
@@ -105,7 +115,7 @@ impl MysqlStore {
                     Ok(())
                 })
             })
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         if let Err(error) = migrate(&pool).await {
             pool.close().await;
@@ -113,40 +123,27 @@ impl MysqlStore {
         }
         Ok(MysqlStore {
             reads: Reads::with_timeout(pool.clone(), timeout),
+            hot: HotWriter::start(options, timeout, lock_wait),
             pool,
             timeout,
         })
     }
 
-    /// Appends a message, then runs `on_commit` with the result. Separate
-    /// nodes (and tasks) commit independently, so unlike SQLite this gives
-    /// no ordering of hooks between concurrent appends; clients order by
-    /// sequence number and fill gaps.
+    /// Appends a message on the hot path, then runs `on_commit` with the
+    /// result there, in commit order.
     async fn append(&self, message: NewMessage, on_commit: Option<OnCommit>) -> Result<Appended> {
-        let appended = self
-            .write(message, |conn, message| {
-                Box::pin(writes::append_message(conn, message))
-            })
-            .await?;
-        if let Some(on_commit) = on_commit {
-            on_commit(&appended);
-        }
-        Ok(appended)
+        self.hot.append(message, on_commit).await
     }
 
-    /// Appends at once (MySQL has no commit queue to wait in) and hands back
-    /// the result as an already finished future.
+    /// Queues an append on the hot path and returns its pending result.
     async fn queue(&self, message: NewMessage, on_commit: OnCommit) -> Result<PendingAppend> {
-        let appended = self.append(message, Some(on_commit)).await;
-        Ok(Box::pin(std::future::ready(appended)))
+        self.hot.queue(message, on_commit).await
     }
 
-    /// Moves `user`'s acknowledged position in `conversation`.
+    /// Moves `user`'s acknowledged position in `conversation`, on the hot
+    /// path.
     async fn ack_write(&self, user: UserId, conversation: ConversationId, seq: Seq) -> Result<Seq> {
-        self.write((user, conversation, seq), |conn, args| {
-            Box::pin(writes::ack(conn, args))
-        })
-        .await
+        self.hot.ack(user, conversation, seq).await
     }
 
     /// Runs `body` in a transaction: commits if it returns `Ok`, rolls back
@@ -266,9 +263,10 @@ crate::dispatch::impl_repositories!(MysqlStore);
 #[async_trait]
 impl Store for MysqlStore {
     async fn close(&self) {
-        // Every write returns only after its commit, so once callers have
-        // stopped calling there is nothing in flight to wait for. The reads
-        // share the pool: this closes it.
+        // The hot path first, so what is queued commits; every other write
+        // returns only after its commit, so once callers have stopped there
+        // is nothing else in flight. The reads share the pool: this closes it.
+        self.hot.close().await;
         self.reads.close().await;
     }
 
