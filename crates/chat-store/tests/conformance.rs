@@ -563,6 +563,9 @@ async fn leave_kick_and_dissolve(store: Arc<dyn Store>) {
         .add_member(group.id, carol, Role::Admin, NOW)
         .await
         .unwrap();
+    // Sending first: what a store learned about a sender's right to send
+    // must not outlive the right.
+    send(&store, bob, Target::Group(group.id), "b0").await;
 
     store.remove_member(group.id, bob).await.unwrap();
     assert_eq!(store.role(group.id, bob).await.unwrap(), None);
@@ -594,6 +597,7 @@ async fn leave_kick_and_dissolve(store: Arc<dyn Store>) {
         .await
         .unwrap();
     send(&store, carol, Target::Group(group.id), "c1").await;
+    send(&store, owner, Target::Group(group.id), "o0").await;
 
     let mut expected = vec![owner, bob, carol];
     expected.sort();

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 
-use super::batch::{self, Item, Outcome};
+use super::batch::{self, Item, Outcome, RouteCache};
 use super::{backoff, is_lock_conflict, prepare_session, MAX_ATTEMPTS};
 use crate::error::{Result, StoreError};
 use crate::repo::{Appended, NewMessage, OnCommit, PendingAppend};
@@ -98,6 +98,7 @@ impl HotWriter {
             timeout,
             lock_wait_secs,
             conn: None,
+            routes: RouteCache::default(),
         };
         HotWriter {
             commands,
@@ -219,12 +220,14 @@ fn closed() -> StoreError {
     StoreError::Database(sqlx::Error::PoolClosed)
 }
 
-/// The task's state: how to connect, and the connection while it works.
+/// The task's state: how to connect, the connection while it works, and
+/// where senders' messages go.
 struct Committer {
     options: MySqlConnectOptions,
     timeout: Duration,
     lock_wait_secs: u64,
     conn: Option<MySqlConnection>,
+    routes: RouteCache,
 }
 
 impl Committer {
@@ -375,23 +378,23 @@ impl Committer {
 
     /// One try: the batch's statements and its `COMMIT`.
     async fn once(&mut self, items: &[Item<'_>], look_up_resends: bool) -> Result<Vec<Outcome>> {
-        let conn = self.connection().await?;
-        batch::run(conn, items, look_up_resends).await
+        if self.conn.is_none() {
+            self.conn = Some(self.connect().await?);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(StoreError::Engine("no connection".to_owned()));
+        };
+        batch::run(conn, items, look_up_resends, &mut self.routes).await
     }
 
-    /// The connection, opened if there is none. It runs with autocommit
-    /// off: each batch's first statement opens its transaction, which saves
-    /// a `BEGIN` round trip per batch.
-    async fn connection(&mut self) -> Result<&mut MySqlConnection> {
-        if self.conn.is_none() {
-            let mut conn = self.options.connect().await?;
-            prepare_session(&mut conn, self.lock_wait_secs).await?;
-            conn.execute("SET SESSION autocommit = 0").await?;
-            self.conn = Some(conn);
-        }
-        self.conn
-            .as_mut()
-            .ok_or_else(|| StoreError::Engine("no connection".to_owned()))
+    /// A new connection. It runs with autocommit off: each batch's first
+    /// statement opens its transaction, which saves a `BEGIN` round trip
+    /// per batch.
+    async fn connect(&self) -> Result<MySqlConnection> {
+        let mut conn = self.options.connect().await?;
+        prepare_session(&mut conn, self.lock_wait_secs).await?;
+        conn.execute("SET SESSION autocommit = 0").await?;
+        Ok(conn)
     }
 }
 
