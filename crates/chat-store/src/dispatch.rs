@@ -1,7 +1,8 @@
 //! The repository traits for a backend, written once.
 //!
 //! Both backends implement every trait method the same way: a read goes to
-//! the backend's `Reads` (see [`crate::reads`]), a write hands its arguments
+//! the backend's `Reads` (see [`crate::reads`]), within the time bound the
+//! backend gave it (MySQL's `timeout`; none on SQLite), a write hands its arguments
 //! and the body of its transaction (a function of the backend's `writes`
 //! module) to the backend's `write` method, which runs it the way that
 //! backend commits (the SQLite group-commit writer, or a MySQL transaction
@@ -44,11 +45,11 @@ macro_rules! impl_repositories {
                 }
 
                 async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>> {
-                    self.reads.user_by_name(name).await
+                    self.reads.bounded(self.reads.user_by_name(name)).await
                 }
 
                 async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>> {
-                    self.reads.user_by_id(id).await
+                    self.reads.bounded(self.reads.user_by_id(id)).await
                 }
             }
 
@@ -72,7 +73,9 @@ macro_rules! impl_repositories {
                     token_hash: &str,
                     now_ms: i64,
                 ) -> Result<Option<(UserId, i64)>> {
-                    self.reads.user_for_token(token_hash, now_ms).await
+                    self.reads
+                        .bounded(self.reads.user_for_token(token_hash, now_ms))
+                        .await
                 }
 
                 async fn revoke_token(&self, token_hash: &str, now_ms: i64) -> Result<()> {
@@ -121,7 +124,7 @@ macro_rules! impl_repositories {
                 }
 
                 async fn friends_of(&self, user: UserId) -> Result<Vec<FriendRecord>> {
-                    self.reads.friends_of(user).await
+                    self.reads.bounded(self.reads.friends_of(user)).await
                 }
 
                 async fn friend(
@@ -129,7 +132,7 @@ macro_rules! impl_repositories {
                     user: UserId,
                     friend: UserId,
                 ) -> Result<Option<FriendRecord>> {
-                    self.reads.friend(user, friend).await
+                    self.reads.bounded(self.reads.friend(user, friend)).await
                 }
 
                 async fn update_friend(
@@ -155,7 +158,7 @@ macro_rules! impl_repositories {
                     &self,
                     user: UserId,
                 ) -> Result<(Vec<FriendRequestInfo>, Vec<FriendRequestInfo>)> {
-                    self.reads.pending_requests(user).await
+                    self.reads.bounded(self.reads.pending_requests(user)).await
                 }
             }
 
@@ -176,11 +179,11 @@ macro_rules! impl_repositories {
                 }
 
                 async fn group(&self, group: GroupId) -> Result<Option<GroupRecord>> {
-                    self.reads.group(group).await
+                    self.reads.bounded(self.reads.group(group)).await
                 }
 
                 async fn role(&self, group: GroupId, user: UserId) -> Result<Option<Role>> {
-                    self.reads.role(group, user).await
+                    self.reads.bounded(self.reads.role(group, user)).await
                 }
 
                 async fn add_member(
@@ -218,11 +221,11 @@ macro_rules! impl_repositories {
                 }
 
                 async fn members(&self, group: GroupId) -> Result<Vec<MemberRecord>> {
-                    self.reads.members(group).await
+                    self.reads.bounded(self.reads.members(group)).await
                 }
 
                 async fn groups_of(&self, user: UserId) -> Result<Vec<(GroupRecord, Role)>> {
-                    self.reads.groups_of(user).await
+                    self.reads.bounded(self.reads.groups_of(user)).await
                 }
             }
 
@@ -253,7 +256,9 @@ macro_rules! impl_repositories {
                     conversation: ConversationId,
                     user: UserId,
                 ) -> Result<bool> {
-                    self.reads.is_conversation_member(conversation, user).await
+                    self.reads
+                        .bounded(self.reads.is_conversation_member(conversation, user))
+                        .await
                 }
 
                 async fn history(
@@ -263,7 +268,9 @@ macro_rules! impl_repositories {
                     after: Option<Seq>,
                     limit: u32,
                 ) -> Result<Vec<ChatMessage>> {
-                    self.reads.history(conversation, before, after, limit).await
+                    self.reads
+                        .bounded(self.reads.history(conversation, before, after, limit))
+                        .await
                 }
 
                 async fn ack(
@@ -281,11 +288,13 @@ macro_rules! impl_repositories {
                     start: Option<Cursor>,
                     limit: u32,
                 ) -> Result<Vec<ChatMessage>> {
-                    self.reads.unacked(user, start, limit).await
+                    self.reads
+                        .bounded(self.reads.unacked(user, start, limit))
+                        .await
                 }
 
                 async fn unacked_count(&self, user: UserId) -> Result<u64> {
-                    self.reads.unacked_count(user).await
+                    self.reads.bounded(self.reads.unacked_count(user)).await
                 }
 
                 async fn sync(
@@ -294,7 +303,9 @@ macro_rules! impl_repositories {
                     cursors: &[Cursor],
                     limit: u32,
                 ) -> Result<Vec<ChatMessage>> {
-                    self.reads.sync(user, cursors, limit).await
+                    self.reads
+                        .bounded(self.reads.sync(user, cursors, limit))
+                        .await
                 }
             }
         };

@@ -1,5 +1,8 @@
 //! The store's error type.
 
+use std::future::Future;
+use std::time::Duration;
+
 /// What can go wrong in a store call. The first four are outcomes the caller
 /// maps to a protocol status; the rest are failures of the database itself.
 #[derive(Debug, thiserror::Error)]
@@ -19,10 +22,15 @@ pub enum StoreError {
     /// The database failed or could not be reached.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    /// The database failed, reported by the direct SQLite connection of the
-    /// hot path.
+    /// The database failed, reported by a hot path (the direct SQLite
+    /// connection, or the MySQL batch writer, which answers every write of a
+    /// failed batch with the same failure).
     #[error("database: {0}")]
     Engine(String),
+    /// The database did not answer within the store's time bound (MySQL's
+    /// `timeout`); the call may or may not have taken effect.
+    #[error("the database did not answer within {0:?}")]
+    TimedOut(Duration),
     /// Applying the embedded migrations failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -30,3 +38,10 @@ pub enum StoreError {
 
 /// The result of a store call.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Runs `call`, giving up with [`StoreError::TimedOut`] after `limit`.
+pub(crate) async fn within<T>(limit: Duration, call: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(StoreError::TimedOut(limit)))
+}

@@ -6,11 +6,12 @@
 //! [`mysql::MysqlStore`] (for clusters). [`open`] picks one by URL scheme and
 //! applies that backend's embedded migrations.
 //!
-//! Both backends pass one conformance suite (`tests/conformance.rs`). The
-//! SQLite store commits writes in groups from a single writer task; the
-//! MySQL store serialises what must be serialised with row locks, so several
-//! nodes can share one database (sequence numbers stay gap-free, a resend is
-//! recognised whichever node it reaches).
+//! Both backends pass one conformance suite (`tests/conformance.rs`). Both
+//! group-commit message appends and acks: one transaction for everything
+//! queued, answered in commit order. The MySQL store also serialises what
+//! must be serialised with row locks, so several nodes can share one
+//! database (sequence numbers stay gap-free, a resend is recognised
+//! whichever node it reaches).
 //!
 //! This crate knows SQL and the value types of `chat-proto`; it knows nothing
 //! about sockets, sessions or routing.

@@ -2,10 +2,24 @@
 //!
 //! Every connection runs at READ COMMITTED: each statement sees what other
 //! nodes have committed, and the few places that must stay consistent until
-//! commit take row locks explicitly (see `writes.rs`). InnoDB resolves a
-//! deadlock by rolling one transaction back; that transaction is simply run
-//! again, a few times at most.
+//! commit take row locks explicitly (see `writes.rs` and `batch.rs`).
+//!
+//! Appends and acks, the writes every chat message makes, take the hot path
+//! (`hot.rs`): a task with a connection of its own commits everything queued
+//! in one transaction, so one log sync covers many messages, and answers
+//! (and runs the commit hooks) in commit order. Every other write is a
+//! transaction of its own on the pool. InnoDB resolves a deadlock by rolling
+//! one transaction back; that transaction (or batch) is simply run again, a
+//! few times at most.
+//!
+//! Every call is bounded in time: `?timeout=SECONDS` in the URL (default
+//! [`DEFAULT_TIMEOUT`]) bounds waiting for a pooled connection, each read,
+//! each write transaction, and an append or ack from queueing to its answer.
+//! A database that stops answering makes calls fail with
+//! [`StoreError::TimedOut`] within that bound instead of hanging.
 
+mod batch;
+mod hot;
 mod writes;
 
 mod reads {
@@ -30,16 +44,22 @@ use async_trait::async_trait;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPoolOptions};
 use sqlx::{Executor as _, MySqlPool};
 
-use crate::error::{Result, StoreError};
+use crate::error::{within, Result, StoreError};
 use chat_proto::{ConversationId, Seq, UserId};
 
 use crate::repo::{Appended, NewMessage, OnCommit, PendingAppend, Store};
 use crate::rows::BoxFuture;
+use hot::HotWriter;
 use reads::Reads;
 
-/// Connections per store (per node). Enough to keep a node's appends to
-/// different conversations from queueing behind each other.
+/// Connections per store (per node), for reads and the writes off the hot
+/// path (the hot path has a connection of its own).
 const MAX_CONNECTIONS: u32 = 16;
+
+/// How long a store call may take when the URL does not say: long enough
+/// for a loaded database's slowest batch, short enough that a client told
+/// `unavailable` is still there to retry.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often a transaction is tried when InnoDB keeps choosing it as a
 /// deadlock victim.
@@ -47,6 +67,9 @@ const MAX_ATTEMPTS: u32 = 5;
 
 /// MySQL's error number for "Deadlock found when trying to get lock".
 const ER_LOCK_DEADLOCK: u16 = 1213;
+
+/// MySQL's error number for "Lock wait timeout exceeded".
+const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 
 /// The body of a write transaction: runs inside an open transaction with its
 /// arguments; a plain function pointer, so it can be run again on retry.
@@ -58,6 +81,8 @@ type TransactionBody<A, T> = for<'c> fn(&'c mut MySqlConnection, &'c A) -> BoxFu
 pub struct MysqlStore {
     pool: MySqlPool,
     reads: Reads,
+    hot: HotWriter,
+    timeout: Duration,
 }
 
 impl MysqlStore {
@@ -65,19 +90,24 @@ impl MysqlStore {
     /// date.
     ///
     /// `url` is `mysql://USER:PASSWORD@HOST:PORT/DATABASE` (`mariadb://` is
-    /// accepted as a synonym). The database must exist; it should have the
-    /// default character set utf8mb4, although every table names its own.
-    /// Several nodes may open one database at once: migrations take a lock.
+    /// accepted as a synonym), optionally with `?timeout=SECONDS` (a positive
+    /// number, fractions allowed; default [`DEFAULT_TIMEOUT`]): the most any
+    /// store call waits for the database. The database must exist; it should
+    /// have the default character set utf8mb4, although every table names its
+    /// own. Several nodes may open one database at once: migrations take a
+    /// lock.
     ///
     /// # Errors
-    /// [`StoreError::Config`] for a malformed URL or one without a database;
-    /// a database error if the server cannot be reached or refuses the login;
-    /// a migration error if the schema cannot be applied.
+    /// [`StoreError::Config`] for a malformed URL, one without a database or
+    /// with a bad `timeout`; a database error if the server cannot be reached
+    /// (within the timeout) or refuses the login; a migration error if the
+    /// schema cannot be applied.
     pub async fn open(url: &str) -> Result<Self> {
         let url = match url.strip_prefix("mariadb:") {
             Some(rest) => format!("mysql:{rest}"),
             None => url.to_owned(),
         };
+        let (url, timeout) = split_timeout(&url)?;
         let options = MySqlConnectOptions::from_str(&url)
             .map_err(|error| StoreError::Config(format!("bad MySQL URL: {error}")))?;
         if options.get_database().is_none_or(str::is_empty) {
@@ -86,106 +116,157 @@ impl MysqlStore {
                     .to_owned(),
             ));
         }
+        let lock_wait = lock_wait_secs(timeout);
         let pool = MySqlPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .after_connect(|conn, _meta| {
+            .acquire_timeout(timeout)
+            .after_connect(move |conn, _meta| {
                 Box::pin(async move {
-                    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                        .await?;
+                    prepare_session(conn, lock_wait).await?;
                     Ok(())
                 })
             })
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         if let Err(error) = migrate(&pool).await {
             pool.close().await;
             return Err(error);
         }
         Ok(MysqlStore {
-            reads: Reads::new(pool.clone()),
+            reads: Reads::with_timeout(pool.clone(), timeout),
+            hot: HotWriter::start(options, timeout, lock_wait),
             pool,
+            timeout,
         })
     }
 
-    /// Appends a message, then runs `on_commit` with the result. Separate
-    /// nodes (and tasks) commit independently, so unlike SQLite this gives
-    /// no ordering of hooks between concurrent appends; clients order by
-    /// sequence number and fill gaps.
+    /// Appends a message on the hot path, then runs `on_commit` with the
+    /// result there, in commit order.
     async fn append(&self, message: NewMessage, on_commit: Option<OnCommit>) -> Result<Appended> {
-        let appended = self
-            .write(message, |conn, message| {
-                Box::pin(writes::append_message(conn, message))
-            })
-            .await?;
-        if let Some(on_commit) = on_commit {
-            on_commit(&appended);
-        }
-        Ok(appended)
+        self.hot.append(message, on_commit).await
     }
 
-    /// Appends at once (MySQL has no commit queue to wait in) and hands back
-    /// the result as an already finished future.
+    /// Queues an append on the hot path and returns its pending result.
     async fn queue(&self, message: NewMessage, on_commit: OnCommit) -> Result<PendingAppend> {
-        let appended = self.append(message, Some(on_commit)).await;
-        Ok(Box::pin(std::future::ready(appended)))
+        self.hot.queue(message, on_commit).await
     }
 
-    /// Moves `user`'s acknowledged position in `conversation`.
+    /// Moves `user`'s acknowledged position in `conversation`, on the hot
+    /// path.
     async fn ack_write(&self, user: UserId, conversation: ConversationId, seq: Seq) -> Result<Seq> {
-        self.write((user, conversation, seq), |conn, args| {
-            Box::pin(writes::ack(conn, args))
-        })
-        .await
+        self.hot.ack(user, conversation, seq).await
     }
 
     /// Runs `body` in a transaction: commits if it returns `Ok`, rolls back
     /// if it returns an error, and runs it again from the start if InnoDB
-    /// rolled it back to break a deadlock.
+    /// rolled it back to break a deadlock. All of it within the timeout.
     async fn write<A, T>(&self, args: A, body: TransactionBody<A, T>) -> Result<T>
     where
         A: Send + Sync + 'static,
         T: Send + 'static,
     {
-        let mut attempt = 1;
-        loop {
-            let mut transaction = self.pool.begin().await?;
-            let outcome = match body(&mut transaction, &args).await {
-                Ok(value) => transaction
-                    .commit()
-                    .await
-                    .map(|()| value)
-                    .map_err(StoreError::from),
-                Err(error) => {
-                    // A failed rollback leaves nothing to do: the connection
-                    // is discarded and the server rolls back on disconnect.
-                    if let Err(rollback) = transaction.rollback().await {
-                        tracing::debug!(error = %rollback, "rollback failed");
+        within(self.timeout, async {
+            let mut attempt = 1;
+            loop {
+                let mut transaction = self.pool.begin().await?;
+                let outcome = match body(&mut transaction, &args).await {
+                    Ok(value) => transaction
+                        .commit()
+                        .await
+                        .map(|()| value)
+                        .map_err(StoreError::from),
+                    Err(error) => {
+                        // A failed rollback leaves nothing to do: the
+                        // connection is discarded and the server rolls back
+                        // on disconnect.
+                        if let Err(rollback) = transaction.rollback().await {
+                            tracing::debug!(error = %rollback, "rollback failed");
+                        }
+                        Err(error)
                     }
-                    Err(error)
+                };
+                match outcome {
+                    Err(StoreError::Database(error))
+                        if is_lock_conflict(&error) && attempt < MAX_ATTEMPTS =>
+                    {
+                        tracing::debug!(attempt, "deadlock; running the transaction again");
+                        tokio::time::sleep(backoff(attempt)).await;
+                        attempt += 1;
+                    }
+                    outcome => return outcome,
                 }
-            };
-            match outcome {
-                Err(StoreError::Database(error))
-                    if is_deadlock(&error) && attempt < MAX_ATTEMPTS =>
-                {
-                    tracing::debug!(attempt, "deadlock; running the transaction again");
-                    // Back off a little, and differently each time, so the
-                    // two transactions that collided do not collide again.
-                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 7)).await;
-                    attempt += 1;
-                }
-                outcome => return outcome,
             }
-        }
+        })
+        .await
     }
 }
 
-/// Whether InnoDB rolled the transaction back to break a deadlock.
-fn is_deadlock(error: &sqlx::Error) -> bool {
+/// How long to wait before attempt `attempt + 1`: a little longer each time,
+/// so the two transactions that collided do not collide again.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(u64::from(attempt) * 7)
+}
+
+/// Whether InnoDB rolled the transaction (or, for a lock wait timeout, its
+/// last statement) back because of another transaction's locks; running it
+/// again is the cure.
+fn is_lock_conflict(error: &sqlx::Error) -> bool {
     error
         .as_database_error()
         .and_then(|database| database.try_downcast_ref::<MySqlDatabaseError>())
-        .is_some_and(|mysql| mysql.number() == ER_LOCK_DEADLOCK)
+        .is_some_and(|mysql| {
+            mysql.number() == ER_LOCK_DEADLOCK || mysql.number() == ER_LOCK_WAIT_TIMEOUT
+        })
+}
+
+/// Sets up a new connection: READ COMMITTED (see the module docs), and lock
+/// waits shorter than the store's timeout, so a lock held too long ends as
+/// a retryable error before the caller gives up.
+async fn prepare_session(conn: &mut MySqlConnection, lock_wait_secs: u64) -> sqlx::Result<()> {
+    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await?;
+    conn.execute(format!("SET SESSION innodb_lock_wait_timeout = {lock_wait_secs}").as_str())
+        .await?;
+    Ok(())
+}
+
+/// InnoDB's lock wait bound for a store timeout: half of it, in whole
+/// seconds (the unit the server takes), at least one.
+fn lock_wait_secs(timeout: Duration) -> u64 {
+    (timeout.as_secs() / 2).max(1)
+}
+
+/// Takes this crate's own `timeout` parameter out of a MySQL URL and returns
+/// the rest with the duration it names (or the default).
+fn split_timeout(url: &str) -> Result<(String, Duration)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), DEFAULT_TIMEOUT));
+    };
+    let mut timeout = DEFAULT_TIMEOUT;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        match pair.split_once('=') {
+            Some(("timeout", value)) => {
+                timeout = value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|secs| *secs > 0.0)
+                    .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+                    .ok_or_else(|| {
+                        StoreError::Config(format!(
+                            "timeout={value:?} in the MySQL URL: expected a positive number of seconds"
+                        ))
+                    })?;
+            }
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((url, timeout))
 }
 
 crate::dispatch::impl_repositories!(MysqlStore);
@@ -194,9 +275,10 @@ crate::admin::impl_admin!(MysqlStore);
 #[async_trait]
 impl Store for MysqlStore {
     async fn close(&self) {
-        // Every write returns only after its commit, so once callers have
-        // stopped calling there is nothing in flight to wait for. The reads
-        // share the pool: this closes it.
+        // The hot path first, so what is queued commits; every other write
+        // returns only after its commit, so once callers have stopped there
+        // is nothing else in flight. The reads share the pool: this closes it.
+        self.hot.close().await;
         self.reads.close().await;
     }
 
@@ -234,4 +316,33 @@ async fn migrate(pool: &MySqlPool) -> Result<()> {
     migrated?;
     released?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timeout_is_taken_out_of_the_url() {
+        let (url, timeout) = split_timeout("mysql://u@h:3306/chat").unwrap();
+        assert_eq!(url, "mysql://u@h:3306/chat");
+        assert_eq!(timeout, DEFAULT_TIMEOUT);
+        let (url, timeout) =
+            split_timeout("mysql://u@h:3306/chat?ssl-mode=disabled&timeout=2.5").unwrap();
+        assert_eq!(url, "mysql://u@h:3306/chat?ssl-mode=disabled");
+        assert_eq!(timeout, Duration::from_millis(2500));
+        for bad in ["0", "-1", "soon", "", "inf", "NaN"] {
+            assert!(
+                split_timeout(&format!("mysql://u@h/chat?timeout={bad}")).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn lock_waits_end_before_the_caller_gives_up() {
+        assert_eq!(lock_wait_secs(Duration::from_secs(5)), 2);
+        assert_eq!(lock_wait_secs(Duration::from_millis(500)), 1);
+        assert_eq!(lock_wait_secs(Duration::from_secs(60)), 30);
+    }
 }

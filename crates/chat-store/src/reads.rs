@@ -31,12 +31,43 @@ macro_rules! reads {
         #[derive(Debug, Clone)]
         pub(crate) struct Reads {
             pool: sqlx::Pool<$database>,
+            /// How long a read may take, if bounded.
+            timeout: Option<std::time::Duration>,
         }
 
         impl Reads {
-            /// Reads through `pool`.
+            /// Reads through `pool`, without a time bound.
+            #[allow(dead_code)] // Each backend uses one of the constructors.
             pub(crate) fn new(pool: sqlx::Pool<$database>) -> Reads {
-                Reads { pool }
+                Reads {
+                    pool,
+                    timeout: None,
+                }
+            }
+
+            /// Reads through `pool`; a read that takes longer than `timeout`
+            /// (through [`Reads::bounded`]) fails with `TimedOut`.
+            #[allow(dead_code)] // Each backend uses one of the constructors.
+            pub(crate) fn with_timeout(
+                pool: sqlx::Pool<$database>,
+                timeout: std::time::Duration,
+            ) -> Reads {
+                Reads {
+                    pool,
+                    timeout: Some(timeout),
+                }
+            }
+
+            /// Runs `read` (one of this struct's reads) within the time bound,
+            /// if there is one.
+            pub(crate) async fn bounded<T>(
+                &self,
+                read: impl std::future::Future<Output = Result<T>>,
+            ) -> Result<T> {
+                match self.timeout {
+                    Some(limit) => crate::error::within(limit, read).await,
+                    None => read.await,
+                }
             }
 
             /// The pool, for the operators' queries (`crate::admin`).

@@ -294,12 +294,13 @@ pub trait MessageStore: Send + Sync {
     async fn append_message(&self, message: NewMessage) -> Result<Appended>;
 
     /// As [`MessageStore::append_message`], and calls `on_commit` with the
-    /// result right after the commit. On SQLite every write goes through one
-    /// writer, and the hooks run on it in commit order, so a caller that
-    /// delivers from the hook delivers each conversation in sequence order
-    /// even when many senders' appends share one commit. Elsewhere the hook
-    /// runs in the appending task after its commit. The hook must be quick
-    /// and must not block.
+    /// result right after the commit. Appends go through one writer per
+    /// store (group commit), and the hooks run on it in commit order, so a
+    /// caller that delivers from the hook delivers each conversation in
+    /// sequence order even when many senders' appends share one commit. (On
+    /// MySQL that holds per store: hooks of two nodes writing one
+    /// conversation run in two processes.) The hook must be quick and must
+    /// not block.
     async fn append_message_then(
         &self,
         message: NewMessage,
@@ -309,8 +310,7 @@ pub trait MessageStore: Send + Sync {
     /// As [`MessageStore::append_message_then`], but returns as soon as the
     /// append has its place in the commit queue, with a future of its
     /// result: a session can queue a client's pipelined sends one after
-    /// another (keeping their order) and answer each when it commits. Where
-    /// there is no such queue (MySQL), it returns after the commit.
+    /// another (keeping their order) and answer each when it commits.
     async fn queue_append(&self, message: NewMessage, on_commit: OnCommit)
         -> Result<PendingAppend>;
 

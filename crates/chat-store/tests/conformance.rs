@@ -563,6 +563,9 @@ async fn leave_kick_and_dissolve(store: Arc<dyn Store>) {
         .add_member(group.id, carol, Role::Admin, NOW)
         .await
         .unwrap();
+    // Sending first: what a store learned about a sender's right to send
+    // must not outlive the right.
+    send(&store, bob, Target::Group(group.id), "b0").await;
 
     store.remove_member(group.id, bob).await.unwrap();
     assert_eq!(store.role(group.id, bob).await.unwrap(), None);
@@ -594,6 +597,7 @@ async fn leave_kick_and_dissolve(store: Arc<dyn Store>) {
         .await
         .unwrap();
     send(&store, carol, Target::Group(group.id), "c1").await;
+    send(&store, owner, Target::Group(group.id), "o0").await;
 
     let mut expected = vec![owner, bob, carol];
     expected.sort();
@@ -731,6 +735,30 @@ async fn append_refuses_strangers(store: Arc<dyn Store>) {
         [1]
     );
     assert_eq!(store.unacked_count(carol).await.unwrap(), 0);
+}
+
+/// A resend is recognised before the sender's right to send is checked: a
+/// client repeating a send it had no answer for gets the original back,
+/// even if the friendship ended in between.
+async fn resends_are_answered_after_the_friendship_ended(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    befriend(&store, alice, bob).await;
+    let first = send(&store, alice, Target::User(bob), "before").await;
+    store.remove_friend(alice, bob).await.unwrap();
+    let again = store
+        .append_message(message(alice, Target::User(bob), "before", "again"))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.message.seq, first.message.seq);
+    assert_eq!(again.message.body, first.message.body);
+    assert!(matches!(
+        store
+            .append_message(message(alice, Target::User(bob), "after", "x"))
+            .await,
+        Err(StoreError::Forbidden(_))
+    ));
 }
 
 async fn group_messages_reach_every_member(store: Arc<dyn Store>) {
@@ -1142,6 +1170,7 @@ conformance!(
     leave_kick_and_dissolve,
     append_numbers_and_deduplicates,
     append_refuses_strangers,
+    resends_are_answered_after_the_friendship_ended,
     group_messages_reach_every_member,
     history_pages_both_ways,
     ack_moves_forward_within_the_log,

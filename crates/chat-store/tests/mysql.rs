@@ -6,11 +6,19 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use chat_proto::{ConversationId, GroupId, Role, Target, UserId};
-use chat_store::{FriendAddResult, NewMessage, Store, StoreError};
+use chat_proto::{ConversationId, GroupId, Role, Seq, Target, UserId};
+use chat_store::{
+    Appended, FriendAddResult, NewMessage, OnCommit, PendingAppend, Store, StoreError,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 const NOW: i64 = 1_700_000_000_000;
 
@@ -286,5 +294,359 @@ async fn a_url_without_a_database_or_with_a_missing_one_is_refused() {
         .unwrap();
     assert_eq!(store.backend(), "mysql");
     store.close().await;
+    database.drop_now().await;
+}
+
+/// What one node's commit hooks saw, in the order they ran: (conversation,
+/// seq, duplicate).
+type HookLog = Arc<Mutex<Vec<(ConversationId, u64, bool)>>>;
+
+fn logging_hook(log: &HookLog) -> OnCommit {
+    let log = log.clone();
+    Box::new(move |appended: &Appended| {
+        log.lock().unwrap().push((
+            appended.message.conversation_id,
+            appended.message.seq.0,
+            appended.duplicate,
+        ));
+    })
+}
+
+/// Three nodes, each with three senders that pipeline (eight sends in
+/// flight, as a session does) into two group conversations at once, one
+/// sender on each node also resending messages it already has answers for
+/// through another node, and a stranger whose sends are refused in the same
+/// batches. Every message is numbered once, without gaps, each sender's
+/// messages in the order it sent them; resends get the original back; each
+/// node's hooks see every conversation in sequence order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_pipelining_into_shared_conversations_keep_numbers_order_and_resends() {
+    let Some(database) = common::MariaDb::create("pipelined").await else {
+        return;
+    };
+    let nodes = nodes(&database).await;
+    const SENDERS_PER_NODE: usize = 3;
+    const PER_SENDER: usize = 60;
+    const WINDOW: usize = 8;
+    let (first, first_conversation, users) =
+        group_with_members(&nodes[0], NODES * SENDERS_PER_NODE).await;
+    let second = nodes[1]
+        .create_group(users[0], "second", "", NOW)
+        .await
+        .unwrap();
+    for &user in &users[1..] {
+        nodes[1]
+            .add_member(second.id, user, Role::Member, NOW)
+            .await
+            .unwrap();
+    }
+    let stranger = nodes[2].create_user("stranger", "h", NOW).await.unwrap().id;
+    let logs: Vec<HookLog> = (0..NODES).map(|_| HookLog::default()).collect();
+
+    let mut handles = Vec::new();
+    for (index, sender) in users[1..].iter().copied().enumerate() {
+        let node_index = index % NODES;
+        let node = nodes[node_index].clone();
+        let other = nodes[(node_index + 1) % NODES].clone();
+        let log = logs[node_index].clone();
+        let resends = index < NODES;
+        let (first, second) = (first, second.id);
+        handles.push(tokio::spawn(async move {
+            let mut in_flight: VecDeque<(usize, PendingAppend)> = VecDeque::new();
+            let mut answered: Vec<(usize, Target, u64)> = Vec::new();
+            let mut resent = 0;
+            for i in 0..PER_SENDER {
+                if in_flight.len() == WINDOW {
+                    let (sent, pending) = in_flight.pop_front().unwrap();
+                    let appended = pending.await.unwrap();
+                    assert!(!appended.duplicate, "send {sent}");
+                    answered.push((sent, appended.message.target, appended.message.seq.0));
+                }
+                if resends && i % 10 == 9 {
+                    // Resend the last answered message through another node.
+                    let &(sent, target, seq) = answered.last().unwrap();
+                    let again = other
+                        .append_message(message(sender, target, &format!("m{sent}")))
+                        .await
+                        .unwrap();
+                    assert!(again.duplicate);
+                    assert_eq!(again.message.seq.0, seq);
+                    resent += 1;
+                }
+                let target = Target::Group(if i % 2 == 0 { first } else { second });
+                let pending = node
+                    .queue_append(
+                        message(sender, target, &format!("m{i}")),
+                        logging_hook(&log),
+                    )
+                    .await
+                    .unwrap();
+                in_flight.push_back((i, pending));
+            }
+            while let Some((sent, pending)) = in_flight.pop_front() {
+                let appended = pending.await.unwrap();
+                assert!(!appended.duplicate, "send {sent}");
+                answered.push((sent, appended.message.target, appended.message.seq.0));
+            }
+            (sender, answered, resent)
+        }));
+    }
+    let refused_hooks = Arc::new(AtomicUsize::new(0));
+    let mut refused = Vec::new();
+    for (index, node) in nodes.iter().enumerate() {
+        let node = node.clone();
+        let refused_hooks = refused_hooks.clone();
+        refused.push(tokio::spawn(async move {
+            for i in 0..20 {
+                let refused_hooks = refused_hooks.clone();
+                let result = node
+                    .queue_append(
+                        message(stranger, Target::Group(first), &format!("s{index}-{i}")),
+                        Box::new(move |_: &Appended| {
+                            refused_hooks.fetch_add(1, Ordering::Relaxed);
+                        }),
+                    )
+                    .await
+                    .unwrap()
+                    .await;
+                assert!(
+                    matches!(result, Err(StoreError::Forbidden(_))),
+                    "{result:?}"
+                );
+            }
+        }));
+    }
+    for handle in refused {
+        handle.await.unwrap();
+    }
+    assert_eq!(refused_hooks.load(Ordering::Relaxed), 0);
+
+    let mut numbers: HashMap<Target, Vec<u64>> = HashMap::new();
+    let mut resends = 0;
+    for handle in handles {
+        let (sender, answered, resent) = handle.await.unwrap();
+        resends += resent;
+        assert_eq!(answered.len(), PER_SENDER, "sender {sender:?}");
+        // Within each conversation, the sender's messages are numbered in
+        // the order it sent them.
+        for target in [Target::Group(first), Target::Group(second.id)] {
+            let own: Vec<u64> = answered
+                .iter()
+                .filter(|(_, to, _)| *to == target)
+                .map(|(_, _, seq)| *seq)
+                .collect();
+            assert!(
+                own.windows(2).all(|pair| pair[0] < pair[1]),
+                "{sender:?} {own:?}"
+            );
+            numbers.entry(target).or_default().extend(own);
+        }
+    }
+    assert_eq!(resends, NODES * (PER_SENDER / 10));
+    let per_conversation = u64::try_from(NODES * SENDERS_PER_NODE * PER_SENDER / 2).unwrap();
+    for (target, conversation) in [
+        (Target::Group(first), first_conversation),
+        (Target::Group(second.id), second.conversation_id),
+    ] {
+        let mut seqs = numbers.remove(&target).unwrap();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=per_conversation).collect::<Vec<_>>());
+        let history = nodes[2]
+            .history(conversation, None, Some(Seq::ZERO), 1000)
+            .await
+            .unwrap();
+        assert_eq!(
+            history.iter().map(|m| m.seq.0).collect::<Vec<_>>(),
+            (1..=per_conversation).collect::<Vec<_>>()
+        );
+        assert!(history.iter().all(|m| m.sender_id != stranger));
+    }
+    // Each node ran its hooks in commit order: every conversation in
+    // sequence order.
+    for (node, log) in logs.iter().enumerate() {
+        let log = log.lock().unwrap();
+        assert_eq!(log.len(), SENDERS_PER_NODE * PER_SENDER, "node {node}");
+        for conversation in [first_conversation, second.conversation_id] {
+            let seqs: Vec<u64> = log
+                .iter()
+                .filter(|(c, _, duplicate)| *c == conversation && !duplicate)
+                .map(|(_, seq, _)| *seq)
+                .collect();
+            assert!(
+                seqs.windows(2).all(|pair| pair[0] < pair[1]),
+                "node {node}: {seqs:?}"
+            );
+        }
+    }
+    close(nodes).await;
+    database.drop_now().await;
+}
+
+/// A TCP proxy in front of MariaDB that can go silent: while frozen it
+/// accepts connections and reads, but passes nothing on either way, like a
+/// database host that stopped answering without closing anything.
+struct SilenceableProxy {
+    address: SocketAddr,
+    frozen: watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl SilenceableProxy {
+    async fn start(upstream: String) -> SilenceableProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (frozen, watcher) = watch::channel(false);
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let watcher = watcher.clone();
+                tokio::spawn(async move {
+                    Self::thawed(&mut watcher.clone()).await;
+                    let Ok(server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    tokio::spawn(Self::pump(client_read, server_write, watcher.clone()));
+                    tokio::spawn(Self::pump(server_read, client_write, watcher));
+                });
+            }
+        });
+        SilenceableProxy {
+            address,
+            frozen,
+            accept,
+        }
+    }
+
+    async fn thawed(watcher: &mut watch::Receiver<bool>) {
+        let _ = watcher.wait_for(|frozen| !frozen).await;
+    }
+
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut watcher: watch::Receiver<bool>,
+    ) {
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            let read = match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            Self::thawed(&mut watcher).await;
+            if to.write_all(&buffer[..read]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn freeze(&self, frozen: bool) {
+        self.frozen.send_replace(frozen);
+    }
+}
+
+impl Drop for SilenceableProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// The bound a store call may take in the test below: the URL's timeout
+/// and some slack for a loaded machine. The old behaviour was ~25 s.
+const SILENT_TIMEOUT: Duration = Duration::from_secs(1);
+const SILENT_BOUND: Duration = Duration::from_millis(2500);
+
+async fn timed<T>(
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> (Duration, Result<T, StoreError>) {
+    let started = Instant::now();
+    let result = call.await;
+    (started.elapsed(), result)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_database_fails_every_call_within_the_timeout_then_recovers() {
+    let Some(database) = common::MariaDb::create("silent").await else {
+        return;
+    };
+    let proxy = SilenceableProxy::start(database.server_address()).await;
+    let url = database.url_through(proxy.address, "?timeout=1");
+    let store = chat_store::open(&url).await.unwrap();
+    let alice = store.create_user("alice", "h", NOW).await.unwrap().id;
+    let bob = store.create_user("bob", "h", NOW).await.unwrap().id;
+    store
+        .add_friend_request(alice, bob, None, NOW)
+        .await
+        .unwrap();
+    let conversation = store
+        .respond_friend_request(alice, bob, true, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .append_message(message(alice, Target::User(bob), "before"))
+        .await
+        .unwrap();
+
+    proxy.freeze(true);
+    let queued = async {
+        let pending = store
+            .queue_append(
+                message(bob, Target::User(alice), "queued"),
+                Box::new(|_: &Appended| {}),
+            )
+            .await?;
+        pending.await
+    };
+    let (read, write, append, ack, queued) = tokio::join!(
+        timed(store.user_by_id(alice)),
+        timed(store.create_user("carol", "h", NOW)),
+        timed(store.append_message(message(alice, Target::User(bob), "during"))),
+        timed(store.ack(bob, conversation, Seq(1))),
+        timed(queued),
+    );
+    let failures = [
+        ("read", read.0, read.1.map(|_| ())),
+        ("write", write.0, write.1.map(|_| ())),
+        ("append", append.0, append.1.map(|_| ())),
+        ("ack", ack.0, ack.1.map(|_| ())),
+        ("queued append", queued.0, queued.1.map(|_| ())),
+    ];
+    for (call, took, result) in failures {
+        assert!(
+            matches!(
+                result,
+                Err(StoreError::TimedOut(_) | StoreError::Database(_))
+            ),
+            "{call} during the silence: {result:?}"
+        );
+        assert!(
+            took < SILENT_BOUND,
+            "{call} took {took:?} (timeout {SILENT_TIMEOUT:?})"
+        );
+    }
+
+    // Back: the store reconnects by itself; the resend of the send that
+    // timed out is stored (once) whether or not the first attempt was.
+    proxy.freeze(false);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let resent = loop {
+        match store
+            .append_message(message(alice, Target::User(bob), "during"))
+            .await
+        {
+            Ok(appended) => break appended,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("the store did not recover: {error:?}"),
+        }
+    };
+    assert_eq!(resent.message.seq, Seq(2));
+    assert!(store.user_by_id(alice).await.unwrap().is_some());
+    assert_eq!(store.ack(bob, conversation, Seq(2)).await.unwrap(), Seq(2));
+    store.close().await;
+    drop(proxy);
     database.drop_now().await;
 }

@@ -1,24 +1,23 @@
-//! The bodies of the MySQL write transactions. Each runs inside a transaction
-//! opened by `MysqlStore::transaction` at READ COMMITTED, checks before it
-//! writes, and is run again from the start if InnoDB picks it as a deadlock
-//! victim.
+//! The bodies of the MySQL write transactions off the hot path (appends and
+//! acks are in `batch.rs`). Each runs inside a transaction opened by
+//! `MysqlStore::write` at READ COMMITTED, checks before it writes, and is run
+//! again from the start if InnoDB picks it as a deadlock victim.
 //!
 //! Several nodes write to one database, so each body takes the row locks that
 //! make its checks hold until it commits: the two users' rows for anything
 //! about a friendship (locked in id order, so two such transactions never
 //! wait on each other in a cycle), the group's row for anything about a
-//! group's members, and the conversation's row to take a sequence number.
+//! group's members, and the conversation's row where a member's position
+//! must match the conversation's end.
 
-use chat_proto::{
-    ChatMessage, ConversationId, FriendRequestInfo, GroupId, Role, Seq, Target, UserId, UserSummary,
-};
+use chat_proto::{ConversationId, FriendRequestInfo, GroupId, Role, UserId, UserSummary};
 use sqlx::mysql::MySqlConnection;
 
 use crate::error::{Result, StoreError};
-use crate::repo::{Appended, FriendAddResult, FriendRecord, GroupRecord, NewMessage, UserRecord};
+use crate::repo::{FriendAddResult, FriendRecord, GroupRecord, UserRecord};
 use crate::rows::{
-    args, from_db, insert_error, into_user_ids, is_unique_violation, role_from_db, role_to_db,
-    target_to_db, to_db, DbText, FriendRow, MessageRow, SELECT_FRIEND, SELECT_MESSAGE,
+    args, from_db, insert_error, into_user_ids, role_from_db, role_to_db, to_db, DbText, FriendRow,
+    SELECT_FRIEND,
 };
 
 pub(super) async fn create_user(
@@ -500,177 +499,4 @@ pub(super) async fn dissolve_group(
         .execute(&mut *conn)
         .await?;
     Ok(into_user_ids(members))
-}
-
-pub(super) async fn append_message(
-    conn: &mut MySqlConnection,
-    message: &NewMessage,
-) -> Result<Appended> {
-    let sender = to_db(message.sender_id.0);
-    if let Some(original) = stored(conn, sender, &message.client_msg_id).await? {
-        return duplicate(conn, original).await;
-    }
-    let conversation = match message.target {
-        Target::User(to) => {
-            let row: Option<(i64, Option<i64>)> = sqlx::query_as(
-                "SELECT u.id, f.conversation_id FROM users u \
-                 LEFT JOIN friends f ON f.user_id = ? AND f.friend_id = u.id WHERE u.id = ?",
-            )
-            .bind(sender)
-            .bind(to_db(to.0))
-            .fetch_optional(&mut *conn)
-            .await?;
-            let (_, conversation) = row.ok_or(StoreError::NotFound("user"))?;
-            conversation.ok_or(StoreError::Forbidden("not friends"))?
-        }
-        Target::Group(group) => {
-            let row: Option<(i64, Option<i64>)> = sqlx::query_as(
-                "SELECT g.conversation_id, m.user_id FROM chat_groups g \
-                 LEFT JOIN group_members m ON m.group_id = g.id AND m.user_id = ? WHERE g.id = ?",
-            )
-            .bind(sender)
-            .bind(to_db(group.0))
-            .fetch_optional(&mut *conn)
-            .await?;
-            let (conversation, member) = row.ok_or(StoreError::NotFound("group"))?;
-            member.ok_or(StoreError::Forbidden("not a member of the group"))?;
-            conversation
-        }
-    };
-    // The increment locks the conversation's row until commit: appends to
-    // one conversation from every node queue here, one at a time, so each
-    // takes the next number and none is skipped or taken twice.
-    sqlx::query("UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?")
-        .bind(conversation)
-        .execute(&mut *conn)
-        .await?;
-    let seq: i64 = sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = ?")
-        .bind(conversation)
-        .fetch_one(&mut *conn)
-        .await?;
-    let (target_kind, target_id) = target_to_db(message.target);
-    let inserted = sqlx::query(
-        "INSERT INTO messages (conversation_id, seq, sender_id, target_kind, target_id, \
-         client_msg_id, body, server_ts_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(conversation)
-    .bind(seq)
-    .bind(sender)
-    .bind(target_kind)
-    .bind(target_id)
-    .bind(&message.client_msg_id)
-    .bind(&message.body)
-    .bind(message.now_ms)
-    .execute(&mut *conn)
-    .await;
-    match inserted {
-        Ok(_) => {}
-        Err(error) if is_unique_violation(&error) => {
-            // Another node stored this (sender, client_msg_id) after our
-            // check; InnoDB made this insert wait for it to commit. Give the
-            // number back (the row is still locked by us, so nobody took a
-            // later one) and answer with the original.
-            sqlx::query("UPDATE conversations SET last_seq = last_seq - 1 WHERE id = ?")
-                .bind(conversation)
-                .execute(&mut *conn)
-                .await?;
-            let original = stored(conn, sender, &message.client_msg_id)
-                .await?
-                .ok_or(StoreError::Database(error))?;
-            return duplicate(conn, original).await;
-        }
-        Err(error) => return Err(error.into()),
-    }
-    let conversation_id = ConversationId(from_db(conversation));
-    Ok(Appended {
-        message: ChatMessage {
-            conversation_id,
-            seq: Seq(from_db(seq)),
-            sender_id: message.sender_id,
-            sender_name: message.sender_name.clone(),
-            target: message.target,
-            client_msg_id: message.client_msg_id.clone(),
-            body: message.body.clone(),
-            server_ts_ms: message.now_ms,
-        },
-        duplicate: false,
-        recipients: recipients(conn, conversation_id.0).await?,
-    })
-}
-
-/// The answer to a resend: the original and its conversation's members.
-async fn duplicate(conn: &mut MySqlConnection, original: ChatMessage) -> Result<Appended> {
-    let recipients = recipients(conn, original.conversation_id.0).await?;
-    Ok(Appended {
-        message: original,
-        duplicate: true,
-        recipients,
-    })
-}
-
-/// The message `sender` stored under `client_msg_id`, if any.
-async fn stored(
-    conn: &mut MySqlConnection,
-    sender: i64,
-    client_msg_id: &str,
-) -> Result<Option<ChatMessage>> {
-    let row: Option<MessageRow> = sqlx::query_as(&format!(
-        "{SELECT_MESSAGE} WHERE m.sender_id = ? AND m.client_msg_id = ?"
-    ))
-    .bind(sender)
-    .bind(client_msg_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.map(MessageRow::into_message).transpose()
-}
-
-/// Everyone a conversation's messages are for, by id.
-async fn recipients(conn: &mut MySqlConnection, conversation: u64) -> Result<Vec<UserId>> {
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "SELECT user_id FROM conversation_members WHERE conversation_id = ? ORDER BY user_id",
-    )
-    .bind(to_db(conversation))
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(into_user_ids(ids))
-}
-
-pub(super) async fn ack(
-    conn: &mut MySqlConnection,
-    (user, conversation, seq): &args::Ack,
-) -> Result<Seq> {
-    // A plain read of the end is enough to clamp: it only grows, so a value a
-    // moment old is still a position that exists. Reading it without a lock
-    // keeps acks from queueing behind appends.
-    let last_seq: Option<i64> =
-        sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = ?")
-            .bind(to_db(conversation.0))
-            .fetch_optional(&mut *conn)
-            .await?;
-    let not_member = StoreError::Forbidden("not a member of the conversation");
-    let Some(last_seq) = last_seq else {
-        return Err(not_member);
-    };
-    let target = to_db(seq.0).min(last_seq);
-    let matched = sqlx::query(
-        "UPDATE conversation_members SET acked_seq = GREATEST(acked_seq, ?) \
-         WHERE conversation_id = ? AND user_id = ?",
-    )
-    .bind(target)
-    .bind(to_db(conversation.0))
-    .bind(to_db(user.0))
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if matched == 0 {
-        return Err(not_member);
-    }
-    let acked: i64 = sqlx::query_scalar(
-        "SELECT acked_seq FROM conversation_members WHERE conversation_id = ? AND user_id = ?",
-    )
-    .bind(to_db(conversation.0))
-    .bind(to_db(user.0))
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(Seq(from_db(acked)))
 }

@@ -106,6 +106,27 @@ impl MariaDb {
         format!("{}/{}", self.server_url, self.name)
     }
 
+    /// The `HOST:PORT` of the MariaDB server.
+    pub fn server_address(&self) -> String {
+        let rest = self
+            .server_url
+            .split_once("://")
+            .map_or("", |(_, rest)| rest);
+        rest.rsplit_once('@')
+            .map_or(rest, |(_, address)| address)
+            .to_owned()
+    }
+
+    /// The store URL of this database reached at `address` instead (a proxy
+    /// in front of the server), with `query` appended.
+    pub fn url_through(&self, address: std::net::SocketAddr, query: &str) -> String {
+        let scheme_and_user = self
+            .server_url
+            .strip_suffix(self.server_address().as_str())
+            .unwrap_or("mysql://");
+        format!("{scheme_and_user}{address}/{}{query}", self.name)
+    }
+
     /// Opens a store (a "node") on this database.
     pub async fn open(&self) -> Arc<dyn Store> {
         Arc::new(MysqlStore::open(&self.url()).await.unwrap())
