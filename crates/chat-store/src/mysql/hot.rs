@@ -7,17 +7,17 @@
 //! (`sqlite/hot.rs`), appends and acks go to one task per store that owns a
 //! connection of its own: it takes everything queued (up to [`MAX_BATCH`]
 //! writes or [`MAX_BATCH_BYTES`] of text), runs it as one transaction
-//! (`batch.rs`: a fixed number of statements whatever the batch holds), and
+//! (`batch.rs`: three round trips whatever the batch holds), and
 //! only after the `COMMIT` runs each append's commit hook and answers, in
 //! commit order. One log sync then covers every message that arrived during
 //! the previous commit.
 //!
 //! A deadlock or lock wait timeout (with another node's batch or another
 //! write) rolls the batch back and runs it again, in the same order, a few
-//! times; then each write alone, in order. So does a resend met at the
-//! `INSERT` (see `batch.rs`), once, at once. A database error that is not
-//! about locks also runs the writes alone, so one bad write fails only
-//! itself. Nothing is answered before the transaction that holds it
+//! times; then each write alone, in order. A resend met at the `INSERT`
+//! (see `batch.rs`) runs the batch again at once, looking resends up. A
+//! database error that is not about locks runs the writes alone, so one bad
+//! write fails only itself. Nothing is answered before the transaction that holds it
 //! commits. A batch, retries included, gets the store's timeout; past it
 //! the connection is dropped (the server rolls back whatever it held) and
 //! the batch's writes fail with `TimedOut`.
