@@ -39,7 +39,7 @@ struct Args {
     /// Address to listen on [default: 127.0.0.1:7000].
     #[arg(long, env = "CHATD_LISTEN")]
     listen: Option<String>,
-    /// Store URL: sqlite://PATH (options: ?synchronous=full to sync every commit to disk, &wal_limit=SIZE to bound the PATH-wal file, default 64MiB) or mysql://USER:PASS@HOST:PORT/DB [default: sqlite://chat.db].
+    /// Store URL: sqlite://PATH (options: ?synchronous=full to sync every commit to disk, &wal_limit=SIZE to bound the PATH-wal file, default 64MiB) or mysql://USER:PASS@HOST:PORT/DB (?timeout=SECONDS bounds every database call, default 5) [default: sqlite://chat.db].
     #[arg(long, env = "CHATD_STORE", global = true)]
     store: Option<String>,
     /// Redis URL for cluster mode (presence and routing across nodes); without it, routing is in-process.
