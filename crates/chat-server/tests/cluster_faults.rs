@@ -9,6 +9,8 @@
 mod cluster;
 #[path = "common/processes.rs"]
 mod processes;
+#[path = "common/tcp_proxy.rs"]
+mod tcp_proxy;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -376,20 +378,41 @@ struct ProcessCluster {
     front: std::net::SocketAddr,
     redis: String,
     prefix: String,
+    /// In front of MariaDB, when the test makes the database misbehave.
+    database_proxy: Option<tcp_proxy::SilentProxy>,
     _haproxy: processes::Haproxy,
     _keys: cluster::RedisKeys,
     _database: cluster::TestDatabase,
 }
 
 impl ProcessCluster {
-    async fn start(services: &cluster::Services, store: Option<String>) -> ProcessCluster {
+    /// Three nodes on `redis`; with `proxied_database`, the nodes reach
+    /// MariaDB through a proxy the test controls, with a 1 s store timeout.
+    async fn start(
+        services: &cluster::Services,
+        redis: &str,
+        proxied_database: bool,
+    ) -> ProcessCluster {
         let haproxy = cluster::find_binary("haproxy").expect("checked by the caller");
         let database = cluster::TestDatabase::create(&services.mysql).await;
         let prefix = format!("{}:", cluster::unique("faults_"));
-        let keys = cluster::RedisKeys::new(&services.redis, &prefix);
-        let store = store
-            .unwrap_or_else(|| database.url())
-            .replace("{db}", &database.url());
+        let keys = cluster::RedisKeys::new(redis, &prefix);
+        let mut store = database.url();
+        let mut database_proxy = None;
+        if proxied_database {
+            let authority = services.mysql.rsplit('@').next().unwrap().to_owned();
+            let upstream = tokio::net::lookup_host(&authority)
+                .await
+                .unwrap()
+                .next()
+                .unwrap();
+            let proxy = tcp_proxy::SilentProxy::start(upstream).await;
+            store = format!(
+                "{}?timeout=1",
+                store.replace(&authority, &proxy.addr.to_string())
+            );
+            database_proxy = Some(proxy);
+        }
         let mut nodes = Vec::new();
         let mut addresses = Vec::new();
         for index in 0..3 {
@@ -397,7 +420,7 @@ impl ProcessCluster {
             let spec = NodeSpec {
                 index,
                 store: &store,
-                redis: &services.redis,
+                redis,
                 prefix: &prefix,
                 extra: &[],
             };
@@ -416,8 +439,9 @@ impl ProcessCluster {
         ProcessCluster {
             nodes,
             front,
-            redis: services.redis.clone(),
+            redis: redis.to_owned(),
             prefix,
+            database_proxy,
             _haproxy: haproxy,
             _keys: keys,
             _database: database,
@@ -452,7 +476,7 @@ async fn a_node_process_killed_with_sigkill_loses_no_acknowledged_message() {
     if cluster::need_haproxy(SUITE).is_none() {
         return;
     }
-    let mut cluster = ProcessCluster::start(&services, None).await;
+    let mut cluster = ProcessCluster::start(&services, &services.redis, false).await;
     let traffic = Traffic::set_up(&cluster).await;
     let victim = traffic.participants[0].home;
     let senders = traffic.start_sending();
@@ -482,6 +506,100 @@ async fn a_node_process_killed_with_sigkill_loses_no_acknowledged_message() {
                 participant.name
             );
         }
+    }
+    traffic.final_round().await;
+    traffic.verify().await;
+    assert_eq!(*traffic.failed_sends.lock().unwrap(), 0);
+    traffic.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_then_resetting_database_under_traffic_loses_no_acknowledged_message() {
+    let Some(services) = cluster::Services::find(SUITE).await else {
+        return;
+    };
+    if cluster::need_haproxy(SUITE).is_none() {
+        return;
+    }
+    let cluster = ProcessCluster::start(&services, &services.redis, true).await;
+    let traffic = Traffic::set_up(&cluster).await;
+    let proxy = cluster.database_proxy.as_ref().expect("proxied");
+    // A client of its own, to time a request that needs the database.
+    let probe = chat_client::Connection::connect_url(
+        &cluster.front.to_string(),
+        chat_client::ConnectionOptions::default(),
+    )
+    .await
+    .expect("connects");
+    probe.login("user0", PASSWORD).await.expect("logs in");
+    let senders = traffic.start_sending();
+    while traffic.acked_count() < USERS * MESSAGES_PER_USER / 4 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The database stops answering but keeps its connections open.
+    proxy.set_silent(true);
+    let silent_at = Instant::now();
+    let answer = probe.friend_list().await;
+    let waited = silent_at.elapsed();
+    assert!(
+        matches!(&answer, Err(error) if error.status() == Some(chat_proto::Status::Unavailable)),
+        "a request needing the silent database: {answer:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(2500),
+        "unavailable came after {waited:?}, beyond the 1 s store bound"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let acked_before = traffic.acked_count();
+    proxy.set_silent(false);
+    eprintln!(
+        "database silent for {:?}: `unavailable` after {waited:?}",
+        silent_at.elapsed()
+    );
+    // Then it drops every connection, as a restart would.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.reset_all();
+    for sender in senders {
+        sender.await.expect("sender task");
+    }
+    assert!(traffic.acked_count() > acked_before, "sends resumed");
+    traffic.final_round().await;
+    traffic.verify().await;
+    eprintln!(
+        "{} sends acknowledged, {} not (the client's repeats ran out)",
+        traffic.acked_count(),
+        traffic.failed_sends.lock().unwrap()
+    );
+    traffic.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_under_real_processes_loses_no_acknowledged_message() {
+    let Some(services) = cluster::Services::find(SUITE).await else {
+        return;
+    };
+    if cluster::need_haproxy(SUITE).is_none() {
+        return;
+    }
+    let Some(redis_server) = cluster::need_redis_server(SUITE) else {
+        return;
+    };
+    let mut redis = cluster::RedisProcess::start(&redis_server).await;
+    let cluster = ProcessCluster::start(&services, &redis.url(), false).await;
+    let traffic = Traffic::set_up(&cluster).await;
+    let senders = traffic.start_sending();
+    while traffic.acked_count() < USERS * MESSAGES_PER_USER / 5 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    redis.kill();
+    let killed_at = traffic.acked_count();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let during = traffic.acked_count() - killed_at;
+    redis.restart().await;
+    eprintln!("Redis down for 1.5 s; {during} sends acknowledged meanwhile");
+    assert!(during > 0, "nodes keep serving while Redis is down");
+    for sender in senders {
+        sender.await.expect("sender task");
     }
     traffic.final_round().await;
     traffic.verify().await;

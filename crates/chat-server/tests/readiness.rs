@@ -4,83 +4,19 @@
 
 #[path = "common/cluster.rs"]
 mod cluster;
+#[path = "common/tcp_proxy.rs"]
+mod tcp_proxy;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use chat_server::Config;
 use cluster::{RedisProcess, TestDatabase};
+use tcp_proxy::SilentProxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const SUITE: &str = "readiness";
-
-/// A TCP proxy that can go silent: it keeps every connection open but
-/// forwards nothing, as a hung or partitioned server would.
-struct SilentProxy {
-    addr: SocketAddr,
-    silent: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl SilentProxy {
-    async fn start(upstream: SocketAddr) -> SilentProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let silent = Arc::new(AtomicBool::new(false));
-        let flag = silent.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let flag = flag.clone();
-                tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let (client_read, client_write) = client.into_split();
-                    let (server_read, server_write) = server.into_split();
-                    tokio::join!(
-                        pump(client_read, server_write, flag.clone()),
-                        pump(server_read, client_write, flag),
-                    );
-                });
-            }
-        });
-        SilentProxy { addr, silent, task }
-    }
-
-    fn set_silent(&self, silent: bool) {
-        self.silent.store(silent, Ordering::SeqCst);
-    }
-}
-
-impl Drop for SilentProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Copies one direction, holding bytes back while the proxy is silent.
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    silent: Arc<AtomicBool>,
-) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let count = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(count) => count,
-        };
-        while silent.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if to.write_all(&buf[..count]).await.is_err() {
-            return;
-        }
-    }
-}
 
 async fn readyz(addr: SocketAddr) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
