@@ -367,7 +367,11 @@ fn main() -> anyhow::Result<()> {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(ansi);
+        .with_ansi(ansi)
+        // A log line that cannot be written (a full disk under stderr) is
+        // lost; reporting it would `eprintln!` to the same stderr, which
+        // panics, and take down the task that was logging.
+        .log_internal_errors(false);
     match config.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),

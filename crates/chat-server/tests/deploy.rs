@@ -83,3 +83,48 @@ fn the_systemd_unit_verifies() {
         "systemd-analyze verify: {complaints}"
     );
 }
+
+/// A full disk under the log: every line chatd writes to stderr fails. It
+/// must go on serving (the log is lost, not the node).
+#[tokio::test]
+async fn chatd_serves_on_when_its_log_cannot_be_written() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("SKIPPED: no /dev/full on this system");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .args(["--listen", &addr, "--http-listen", "", "--log", "debug"])
+        .arg("--store")
+        .arg(format!("sqlite://{}", dir.path().join("chat.db").display()))
+        .stderr(full)
+        .spawn()
+        .expect("chatd starts");
+    let mut connection = None;
+    for _ in 0..100 {
+        if let Ok(connected) = chat_client::Connection::connect(addr.as_str()).await {
+            connection = Some(connected);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let connection = connection.expect("chatd listens");
+    connection
+        .register("logless", "correct horse battery")
+        .await
+        .expect("registers");
+    connection
+        .login("logless", "correct horse battery")
+        .await
+        .expect("logs in");
+    connection.ping().await.expect("still serving");
+    assert!(child.try_wait().unwrap().is_none(), "chatd is still running");
+    let _ = child.kill();
+    let _ = child.wait();
+}
