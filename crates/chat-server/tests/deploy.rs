@@ -124,7 +124,10 @@ async fn chatd_serves_on_when_its_log_cannot_be_written() {
         .await
         .expect("logs in");
     connection.ping().await.expect("still serving");
-    assert!(child.try_wait().unwrap().is_none(), "chatd is still running");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "chatd is still running"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
