@@ -47,7 +47,14 @@ async fn check_upgraded(store: &Arc<dyn Store>) {
     let list = store.conversations(alice, None, 10).await.unwrap();
     let summary: Vec<(ConversationId, Seq, Seq, i64)> = list
         .iter()
-        .map(|c| (c.conversation_id, c.last_seq, c.read_seq, c.last_activity_ms))
+        .map(|c| {
+            (
+                c.conversation_id,
+                c.last_seq,
+                c.read_seq,
+                c.last_activity_ms,
+            )
+        })
         .collect();
     // The group began at 5000, after the pair's last message at 4000.
     assert_eq!(
