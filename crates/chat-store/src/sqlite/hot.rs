@@ -127,7 +127,7 @@ impl HotWriter {
         Ok(hot)
     }
 
-    /// Appends a message; see [`crate::MessageStore::append_message_then`].
+    /// Appends a message; see [`crate::MessageStore::append_message`].
     pub(super) async fn append(
         &self,
         message: NewMessage,
@@ -379,7 +379,9 @@ fn answer(job: Job, outcome: Outcome) {
                 if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_commit(appended)))
                     .is_err()
                 {
-                    tracing::error!("a commit hook panicked; the write stands, its pushes are lost");
+                    tracing::error!(
+                        "a commit hook panicked; the write stands, its pushes are lost"
+                    );
                 }
             }
             let _ = reply.send(result);
