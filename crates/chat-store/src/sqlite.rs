@@ -6,11 +6,15 @@
 //! synced to disk at checkpoints; an operating-system crash or power cut can
 //! lose the last commits before the latest sync. `sqlite://PATH?synchronous=full`
 //! syncs the log at every commit instead, so nothing acknowledged is lost
-//! even then, at the price of one disk sync per batch. Reads go through a pool of read-only connections;
-//! every write goes through one writer task, which owns the only read-write
-//! connection and commits whatever writes are queued (up to 256) in one
-//! transaction, answering each only after that transaction's `COMMIT`: group
-//! commit, one disk sync for many messages, none acknowledged early.
+//! even then, at the price of one disk sync per batch. Reads go through a
+//! pool of read-only connections. Writes go through two writers, each with
+//! a read-write connection of its own, which SQLite serialises: appends and
+//! acks through the hot-path thread (`hot.rs`, a direct rusqlite
+//! connection), everything else through the writer task (`writer.rs`, on
+//! sqlx). Each commits whatever is queued (up to 256 writes) in one
+//! transaction and answers each write only after that transaction's
+//! `COMMIT`: group commit, one disk sync for many messages, none
+//! acknowledged early.
 //!
 //! The write-ahead log (`PATH-wal`) is kept under a bound, 64 MiB unless
 //! the URL says otherwise (`?wal_limit=256MiB`): a background thread copies
