@@ -40,6 +40,7 @@ mod admin {
 }
 
 pub use backup::{backup, BackupReport};
+pub(crate) use backup::database_file;
 
 use std::str::FromStr;
 use std::time::Duration;
