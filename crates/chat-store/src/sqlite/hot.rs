@@ -379,7 +379,9 @@ fn answer(job: Job, outcome: Outcome) {
                 if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_commit(appended)))
                     .is_err()
                 {
-                    tracing::error!("a commit hook panicked; the write stands, its pushes are lost");
+                    tracing::error!(
+                        "a commit hook panicked; the write stands, its pushes are lost"
+                    );
                 }
             }
             let _ = reply.send(result);

@@ -230,7 +230,8 @@ where
     fn answer(mut self: Box<Self>) {
         if let (Some(Ok(value)), Some(on_commit)) = (&self.outcome, self.on_commit.take()) {
             // As on the hot path: a panicking hook must not end the writer.
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_commit(value))).is_err() {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_commit(value))).is_err()
+            {
                 tracing::error!("a commit hook panicked; the write stands, its pushes are lost");
             }
         }
