@@ -546,9 +546,7 @@ async fn id_counters(source: &mut SqliteConnection, tables: &[Table]) -> Result<
 /// only plain ones are taken.
 fn check_identifier(name: &str) -> Result<()> {
     let plain = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !name.starts_with(|c: char| c.is_ascii_digit());
     if plain {
         Ok(())
@@ -594,7 +592,10 @@ mod tests {
             table("tree", &["tree"]),
         ])
         .unwrap();
-        assert_eq!(names(&ordered), ["users", "conversations", "messages", "tree"]);
+        assert_eq!(
+            names(&ordered),
+            ["users", "conversations", "messages", "tree"]
+        );
         assert!(in_dependency_order(vec![table("a", &["b"]), table("b", &["a"])]).is_err());
     }
 

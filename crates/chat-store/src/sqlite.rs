@@ -39,8 +39,8 @@ mod admin {
     );
 }
 
-pub use backup::{backup, BackupReport};
 pub(crate) use backup::database_file;
+pub use backup::{backup, BackupReport};
 
 use std::str::FromStr;
 use std::time::Duration;
