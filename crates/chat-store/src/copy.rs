@@ -15,7 +15,9 @@
 //! holds the database open). The target must be empty: it is migrated first
 //! (opened as a store), and refused if any table has a row.
 //!
-//! All rows go in one transaction, checked table by table (the target's row
+//! The target's session is strict (`STRICT_ALL_TABLES`): a value its column
+//! cannot hold (SQLite's text has no length limit) fails the copy instead of
+//! being cut short. All rows go in one transaction, checked table by table (the target's row
 //! count must equal the source's) before the commit, so a copy that fails
 //! leaves the target as empty as it found it and can simply be run again.
 //! The id counters (SQLite's `sqlite_sequence`, for ids that are never
@@ -238,7 +240,18 @@ async fn copy_from(
         Ok(MySqlConnection::connect_with(&options).await?)
     })
     .await?;
-    let copied = copy_into(source, &mut target, &tables, progress).await;
+    // Strict: a value the target's column cannot hold fails the copy
+    // instead of being cut short with a warning, whatever the server's
+    // default; and an id is stored as it is, even 0.
+    let copied = match sqlx::query(
+        "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'",
+    )
+    .execute(&mut target)
+    .await
+    {
+        Ok(_) => copy_into(source, &mut target, &tables, progress).await,
+        Err(error) => Err(error.into()),
+    };
     if let Err(error) = target.close().await {
         tracing::debug!(%error, "closing the MySQL target failed");
     }
