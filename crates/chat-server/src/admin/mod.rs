@@ -903,7 +903,12 @@ async fn copy_store(config: &Config, to: &str) -> Result<Report, AdminError> {
     let watched = std::io::stderr().is_terminal();
     let report = chat_store::copy_sqlite_to_mysql(&config.store, to, |table| {
         if watched {
-            eprintln!("copied {}: {} rows", table.table, table.rows);
+            eprintln!(
+                "copied {}: {} row{}",
+                table.table,
+                table.rows,
+                plural(table.rows)
+            );
         }
     })
     .await
