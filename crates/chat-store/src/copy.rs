@@ -16,10 +16,11 @@
 //! (opened as a store), and refused if any table has a row.
 //!
 //! The target's session is strict (`STRICT_ALL_TABLES`): a value its column
-//! cannot hold (SQLite's text has no length limit) fails the copy instead of
-//! being cut short. All rows go in one transaction, checked table by table (the target's row
-//! count must equal the source's) before the commit, so a copy that fails
-//! leaves the target as empty as it found it and can simply be run again.
+//! cannot hold (SQLite's text has no length limit) fails the copy instead
+//! of being cut short. All rows go in one transaction, checked table by
+//! table (the target's row count must equal the source's) before the
+//! commit, so a copy that fails leaves the target as empty as it found it
+//! and can simply be run again.
 //! The id counters (SQLite's `sqlite_sequence`, for ids that are never
 //! handed out twice, even after their row was deleted) are carried over
 //! before the transaction, as `AUTO_INCREMENT` of the empty tables: MySQL
