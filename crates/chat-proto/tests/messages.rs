@@ -379,7 +379,9 @@ fn unknown_fields_are_ignored() {
 
 #[test]
 fn unknown_type_codes_are_rejected() {
-    for code in [0x0000, 0x0005, 0x0106, 0x7fff, 0x8000, 0x8007, 0xffff] {
+    for code in [
+        0x0000, 0x0005, 0x0106, 0x030a, 0x7fff, 0x8000, 0x800a, 0xffff,
+    ] {
         let error = Request::from_payload(code, b"{}").unwrap_err();
         assert!(
             matches!(error, MessageError::UnknownType(c) if c == code),

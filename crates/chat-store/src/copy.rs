@@ -180,7 +180,7 @@ async fn open_source(path: &std::path::Path) -> Result<SqliteConnection> {
         // A running chatd holds the database for as long as it runs, so a
         // long wait would not help; a short one lets a chatd (or store) that
         // has just stopped finish letting go of the file.
-        .busy_timeout(Duration::from_secs(2))
+        .busy_timeout(Duration::from_millis(900))
         .foreign_keys(true);
     let in_use = |error: sqlx::Error| {
         if is_busy(&error) {

@@ -224,6 +224,28 @@ pub fn requests() -> Vec<Request> {
             limit: Some(1000),
         }),
         Request::Sync(SyncRequest::default()),
+        Request::ConversationList(ConversationListRequest::default()),
+        Request::ConversationList(ConversationListRequest {
+            before: Some(ConversationCursor {
+                last_activity_ms: 1_700_000_000_000,
+                conversation_id: ConversationId(10),
+            }),
+            limit: Some(200),
+        }),
+        Request::Read(ReadRequest {
+            conversation_id: ConversationId(10),
+            seq: Seq(42),
+        }),
+        Request::ReadPositions(ReadPositionsRequest {
+            conversation_id: ConversationId(20),
+        }),
+        Request::Typing(TypingRequest {
+            conversation_id: ConversationId(10),
+        }),
+        Request::Recall(RecallRequest {
+            conversation_id: ConversationId(10),
+            seq: Seq(41),
+        }),
     ]
 }
 
@@ -340,6 +362,72 @@ pub fn responses() -> Vec<Response> {
             messages: vec![direct_message(43), group_message(1), group_message(2)],
             has_more: false,
         }),
+        Response::ConversationList(ConversationListResponse {
+            conversations: vec![
+                Conversation {
+                    conversation_id: ConversationId(10),
+                    kind: ConversationKind::Direct,
+                    peer: Some(Peer {
+                        id: UserId(2),
+                        name: "bob".to_owned(),
+                        remark: Some("Bobby 🦀".to_owned()),
+                        online: true,
+                    }),
+                    group: None,
+                    last_message: Some(MessagePreview {
+                        seq: Seq(44),
+                        sender_id: UserId(2),
+                        sender_name: "bob".to_owned(),
+                        preview: "lunch?".to_owned(),
+                        server_ts_ms: 1_700_000_000_000,
+                        recalled: false,
+                    }),
+                    last_seq: Seq(44),
+                    read_seq: Seq(40),
+                    unread: 4,
+                    last_activity_ms: 1_700_000_000_000,
+                },
+                Conversation {
+                    conversation_id: ConversationId(20),
+                    kind: ConversationKind::Group,
+                    peer: None,
+                    group: Some(GroupSummary {
+                        id: GroupId(7),
+                        name: "rustaceans".to_owned(),
+                    }),
+                    last_message: None,
+                    last_seq: Seq(0),
+                    read_seq: Seq(0),
+                    unread: 0,
+                    last_activity_ms: 1_600_000_000_000,
+                },
+            ],
+            has_more: true,
+        }),
+        Response::Read(ReadResponse { read_seq: Seq(42) }),
+        Response::ReadPositions(ReadPositionsResponse {
+            positions: vec![
+                ReadPosition {
+                    user_id: UserId(1),
+                    read_seq: Seq(3),
+                },
+                ReadPosition {
+                    user_id: UserId(2),
+                    read_seq: Seq(0),
+                },
+            ],
+        }),
+        Response::Typing(TypingResponse {}),
+        Response::Recall(RecallResponse {
+            message: ChatMessage {
+                body: String::new(),
+                recalled: Some(Recalled {
+                    by: UserId(1),
+                    at_ms: 1_700_000_060_000,
+                }),
+                ..direct_message(41)
+            },
+        }),
     ]
 }
 
@@ -424,6 +512,23 @@ pub fn pushes() -> Vec<Push> {
         Push::PushSessionEnded(SessionEndedPush {
             reason: SessionEndReason::LoggedOut,
             message: "logged out".to_owned(),
+        }),
+        Push::PushRead(ReadPush {
+            conversation_id: ConversationId(10),
+            user_id: UserId(2),
+            read_seq: Seq(44),
+        }),
+        Push::PushTyping(TypingPush {
+            conversation_id: ConversationId(10),
+            user_id: UserId(2),
+        }),
+        Push::PushRecall(RecallPush {
+            conversation_id: ConversationId(20),
+            seq: Seq(3),
+            recalled: Recalled {
+                by: UserId(7),
+                at_ms: 1_700_000_060_000,
+            },
         }),
     ]
 }
