@@ -137,6 +137,7 @@ export async function launchBrowser() {
  */
 export async function openPerson(browser, server, options = {}) {
   const context = await browser.newContext({ viewport: options.viewport ?? { width: 1200, height: 800 } });
+  context.setDefaultTimeout(15_000);
   const page = await context.newPage();
   /** @type {string[]} */
   const dialogs = [];
@@ -237,3 +238,26 @@ export function screenshotPath(name) {
 }
 
 export { expect };
+
+/**
+ * Whether the server knows the conversation requests (list, read,
+ * typing, recall): asks `conversation_list` before login, which a server
+ * without them answers `unknown_type`.
+ * @param {import('playwright-core').Page} page a page of the app
+ * @returns {Promise<boolean>}
+ */
+export async function serverHasConversations(page) {
+  return page.evaluate(async () => {
+    const protocol = await import('/src/protocol.js');
+    const socket = new WebSocket(`ws://${location.host}/ws`, 'chatd.v1');
+    socket.binaryType = 'arraybuffer';
+    await new Promise((done) => socket.addEventListener('open', done, { once: true }));
+    const answer = new Promise((done) =>
+      socket.addEventListener('message', (event) => done(protocol.decodeFrame(event.data)), { once: true }),
+    );
+    socket.send(protocol.encodeRequest(protocol.RequestType.conversation_list, 1, {}));
+    const frame = /** @type {import('../src/protocol.js').Frame} */ (await answer);
+    socket.close();
+    return protocol.statusName(frame.status) !== 'unknown_type';
+  });
+}

@@ -44,7 +44,17 @@ export class App {
     this.screen = 'none';
     /** @type {Tab} */
     this.tab = 'chats';
-    this.chat = new ChatPane(client, { onBack: () => this.openConversation(null) });
+    this.chat = new ChatPane(client, {
+      onBack: () => {
+        const left = client.openConversationId;
+        this.openConversation(null);
+        // Back in the list, on the conversation just left.
+        requestAnimationFrame(() => {
+          const row = this.panel.querySelector(`[data-focus-key="conversation-${left}"]`);
+          if (row instanceof HTMLElement) row.focus();
+        });
+      },
+    });
     this.statusBadge = h('span', { class: 'status', role: 'status' });
     this.meName = h('span', { class: 'me-name' });
     this.notifyButton = h('button', { type: 'button', class: 'button secondary small', hidden: true }, 'Enable notifications');

@@ -103,6 +103,13 @@ export class ChatPane {
       this.composer,
     );
     this.element = h('section', { class: 'chat', 'aria-label': 'Conversation' }, this.empty);
+    // Escape leaves the conversation (dialogs handle their own Escape).
+    this.body.addEventListener('keydown', (event) => {
+      if (event.key === 'Escape' && !event.defaultPrevented) {
+        event.preventDefault();
+        callbacks.onBack();
+      }
+    });
     setInterval(() => this.renderSubtitle(), 1000);
   }
 

@@ -1,0 +1,147 @@
+// Two people in two browser contexts: they register, become friends,
+// chat both ways, see unread counts, typing, read marks and recalls, send
+// each other hostile markup that stays text, and reload without losing
+// or doubling anything.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import {
+  befriend,
+  ChatServer,
+  expect,
+  launchBrowser,
+  openChat,
+  openPerson,
+  register,
+  say,
+  serverHasConversations,
+  showTab,
+  shownBodies,
+  uniqueName,
+} from './harness.mjs';
+import { expectTitle, poll } from './expect.mjs';
+
+/** @type {ChatServer} */
+let server;
+/** @type {import('playwright-core').Browser} */
+let browser;
+/** @type {Awaited<ReturnType<typeof openPerson>>} */
+let alice;
+/** @type {Awaited<ReturnType<typeof openPerson>>} */
+let bob;
+const aliceName = uniqueName('alice');
+const bobName = uniqueName('bob');
+let conversations = false;
+
+before(async () => {
+  server = await ChatServer.start();
+  browser = await launchBrowser();
+  alice = await openPerson(browser, server);
+  bob = await openPerson(browser, server);
+  conversations = await serverHasConversations(alice.page);
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.close();
+});
+
+test('two people register and become friends', async () => {
+  await register(alice.page, aliceName);
+  await register(bob.page, bobName);
+  await befriend(alice.page, bob.page, aliceName, bobName);
+  // Bob's presence shows on Alice's side.
+  await expect(alice.page.locator('.friend .dot.online')).toHaveCount(1);
+});
+
+test('they chat both ways', async () => {
+  await openChat(alice.page, bobName);
+  await say(alice.page, 'hello bob');
+  await openChat(bob.page, aliceName);
+  await expect(bob.page.locator('.message.theirs .body')).toHaveText('hello bob');
+  await say(bob.page, 'hi alice\nhow are you?');
+  await expect(alice.page.locator('.message.theirs .body')).toHaveText('hi alice\nhow are you?');
+  // Shift+Enter made a new line; Enter sent it.
+  assert.deepEqual(await shownBodies(alice.page), ['hello bob', 'hi alice\nhow are you?']);
+  assert.deepEqual(await shownBodies(bob.page), ['hello bob', 'hi alice\nhow are you?']);
+  await expect(alice.page.locator('.message.mine .state')).toContainText('Sent');
+});
+
+test('unread messages show in the list badge and the tab title', async () => {
+  // Bob leaves the conversation (Escape) and looks at his friends.
+  await bob.page.getByLabel('Message', { exact: true }).press('Escape');
+  await expect(bob.page.locator('.chat-empty')).toBeVisible();
+  await showTab(bob.page, 'Friends');
+  await say(alice.page, 'first unread');
+  await say(alice.page, 'second unread');
+  await expectTitle(bob.page, '(2) chatd');
+  await expect(bob.page.locator('.tab[data-tab="chats"] .badge')).toHaveText('2');
+  await showTab(bob.page, 'Chats');
+  await expect(bob.page.locator('.conversation .badge')).toHaveText('2');
+  await expect(bob.page.locator('.conversation-preview')).toHaveText('second unread');
+  await openChat(bob.page, aliceName);
+  await expectTitle(bob.page, 'chatd');
+  await expect(bob.page.locator('.conversation .badge')).toHaveCount(0);
+});
+
+test('typing shows, read marks follow, a recalled message says so', async (t) => {
+  if (!conversations) {
+    t.skip('this chatd has no conversation requests (typing, read, recall)');
+    return;
+  }
+  await bob.page.getByLabel('Message', { exact: true }).pressSequentially('I am typ');
+  await expect(alice.page.locator('.chat-subtitle')).toHaveText('typing…');
+  await bob.page.getByLabel('Message', { exact: true }).fill('');
+  // Bob has the conversation open, so Alice's last message is read.
+  await expect(alice.page.locator('.message.mine').last().locator('.state')).toContainText('Read');
+  await say(alice.page, 'oops, wrong chat');
+  await expect(bob.page.locator('.message.theirs .body').last()).toHaveText('oops, wrong chat');
+  await alice.page.locator('.message.mine').last().getByRole('button', { name: 'Recall this message' }).click();
+  await expect(alice.page.locator('.message.recalled')).toHaveText(/You recalled this message/);
+  await expect(bob.page.locator('.message.recalled')).toHaveText(/This message was recalled/);
+  await bob.page.waitForTimeout(300);
+  assert.ok(!(await shownBodies(bob.page)).includes('oops, wrong chat'));
+});
+
+test('hostile markup is shown as text and runs nothing', async () => {
+  const hostile = ['<img src=x onerror=alert(1)>', '<script>alert(2)</script>', 'https://example.com/ <b>bold</b> & "quotes"'];
+  for (const body of hostile) await say(alice.page, body);
+  await expect(bob.page.locator('.message.theirs .body').last()).toHaveText(hostile[2]);
+  const bodies = await shownBodies(bob.page);
+  for (const body of hostile) assert.ok(bodies.includes(body), `${body} shown as text`);
+  await expect(bob.page.locator('.message-list img')).toHaveCount(0);
+  await expect(bob.page.locator('.message-list script')).toHaveCount(0);
+  await expect(bob.page.locator('.message-list a')).toHaveCount(0);
+  await bob.page.waitForTimeout(500);
+  assert.deepEqual(bob.dialogs, []);
+  assert.deepEqual(alice.dialogs, []);
+});
+
+test('a reload keeps the login and the history, with nothing doubled', async () => {
+  const before = await shownBodies(bob.page);
+  await bob.page.reload();
+  await expect(bob.page.locator('.status')).toHaveText('Connected');
+  await expect(bob.page.locator('.me-name')).toHaveText(bobName);
+  await openChat(bob.page, aliceName);
+  const afterReload = await poll(
+    () => shownBodies(bob.page),
+    (bodies) => bodies.length >= before.length,
+    'the history after the reload',
+  );
+  assert.deepEqual(afterReload, before);
+  // And the conversation goes on.
+  await say(alice.page, 'still there?');
+  await expect(bob.page.locator('.message.theirs .body').last()).toHaveText('still there?');
+  await bob.page.waitForTimeout(500);
+  assert.deepEqual(await shownBodies(bob.page), [...before, 'still there?']);
+});
+
+test('signing out forgets the login', async () => {
+  await bob.page.getByRole('button', { name: 'Sign out' }).click();
+  await expect(bob.page.getByRole('button', { name: 'Create account' })).toBeVisible();
+  await bob.page.reload();
+  await expect(bob.page.getByRole('button', { name: 'Create account' })).toBeVisible();
+  assert.deepEqual(bob.errors.filter((error) => !error.includes('WebSocket')), []);
+  assert.deepEqual(alice.errors.filter((error) => !error.includes('WebSocket')), []);
+});
