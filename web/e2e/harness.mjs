@@ -174,6 +174,9 @@ export async function register(page, name) {
  * @param {'Chats' | 'Friends' | 'Groups'} tab
  */
 export async function showTab(page, tab) {
+  // On a phone the conversation covers the list: go back to it first.
+  const back = page.getByRole('button', { name: 'Back to conversations' });
+  if (await back.isVisible()) await back.click();
   await page.locator('.tabs').getByRole('button', { name: tab }).click();
 }
 

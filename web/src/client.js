@@ -204,6 +204,7 @@ export class ChatClient extends EventTarget {
     }
     this.attempt = 0;
     this.setStatus('connected');
+    this.pumpOutbox();
   }
 
   /**
@@ -299,6 +300,7 @@ export class ChatClient extends EventTarget {
           await this.afterLogin(connection, login);
           this.attempt = 0;
           this.setStatus('connected');
+          this.pumpOutbox();
         } catch (error) {
           if (error instanceof RequestError && error.code === 'unauthorized') {
             this.endSession('Your session has expired. Please sign in again.');
@@ -362,7 +364,6 @@ export class ChatClient extends EventTarget {
       if (open) await this.loadNewest(open).catch(() => {});
     }
     this.changed();
-    this.pumpOutbox();
   }
 
   /** @param {Friend} friend */

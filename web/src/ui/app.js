@@ -57,7 +57,11 @@ export class App {
     });
     this.statusBadge = h('span', { class: 'status', role: 'status' });
     this.meName = h('span', { class: 'me-name' });
-    this.notifyButton = h('button', { type: 'button', class: 'button secondary small', hidden: true }, 'Enable notifications');
+    this.notifyButton = h(
+      'button',
+      { type: 'button', class: 'button secondary small', hidden: true, title: 'Show a desktop notification when a message arrives while this tab is hidden' },
+      'Notifications',
+    );
     this.notifyButton.addEventListener('click', async () => {
       await Notification.requestPermission();
       this.renderTopbar();
