@@ -251,7 +251,10 @@ export { expect };
  */
 export async function serverHasConversations(page) {
   return page.evaluate(async () => {
-    const protocol = await import('/src/protocol.js');
+    // The page's own module, by its URL (not a path on this machine).
+    const url = '/src/protocol.js';
+    /** @type {typeof import('../src/protocol.js')} */
+    const protocol = await import(url);
     const socket = new WebSocket(`ws://${location.host}/ws`, 'chatd.v1');
     socket.binaryType = 'arraybuffer';
     await new Promise((done) => socket.addEventListener('open', done, { once: true }));
