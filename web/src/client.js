@@ -306,6 +306,10 @@ export class ChatClient extends EventTarget {
             this.endSession('Your session has expired. Please sign in again.');
             return;
           }
+          if (error instanceof RequestError && error.code === 'forbidden') {
+            this.endSession(error.message);
+            return;
+          }
           connection.close();
           this.setStatus('reconnecting');
         }

@@ -93,10 +93,8 @@ fn shipped_path(request_path: &str) -> Option<String> {
     }
     let top_level = segments.len() == 1;
     let module = segments[0] == "src" && path.ends_with(".js");
-    let page = top_level
-        && (path == "index.html"
-            || path.ends_with(".css")
-            || path.ends_with(".svg"));
+    let page =
+        top_level && (path == "index.html" || path.ends_with(".css") || path.ends_with(".svg"));
     (module || page).then(|| path.to_owned())
 }
 

@@ -83,7 +83,8 @@ fn missing(needs_modules: bool, needs_browser: bool) -> Vec<String> {
 }
 
 fn chromium() -> PathBuf {
-    std::env::var_os("CHATD_CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+    std::env::var_os("CHATD_CHROMIUM")
+        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
 }
 
 /// Runs a command in `web/`; fails the test with its output unless it
@@ -124,7 +125,12 @@ fn the_web_client_type_checks() {
     }
     run(
         "tsc --noEmit -p web",
-        Command::new(node().unwrap()).args(["node_modules/typescript/bin/tsc", "--noEmit", "-p", "."]),
+        Command::new(node().unwrap()).args([
+            "node_modules/typescript/bin/tsc",
+            "--noEmit",
+            "-p",
+            ".",
+        ]),
     );
 }
 

@@ -202,13 +202,29 @@ export class App {
     replace(friendsButton, 'Friends', incoming ? h('span', { class: 'badge', 'aria-label': `${incoming} new requests`, text: String(incoming) }) : null);
     const unread = this.client.totalUnread();
     replace(this.tabButtons.chats, 'Chats', unread ? h('span', { class: 'badge', 'aria-label': `${unread} unread`, text: String(unread) }) : null);
-    const focusKey = document.activeElement instanceof HTMLElement ? document.activeElement.dataset.focusKey : undefined;
+    // Re-rendering must not take the focus (or the caret) from the user:
+    // the forms are the same elements again, list rows are found by key.
+    const active = document.activeElement;
+    const focusKey = active instanceof HTMLElement ? active.dataset.focusKey : undefined;
+    const caret =
+      active instanceof HTMLInputElement ? [active.selectionStart, active.selectionEnd] : null;
+    const scrollTop = this.panel.scrollTop;
     if (this.tab === 'chats') replace(this.panel, this.chatsPanel());
     else if (this.tab === 'friends') replace(this.panel, this.friendsPanel());
     else replace(this.panel, this.groupsPanel());
+    this.panel.scrollTop = scrollTop;
     if (focusKey) {
       const again = this.panel.querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`);
-      if (again instanceof HTMLElement) again.focus();
+      if (again instanceof HTMLElement) again.focus({ preventScroll: true });
+    } else if (active instanceof HTMLElement && active.isConnected && active !== document.activeElement) {
+      active.focus({ preventScroll: true });
+      if (active instanceof HTMLInputElement && caret) {
+        try {
+          active.setSelectionRange(caret[0], caret[1]);
+        } catch {
+          // Inputs without a caret (numbers) keep theirs.
+        }
+      }
     }
   }
 
