@@ -18,7 +18,6 @@ import {
   say,
   screenshotPath,
   showTab,
-  uniqueName,
 } from './harness.mjs';
 
 /** @type {ChatServer} */
@@ -70,7 +69,8 @@ for (const [label, viewport] of /** @type {const} */ ([
   test(`the main screens on a ${label}, scanned for accessibility`, async () => {
     const alice = await openPerson(browser, server, { viewport });
     const bob = await openPerson(browser, server, { viewport });
-    const names = { alice: uniqueName('alice'), bob: uniqueName('bob') };
+    // Plain names, so the screenshots read like the real thing.
+    const names = label === 'desktop' ? { alice: 'alice', bob: 'bob' } : { alice: 'amara', bob: 'ben' };
 
     await expect(alice.page.getByRole('button', { name: 'Create account' })).toBeVisible();
     await shoot(alice.page, `${label}-1-sign-in.png`);
