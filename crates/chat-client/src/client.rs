@@ -20,13 +20,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chat_proto::{
-    AckResponse, ChatMessage, ConversationId, FriendAddResponse, FriendListResponse,
-    FriendRemoveResponse, FriendRespondResponse, FriendUpdateResponse, GroupCreateResponse,
-    GroupDissolveResponse, GroupId, GroupInfoResponse, GroupJoinResponse, GroupKickResponse,
-    GroupLeaveResponse, GroupListResponse, GroupMembersResponse, GroupSetRoleResponse,
-    HistoryRequest, HistoryResponse, LoginResponse, LogoutResponse, PingResponse, Push,
-    RegisterResponse, Request, Response, Role, SendResponse, Seq, SessionEndReason, Status, Target,
-    UserRef, UserSummary,
+    AckResponse, Call, ChatMessage, ConversationId, ConversationListRequest,
+    ConversationListResponse, FriendAddResponse, FriendListResponse, FriendRemoveResponse,
+    FriendRespondResponse, FriendUpdateResponse, GroupCreateResponse, GroupDissolveResponse,
+    GroupId, GroupInfoResponse, GroupJoinResponse, GroupKickResponse, GroupLeaveResponse,
+    GroupListResponse, GroupMembersResponse, GroupSetRoleResponse, HistoryRequest, HistoryResponse,
+    LoginResponse, LogoutResponse, PingResponse, Push, ReadRequest, ReadResponse, RegisterResponse,
+    Request, Response, Role, SendResponse, Seq, SessionEndReason, Status, Target, UserRef,
+    UserSummary,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -156,6 +157,60 @@ struct Session {
     /// The highest sequence number the application has taken per
     /// conversation, not yet acknowledged to the server.
     taken: std::collections::HashMap<ConversationId, Seq>,
+    /// The user's read position and the newest seq known per conversation,
+    /// kept current from the login, pushes and this client's reads.
+    unread: std::collections::HashMap<ConversationId, ReadState>,
+}
+
+/// How far the user has read a conversation, and where it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReadState {
+    read: Seq,
+    last: Seq,
+}
+
+impl Default for ReadState {
+    fn default() -> Self {
+        ReadState {
+            read: Seq::ZERO,
+            last: Seq::ZERO,
+        }
+    }
+}
+
+impl Session {
+    /// Starts the unread counts again from a login's.
+    fn reset_unread(&mut self, login: &LoginResponse) {
+        self.unread = login
+            .unread
+            .iter()
+            .map(|count| {
+                (
+                    count.conversation_id,
+                    ReadState {
+                        read: count.read_seq,
+                        last: count.last_seq,
+                    },
+                )
+            })
+            .collect();
+    }
+
+    /// A message at `seq` exists; the user's own messages count as read.
+    fn saw_message(&mut self, conversation: ConversationId, seq: Seq, own: bool) {
+        let state = self.unread.entry(conversation).or_default();
+        state.last = state.last.max(seq);
+        if own {
+            state.read = state.read.max(seq);
+        }
+    }
+
+    /// The user read up to `seq`.
+    fn read_up_to(&mut self, conversation: ConversationId, seq: Seq) {
+        let state = self.unread.entry(conversation).or_default();
+        state.read = state.read.max(seq);
+        state.last = state.last.max(seq);
+    }
 }
 
 /// What the application sees of the connection.
@@ -187,6 +242,7 @@ impl Shared {
         let mut session = self.session();
         session.token = Some(login.token.clone());
         session.me = Some(login.user.clone());
+        session.reset_unread(login);
     }
 }
 
@@ -413,7 +469,7 @@ impl Client {
 
     /// Runs `call` on the current connection; with [`Retry::Idempotent`]
     /// runs it again on the next connection when this one is lost under it.
-    async fn call<T, F, Fut>(&self, retry: Retry, call: F) -> Result<T>
+    async fn with_retry<T, F, Fut>(&self, retry: Retry, call: F) -> Result<T>
     where
         F: Fn(Arc<Connection>) -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -459,7 +515,7 @@ impl Client {
     /// As [`Connection::request`], and [`ClientError::ReconnectFailed`] when
     /// the client has given up reconnecting.
     pub async fn request(&self, request: Request) -> Result<Response> {
-        self.call(Retry::Once, |connection| {
+        self.with_retry(Retry::Once, |connection| {
             let request = request.clone();
             async move { connection.request(request).await }
         })
@@ -471,7 +527,7 @@ impl Client {
     /// # Errors
     /// As [`Client::request`].
     pub async fn ping(&self) -> Result<PingResponse> {
-        self.call(Retry::Idempotent, |c| async move { c.ping().await })
+        self.with_retry(Retry::Idempotent, |c| async move { c.ping().await })
             .await
     }
 
@@ -480,7 +536,7 @@ impl Client {
     /// # Errors
     /// As [`Client::request`].
     pub async fn register(&self, name: &str, password: &str) -> Result<RegisterResponse> {
-        self.call(
+        self.with_retry(
             Retry::Once,
             |c| async move { c.register(name, password).await },
         )
@@ -495,7 +551,7 @@ impl Client {
     pub async fn login(&self, user: impl IntoUserRef, password: &str) -> Result<LoginResponse> {
         let user = user.into_user_ref();
         let response = self
-            .call(Retry::Idempotent, |c| {
+            .with_retry(Retry::Idempotent, |c| {
                 let user = user.clone();
                 async move { c.login(user, password).await }
             })
@@ -517,7 +573,7 @@ impl Client {
     /// As [`Client::request`].
     pub async fn login_with_token(&self, token: &str) -> Result<LoginResponse> {
         let response = self
-            .call(Retry::Idempotent, |c| async move {
+            .with_retry(Retry::Idempotent, |c| async move {
                 c.login_with_token(token).await
             })
             .await?;
@@ -536,6 +592,7 @@ impl Client {
         session.credentials = Some(credentials);
         session.token = Some(response.token.clone());
         session.me = Some(response.user.clone());
+        session.reset_unread(response);
     }
 
     /// `logout`; the client stays connected but will not log in again.
@@ -551,7 +608,7 @@ impl Client {
             session.token = None;
         }
         let result = self
-            .call(Retry::Once, |c| async move { c.logout().await })
+            .with_retry(Retry::Once, |c| async move { c.logout().await })
             .await;
         self.shared.session().me = None;
         result
@@ -567,7 +624,7 @@ impl Client {
         message: Option<&str>,
     ) -> Result<FriendAddResponse> {
         let user = user.into_user_ref();
-        self.call(Retry::Once, |c| {
+        self.with_retry(Retry::Once, |c| {
             let user = user.clone();
             async move { c.friend_add(user, message).await }
         })
@@ -584,7 +641,7 @@ impl Client {
         accept: bool,
     ) -> Result<FriendRespondResponse> {
         let user = user.into_user_ref();
-        self.call(Retry::Once, |c| {
+        self.with_retry(Retry::Once, |c| {
             let user = user.clone();
             async move { c.friend_respond(user, accept).await }
         })
@@ -597,7 +654,7 @@ impl Client {
     /// As [`Client::request`].
     pub async fn friend_remove(&self, user: impl IntoUserRef) -> Result<FriendRemoveResponse> {
         let user = user.into_user_ref();
-        self.call(Retry::Once, |c| {
+        self.with_retry(Retry::Once, |c| {
             let user = user.clone();
             async move { c.friend_remove(user).await }
         })
@@ -609,7 +666,7 @@ impl Client {
     /// # Errors
     /// As [`Client::request`].
     pub async fn friend_list(&self) -> Result<FriendListResponse> {
-        self.call(Retry::Idempotent, |c| async move { c.friend_list().await })
+        self.with_retry(Retry::Idempotent, |c| async move { c.friend_list().await })
             .await
     }
 
@@ -624,7 +681,7 @@ impl Client {
         category: Option<&str>,
     ) -> Result<FriendUpdateResponse> {
         let user = user.into_user_ref();
-        self.call(Retry::Idempotent, |c| {
+        self.with_retry(Retry::Idempotent, |c| {
             let user = user.clone();
             async move { c.friend_update(user, remark, category).await }
         })
@@ -636,7 +693,7 @@ impl Client {
     /// # Errors
     /// As [`Client::request`].
     pub async fn group_create(&self, name: &str, description: &str) -> Result<GroupCreateResponse> {
-        self.call(Retry::Once, |c| async move {
+        self.with_retry(Retry::Once, |c| async move {
             c.group_create(name, description).await
         })
         .await
@@ -647,7 +704,7 @@ impl Client {
     /// # Errors
     /// As [`Client::request`].
     pub async fn group_join(&self, group_id: GroupId) -> Result<GroupJoinResponse> {
-        self.call(Retry::Once, |c| async move { c.group_join(group_id).await })
+        self.with_retry(Retry::Once, |c| async move { c.group_join(group_id).await })
             .await
     }
 
@@ -656,7 +713,7 @@ impl Client {
     /// # Errors
     /// As [`Client::request`].
     pub async fn group_leave(&self, group_id: GroupId) -> Result<GroupLeaveResponse> {
-        self.call(
+        self.with_retry(
             Retry::Once,
             |c| async move { c.group_leave(group_id).await },
         )
@@ -668,7 +725,7 @@ impl Client {
     /// # Errors
     /// As [`Client::request`].
     pub async fn group_dissolve(&self, group_id: GroupId) -> Result<GroupDissolveResponse> {
-        self.call(
+        self.with_retry(
             Retry::Once,
             |c| async move { c.group_dissolve(group_id).await },
         )
@@ -685,7 +742,7 @@ impl Client {
         user: impl IntoUserRef,
     ) -> Result<GroupKickResponse> {
         let user = user.into_user_ref();
-        self.call(Retry::Once, |c| {
+        self.with_retry(Retry::Once, |c| {
             let user = user.clone();
             async move { c.group_kick(group_id, user).await }
         })
@@ -703,7 +760,7 @@ impl Client {
         role: Role,
     ) -> Result<GroupSetRoleResponse> {
         let user = user.into_user_ref();
-        self.call(Retry::Once, |c| {
+        self.with_retry(Retry::Once, |c| {
             let user = user.clone();
             async move { c.group_set_role(group_id, user, role).await }
         })
@@ -715,7 +772,7 @@ impl Client {
     /// # Errors
     /// As [`Client::request`].
     pub async fn group_info(&self, group_id: GroupId) -> Result<GroupInfoResponse> {
-        self.call(Retry::Idempotent, |c| async move {
+        self.with_retry(Retry::Idempotent, |c| async move {
             c.group_info(group_id).await
         })
         .await
@@ -726,7 +783,7 @@ impl Client {
     /// # Errors
     /// As [`Client::request`].
     pub async fn group_members(&self, group_id: GroupId) -> Result<GroupMembersResponse> {
-        self.call(Retry::Idempotent, |c| async move {
+        self.with_retry(Retry::Idempotent, |c| async move {
             c.group_members(group_id).await
         })
         .await
@@ -737,7 +794,7 @@ impl Client {
     /// # Errors
     /// As [`Client::request`].
     pub async fn group_list(&self) -> Result<GroupListResponse> {
-        self.call(Retry::Idempotent, |c| async move { c.group_list().await })
+        self.with_retry(Retry::Idempotent, |c| async move { c.group_list().await })
             .await
     }
 
@@ -746,7 +803,7 @@ impl Client {
     /// # Errors
     /// As [`Client::request`].
     pub async fn history(&self, request: HistoryRequest) -> Result<HistoryResponse> {
-        self.call(Retry::Idempotent, |c| {
+        self.with_retry(Retry::Idempotent, |c| {
             let request = request.clone();
             async move { c.history(request).await }
         })
@@ -759,10 +816,109 @@ impl Client {
     /// # Errors
     /// As [`Client::request`].
     pub async fn ack(&self, conversation_id: ConversationId, seq: Seq) -> Result<AckResponse> {
-        self.call(Retry::Idempotent, |c| async move {
+        self.with_retry(Retry::Idempotent, |c| async move {
             c.ack(conversation_id, seq).await
         })
         .await
+    }
+
+    /// Any request, typed by the message table: `client.call(ReadRequest
+    /// { .. })` answers with a [`chat_proto::ReadResponse`]. Sent once; see
+    /// [`Client::call_idempotent`] for requests that may be repeated.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn call<R>(&self, request: R) -> Result<R::Response>
+    where
+        R: Call + Clone,
+    {
+        self.with_retry(Retry::Once, |c| {
+            let request = request.clone();
+            async move { c.call(request).await }
+        })
+        .await
+    }
+
+    /// As [`Client::call`], for a request that has the same effect however
+    /// often it is repeated (reads and most of the rest): repeated on a new
+    /// connection if the old one broke under it, and a few times after
+    /// `unavailable`.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn call_idempotent<R>(&self, request: R) -> Result<R::Response>
+    where
+        R: Call + Clone,
+    {
+        self.with_retry(Retry::Idempotent, |c| {
+            let request = request.clone();
+            async move { c.call(request).await }
+        })
+        .await
+    }
+
+    /// A page of the user's conversations (`conversation_list`), most
+    /// recent activity first; also brings this client's unread counts up to
+    /// date for the conversations on the page.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn conversations(
+        &self,
+        request: ConversationListRequest,
+    ) -> Result<ConversationListResponse> {
+        let page = self.call_idempotent(request).await?;
+        let mut session = self.shared.session();
+        for conversation in &page.conversations {
+            let state = session
+                .unread
+                .entry(conversation.conversation_id)
+                .or_default();
+            state.last = state.last.max(conversation.last_seq);
+            state.read = state.read.max(conversation.read_seq);
+        }
+        Ok(page)
+    }
+
+    /// Marks a conversation read up to `seq` (`read`); the user's other
+    /// sessions and the other participants are told.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn read(&self, conversation_id: ConversationId, seq: Seq) -> Result<ReadResponse> {
+        let response = self
+            .call_idempotent(ReadRequest {
+                conversation_id,
+                seq,
+            })
+            .await?;
+        self.shared
+            .session()
+            .read_up_to(conversation_id, response.read_seq);
+        Ok(response)
+    }
+
+    /// Unread messages in a conversation, as far as this client knows
+    /// (from the login, pushes, reads and [`Client::conversations`]).
+    pub fn unread(&self, conversation_id: ConversationId) -> u64 {
+        self.shared
+            .session()
+            .unread
+            .get(&conversation_id)
+            .map_or(0, |state| state.last.0.saturating_sub(state.read.0))
+    }
+
+    /// Every conversation with unread messages and how many, by id.
+    pub fn unread_counts(&self) -> Vec<(ConversationId, u64)> {
+        let session = self.shared.session();
+        let mut counts: Vec<(ConversationId, u64)> = session
+            .unread
+            .iter()
+            .map(|(id, state)| (*id, state.last.0.saturating_sub(state.read.0)))
+            .filter(|(_, unread)| *unread > 0)
+            .collect();
+        counts.sort_unstable();
+        counts
     }
 
     /// A fresh `client_msg_id`, unique for this client.
@@ -798,7 +954,7 @@ impl Client {
             .own_pending
             .insert(client_msg_id.to_owned());
         let result = self
-            .call(Retry::Idempotent, |c| async move {
+            .with_retry(Retry::Idempotent, |c| async move {
                 c.send_with_id(to, client_msg_id, body).await
             })
             .await;
@@ -925,6 +1081,17 @@ impl Supervisor {
             Push::PushFriendUpdate(push) => self.emit(Event::FriendUpdate(push)),
             Push::PushPresence(push) => self.emit(Event::Presence(push)),
             Push::PushGroupEvent(push) => self.emit(Event::Group(push)),
+            Push::PushRead(push) => {
+                {
+                    let mut session = self.shared.session();
+                    if session.me.as_ref().map(|me| me.id) == Some(push.user_id) {
+                        session.read_up_to(push.conversation_id, push.read_seq);
+                    }
+                }
+                self.emit(Event::Read(push));
+            }
+            Push::PushTyping(push) => self.emit(Event::Typing(push)),
+            Push::PushRecall(push) => self.emit(Event::Recall(push)),
             Push::PushSessionEnded(push) => {
                 if push.reason == SessionEndReason::LoggedOut {
                     let mut session = self.shared.session();
@@ -961,8 +1128,9 @@ impl Supervisor {
     fn deliver(&mut self, message: ChatMessage) {
         let own = {
             let mut session = self.shared.session();
-            let me = session.me.as_ref().map(|me| me.id);
-            me == Some(message.sender_id) && session.own_pending.remove(&message.client_msg_id)
+            let mine = session.me.as_ref().map(|me| me.id) == Some(message.sender_id);
+            session.saw_message(message.conversation_id, message.seq, mine);
+            mine && session.own_pending.remove(&message.client_msg_id)
         };
         self.delivery.advance(message.conversation_id, message.seq);
         if !own {
@@ -1263,6 +1431,7 @@ mod tests {
             client_msg_id: format!("alice-{seq}"),
             body: format!("message {seq}"),
             server_ts_ms: 1_700_000_000_000,
+            recalled: None,
         }
     }
 
@@ -1297,6 +1466,7 @@ mod tests {
             incoming_requests: Vec::new(),
             outgoing_requests: Vec::new(),
             unacked: 0,
+            unread: Vec::new(),
         }
     }
 
@@ -1371,6 +1541,7 @@ mod tests {
                     client_msg_id: send.client_msg_id.clone(),
                     body: send.body.clone(),
                     server_ts_ms: 0,
+                    recalled: None,
                 });
                 if state.unavailable_after_first_commit {
                     state.unavailable_after_first_commit = false;

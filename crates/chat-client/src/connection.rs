@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chat_proto::{
-    AckRequest, AckResponse, ConversationId, Cursor, ErrorBody, Frame, FrameCodec,
+    AckRequest, AckResponse, Call, ConversationId, Cursor, ErrorBody, Frame, FrameCodec,
     FriendAddRequest, FriendAddResponse, FriendListRequest, FriendListResponse,
     FriendRemoveRequest, FriendRemoveResponse, FriendRespondRequest, FriendRespondResponse,
     FriendUpdateRequest, FriendUpdateResponse, GroupCreateRequest, GroupCreateResponse,
@@ -977,6 +977,15 @@ impl Connection {
     /// As [`Connection::request`].
     pub async fn history(&self, request: HistoryRequest) -> Result<HistoryResponse> {
         call!(self, History, request)
+    }
+
+    /// Any request, typed by the message table (see [`chat_proto::Call`]).
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn call<R: Call>(&self, request: R) -> Result<R::Response> {
+        R::from_response(self.request(request.into_request()).await?)
+            .map_err(|other| unexpected_response(R::TYPE, &other))
     }
 
     /// `sync`: what the client missed after `cursors`.

@@ -2,7 +2,7 @@
 
 use chat_proto::{
     ChatMessage, FriendRequestInfo, FriendUpdatePush, GroupEventPush, LoginResponse, PresencePush,
-    SessionEndedPush,
+    ReadPush, RecallPush, SessionEndedPush, TypingPush,
 };
 use serde::Serialize;
 
@@ -22,6 +22,13 @@ pub enum Event {
     Presence(PresencePush),
     /// Something happened in a group.
     Group(GroupEventPush),
+    /// Somebody read a conversation up to a seq: the other participant (a
+    /// read receipt) or the user on another device.
+    Read(ReadPush),
+    /// Somebody is typing in a conversation (show it for a few seconds).
+    Typing(TypingPush),
+    /// A message was recalled or removed.
+    Recall(RecallPush),
     /// The server announced the end of this connection's session; the client
     /// reconnects unless the reason was a logout.
     SessionEnded(SessionEndedPush),

@@ -2,50 +2,39 @@
 //! so the formats scripts depend on are pinned by unit tests.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chat_proto::{
-    ChatMessage, Friend, FriendRequestInfo, FriendUpdateKind, GroupEventKind, GroupEventPush,
-    Member, Status, Target,
+    ChatMessage, Conversation, ConversationKind, Friend, FriendRequestInfo, FriendUpdateKind,
+    GroupEventKind, GroupEventPush, Member, Status, Target,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::event::Event;
 
-/// Formats milliseconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
-#[must_use]
-pub fn format_time(ms: i64) -> String {
-    let seconds = ms.div_euclid(1000);
-    let days = seconds.div_euclid(86_400);
-    let second_of_day = seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        second_of_day / 3600,
-        second_of_day % 3600 / 60,
-        second_of_day % 60
-    )
+/// Whether times are shown in UTC rather than the local time zone.
+static UTC: AtomicBool = AtomicBool::new(false);
+
+/// Shows times in UTC (`true`, `chat --utc`) or in the local time zone
+/// (the default) from now on, in this process.
+pub fn set_utc(utc: bool) {
+    UTC.store(utc, Ordering::Relaxed);
 }
 
-/// The proleptic Gregorian date of a day number (days since 1970-01-01),
-/// by the usual era arithmetic: 400-year eras of 146 097 days, years
-/// counted from March so the leap day falls at the end.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
+/// Formats milliseconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS`, in
+/// the local time zone unless [`set_utc`] chose UTC.
+#[must_use]
+pub fn format_time(ms: i64) -> String {
+    const FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+    let Some(utc) = chrono::DateTime::from_timestamp_millis(ms) else {
+        return format!("@{ms}");
     };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    if UTC.load(Ordering::Relaxed) {
+        utc.format(FORMAT).to_string()
+    } else {
+        utc.with_timezone(&chrono::Local).format(FORMAT).to_string()
+    }
 }
 
 /// Makes text from the network safe to print on a terminal: control
@@ -64,7 +53,8 @@ pub fn printable(text: &str) -> String {
     out
 }
 
-/// One message as `time [id] name said: text`, prefixed with
+/// One message as `time #seq [id] name said: text` (or, once recalled,
+/// `time #seq [id] name: (message recalled)`), prefixed with
 /// `[group NAME/ID] ` for group messages (`group_name` when known).
 #[must_use]
 pub fn message_line(message: &ChatMessage, group_name: Option<&str>) -> String {
@@ -81,12 +71,64 @@ pub fn message_line(message: &ChatMessage, group_name: Option<&str>) -> String {
     }
     let _ = write!(
         line,
-        "{} [{}] {} said: {}",
+        "{} #{} [{}] {}",
         format_time(message.server_ts_ms),
+        message.seq,
         message.sender_id,
         printable(&message.sender_name),
-        printable(&message.body)
     );
+    match message.recalled {
+        Some(recalled) if recalled.by == message.sender_id => {
+            line.push_str(": (message recalled)");
+        }
+        Some(recalled) => {
+            let _ = write!(line, ": (message removed by [{}])", recalled.by);
+        }
+        None => {
+            let _ = write!(line, " said: {}", printable(&message.body));
+        }
+    }
+    line
+}
+
+/// One entry of the conversation list: name (remark first), unread count,
+/// presence, and the newest message.
+#[must_use]
+pub fn conversation_line(conversation: &Conversation) -> String {
+    let mut line = match (&conversation.peer, &conversation.group) {
+        (Some(peer), _) => {
+            let name = peer.remark.as_deref().filter(|remark| !remark.is_empty());
+            format!(
+                "{} [{}] {}",
+                printable(name.unwrap_or(&peer.name)),
+                peer.id,
+                if peer.online { "online" } else { "offline" }
+            )
+        }
+        (None, Some(group)) => format!("[group {}/{}]", printable(&group.name), group.id),
+        (None, None) => match conversation.kind {
+            ConversationKind::Direct => format!("conversation {}", conversation.conversation_id),
+            ConversationKind::Group => {
+                format!("group conversation {}", conversation.conversation_id)
+            }
+        },
+    };
+    if conversation.unread > 0 {
+        let _ = write!(line, ", {} unread", conversation.unread);
+    }
+    if let Some(last) = &conversation.last_message {
+        let _ = write!(
+            line,
+            " | {} {}: {}",
+            format_time(last.server_ts_ms),
+            printable(&last.sender_name),
+            if last.recalled {
+                "(message recalled)".to_owned()
+            } else {
+                printable(&last.preview)
+            }
+        );
+    }
     line
 }
 
@@ -206,6 +248,23 @@ pub fn event_line(event: &Event, who: &dyn Fn(chat_proto::UserId) -> String) -> 
             if presence.online { "online" } else { "offline" }
         ),
         Event::Group(group_event) => format!("* {}", group_event_line(group_event, None, who)),
+        Event::Read(read) => format!(
+            "* {} read up to #{} (conversation {})",
+            who(read.user_id),
+            read.read_seq,
+            read.conversation_id
+        ),
+        Event::Typing(typing) => format!(
+            "* {} is typing… (conversation {})",
+            who(typing.user_id),
+            typing.conversation_id
+        ),
+        Event::Recall(recall) => format!(
+            "* message #{} of conversation {} was recalled by {}",
+            recall.seq,
+            recall.conversation_id,
+            who(recall.recalled.by)
+        ),
         Event::SessionEnded(ended) => {
             format!(
                 "* session ended by the server: {}",
@@ -280,11 +339,13 @@ mod tests {
             client_msg_id: "x".to_owned(),
             body: body.to_owned(),
             server_ts_ms: 1_700_000_000_123,
+            recalled: None,
         }
     }
 
     #[test]
     fn times_are_utc_calendar_dates() {
+        set_utc(true);
         assert_eq!(format_time(0), "1970-01-01 00:00:00");
         assert_eq!(format_time(1_700_000_000_123), "2023-11-14 22:13:20");
         assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00:00");
@@ -293,17 +354,64 @@ mod tests {
 
     #[test]
     fn message_lines_have_the_documented_shape() {
+        set_utc(true);
         assert_eq!(
             message_line(&message(Target::User(UserId(1)), "hi"), None),
-            "2023-11-14 22:13:20 [2] bob said: hi"
+            "2023-11-14 22:13:20 #1 [2] bob said: hi"
         );
         assert_eq!(
             message_line(&message(Target::Group(GroupId(3)), "hi"), Some("rust")),
-            "[group rust/3] 2023-11-14 22:13:20 [2] bob said: hi"
+            "[group rust/3] 2023-11-14 22:13:20 #1 [2] bob said: hi"
         );
         assert_eq!(
             message_line(&message(Target::Group(GroupId(3)), "hi"), None),
-            "[group 3] 2023-11-14 22:13:20 [2] bob said: hi"
+            "[group 3] 2023-11-14 22:13:20 #1 [2] bob said: hi"
+        );
+        let mut recalled = message(Target::Group(GroupId(3)), "");
+        recalled.recalled = Some(chat_proto::Recalled {
+            by: UserId(2),
+            at_ms: 1_700_000_001_000,
+        });
+        assert_eq!(
+            message_line(&recalled, None),
+            "[group 3] 2023-11-14 22:13:20 #1 [2] bob: (message recalled)"
+        );
+        recalled.recalled = Some(chat_proto::Recalled {
+            by: UserId(9),
+            at_ms: 1_700_000_001_000,
+        });
+        assert!(message_line(&recalled, None).ends_with("bob: (message removed by [9])"));
+    }
+
+    #[test]
+    fn conversation_lines_show_remark_unread_and_preview() {
+        set_utc(true);
+        let conversation = Conversation {
+            conversation_id: ConversationId(4),
+            kind: ConversationKind::Direct,
+            peer: Some(chat_proto::Peer {
+                id: UserId(2),
+                name: "bob".to_owned(),
+                remark: Some("Bobby".to_owned()),
+                online: true,
+            }),
+            group: None,
+            last_message: Some(chat_proto::MessagePreview {
+                seq: Seq(7),
+                sender_id: UserId(2),
+                sender_name: "bob".to_owned(),
+                preview: "see you\x1b".to_owned(),
+                server_ts_ms: 1_700_000_000_123,
+                recalled: false,
+            }),
+            last_seq: Seq(7),
+            read_seq: Seq(5),
+            unread: 2,
+            last_activity_ms: 1_700_000_000_123,
+        };
+        assert_eq!(
+            conversation_line(&conversation),
+            "Bobby [2] online, 2 unread | 2023-11-14 22:13:20 bob: see you\\u{1b}"
         );
     }
 

@@ -9,7 +9,7 @@ fn is_message_with_body(value: &Value, body: &str) -> bool {
     value["type"] == "event" && value["event"] == "message" && value["data"]["body"] == body
 }
 
-/// `YYYY-MM-DD HH:MM:SS [ID] NAME said: TEXT`
+/// `YYYY-MM-DD HH:MM:SS #SEQ [ID] NAME said: TEXT`
 fn is_message_line(line: &str, name: &str, text: &str) -> bool {
     let Some((head, said)) = line.split_once(&format!(" {name} said: ")) else {
         return false;
@@ -21,7 +21,8 @@ fn is_message_line(line: &str, name: &str, text: &str) -> bool {
         && bytes[10] == b' '
         && bytes[13] == b':'
         && bytes[19] == b' '
-        && head[20..].starts_with('[')
+        && head[20..].starts_with('#')
+        && head[20..].contains(" [")
         && head.ends_with(']')
 }
 

@@ -128,6 +128,24 @@ macro_rules! message_table {
             }
         }
 
+        $(
+            impl Call for $req {
+                type Response = $resp;
+                const TYPE: MessageType = MessageType::$rname;
+
+                fn into_request(self) -> Request {
+                    Request::$rname(self)
+                }
+
+                fn from_response(response: Response) -> Result<$resp, Response> {
+                    match response {
+                        Response::$rname(response) => Ok(response),
+                        other => Err(other),
+                    }
+                }
+            }
+        )*
+
         /// A server-initiated message.
         #[derive(Debug, Clone, PartialEq, Serialize)]
         #[serde(untagged)]
@@ -157,6 +175,27 @@ macro_rules! message_table {
             }
         }
     };
+}
+
+/// A request type with its response type, from the one message table: a
+/// client sends any request through one generic call (`Connection::call` in
+/// the client library) and gets the typed answer back, so a new request
+/// type needs no hand-written wrapper.
+pub trait Call: Sized {
+    /// What a successful answer carries.
+    type Response;
+    /// The request's type code.
+    const TYPE: MessageType;
+
+    /// The request as the enum of all requests.
+    fn into_request(self) -> Request;
+
+    /// The typed answer, or the response given back when it answers another
+    /// type.
+    ///
+    /// # Errors
+    /// The response itself, when it is not this type's.
+    fn from_response(response: Response) -> Result<Self::Response, Response>;
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(
@@ -236,6 +275,16 @@ message_table! {
         History = 0x0303, "history", HistoryRequest => HistoryResponse;
         /// Returns the messages a client has not seen yet.
         Sync = 0x0304, "sync", SyncRequest => SyncResponse;
+        /// Lists the user's conversations, most recent activity first, with unread counts.
+        ConversationList = 0x0305, "conversation_list", ConversationListRequest => ConversationListResponse;
+        /// Moves the user's read position in a conversation (a read receipt).
+        Read = 0x0306, "read", ReadRequest => ReadResponse;
+        /// Where every member of a conversation has read up to.
+        ReadPositions = 0x0307, "read_positions", ReadPositionsRequest => ReadPositionsResponse;
+        /// Tells the other participants the user is typing (not stored).
+        Typing = 0x0308, "typing", TypingRequest => TypingResponse;
+        /// Takes a message back: it becomes a tombstone for everyone.
+        Recall = 0x0309, "recall", RecallRequest => RecallResponse;
     }
     pushes {
         /// A new message in one of the user's conversations.
@@ -250,6 +299,12 @@ message_table! {
         PushGroupEvent = 0x8005, "push_group_event", GroupEventPush;
         /// The server is ending this session; the reason says whether to reconnect.
         PushSessionEnded = 0x8006, "push_session_ended", SessionEndedPush;
+        /// A participant (or the user on another device) read a conversation up to a seq.
+        PushRead = 0x8007, "push_read", ReadPush;
+        /// A participant is typing in a conversation.
+        PushTyping = 0x8008, "push_typing", TypingPush;
+        /// A message was recalled or removed; it is a tombstone now.
+        PushRecall = 0x8009, "push_recall", RecallPush;
     }
 }
 
@@ -532,6 +587,19 @@ pub struct ChatMessage {
     pub body: String,
     /// When the server committed it, in milliseconds since the Unix epoch.
     pub server_ts_ms: i64,
+    /// Set when the message was recalled or removed: its body is then empty.
+    /// Absent (not `null`) for a message that stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recalled: Option<Recalled>,
+}
+
+/// Who took a message back, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recalled {
+    /// The sender (a recall) or a group's owner or admin (a removal).
+    pub by: UserId,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
 }
 
 /// A conversation and the highest sequence number a client has seen in it.
@@ -608,6 +676,23 @@ pub struct LoginResponse {
     pub outgoing_requests: Vec<FriendRequestInfo>,
     /// How many unacknowledged messages follow as pushes.
     pub unacked: u64,
+    /// The conversations with unread messages, read in the same login as
+    /// `unacked` (absent from older servers: read as empty).
+    #[serde(default)]
+    pub unread: Vec<UnreadCount>,
+}
+
+/// How far the user has read a conversation that has unread messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreadCount {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The user's read position.
+    pub read_seq: Seq,
+    /// The conversation's newest message.
+    pub last_seq: Seq,
+    /// Messages after the read position (`last_seq - read_seq`).
+    pub unread: u64,
 }
 
 /// `logout` request: no fields.
@@ -961,6 +1046,178 @@ pub struct SyncResponse {
 }
 
 // ---------------------------------------------------------------------------
+// Conversations: the list, read positions, typing, recall
+// ---------------------------------------------------------------------------
+
+/// Whether a conversation is between two users or of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationKind {
+    /// Two users.
+    Direct,
+    /// A group.
+    Group,
+}
+
+/// The other participant of a direct conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// Their id.
+    pub id: UserId,
+    /// Their account name.
+    pub name: String,
+    /// The remark the user gave them, if any (and if they are still friends).
+    pub remark: Option<String>,
+    /// Whether they have at least one session online.
+    pub online: bool,
+}
+
+/// The group of a group conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSummary {
+    /// The group's id.
+    pub id: GroupId,
+    /// Its display name.
+    pub name: String,
+}
+
+/// The newest message of a conversation, shortened for a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessagePreview {
+    /// Its sequence number.
+    pub seq: Seq,
+    /// Who sent it.
+    pub sender_id: UserId,
+    /// The sender's account name.
+    pub sender_name: String,
+    /// The first characters of its body (at most 100; empty when recalled).
+    pub preview: String,
+    /// When it was committed, in milliseconds since the Unix epoch.
+    pub server_ts_ms: i64,
+    /// Whether it was recalled or removed.
+    pub recalled: bool,
+}
+
+/// One entry of the conversation list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// Direct or group.
+    pub kind: ConversationKind,
+    /// The other participant, for a direct conversation.
+    pub peer: Option<Peer>,
+    /// The group, for a group conversation.
+    pub group: Option<GroupSummary>,
+    /// The newest message, if there is one.
+    pub last_message: Option<MessagePreview>,
+    /// The newest message's sequence number (0 when empty).
+    pub last_seq: Seq,
+    /// How far the user has read.
+    pub read_seq: Seq,
+    /// Messages after the read position.
+    pub unread: u64,
+    /// The newest message's time, or when the conversation began; the list's
+    /// order (newest first) and, with `conversation_id`, its paging key.
+    pub last_activity_ms: i64,
+}
+
+/// Where a page of the conversation list starts: after this entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationCursor {
+    /// The `last_activity_ms` of the last entry of the previous page.
+    pub last_activity_ms: i64,
+    /// The `conversation_id` of the last entry of the previous page.
+    pub conversation_id: ConversationId,
+}
+
+/// `conversation_list` request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationListRequest {
+    /// Continue after this entry (from the previous page); absent for the first page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<ConversationCursor>,
+    /// At most this many (default 50, at most 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// `conversation_list` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationListResponse {
+    /// The page, most recent activity first.
+    pub conversations: Vec<Conversation>,
+    /// Whether more entries follow.
+    pub has_more: bool,
+}
+
+/// `read` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadRequest {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The user has read everything up to and including this sequence number.
+    pub seq: Seq,
+}
+
+/// `read` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadResponse {
+    /// The read position after this request (never moves back, never past the end).
+    pub read_seq: Seq,
+}
+
+/// `read_positions` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadPositionsRequest {
+    /// The conversation (the user must take part in it).
+    pub conversation_id: ConversationId,
+}
+
+/// A member's read position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadPosition {
+    /// The member.
+    pub user_id: UserId,
+    /// How far they have read.
+    pub read_seq: Seq,
+}
+
+/// `read_positions` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadPositionsResponse {
+    /// Every member's position, by user id.
+    pub positions: Vec<ReadPosition>,
+}
+
+/// `typing` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingRequest {
+    /// The conversation the user is typing in.
+    pub conversation_id: ConversationId,
+}
+
+/// `typing` response: no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingResponse {}
+
+/// `recall` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecallRequest {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The message.
+    pub seq: Seq,
+}
+
+/// `recall` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecallResponse {
+    /// The message as it is now: a tombstone.
+    pub message: ChatMessage,
+}
+
+// ---------------------------------------------------------------------------
 // Pushes
 // ---------------------------------------------------------------------------
 
@@ -1040,4 +1297,36 @@ pub struct SessionEndedPush {
     pub reason: SessionEndReason,
     /// A human-readable explanation.
     pub message: String,
+}
+
+/// `push_read`: `user_id` has read `conversation_id` up to `read_seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadPush {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// Who read (the user themselves, when read on another device).
+    pub user_id: UserId,
+    /// Their read position now.
+    pub read_seq: Seq,
+}
+
+/// `push_typing`: `user_id` is typing in `conversation_id`. Show it for a
+/// few seconds; a typing user sends it again every few seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingPush {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// Who is typing.
+    pub user_id: UserId,
+}
+
+/// `push_recall`: the message at `seq` is a tombstone now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecallPush {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The message.
+    pub seq: Seq,
+    /// Who took it back, and when.
+    pub recalled: Recalled,
 }

@@ -590,6 +590,7 @@ fn worst_case_message(seq: u64) -> ChatMessage {
         client_msg_id: "\u{1}".repeat(64),
         body: "\u{1}".repeat(4096),
         server_ts_ms: i64::MAX,
+        recalled: None,
     }
 }
 

@@ -173,6 +173,7 @@ proptest! {
             client_msg_id: "c".to_owned(),
             body,
             server_ts_ms,
+            recalled: None,
         });
         let mut buf = BytesMut::new();
         push.encode(&mut buf).unwrap();

@@ -78,6 +78,7 @@ fn login_response() -> BytesMut {
         incoming_requests: Vec::new(),
         outgoing_requests: Vec::new(),
         unacked: 2,
+        unread: Vec::new(),
     })
     .encode(1, &mut buf)
     .unwrap();

@@ -48,6 +48,9 @@ pub struct Config {
     pub login_failures_per_ip: u32,
     /// Lifetime of a session token in seconds.
     pub token_ttl_secs: u64,
+    /// Seconds after sending during which a sender may recall a message
+    /// (0: never; a group's owner and admins may remove messages any time).
+    pub recall_window_secs: u64,
     /// Seconds to wait for sessions to drain on shutdown.
     pub shutdown_grace_secs: u64,
     /// Seconds between cluster heartbeats; presence of a dead node expires
@@ -165,6 +168,7 @@ impl Default for Config {
             login_failures_per_account: 5,
             login_failures_per_ip: 20,
             token_ttl_secs: 30 * 24 * 3600,
+            recall_window_secs: 120,
             shutdown_grace_secs: 10,
             heartbeat_secs: 2,
             proxy_protocol: false,
@@ -279,6 +283,11 @@ impl Config {
             ));
         }
         // A full sync page must fit in what clients accept.
+        if self.recall_window_secs > 3650 * DAY {
+            return Err(ConfigError(
+                "recall_window_secs must be at most 10 years".into(),
+            ));
+        }
         if self.max_message_len > 16 * 1024 {
             return Err(ConfigError("max_message_len must be at most 16384".into()));
         }

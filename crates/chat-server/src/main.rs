@@ -87,6 +87,10 @@ struct Args {
     /// Session token lifetime in seconds [default: 2592000, 30 days].
     #[arg(long, env = "CHATD_TOKEN_TTL_SECS")]
     token_ttl_secs: Option<u64>,
+    /// Seconds after sending during which a sender may recall a message
+    /// (0: never) [default: 120].
+    #[arg(long, env = "CHATD_RECALL_WINDOW_SECS")]
+    recall_window_secs: Option<u64>,
     /// Seconds to let sessions drain at shutdown [default: 10].
     #[arg(long, env = "CHATD_SHUTDOWN_GRACE_SECS")]
     shutdown_grace_secs: Option<u64>,
@@ -310,6 +314,7 @@ impl Args {
             login_failures_per_account,
             login_failures_per_ip,
             token_ttl_secs,
+            recall_window_secs,
             shutdown_grace_secs,
             heartbeat_secs,
             rebalance_per_sec,

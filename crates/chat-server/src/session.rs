@@ -22,7 +22,7 @@ use chat_proto::frame;
 use chat_proto::{
     ErrorBody, Frame, FrameError, LoginRequest, LoginResponse, LogoutResponse, MessageType,
     PingResponse, PresencePush, Push, Request, Response, SessionEndReason, SessionEndedPush,
-    Status, UserId,
+    Status, TypingResponse, UserId,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -34,7 +34,7 @@ use crate::context::{now_ms, Context, Identity};
 use crate::error::{Result, ServiceError};
 use crate::hub::{Ending, SessionDetails, SessionHandle};
 use crate::limits::TokenBucket;
-use crate::service::{account, chat, friends, groups};
+use crate::service::{account, chat, conversations, friends, groups};
 use crate::telemetry::{self, LoggedInSession};
 use crate::transport::{close_code, ReadError, Transport, WebSocketError};
 
@@ -109,6 +109,8 @@ impl End {
 struct LoggedIn {
     identity: Identity,
     handle: Arc<SessionHandle>,
+    /// Drops `typing` requests that repeat within a second.
+    typing: conversations::TypingGate,
     /// Counts the session in the logged-in gauge while it lives.
     _counted: LoggedInSession,
 }
@@ -499,9 +501,14 @@ impl Session {
             Request::Login(request) => return self.login(request).await.map(Response::Login),
             other => other,
         };
-        let Some(login) = &self.login else {
+        let Some(login) = &mut self.login else {
             return Err(ServiceError::unauthorized("log in first"));
         };
+        if let Request::Typing(typing) = &request {
+            if !login.typing.admit(typing.conversation_id, Instant::now()) {
+                return Ok(Response::Typing(TypingResponse {}));
+            }
+        }
         let me = &login.identity;
         match request {
             Request::Ping(_) | Request::Register(_) | Request::Login(_) => {
@@ -543,6 +550,19 @@ impl Session {
             Request::Ack(r) => chat::ack(ctx, me, r).await.map(Response::Ack),
             Request::History(r) => chat::history(ctx, me, r).await.map(Response::History),
             Request::Sync(r) => chat::sync(ctx, me, r).await.map(Response::Sync),
+            Request::ConversationList(r) => conversations::list(ctx, me, r)
+                .await
+                .map(Response::ConversationList),
+            Request::Read(r) => conversations::read(ctx, me, r).await.map(Response::Read),
+            Request::ReadPositions(r) => conversations::read_positions(ctx, me, r)
+                .await
+                .map(Response::ReadPositions),
+            Request::Typing(r) => conversations::typing(ctx, me, r)
+                .await
+                .map(Response::Typing),
+            Request::Recall(r) => conversations::recall(ctx, me, r)
+                .await
+                .map(Response::Recall),
         }
     }
 
@@ -576,6 +596,7 @@ impl Session {
                 token_hash: crate::auth::token_hash(&who.token),
             },
             handle,
+            typing: conversations::TypingGate::default(),
             _counted: LoggedInSession::start(),
         });
         let response = match account::login_response(&ctx, &who).await {

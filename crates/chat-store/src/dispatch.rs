@@ -308,6 +308,80 @@ macro_rules! impl_repositories {
                         .await
                 }
             }
+
+            #[async_trait]
+            impl $crate::repo::ConversationStore for $store {
+                async fn conversations(
+                    &self,
+                    user: UserId,
+                    before: Option<chat_proto::ConversationCursor>,
+                    limit: u32,
+                ) -> Result<Vec<$crate::repo::ConversationRecord>> {
+                    self.reads
+                        .bounded(self.reads.conversations(user, before, limit))
+                        .await
+                }
+
+                async fn unread_counts(
+                    &self,
+                    user: UserId,
+                ) -> Result<Vec<chat_proto::UnreadCount>> {
+                    self.reads.bounded(self.reads.unread_counts(user)).await
+                }
+
+                async fn mark_read(
+                    &self,
+                    user: UserId,
+                    conversation: ConversationId,
+                    seq: Seq,
+                ) -> Result<$crate::repo::ReadMark> {
+                    self.write((user, conversation, seq), |conn, args| {
+                        Box::pin(writes::mark_read(conn, args))
+                    })
+                    .await
+                }
+
+                async fn read_positions(
+                    &self,
+                    conversation: ConversationId,
+                ) -> Result<Vec<chat_proto::ReadPosition>> {
+                    self.reads
+                        .bounded(self.reads.read_positions(conversation))
+                        .await
+                }
+
+                async fn participants(
+                    &self,
+                    conversation: ConversationId,
+                ) -> Result<Option<$crate::repo::Participants>> {
+                    self.reads
+                        .bounded(self.reads.participants(conversation))
+                        .await
+                }
+
+                async fn senders_between(
+                    &self,
+                    conversation: ConversationId,
+                    after: Seq,
+                    upto: Seq,
+                    reader: UserId,
+                ) -> Result<Vec<UserId>> {
+                    self.reads
+                        .bounded(
+                            self.reads
+                                .senders_between(conversation, after, upto, reader),
+                        )
+                        .await
+                }
+
+                async fn recall(
+                    &self,
+                    recall: $crate::repo::RecallArgs,
+                ) -> Result<$crate::repo::Recall> {
+                    self.write(recall, |conn, args| Box::pin(writes::recall(conn, args)))
+                        .await
+                }
+            }
         };
     };
 }

@@ -17,6 +17,7 @@
 //! about sockets, sessions or routing.
 
 pub mod admin;
+mod conversations;
 mod dispatch;
 pub mod error;
 pub mod log_throttle;

@@ -332,6 +332,119 @@ macro_rules! reads {
                 }
                 Ok(messages)
             }
+
+            pub(crate) async fn conversations(
+                &self,
+                user: UserId,
+                before: Option<chat_proto::ConversationCursor>,
+                limit: u32,
+            ) -> Result<Vec<crate::repo::ConversationRecord>> {
+                let (activity, id) = before.map_or((i64::MAX, i64::MAX), |cursor| {
+                    (cursor.last_activity_ms, to_db(cursor.conversation_id.0))
+                });
+                let rows: Vec<crate::rows::ConversationRow> =
+                    sqlx::query_as(crate::rows::SELECT_CONVERSATIONS)
+                        .bind(to_db(user.0))
+                        .bind(activity)
+                        .bind(activity)
+                        .bind(id)
+                        .bind(limit_to_db(limit))
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.into_iter()
+                    .map(crate::rows::ConversationRow::into_record)
+                    .collect()
+            }
+
+            pub(crate) async fn unread_counts(
+                &self,
+                user: UserId,
+            ) -> Result<Vec<chat_proto::UnreadCount>> {
+                let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+                    "SELECT cm.conversation_id, cm.read_seq, c.last_seq                      FROM conversation_members cm JOIN conversations c ON c.id = cm.conversation_id                      WHERE cm.user_id = ? AND c.last_seq > cm.read_seq ORDER BY cm.conversation_id",
+                )
+                .bind(to_db(user.0))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(conversation, read, last)| chat_proto::UnreadCount {
+                        conversation_id: ConversationId(from_db(conversation)),
+                        read_seq: Seq(from_db(read)),
+                        last_seq: Seq(from_db(last)),
+                        unread: from_db(last - read),
+                    })
+                    .collect())
+            }
+
+            pub(crate) async fn read_positions(
+                &self,
+                conversation: ConversationId,
+            ) -> Result<Vec<chat_proto::ReadPosition>> {
+                let rows: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT user_id, read_seq FROM conversation_members                      WHERE conversation_id = ? ORDER BY user_id",
+                )
+                .bind(to_db(conversation.0))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(user, read)| chat_proto::ReadPosition {
+                        user_id: UserId(from_db(user)),
+                        read_seq: Seq(from_db(read)),
+                    })
+                    .collect())
+            }
+
+            pub(crate) async fn participants(
+                &self,
+                conversation: ConversationId,
+            ) -> Result<Option<crate::repo::Participants>> {
+                let kind: Option<DbText> =
+                    sqlx::query_scalar("SELECT kind FROM conversations WHERE id = ?")
+                        .bind(to_db(conversation.0))
+                        .fetch_optional(&self.pool)
+                        .await?;
+                let Some(kind) = kind else {
+                    return Ok(None);
+                };
+                let kind = if kind.0 == "group" {
+                    chat_proto::ConversationKind::Group
+                } else {
+                    chat_proto::ConversationKind::Direct
+                };
+                let members: Vec<i64> = sqlx::query_scalar(
+                    "SELECT user_id FROM conversation_members WHERE conversation_id = ?                      ORDER BY user_id",
+                )
+                .bind(to_db(conversation.0))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(Some(crate::repo::Participants {
+                    kind,
+                    members: crate::rows::into_user_ids(members),
+                }))
+            }
+
+            pub(crate) async fn senders_between(
+                &self,
+                conversation: ConversationId,
+                after: Seq,
+                upto: Seq,
+                reader: UserId,
+            ) -> Result<Vec<UserId>> {
+                let upto = to_db(upto.0);
+                let after = to_db(after.0).max(upto.saturating_sub(1000));
+                let senders: Vec<i64> = sqlx::query_scalar(
+                    "SELECT DISTINCT sender_id FROM messages                      WHERE conversation_id = ? AND seq > ? AND seq <= ? AND sender_id <> ?                      ORDER BY sender_id",
+                )
+                .bind(to_db(conversation.0))
+                .bind(after)
+                .bind(upto)
+                .bind(to_db(reader.0))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(crate::rows::into_user_ids(senders))
+            }
         }
     };
 }

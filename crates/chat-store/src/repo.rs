@@ -9,7 +9,8 @@
 
 use async_trait::async_trait;
 use chat_proto::{
-    ChatMessage, ConversationId, Cursor, FriendRequestInfo, GroupId, Role, Seq, Target, UserId,
+    ChatMessage, ConversationCursor, ConversationId, ConversationKind, Cursor, FriendRequestInfo,
+    GroupId, MessagePreview, ReadPosition, Role, Seq, Target, UnreadCount, UserId,
 };
 
 use crate::admin::AdminStore;
@@ -360,11 +361,133 @@ pub trait MessageStore: Send + Sync {
     async fn sync(&self, user: UserId, cursors: &[Cursor], limit: u32) -> Result<Vec<ChatMessage>>;
 }
 
+/// One entry of a user's conversation list, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationRecord {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// Direct or group.
+    pub kind: ConversationKind,
+    /// For a direct conversation: the other user's id, name, and the
+    /// remark the list's owner gave them (while they are friends).
+    pub peer: Option<(UserId, String, Option<String>)>,
+    /// For a group conversation: the group's id and name.
+    pub group: Option<(GroupId, String)>,
+    /// The newest message, shortened.
+    pub last_message: Option<MessagePreview>,
+    /// The newest message's sequence number.
+    pub last_seq: Seq,
+    /// How far the list's owner has read.
+    pub read_seq: Seq,
+    /// The newest message's time, or when the conversation began.
+    pub last_activity_ms: i64,
+}
+
+/// What [`ConversationStore::mark_read`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadMark {
+    /// The read position before.
+    pub previous: Seq,
+    /// The read position now (never less than before).
+    pub read_seq: Seq,
+}
+
+/// A conversation's kind and everyone in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Participants {
+    /// Direct or group.
+    pub kind: ConversationKind,
+    /// Its members, by id.
+    pub members: Vec<UserId>,
+}
+
+/// A recall to store; see [`ConversationStore::recall`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecallArgs {
+    /// Who asks.
+    pub actor: UserId,
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The message.
+    pub seq: Seq,
+    /// The time to record.
+    pub now_ms: i64,
+    /// How long after sending a sender may recall, in milliseconds.
+    pub window_ms: i64,
+}
+
+/// What [`ConversationStore::recall`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recall {
+    /// The message as it is now: a tombstone.
+    pub message: ChatMessage,
+    /// Whether this call made it one (false: it was one already).
+    pub changed: bool,
+    /// Everyone in the conversation.
+    pub members: Vec<UserId>,
+}
+
+/// The conversation list, read positions and recall.
+#[async_trait]
+pub trait ConversationStore: Send + Sync {
+    /// A page of `user`'s conversations, most recent activity first,
+    /// starting after `before`.
+    async fn conversations(
+        &self,
+        user: UserId,
+        before: Option<ConversationCursor>,
+        limit: u32,
+    ) -> Result<Vec<ConversationRecord>>;
+
+    /// `user`'s conversations with unread messages, by conversation id.
+    async fn unread_counts(&self, user: UserId) -> Result<Vec<UnreadCount>>;
+
+    /// Moves `user`'s read position in `conversation` forward to `seq`
+    /// (never back, never past the end), and the acknowledged position with
+    /// it (what was read was received).
+    ///
+    /// # Errors
+    /// `Forbidden` if `user` is not a member.
+    async fn mark_read(
+        &self,
+        user: UserId,
+        conversation: ConversationId,
+        seq: Seq,
+    ) -> Result<ReadMark>;
+
+    /// Every member's read position in `conversation`, by user id.
+    async fn read_positions(&self, conversation: ConversationId) -> Result<Vec<ReadPosition>>;
+
+    /// The kind and members of `conversation` (`None` if there is no such
+    /// conversation).
+    async fn participants(&self, conversation: ConversationId) -> Result<Option<Participants>>;
+
+    /// The senders, other than `reader`, of the messages after `after` up to
+    /// and including `upto` (of the last 1,000 of them at most).
+    async fn senders_between(
+        &self,
+        conversation: ConversationId,
+        after: Seq,
+        upto: Seq,
+        reader: UserId,
+    ) -> Result<Vec<UserId>>;
+
+    /// Recalls a message: its body is erased and who and when recorded; the
+    /// row and its seq stay. Allowed to its sender within `window_ms` of
+    /// sending, and to a group's owner and admins at any time. Recalling a
+    /// recalled message changes nothing and answers with the tombstone.
+    ///
+    /// # Errors
+    /// `Forbidden` if `actor` is not a member or may not recall it,
+    /// `NotFound` if there is no such message.
+    async fn recall(&self, recall: RecallArgs) -> Result<Recall>;
+}
+
 /// A whole store: every repository, the operators' view, and a way to
 /// close it.
 #[async_trait]
 pub trait Store:
-    UserStore + TokenStore + FriendStore + GroupStore + MessageStore + AdminStore
+    UserStore + TokenStore + FriendStore + GroupStore + MessageStore + ConversationStore + AdminStore
 {
     /// Waits for in-flight writes and closes the connections.
     async fn close(&self);

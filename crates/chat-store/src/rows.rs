@@ -10,7 +10,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use chat_proto::{
-    ChatMessage, ConversationId, FriendRequestInfo, GroupId, Role, Seq, Target, UserId, UserSummary,
+    ChatMessage, ConversationId, ConversationKind, FriendRequestInfo, GroupId, MessagePreview,
+    Recalled, Role, Seq, Target, UserId, UserSummary,
 };
 
 use sqlx::mysql::{MySql, MySqlTypeInfo, MySqlValueRef};
@@ -18,7 +19,7 @@ use sqlx::sqlite::{Sqlite, SqliteTypeInfo, SqliteValueRef};
 use sqlx::{Decode, Type};
 
 use crate::error::{Result, StoreError};
-use crate::repo::{FriendRecord, GroupRecord, MemberRecord, UserRecord};
+use crate::repo::{ConversationRecord, FriendRecord, GroupRecord, MemberRecord, UserRecord};
 
 /// A text column as read from either backend.
 ///
@@ -309,7 +310,7 @@ impl MemberRow {
 /// `SELECT` of a [`MessageRow`] from `messages m`.
 pub(crate) const SELECT_MESSAGE: &str = "SELECT m.conversation_id, m.seq, m.sender_id, \
      u.name AS sender_name, m.target_kind, m.target_id, m.client_msg_id, m.body, \
-     m.server_ts_ms FROM messages m JOIN users u ON u.id = m.sender_id";
+     m.server_ts_ms, m.recalled_by, m.recalled_at_ms FROM messages m JOIN users u ON u.id = m.sender_id";
 
 /// A stored message with its sender's name.
 #[derive(sqlx::FromRow)]
@@ -323,6 +324,8 @@ pub(crate) struct MessageRow {
     client_msg_id: DbText,
     body: DbText,
     server_ts_ms: i64,
+    recalled_by: Option<i64>,
+    recalled_at_ms: Option<i64>,
 }
 
 impl MessageRow {
@@ -342,7 +345,19 @@ impl MessageRow {
             client_msg_id: self.client_msg_id.0,
             body: self.body.0,
             server_ts_ms: self.server_ts_ms,
+            recalled: recalled(self.recalled_by, self.recalled_at_ms),
         })
+    }
+}
+
+/// The recall of a message from its two columns (both set, or neither).
+pub(crate) fn recalled(by: Option<i64>, at_ms: Option<i64>) -> Option<Recalled> {
+    match (by, at_ms) {
+        (Some(by), Some(at_ms)) => Some(Recalled {
+            by: UserId(from_db(by)),
+            at_ms,
+        }),
+        _ => None,
     }
 }
 
@@ -376,14 +391,14 @@ pub(crate) const SELECT_MEMBERSHIPS: &str = "SELECT cm.conversation_id, cm.acked
 /// last. Used by sync for conversations the client gave a cursor for.
 pub(crate) const SELECT_AFTER: &str = "SELECT m.conversation_id, m.seq, m.sender_id, \
      u.name AS sender_name, m.target_kind, m.target_id, m.client_msg_id, m.body, \
-     m.server_ts_ms FROM messages m JOIN users u ON u.id = m.sender_id \
+     m.server_ts_ms, m.recalled_by, m.recalled_at_ms FROM messages m JOIN users u ON u.id = m.sender_id \
      WHERE m.conversation_id = ? AND m.seq > ? ORDER BY m.seq LIMIT ?";
 
 /// Like [`SELECT_AFTER`] but only messages others sent (three placeholders:
 /// conversation, seq, user, then the limit).
 pub(crate) const SELECT_AFTER_FROM_OTHERS: &str = "SELECT m.conversation_id, m.seq, \
      m.sender_id, u.name AS sender_name, m.target_kind, m.target_id, m.client_msg_id, m.body, \
-     m.server_ts_ms FROM messages m JOIN users u ON u.id = m.sender_id \
+     m.server_ts_ms, m.recalled_by, m.recalled_at_ms FROM messages m JOIN users u ON u.id = m.sender_id \
      WHERE m.conversation_id = ? AND m.seq > ? AND m.sender_id <> ? ORDER BY m.seq LIMIT ?";
 
 /// The unacknowledged messages of a user (placeholders: user, user, start
@@ -392,7 +407,7 @@ pub(crate) const SELECT_AFTER_FROM_OTHERS: &str = "SELECT m.conversation_id, m.s
 /// seq), after a paging position.
 pub(crate) const SELECT_UNACKED: &str = "SELECT m.conversation_id, m.seq, m.sender_id, \
      u.name AS sender_name, m.target_kind, m.target_id, m.client_msg_id, m.body, \
-     m.server_ts_ms FROM conversation_members cm \
+     m.server_ts_ms, m.recalled_by, m.recalled_at_ms FROM conversation_members cm \
      JOIN messages m ON m.conversation_id = cm.conversation_id AND m.seq > cm.acked_seq \
      JOIN users u ON u.id = m.sender_id \
      WHERE cm.user_id = ? AND m.sender_id <> ? \
@@ -404,6 +419,95 @@ pub(crate) const SELECT_UNACKED: &str = "SELECT m.conversation_id, m.seq, m.send
 pub(crate) const COUNT_UNACKED: &str = "SELECT COUNT(*) FROM conversation_members cm \
      JOIN messages m ON m.conversation_id = cm.conversation_id AND m.seq > cm.acked_seq \
      WHERE cm.user_id = ? AND m.sender_id <> ?";
+
+/// `SELECT` of [`ConversationRow`]s (placeholders: user, then the paging
+/// key: activity, activity, conversation id, then the limit): the user's
+/// conversations, most recent activity first. Each row is found through
+/// the user's membership rows and point lookups (the pair's other user and
+/// the user's friend row for them, or the group; the newest message by its
+/// key), so a page costs a sort of the user's memberships and nothing that
+/// grows with the number of messages.
+pub(crate) const SELECT_CONVERSATIONS: &str = "SELECT c.id AS conversation_id, c.kind, \
+     c.last_seq, c.last_activity_ms, cm.read_seq, \
+     p.id AS peer_id, p.name AS peer_name, f.remark AS peer_remark, \
+     g.id AS group_id, g.name AS group_name, \
+     m.seq AS last_message_seq, m.sender_id AS last_sender_id, s.name AS last_sender_name, \
+     SUBSTR(m.body, 1, 100) AS last_preview, m.server_ts_ms AS last_ts_ms, \
+     m.recalled_at_ms AS last_recalled_at_ms \
+     FROM conversation_members cm \
+     JOIN conversations c ON c.id = cm.conversation_id \
+     LEFT JOIN users p ON c.kind = 'direct' \
+         AND p.id = CASE WHEN c.user_lo = cm.user_id THEN c.user_hi ELSE c.user_lo END \
+     LEFT JOIN friends f ON f.user_id = cm.user_id AND f.friend_id = p.id \
+     LEFT JOIN chat_groups g ON g.conversation_id = c.id \
+     LEFT JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq \
+     LEFT JOIN users s ON s.id = m.sender_id \
+     WHERE cm.user_id = ? \
+     AND (c.last_activity_ms < ? OR (c.last_activity_ms = ? AND c.id < ?)) \
+     ORDER BY c.last_activity_ms DESC, c.id DESC LIMIT ?";
+
+/// One entry of a user's conversation list.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ConversationRow {
+    conversation_id: i64,
+    kind: DbText,
+    last_seq: i64,
+    last_activity_ms: i64,
+    read_seq: i64,
+    peer_id: Option<i64>,
+    peer_name: Option<DbText>,
+    peer_remark: Option<DbText>,
+    group_id: Option<i64>,
+    group_name: Option<DbText>,
+    last_message_seq: Option<i64>,
+    last_sender_id: Option<i64>,
+    last_sender_name: Option<DbText>,
+    last_preview: Option<DbText>,
+    last_ts_ms: Option<i64>,
+    last_recalled_at_ms: Option<i64>,
+}
+
+impl ConversationRow {
+    /// The record.
+    pub(crate) fn into_record(self) -> Result<ConversationRecord> {
+        let kind = match self.kind.0.as_str() {
+            "direct" => ConversationKind::Direct,
+            "group" => ConversationKind::Group,
+            other => return Err(corrupt("conversation kind", other)),
+        };
+        let peer = match (kind, self.peer_id, self.peer_name) {
+            (ConversationKind::Direct, Some(id), Some(name)) => {
+                Some((UserId(from_db(id)), name.0, text(self.peer_remark)))
+            }
+            _ => None,
+        };
+        let group = match (self.group_id, self.group_name) {
+            (Some(id), Some(name)) => Some((GroupId(from_db(id)), name.0)),
+            _ => None,
+        };
+        let last_message = match (self.last_message_seq, self.last_sender_id) {
+            (Some(seq), Some(sender)) => Some(MessagePreview {
+                seq: Seq(from_db(seq)),
+                sender_id: UserId(from_db(sender)),
+                sender_name: text(self.last_sender_name).unwrap_or_default(),
+                preview: text(self.last_preview).unwrap_or_default(),
+                server_ts_ms: self.last_ts_ms.unwrap_or_default(),
+                recalled: self.last_recalled_at_ms.is_some(),
+            }),
+            _ => None,
+        };
+        Ok(ConversationRecord {
+            conversation_id: ConversationId(from_db(self.conversation_id)),
+            kind,
+            peer,
+            group,
+            last_message,
+            last_seq: Seq(from_db(self.last_seq)),
+            read_seq: Seq(from_db(self.read_seq)),
+            last_activity_ms: self.last_activity_ms,
+        })
+    }
+}
 
 /// The bound value of a page size. The caller bounds pages; the store only
 /// converts the type.
@@ -440,6 +544,8 @@ pub(crate) mod args {
     pub(crate) type NewRole = (GroupId, UserId, Role);
     /// `ack`: user, conversation, seq.
     pub(crate) type Ack = (UserId, ConversationId, Seq);
+    /// `mark_read`: user, conversation, seq.
+    pub(crate) type Read = (UserId, ConversationId, Seq);
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ mod common;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use chat_proto::{ConversationId, Cursor, GroupId, Role, Seq, Target, UserId};
+use chat_proto::{ConversationId, ConversationKind, Cursor, GroupId, Role, Seq, Target, UserId};
 use chat_store::{Appended, FriendAddResult, NewMessage, Store, StoreError};
 
 /// The clock every check passes to the store.
@@ -1121,6 +1121,328 @@ async fn refused_writes_do_not_disturb_others(store: Arc<dyn Store>) {
 }
 
 // ---------------------------------------------------------------------------
+// Conversations: the list, read positions, recall
+// ---------------------------------------------------------------------------
+
+async fn send_at(
+    store: &Arc<dyn Store>,
+    sender: UserId,
+    target: Target,
+    id: &str,
+    body: &str,
+    now_ms: i64,
+) -> Appended {
+    let mut new = message(sender, target, id, body);
+    new.now_ms = now_ms;
+    store.append_message(new).await.unwrap()
+}
+
+async fn conversation_list_is_newest_first_with_counts(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    let with_bob = befriend(&store, alice, bob).await;
+    let with_carol = befriend(&store, alice, carol).await;
+    store
+        .update_friend(alice, bob, Some("Bobby"), None)
+        .await
+        .unwrap();
+    let group = store.create_group(carol, "team", "", NOW).await.unwrap();
+    store
+        .add_member(group.id, alice, Role::Member, NOW)
+        .await
+        .unwrap();
+
+    // Nothing said yet: every conversation is listed, nothing unread.
+    let list = store.conversations(alice, None, 10).await.unwrap();
+    assert_eq!(list.len(), 3);
+    assert!(list
+        .iter()
+        .all(|c| c.last_message.is_none() && c.read_seq == Seq(0)));
+
+    send_at(
+        &store,
+        bob,
+        Target::User(alice),
+        "b1",
+        "hello alice",
+        NOW + 10,
+    )
+    .await;
+    send_at(
+        &store,
+        bob,
+        Target::User(alice),
+        "b2",
+        &"x".repeat(300),
+        NOW + 20,
+    )
+    .await;
+    send_at(
+        &store,
+        carol,
+        Target::Group(group.id),
+        "c1",
+        "team news",
+        NOW + 30,
+    )
+    .await;
+    send_at(
+        &store,
+        alice,
+        Target::User(carol),
+        "a1",
+        "hi carol",
+        NOW + 40,
+    )
+    .await;
+
+    let list = store.conversations(alice, None, 10).await.unwrap();
+    let order: Vec<ConversationId> = list.iter().map(|c| c.conversation_id).collect();
+    assert_eq!(order, [with_carol, group.conversation_id, with_bob]);
+    let carol_entry = &list[0];
+    assert_eq!(carol_entry.kind, ConversationKind::Direct);
+    assert_eq!(carol_entry.peer.as_ref().unwrap().1, "carol");
+    // Alice wrote last there: her own message is read.
+    assert_eq!(
+        (carol_entry.last_seq, carol_entry.read_seq),
+        (Seq(1), Seq(1))
+    );
+    assert_eq!(carol_entry.last_activity_ms, NOW + 40);
+    let group_entry = &list[1];
+    assert_eq!(group_entry.kind, ConversationKind::Group);
+    assert_eq!(group_entry.group, Some((group.id, "team".to_owned())));
+    assert_eq!(
+        (group_entry.last_seq, group_entry.read_seq),
+        (Seq(1), Seq(0))
+    );
+    let bob_entry = &list[2];
+    let peer = bob_entry.peer.as_ref().unwrap();
+    assert_eq!(
+        (peer.0, peer.1.as_str(), peer.2.as_deref()),
+        (bob, "bob", Some("Bobby"))
+    );
+    assert_eq!((bob_entry.last_seq, bob_entry.read_seq), (Seq(2), Seq(0)));
+    let last = bob_entry.last_message.as_ref().unwrap();
+    assert_eq!((last.seq, last.sender_id), (Seq(2), bob));
+    assert_eq!(last.preview, "x".repeat(100));
+    assert!(!last.recalled);
+
+    // Paging by (activity, id) walks the same order without repeats.
+    let first = store.conversations(alice, None, 2).await.unwrap();
+    let cursor = chat_proto::ConversationCursor {
+        last_activity_ms: first[1].last_activity_ms,
+        conversation_id: first[1].conversation_id,
+    };
+    let rest = store.conversations(alice, Some(cursor), 2).await.unwrap();
+    let paged: Vec<ConversationId> = first
+        .iter()
+        .chain(&rest)
+        .map(|c| c.conversation_id)
+        .collect();
+    assert_eq!(paged, order);
+
+    let unread = store.unread_counts(alice).await.unwrap();
+    let counts: Vec<(ConversationId, u64)> = unread
+        .iter()
+        .map(|count| (count.conversation_id, count.unread))
+        .collect();
+    let mut expected = vec![(with_bob, 2), (group.conversation_id, 1)];
+    expected.sort_unstable();
+    assert_eq!(counts, expected);
+
+    // Leaving the group takes it off the list.
+    store.remove_member(group.id, alice).await.unwrap();
+    let list = store.conversations(alice, None, 10).await.unwrap();
+    assert_eq!(list.len(), 2);
+    // Bob's list shows alice's pair conversation with one unread... none:
+    // bob wrote both messages there.
+    let bob_list = store.conversations(bob, None, 10).await.unwrap();
+    assert_eq!(bob_list.len(), 1);
+    assert_eq!(bob_list[0].read_seq, Seq(2));
+}
+
+async fn read_positions_move_forward_within_the_log(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let stranger = user(&store, "stranger").await;
+    let conversation = befriend(&store, alice, bob).await;
+    for id in ["1", "2", "3"] {
+        send(&store, bob, Target::User(alice), id).await;
+    }
+    let mark = store.mark_read(alice, conversation, Seq(2)).await.unwrap();
+    assert_eq!((mark.previous, mark.read_seq), (Seq(0), Seq(2)));
+    // Never back, never past the end.
+    let mark = store.mark_read(alice, conversation, Seq(1)).await.unwrap();
+    assert_eq!((mark.previous, mark.read_seq), (Seq(2), Seq(2)));
+    let mark = store.mark_read(alice, conversation, Seq(99)).await.unwrap();
+    assert_eq!((mark.previous, mark.read_seq), (Seq(2), Seq(3)));
+    // What was read was received: nothing is left unacknowledged.
+    assert_eq!(store.unacked_count(alice).await.unwrap(), 0);
+    assert!(matches!(
+        store.mark_read(stranger, conversation, Seq(1)).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    let positions = store.read_positions(conversation).await.unwrap();
+    let positions: Vec<(UserId, Seq)> = positions
+        .iter()
+        .map(|position| (position.user_id, position.read_seq))
+        .collect();
+    assert_eq!(positions, [(alice, Seq(3)), (bob, Seq(3))]);
+    assert!(store.unread_counts(alice).await.unwrap().is_empty());
+
+    let participants = store.participants(conversation).await.unwrap().unwrap();
+    assert_eq!(participants.kind, ConversationKind::Direct);
+    assert_eq!(participants.members, [alice, bob]);
+    assert!(store
+        .participants(ConversationId(999_999))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn group_reads_name_the_senders_they_cover(store: Arc<dyn Store>) {
+    let owner = user(&store, "owner").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    let group = store.create_group(owner, "g", "", NOW).await.unwrap();
+    for member in [bob, carol] {
+        store
+            .add_member(group.id, member, Role::Member, NOW)
+            .await
+            .unwrap();
+    }
+    let conversation = group.conversation_id;
+    send(&store, bob, Target::Group(group.id), "b1").await;
+    send(&store, carol, Target::Group(group.id), "c1").await;
+    send(&store, bob, Target::Group(group.id), "b2").await;
+    send(&store, owner, Target::Group(group.id), "o1").await;
+    let senders = store
+        .senders_between(conversation, Seq(0), Seq(3), owner)
+        .await
+        .unwrap();
+    assert_eq!(senders, [bob, carol]);
+    let senders = store
+        .senders_between(conversation, Seq(2), Seq(4), owner)
+        .await
+        .unwrap();
+    assert_eq!(senders, [bob]);
+    // A late joiner has nothing unread from before.
+    let dave = user(&store, "dave").await;
+    store
+        .add_member(group.id, dave, Role::Member, NOW)
+        .await
+        .unwrap();
+    assert!(store.unread_counts(dave).await.unwrap().is_empty());
+}
+
+async fn recall_rules_and_tombstones(store: Arc<dyn Store>) {
+    let owner = user(&store, "owner").await;
+    let admin = user(&store, "admin").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    let group = store.create_group(owner, "g", "", NOW).await.unwrap();
+    store
+        .add_member(group.id, admin, Role::Admin, NOW)
+        .await
+        .unwrap();
+    for member in [bob, carol] {
+        store
+            .add_member(group.id, member, Role::Member, NOW)
+            .await
+            .unwrap();
+    }
+    let conversation = group.conversation_id;
+    send_at(&store, bob, Target::Group(group.id), "b1", "oops", NOW).await;
+    send_at(&store, bob, Target::Group(group.id), "b2", "old", NOW).await;
+    send_at(&store, carol, Target::Group(group.id), "c1", "spam", NOW).await;
+    let args = |actor: UserId, seq: u64, now_ms: i64| chat_store::RecallArgs {
+        actor,
+        conversation,
+        seq: Seq(seq),
+        now_ms,
+        window_ms: 120_000,
+    };
+
+    // Another member may not; the sender may within the window.
+    assert!(matches!(
+        store.recall(args(carol, 1, NOW + 1000)).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    let recall = store.recall(args(bob, 1, NOW + 1000)).await.unwrap();
+    assert!(recall.changed);
+    assert_eq!(recall.message.body, "");
+    assert_eq!(
+        recall.message.recalled,
+        Some(chat_proto::Recalled {
+            by: bob,
+            at_ms: NOW + 1000
+        })
+    );
+    assert_eq!(recall.members.len(), 4);
+    // Twice changes nothing and answers the same tombstone.
+    let again = store.recall(args(bob, 1, NOW + 5000)).await.unwrap();
+    assert!(!again.changed);
+    assert_eq!(again.message, recall.message);
+    // Past the window the sender may not; an admin may, any time.
+    assert!(matches!(
+        store.recall(args(bob, 2, NOW + 121_000)).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    let removed = store.recall(args(admin, 3, NOW + 999_000)).await.unwrap();
+    assert_eq!(removed.message.recalled.unwrap().by, admin);
+    assert!(matches!(
+        store.recall(args(bob, 99, NOW)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let outsider = user(&store, "outsider").await;
+    assert!(matches!(
+        store.recall(args(outsider, 2, NOW)).await,
+        Err(StoreError::Forbidden(_))
+    ));
+
+    // History, sync and the list show the tombstones.
+    let history = store.history(conversation, None, None, 10).await.unwrap();
+    let bodies: Vec<(&str, bool)> = history
+        .iter()
+        .map(|message| (message.body.as_str(), message.recalled.is_some()))
+        .collect();
+    assert_eq!(bodies, [("", true), ("old", false), ("", true)]);
+    let synced = store
+        .sync(
+            owner,
+            &[Cursor {
+                conversation_id: conversation,
+                seq: Seq(0),
+            }],
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(synced[0].recalled.map(|r| r.by), Some(bob));
+    let list = store.conversations(owner, None, 10).await.unwrap();
+    let last = list[0].last_message.as_ref().unwrap();
+    assert!(last.recalled);
+    assert_eq!(last.preview, "");
+
+    // In a pair conversation only the sender may recall.
+    let with_bob = befriend(&store, carol, bob).await;
+    send_at(&store, carol, Target::User(bob), "p1", "private", NOW).await;
+    let pair = |actor: UserId| chat_store::RecallArgs {
+        actor,
+        conversation: with_bob,
+        seq: Seq(1),
+        now_ms: NOW + 10,
+        window_ms: 120_000,
+    };
+    assert!(matches!(
+        store.recall(pair(bob)).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    assert!(store.recall(pair(carol)).await.unwrap().changed);
+}
+
+// ---------------------------------------------------------------------------
 // Instantiation for every backend
 // ---------------------------------------------------------------------------
 
@@ -1179,4 +1501,8 @@ conformance!(
     late_joiner_gets_only_later_messages,
     concurrent_appends_are_gap_free,
     refused_writes_do_not_disturb_others,
+    conversation_list_is_newest_first_with_counts,
+    read_positions_move_forward_within_the_log,
+    group_reads_name_the_senders_they_cover,
+    recall_rules_and_tombstones,
 );

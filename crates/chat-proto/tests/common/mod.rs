@@ -77,6 +77,7 @@ pub fn group_message(seq: u64) -> ChatMessage {
         client_msg_id: format!("bob-{seq}"),
         body: "héllo\nwörld ✓".to_owned(),
         server_ts_ms: 1_700_000_001_000 + seq as i64,
+        recalled: None,
     }
 }
 
@@ -91,6 +92,7 @@ pub fn direct_message(seq: u64) -> ChatMessage {
         client_msg_id: format!("bob-direct-{seq}"),
         body: "'; DROP TABLE messages; --".to_owned(),
         server_ts_ms: 1_700_000_002_000 + seq as i64,
+        recalled: None,
     }
 }
 
@@ -248,6 +250,7 @@ pub fn responses() -> Vec<Response> {
                 created_at_ms: 1_700_000_000_100,
             }],
             unacked: 3,
+            unread: Vec::new(),
         }),
         Response::Logout(LogoutResponse {}),
         Response::FriendAdd(FriendAddResponse {

@@ -217,6 +217,7 @@ pub async fn login_response(ctx: &Context, who: &Authenticated) -> Result<LoginR
         .collect();
     let (incoming_requests, outgoing_requests) = ctx.store.pending_requests(user_id).await?;
     let unacked = ctx.store.unacked_count(user_id).await?;
+    let unread = ctx.store.unread_counts(user_id).await?;
     Ok(LoginResponse {
         user: UserSummary {
             id: user_id,
@@ -229,6 +230,7 @@ pub async fn login_response(ctx: &Context, who: &Authenticated) -> Result<LoginR
         incoming_requests,
         outgoing_requests,
         unacked,
+        unread,
     })
 }
 

@@ -5,6 +5,7 @@
 
 pub mod account;
 pub mod chat;
+pub mod conversations;
 pub mod friends;
 pub mod groups;
 pub mod validate;

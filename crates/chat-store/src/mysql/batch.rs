@@ -65,7 +65,8 @@ use crate::rows::{from_db, target_to_db, to_db, MessageRow};
 /// statistics lagged behind a table growing fast.
 const SELECT_STORED: &str = "SELECT m.conversation_id, m.seq, m.sender_id, \
      (SELECT u.name FROM users u WHERE u.id = m.sender_id) AS sender_name, \
-     m.target_kind, m.target_id, m.client_msg_id, m.body, m.server_ts_ms FROM messages m";
+     m.target_kind, m.target_id, m.client_msg_id, m.body, m.server_ts_ms, \
+     m.recalled_by, m.recalled_at_ms FROM messages m";
 
 /// Which conversation each (sender, target) writes to, as last read. Owned
 /// by the hot-path task. A conversation id never changes for a pair or a
@@ -217,7 +218,8 @@ pub(super) async fn run(
     let mut slots = Vec::with_capacity(items.len());
     let mut routes = routes.into_iter();
     let mut fresh_rows: Vec<(&NewMessage, i64, i64)> = Vec::new();
-    let mut touched: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut touched: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    let mut readers: BTreeMap<(i64, i64), i64> = BTreeMap::new();
     for item in items {
         let Item::Append(message) = item else {
             // Acks are done after the appends; their slot is filled then.
@@ -247,7 +249,8 @@ pub(super) async fn run(
         };
         *last += 1;
         let seq = *last;
-        touched.insert(conversation, seq);
+        touched.insert(conversation, (seq, message.now_ms));
+        readers.insert((conversation, to_db(message.sender_id.0)), seq);
         fresh_rows.push((message, conversation, seq));
         let stored = ChatMessage {
             conversation_id: ConversationId(from_db(conversation)),
@@ -258,6 +261,7 @@ pub(super) async fn run(
             client_msg_id: message.client_msg_id.clone(),
             body: message.body.clone(),
             server_ts_ms: message.now_ms,
+            recalled: None,
         };
         originals.insert(key, stored.clone());
         slots.push(Slot::Fresh(stored));
@@ -288,10 +292,14 @@ pub(super) async fn run(
     }
 
     // Step 3.
-    let mut finish: Vec<String> = [advance_conversations(&touched), ack_update]
-        .into_iter()
-        .flatten()
-        .collect();
+    let mut finish: Vec<String> = [
+        advance_conversations(&touched),
+        advance_readers(&readers),
+        ack_update,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     finish.push("COMMIT".to_owned());
     // Without arguments, sqlx sends the text as is (the text protocol, which
     // takes several statements).
@@ -692,16 +700,44 @@ async fn insert_messages(
 }
 
 /// Step 3: the statement that sets each numbered conversation's new
-/// `last_seq`, if any.
-fn advance_conversations(last_seq: &BTreeMap<i64, i64>) -> Option<String> {
-    if last_seq.is_empty() {
+/// `last_seq` and `last_activity_ms` (its newest message's time), if any.
+fn advance_conversations(last: &BTreeMap<i64, (i64, i64)>) -> Option<String> {
+    if last.is_empty() {
         return None;
     }
     let mut sql = "UPDATE conversations SET last_seq = CASE id".to_owned();
-    for (conversation, seq) in last_seq {
+    for (conversation, (seq, _)) in last {
         let _ = write!(sql, " WHEN {conversation} THEN {seq}");
     }
-    let _ = write!(sql, " END WHERE id IN ({})", join_numbers(last_seq.keys()));
+    sql.push_str(" END, last_activity_ms = CASE id");
+    for (conversation, (_, at_ms)) in last {
+        let _ = write!(sql, " WHEN {conversation} THEN {at_ms}");
+    }
+    let _ = write!(sql, " END WHERE id IN ({})", join_numbers(last.keys()));
+    Some(sql)
+}
+
+/// Step 3: the statement that moves each sender's read position to their
+/// newest message of the batch (whoever writes has read what they answer,
+/// so every message after a member's read position is someone else's and
+/// the unread count needs no counting), if any.
+fn advance_readers(readers: &BTreeMap<(i64, i64), i64>) -> Option<String> {
+    if readers.is_empty() {
+        return None;
+    }
+    let mut sql = "UPDATE conversation_members SET read_seq = GREATEST(read_seq, CASE".to_owned();
+    for ((conversation, user), seq) in readers {
+        let _ = write!(
+            sql,
+            " WHEN conversation_id = {conversation} AND user_id = {user} THEN {seq}"
+        );
+    }
+    let keys: BTreeSet<(i64, i64)> = readers.keys().copied().collect();
+    let _ = write!(
+        sql,
+        " ELSE read_seq END) WHERE {}",
+        pairs("conversation_id", "user_id", &keys)
+    );
     Some(sql)
 }
 
@@ -809,13 +845,22 @@ mod tests {
             pairs("a", "b", &keys),
             "(a = 1 AND b = 2) OR (a = 3 AND b = 4)"
         );
-        let last_seq: BTreeMap<i64, i64> = [(7, 70), (5, 50)].into();
+        let last: BTreeMap<i64, (i64, i64)> = [(7, (70, 1700)), (5, (50, 1500))].into();
         assert_eq!(
-            advance_conversations(&last_seq).unwrap(),
-            "UPDATE conversations SET last_seq = CASE id WHEN 5 THEN 50 WHEN 7 THEN 70 END \
-             WHERE id IN (5, 7)"
+            advance_conversations(&last).unwrap(),
+            "UPDATE conversations SET last_seq = CASE id WHEN 5 THEN 50 WHEN 7 THEN 70 END, \
+             last_activity_ms = CASE id WHEN 5 THEN 1500 WHEN 7 THEN 1700 END WHERE id IN (5, 7)"
         );
         assert!(advance_conversations(&BTreeMap::new()).is_none());
+        let readers: BTreeMap<(i64, i64), i64> = [((5, 2), 50), ((5, 1), 49)].into();
+        assert_eq!(
+            advance_readers(&readers).unwrap(),
+            "UPDATE conversation_members SET read_seq = GREATEST(read_seq, CASE \
+             WHEN conversation_id = 5 AND user_id = 1 THEN 49 \
+             WHEN conversation_id = 5 AND user_id = 2 THEN 50 ELSE read_seq END) \
+             WHERE (conversation_id = 5 AND user_id = 1) OR (conversation_id = 5 AND user_id = 2)"
+        );
+        assert!(advance_readers(&BTreeMap::new()).is_none());
     }
 
     #[test]

@@ -181,11 +181,12 @@ async fn befriend(
         Some(row) => row,
         None => {
             let id = sqlx::query(
-                "INSERT INTO conversations (kind, user_lo, user_hi, last_seq) \
-                 VALUES ('direct', ?, ?, 0)",
+                "INSERT INTO conversations (kind, user_lo, user_hi, last_seq, last_activity_ms) \
+                 VALUES ('direct', ?, ?, 0, ?)",
             )
             .bind(lo)
             .bind(hi)
+            .bind(now_ms)
             .execute(&mut *conn)
             .await?
             .last_insert_id();
@@ -212,14 +213,16 @@ async fn befriend(
     // conversation while its pair is not friends, so last_seq cannot move
     // under us here.
     sqlx::query(
-        "INSERT INTO conversation_members (conversation_id, user_id, acked_seq) \
-         VALUES (?, ?, ?), (?, ?, ?) ON DUPLICATE KEY UPDATE acked_seq = acked_seq",
+        "INSERT INTO conversation_members (conversation_id, user_id, acked_seq, read_seq) \
+         VALUES (?, ?, ?, ?), (?, ?, ?, ?) ON DUPLICATE KEY UPDATE acked_seq = acked_seq",
     )
     .bind(conversation)
     .bind(lo)
     .bind(last_seq)
+    .bind(last_seq)
     .bind(conversation)
     .bind(hi)
+    .bind(last_seq)
     .bind(last_seq)
     .execute(&mut *conn)
     .await?;
@@ -306,11 +309,13 @@ pub(super) async fn create_group(
     conn: &mut MySqlConnection,
     (owner, name, description, now_ms): &args::NewGroup,
 ) -> Result<GroupRecord> {
-    let conversation =
-        sqlx::query("INSERT INTO conversations (kind, last_seq) VALUES ('group', 0)")
-            .execute(&mut *conn)
-            .await?
-            .last_insert_id();
+    let conversation = sqlx::query(
+        "INSERT INTO conversations (kind, last_seq, last_activity_ms) VALUES ('group', 0, ?)",
+    )
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?
+    .last_insert_id();
     let id = sqlx::query(
         "INSERT INTO chat_groups (name, description, owner_id, conversation_id, created_at_ms) \
          VALUES (?, ?, ?, ?, ?)",
@@ -390,11 +395,13 @@ pub(super) async fn add_member(
             .fetch_one(&mut *conn)
             .await?;
     sqlx::query(
-        "INSERT INTO conversation_members (conversation_id, user_id, acked_seq) VALUES (?, ?, ?) \
-         ON DUPLICATE KEY UPDATE acked_seq = ?",
+        "INSERT INTO conversation_members (conversation_id, user_id, acked_seq, read_seq) \
+         VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE acked_seq = ?, read_seq = ?",
     )
     .bind(conversation)
     .bind(to_db(user.0))
+    .bind(last_seq)
+    .bind(last_seq)
     .bind(last_seq)
     .bind(last_seq)
     .execute(&mut *conn)
@@ -500,3 +507,5 @@ pub(super) async fn dissolve_group(
         .await?;
     Ok(into_user_ids(members))
 }
+
+crate::conversations::writes!(MySqlConnection, lock = "FOR UPDATE");

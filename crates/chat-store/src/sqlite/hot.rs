@@ -389,7 +389,7 @@ fn append(conn: &Connection, message: &NewMessage) -> Result<Appended> {
     let taken: Option<(i64, i64)> = match message.target {
         Target::User(to) => conn
             .prepare_cached(
-                "UPDATE conversations SET last_seq = last_seq + 1 \
+                "UPDATE conversations SET last_seq = last_seq + 1, last_activity_ms = ?4 \
                  WHERE id = (SELECT conversation_id FROM friends \
                              WHERE user_id = ?1 AND friend_id = ?2) \
                  AND NOT EXISTS (SELECT 1 FROM messages \
@@ -398,14 +398,15 @@ fn append(conn: &Connection, message: &NewMessage) -> Result<Appended> {
             )
             .and_then(|mut statement| {
                 statement
-                    .query_row(params![sender, to_db(to.0), message.client_msg_id], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
-                    })
+                    .query_row(
+                        params![sender, to_db(to.0), message.client_msg_id, message.now_ms],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
                     .optional()
             }),
         Target::Group(group) => conn
             .prepare_cached(
-                "UPDATE conversations SET last_seq = last_seq + 1 \
+                "UPDATE conversations SET last_seq = last_seq + 1, last_activity_ms = ?4 \
                  WHERE id = (SELECT g.conversation_id FROM chat_groups g \
                              JOIN group_members m ON m.group_id = g.id \
                              WHERE g.id = ?2 AND m.user_id = ?1) \
@@ -416,7 +417,12 @@ fn append(conn: &Connection, message: &NewMessage) -> Result<Appended> {
             .and_then(|mut statement| {
                 statement
                     .query_row(
-                        params![sender, to_db(group.0), message.client_msg_id],
+                        params![
+                            sender,
+                            to_db(group.0),
+                            message.client_msg_id,
+                            message.now_ms
+                        ],
                         |row| Ok((row.get(0)?, row.get(1)?)),
                     )
                     .optional()
@@ -444,6 +450,14 @@ fn append(conn: &Connection, message: &NewMessage) -> Result<Appended> {
         ])
     })
     .map_err(engine)?;
+    // Whoever writes has read what they answer: every message after a
+    // member's read position is someone else's, so the unread count is
+    // last_seq - read_seq without counting.
+    conn.prepare_cached(
+        "UPDATE conversation_members SET read_seq = ?1 WHERE conversation_id = ?2 AND user_id = ?3",
+    )
+    .and_then(|mut statement| statement.execute(params![seq, conversation, sender]))
+    .map_err(engine)?;
     let conversation_id = ConversationId(from_db(conversation));
     let recipients = match message.target {
         // A pair's conversation has exactly the pair as members.
@@ -464,6 +478,7 @@ fn append(conn: &Connection, message: &NewMessage) -> Result<Appended> {
             client_msg_id: message.client_msg_id.clone(),
             body: message.body.clone(),
             server_ts_ms: message.now_ms,
+            recalled: None,
         },
         duplicate: false,
         recipients,
@@ -511,7 +526,8 @@ fn duplicate_or_refusal(conn: &Connection, message: &NewMessage) -> Result<Appen
 fn stored(conn: &Connection, sender: i64, client_msg_id: &str) -> Result<Option<ChatMessage>> {
     conn.prepare_cached(
         "SELECT m.conversation_id, m.seq, m.sender_id, u.name, m.target_kind, m.target_id, \
-         m.client_msg_id, m.body, m.server_ts_ms FROM messages m JOIN users u ON u.id = m.sender_id \
+         m.client_msg_id, m.body, m.server_ts_ms, m.recalled_by, m.recalled_at_ms \
+         FROM messages m JOIN users u ON u.id = m.sender_id \
          WHERE m.sender_id = ? AND m.client_msg_id = ?",
     )
     .and_then(|mut statement| {
@@ -533,6 +549,7 @@ fn stored(conn: &Connection, sender: i64, client_msg_id: &str) -> Result<Option<
                     client_msg_id: row.get(6)?,
                     body: row.get(7)?,
                     server_ts_ms: row.get(8)?,
+                    recalled: crate::rows::recalled(row.get(9)?, row.get(10)?),
                 })
             })
             .optional()

@@ -157,19 +157,19 @@ async fn befriend(
     .bind(hi)
     .fetch_optional(&mut *conn)
     .await?;
-    let conversation = match existing {
-        Some(id) => id,
-        None => {
-            sqlx::query_scalar(
-                "INSERT INTO conversations (kind, user_lo, user_hi, last_seq) \
-                 VALUES ('direct', ?, ?, 0) RETURNING id",
+    let conversation =
+        match existing {
+            Some(id) => id,
+            None => sqlx::query_scalar(
+                "INSERT INTO conversations (kind, user_lo, user_hi, last_seq, last_activity_ms) \
+                 VALUES ('direct', ?, ?, 0, ?) RETURNING id",
             )
             .bind(lo)
             .bind(hi)
+            .bind(now_ms)
             .fetch_one(&mut *conn)
-            .await?
-        }
-    };
+            .await?,
+        };
     sqlx::query(
         "INSERT INTO friends (user_id, friend_id, remark, category, conversation_id, created_at_ms) \
          VALUES (?, ?, NULL, NULL, ?, ?), (?, ?, NULL, NULL, ?, ?)",
@@ -189,8 +189,8 @@ async fn befriend(
     // one starts at the conversation's end (0 for a new conversation).
     for user in [lo, hi] {
         sqlx::query(
-            "INSERT INTO conversation_members (conversation_id, user_id, acked_seq) \
-             SELECT id, ?, last_seq FROM conversations WHERE id = ? \
+            "INSERT INTO conversation_members (conversation_id, user_id, acked_seq, read_seq) \
+             SELECT id, ?, last_seq, last_seq FROM conversations WHERE id = ? \
              ON CONFLICT (conversation_id, user_id) DO NOTHING",
         )
         .bind(user)
@@ -278,8 +278,10 @@ pub(super) async fn create_group(
     (owner, name, description, now_ms): &args::NewGroup,
 ) -> Result<GroupRecord> {
     let conversation: i64 = sqlx::query_scalar(
-        "INSERT INTO conversations (kind, last_seq) VALUES ('group', 0) RETURNING id",
+        "INSERT INTO conversations (kind, last_seq, last_activity_ms) VALUES ('group', 0, ?) \
+         RETURNING id",
     )
+    .bind(now_ms)
     .fetch_one(&mut *conn)
     .await?;
     let id: i64 = sqlx::query_scalar(
@@ -351,9 +353,10 @@ pub(super) async fn add_member(
     .map_err(|error| insert_error(error, "already a member", "user"))?;
     // What was said before joining is history, not offline messages.
     sqlx::query(
-        "INSERT INTO conversation_members (conversation_id, user_id, acked_seq) \
-         SELECT id, ?, last_seq FROM conversations WHERE id = ? \
-         ON CONFLICT (conversation_id, user_id) DO UPDATE SET acked_seq = excluded.acked_seq",
+        "INSERT INTO conversation_members (conversation_id, user_id, acked_seq, read_seq) \
+         SELECT id, ?, last_seq, last_seq FROM conversations WHERE id = ? \
+         ON CONFLICT (conversation_id, user_id) DO UPDATE SET acked_seq = excluded.acked_seq, \
+         read_seq = excluded.read_seq",
     )
     .bind(to_db(user.0))
     .bind(conversation)
@@ -473,17 +476,18 @@ pub(super) async fn append_message(
     let sender = to_db(message.sender_id.0);
     let taken: Option<(i64, i64)> = match message.target {
         Target::User(to) => sqlx::query_as(
-            "UPDATE conversations SET last_seq = last_seq + 1 \
+            "UPDATE conversations SET last_seq = last_seq + 1, last_activity_ms = ? \
                  WHERE id = (SELECT conversation_id FROM friends \
                              WHERE user_id = ? AND friend_id = ?) \
                  AND NOT EXISTS (SELECT 1 FROM messages \
                                  WHERE sender_id = ? AND client_msg_id = ?) \
                  RETURNING id, last_seq",
         )
+        .bind(message.now_ms)
         .bind(sender)
         .bind(to_db(to.0)),
         Target::Group(group) => sqlx::query_as(
-            "UPDATE conversations SET last_seq = last_seq + 1 \
+            "UPDATE conversations SET last_seq = last_seq + 1, last_activity_ms = ? \
                  WHERE id = (SELECT g.conversation_id FROM chat_groups g \
                              JOIN group_members m ON m.group_id = g.id \
                              WHERE g.id = ? AND m.user_id = ?) \
@@ -491,6 +495,7 @@ pub(super) async fn append_message(
                                  WHERE sender_id = ? AND client_msg_id = ?) \
                  RETURNING id, last_seq",
         )
+        .bind(message.now_ms)
         .bind(to_db(group.0))
         .bind(sender),
     }
@@ -516,6 +521,15 @@ pub(super) async fn append_message(
     .bind(message.now_ms)
     .execute(&mut *conn)
     .await?;
+    // Whoever writes has read what they answer.
+    sqlx::query(
+        "UPDATE conversation_members SET read_seq = ? WHERE conversation_id = ? AND user_id = ?",
+    )
+    .bind(seq)
+    .bind(conversation)
+    .bind(sender)
+    .execute(&mut *conn)
+    .await?;
     let conversation_id = ConversationId(from_db(conversation));
     let recipients = match message.target {
         // The members of a direct conversation are always its two users
@@ -538,6 +552,7 @@ pub(super) async fn append_message(
             client_msg_id: message.client_msg_id.clone(),
             body: message.body.clone(),
             server_ts_ms: message.now_ms,
+            recalled: None,
         },
         duplicate: false,
         recipients,
@@ -630,3 +645,5 @@ pub(super) async fn ack(
         .map(|acked| Seq(from_db(acked)))
         .ok_or(StoreError::Forbidden("not a member of the conversation"))
 }
+
+crate::conversations::writes!(SqliteConnection, lock = "");
