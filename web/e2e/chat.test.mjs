@@ -65,7 +65,8 @@ test('they chat both ways', async () => {
   // Shift+Enter made a new line; Enter sent it.
   assert.deepEqual(await shownBodies(alice.page), ['hello bob', 'hi alice\nhow are you?']);
   assert.deepEqual(await shownBodies(bob.page), ['hello bob', 'hi alice\nhow are you?']);
-  await expect(alice.page.locator('.message.mine .state')).toContainText('Sent');
+  // Bob has the conversation open: with read positions, he has read it.
+  await expect(alice.page.locator('.message.mine .state')).toHaveText(conversations ? '✓✓ Read' : '✓ Sent');
 });
 
 test('unread messages show in the list badge and the tab title', async () => {
