@@ -91,7 +91,8 @@ test('typing shows, read marks follow, a recalled message says so', async (t) =>
     t.skip('this chatd has no conversation requests (typing, read, recall)');
     return;
   }
-  await bob.page.getByLabel('Message', { exact: true }).pressSequentially('I am typ');
+  // Typing for two seconds, as a person would.
+  await bob.page.getByLabel('Message', { exact: true }).pressSequentially('I am typing slowly', { delay: 120 });
   await expect(alice.page.locator('.chat-subtitle')).toHaveText('typing…');
   await bob.page.getByLabel('Message', { exact: true }).fill('');
   // Bob has the conversation open, so Alice's last message is read.
@@ -136,6 +137,33 @@ test('a reload keeps the login and the history, with nothing doubled', async () 
   await expect(bob.page.locator('.message.theirs .body').last()).toHaveText('still there?');
   await bob.page.waitForTimeout(500);
   assert.deepEqual(await shownBodies(bob.page), [...before, 'still there?']);
+});
+
+test('unread counts and read positions survive a reload', async (t) => {
+  if (!conversations) {
+    t.skip('this chatd has no conversation list or read positions');
+    return;
+  }
+  await bob.page.getByLabel('Message', { exact: true }).press('Escape');
+  await expect(bob.page.locator('.chat-empty')).toBeVisible();
+  await say(alice.page, 'read me after the reload');
+  await expectTitle(bob.page, '(1) chatd');
+  await bob.page.reload();
+  await expect(bob.page.locator('.status')).toHaveText('Connected');
+  // The count comes from the server now, not from this page's memory.
+  await expectTitle(bob.page, '(1) chatd');
+  await expect(bob.page.locator('.conversation .badge')).toHaveText('1');
+  await expect(bob.page.locator('.conversation-preview')).toHaveText('read me after the reload');
+  await openChat(bob.page, aliceName);
+  await expectTitle(bob.page, 'chatd');
+  await expect(alice.page.locator('.message.mine').last().locator('.state')).toHaveText('✓✓ Read');
+  // Read on the server: another reload shows nothing unread.
+  await bob.page.reload();
+  await expect(bob.page.locator('.status')).toHaveText('Connected');
+  await expect(bob.page.locator('.conversation')).toHaveCount(1);
+  await bob.page.waitForTimeout(500);
+  assert.equal(await bob.page.title(), 'chatd');
+  await expect(bob.page.locator('.conversation .badge')).toHaveCount(0);
 });
 
 test('signing out forgets the login', async () => {

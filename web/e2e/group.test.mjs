@@ -4,7 +4,18 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { ChatServer, expect, launchBrowser, openChat, openPerson, register, say, shownBodies, showTab, uniqueName } from './harness.mjs';
+import {
+  ChatServer,
+  expect,
+  launchBrowser,
+  openPerson,
+  register,
+  say,
+  serverHasConversations,
+  shownBodies,
+  showTab,
+  uniqueName,
+} from './harness.mjs';
 
 /** @type {ChatServer} */
 let server;
@@ -48,6 +59,10 @@ test('a group: create, join, chat, kick', async () => {
   await say(ann.page, 'welcome, both of you');
   await expect(ben.page.locator('.message.theirs .body')).toHaveText('welcome, both of you');
   await expect(cat.page.locator('.message.theirs .body')).toHaveText('welcome, both of you');
+  if (await serverHasConversations(ann.page)) {
+    // Both have the group open, so both have read it.
+    await expect(ann.page.locator('.message.mine .state')).toHaveText('✓✓ Read by 2');
+  }
   await say(ben.page, 'thanks!');
   await expect(cat.page.locator('.message.theirs .body').last()).toHaveText('thanks!');
   await expect(ann.page.locator('.message.theirs .sender')).toHaveText(names.ben);

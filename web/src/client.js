@@ -872,6 +872,12 @@ export class ChatClient extends EventTarget {
    */
   send(conversation, body) {
     const to = conversation.kind === 'group' ? { group: conversation.groupId ?? 0 } : { user: conversation.peerId ?? 0 };
+    // The next keystroke starts a new message: tell the others soon, as
+    // soon as the server's limit (one a second) lets it through.
+    const lastTyping = this.typingSent.get(conversation.id);
+    if (lastTyping !== undefined) {
+      this.typingSent.set(conversation.id, Math.min(lastTyping, Date.now() - TYPING_EVERY_MS + 1100));
+    }
     this.outbox.push({
       clientMsgId: `web-${randomId()}`,
       conversationId: conversation.id,
