@@ -166,6 +166,17 @@ pub enum Command {
         /// How many (default 20).
         count: u32,
     },
+    /// `conversations`: the conversation list, newest first, with unread
+    /// counts.
+    Conversations,
+    /// `recall NAME|GROUP_ID SEQ`: take back a message (one's own within the
+    /// server's window; any, as a group's owner or admin).
+    Recall {
+        /// The conversation.
+        conversation: ConversationRef,
+        /// The message's sequence number (shown as `#SEQ`).
+        seq: u64,
+    },
     /// `wait N [SECONDS]`: wait until N more messages have arrived.
     Wait {
         /// How many messages.
@@ -301,6 +312,20 @@ pub const COMMANDS: &[CommandSpec] = &[
         true,
     ),
     spec(
+        "conversations",
+        &["c", "inbox"],
+        "",
+        "list conversations, newest first, with unread counts",
+        false,
+    ),
+    spec(
+        "recall",
+        &[],
+        "NAME|GROUP_ID SEQ",
+        "take back message #SEQ (yours, within the server's window)",
+        true,
+    ),
+    spec(
         "wait",
         &[],
         "N [SECONDS]",
@@ -386,24 +411,37 @@ pub fn complete(line: &str, pos: usize, names: &[String]) -> (usize, Vec<String>
     (start, candidates)
 }
 
-/// Splits off the first argument: a bare word, or a double-quoted string
-/// (no escapes). Returns the argument and the rest (leading spaces removed).
+/// Splits off the first argument: a bare word, or a string in double or
+/// single quotes (no escapes; the other kind of quote may appear inside).
+/// Returns the argument and the rest (leading spaces removed). A quote in
+/// the middle of a bare word is refused rather than kept, so that a
+/// mistyped quote never silently becomes part of a name.
 fn next_argument(input: &str) -> Result<Option<(String, &str)>, ParseError> {
     let input = input.trim_start();
-    if input.is_empty() {
+    let Some(first) = input.chars().next() else {
         return Ok(None);
-    }
-    if let Some(quoted) = input.strip_prefix('"') {
+    };
+    if first == '"' || first == '\'' {
+        let quoted = &input[1..];
         let end = quoted
-            .find('"')
-            .ok_or_else(|| ParseError("unterminated quote".to_owned()))?;
-        return Ok(Some((
-            quoted[..end].to_owned(),
-            quoted[end + 1..].trim_start(),
-        )));
+            .find(first)
+            .ok_or_else(|| ParseError(format!("unterminated quote ({first})")))?;
+        let rest = &quoted[end + 1..];
+        if rest.starts_with(|c: char| !c.is_whitespace()) {
+            return Err(ParseError(format!(
+                "put a space after the closing quote ({first})"
+            )));
+        }
+        return Ok(Some((quoted[..end].to_owned(), rest.trim_start())));
     }
     let end = input.find(char::is_whitespace).unwrap_or(input.len());
-    Ok(Some((input[..end].to_owned(), input[end..].trim_start())))
+    let word = &input[..end];
+    if word.contains(['"', '\'']) {
+        return Err(ParseError(format!(
+            "{word:?} has a quote inside; quote the whole argument ('like this')"
+        )));
+    }
+    Ok(Some((word.to_owned(), input[end..].trim_start())))
 }
 
 /// The arguments of one command being parsed.
@@ -596,6 +634,20 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
                 conversation,
                 count,
             }
+        }
+        "conversations" => Command::Conversations,
+        "recall" => {
+            let target = args.required()?;
+            let conversation = match parse_id(&target) {
+                Some(id) => ConversationRef::Group(GroupId(id)),
+                None => ConversationRef::Friend(UserRef::Name(target)),
+            };
+            let seq = args
+                .required()?
+                .trim_start_matches('#')
+                .parse::<u64>()
+                .map_err(|_| ParseError("SEQ is the number shown as #SEQ".to_owned()))?;
+            Command::Recall { conversation, seq }
         }
         "wait" => {
             let count = args.number("count")?.ok_or_else(|| args.usage())?;
@@ -860,6 +912,57 @@ mod tests {
         assert!(parse("wait 99999999999").is_err());
         assert!(parse("remark \"bob").unwrap_err().0.contains("quote"));
         assert!(parse("gjoin 99999999999999999999999").is_err());
+    }
+
+    #[test]
+    fn conversations_and_recall() {
+        assert_eq!(ok("conversations"), Command::Conversations);
+        assert_eq!(ok("inbox"), Command::Conversations);
+        assert_eq!(
+            ok("recall bob #12"),
+            Command::Recall {
+                conversation: ConversationRef::Friend(name("bob")),
+                seq: 12
+            }
+        );
+        assert_eq!(
+            ok("recall 7 3"),
+            Command::Recall {
+                conversation: ConversationRef::Group(GroupId(7)),
+                seq: 3
+            }
+        );
+        assert!(parse("recall bob twelve").is_err());
+    }
+
+    #[test]
+    fn quotes_of_either_kind_make_one_argument() {
+        assert_eq!(
+            ok("register 'd a v e' secretpass"),
+            Command::Register {
+                name: "d a v e".to_owned(),
+                password: Some("secretpass".to_owned())
+            }
+        );
+        assert_eq!(
+            ok("register \"it's me\""),
+            Command::Register {
+                name: "it's me".to_owned(),
+                password: None
+            }
+        );
+        // A stray quote is refused, never kept as part of a name.
+        assert!(parse("register 'd a").is_err());
+        assert!(parse("register d'a").is_err());
+        assert!(parse("register 'd'a").is_err());
+        // Free text after the arguments keeps its quotes.
+        assert_eq!(
+            ok("chat bob it's \"fine\""),
+            Command::Chat {
+                user: name("bob"),
+                text: "it's \"fine\"".to_owned()
+            }
+        );
     }
 
     #[test]

@@ -143,3 +143,58 @@ async fn only_what_the_application_took_is_acknowledged() {
     assert_eq!(offered, ["third"]);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn unread_counts_follow_the_login_messages_and_reads_on_other_devices() {
+    let server = TestServer::start().await;
+    register(server.addr(), "carl").await;
+    register(server.addr(), "dora").await;
+    befriend(server.addr(), "carl", "dora").await;
+    let dora = Client::connect_to(server.address()).await.expect("connect");
+    let dora_login = dora.login("dora", PASSWORD).await.expect("login");
+    let carl_raw = logged_in(server.addr(), "carl").await;
+    let to_dora = Target::User(dora_login.user.id);
+    carl_raw.send(to_dora, "one").await.expect("send");
+    carl_raw.send(to_dora, "two").await.expect("send");
+    let first = next_messages(&dora, 2).await.remove(0);
+    let (conversation, carl_id) = (first.conversation_id, first.sender_id);
+    assert_eq!(dora.unread(conversation), 2);
+
+    // A new client starts from the login's counts.
+    let tablet = Client::connect_to(server.address()).await.expect("connect");
+    tablet.login("dora", PASSWORD).await.expect("login");
+    assert_eq!(tablet.unread_counts(), [(conversation, 2)]);
+
+    // Reading on the tablet clears the count on the first client, through
+    // a push; the tablet's own count follows its answer.
+    tablet
+        .read(conversation, chat_proto::Seq(2))
+        .await
+        .expect("read");
+    assert_eq!(tablet.unread(conversation), 0);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match dora.next_event_timeout(PATIENCE).await {
+            Some(Event::Read(read)) if read.user_id == dora_login.user.id => break,
+            Some(_) => {}
+            None => panic!("no read event"),
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+    }
+    assert_eq!(dora.unread(conversation), 0);
+    assert!(dora.unread_counts().is_empty());
+
+    // Sending counts as reading.
+    carl_raw.send(to_dora, "three").await.expect("send");
+    next_messages(&dora, 1).await;
+    assert_eq!(dora.unread(conversation), 1);
+    dora.send(Target::User(carl_id), "answer")
+        .await
+        .expect("send");
+    next_messages(&tablet, 1).await;
+    let page = tablet
+        .conversations(chat_proto::ConversationListRequest::default())
+        .await
+        .expect("list");
+    assert_eq!(page.conversations[0].unread, 0);
+}

@@ -94,7 +94,8 @@ async fn a_message_arriving_mid_line_does_not_corrupt_the_line() {
             .expect("the half line is redrawn after the message");
         // Finish the line; what is sent is exactly what was typed.
         type_keys(&mut chat, "lo world\r");
-        chat.expect(Regex(r"sent \(#\d+\)")).expect("sent");
+        chat.expect(Regex(r"#\d+ \[\d+\] alice said: hello world"))
+            .expect("the sent message is echoed like any other");
     });
 
     let deadline = tokio::time::Instant::now() + PATIENCE;

@@ -2,7 +2,10 @@
 
 mod common;
 
-use common::{befriend, register, run_script, ChatProcess, TestServer, PASSWORD};
+use std::time::Duration;
+
+use chat_proto::{Push, ReadRequest, Seq, Target, TypingRequest};
+use common::{befriend, register, run_script, unique, ChatProcess, TestServer, PASSWORD};
 use serde_json::Value;
 
 fn is_message_with_body(value: &Value, body: &str) -> bool {
@@ -285,4 +288,101 @@ async fn one_shot_register_takes_the_password_from_the_environment() {
     // The account works.
     common::logged_in(server.addr(), "dave").await;
     server.stop().await;
+}
+
+#[tokio::test]
+async fn conversations_unread_counts_receipts_typing_and_recall_in_chat() {
+    let server = TestServer::start().await;
+    let (alice, bob) = (unique("alice"), unique("bob"));
+    register(server.addr(), &alice).await;
+    register(server.addr(), &bob).await;
+    befriend(server.addr(), &alice, &bob).await;
+    let bob_connection = common::logged_in(server.addr(), &bob).await;
+    let alice_id = bob_connection.friend_list().await.unwrap().friends[0].id;
+    for body in ["one", "two"] {
+        bob_connection
+            .send(Target::User(alice_id), body)
+            .await
+            .unwrap();
+    }
+
+    let mut chat = ChatProcess::spawn(server.addr(), &["--utc"]);
+    chat.send(&format!("login {alice} {PASSWORD}")).await;
+    chat.expect_line("the unread summary", |line| {
+        line == "2 unread in 1 conversations (see `conversations`)"
+    })
+    .await;
+    chat.send("conversations").await;
+    chat.expect_line("bob's entry with 2 unread", |line| {
+        line.starts_with(&format!("  {bob} ["))
+            && line.contains(", 2 unread | ")
+            && line.ends_with(": two")
+    })
+    .await;
+
+    // Showing the history marks it read, and bob gets the receipt.
+    chat.send(&format!("history {bob}")).await;
+    chat.expect_line("the second message", |line| {
+        line.contains(" #2 [") && line.ends_with(&format!("{bob} said: two"))
+    })
+    .await;
+    // (Alice coming online is pushed to bob first.)
+    let receipt = loop {
+        match bob_connection
+            .next_push_timeout(Duration::from_secs(10))
+            .await
+        {
+            Some(Push::PushRead(read)) => break read,
+            Some(Push::PushPresence(_)) => {}
+            other => panic!("expected a read receipt, got {other:?}"),
+        }
+    };
+    assert_eq!((receipt.user_id, receipt.read_seq), (alice_id, Seq(2)));
+    chat.send("conversations").await;
+    chat.expect_line("bob's entry, read", |line| {
+        line.starts_with(&format!("  {bob} [")) && !line.contains("unread")
+    })
+    .await;
+
+    // Bob typing and reading are shown.
+    let conversation = bob_connection.friend_list().await.unwrap().friends[0].conversation_id;
+    bob_connection
+        .call(TypingRequest {
+            conversation_id: conversation,
+        })
+        .await
+        .unwrap();
+    chat.expect_line("bob typing", |line| {
+        line.starts_with(&format!("* {bob} [")) && line.contains("is typing…")
+    })
+    .await;
+
+    // Alice's own message is echoed like any other, and she recalls it.
+    chat.send(&format!("chat {bob} oops, wrong chat")).await;
+    chat.expect_line("the echo", |line| {
+        is_message_line(line, &alice, "oops, wrong chat") && line.contains(" #3 [")
+    })
+    .await;
+    bob_connection
+        .call(ReadRequest {
+            conversation_id: conversation,
+            seq: Seq(3),
+        })
+        .await
+        .unwrap();
+    chat.expect_line("bob's receipt", |line| {
+        line.starts_with(&format!("* {bob} [")) && line.contains("read up to #3")
+    })
+    .await;
+    chat.send(&format!("recall {bob} #3")).await;
+    chat.expect_line("the recall", |line| line == "recalled #3")
+        .await;
+    chat.send(&format!("history {bob} 1")).await;
+    chat.expect_line("the tombstone", |line| {
+        line.contains(" #3 [") && line.ends_with(&format!("{alice}: (message recalled)"))
+    })
+    .await;
+    chat.send("quit").await;
+    let (status, _, stderr) = chat.finish().await;
+    assert!(status.success(), "{stderr}");
 }

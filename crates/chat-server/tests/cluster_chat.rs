@@ -1,11 +1,15 @@
 //! Three nodes on one MariaDB and one Redis, behind nginx: friends, groups
-//! and presence between users on different nodes, and one account logged in
-//! on two nodes at once.
+//! and presence between users on different nodes, one account logged in
+//! on two nodes at once, and the conversation list, read receipts, typing
+//! and recall between nodes.
 
 #[path = "common/cluster.rs"]
 mod cluster;
 
-use chat_proto::{FriendUpdateKind, Push, Target};
+use chat_proto::{
+    ConversationListRequest, FriendUpdateKind, Push, ReadRequest, RecallRequest, Seq, Target,
+    TypingRequest,
+};
 use cluster::{befriend, login_on, message_with, no_message, push_where, user_on, Cluster};
 
 const SUITE: &str = "cluster_chat";
@@ -133,5 +137,77 @@ async fn one_account_on_two_nodes_gets_every_message_on_both() {
         is_presence(push, erin_id, false)
     })
     .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_typing_and_recall_cross_nodes() {
+    let Some(services) = cluster::Services::find(SUITE).await else {
+        return;
+    };
+    let cluster = Cluster::start(&services, &services.redis, 3).await;
+    let (gina_0, gina_login) = user_on(cluster.node(0), "gina").await;
+    let (gina_2, _) = login_on(cluster.node(2), "gina").await;
+    let (hank, hank_login) = user_on(cluster.node(1), "hank").await;
+    let gina_id = gina_login.user.id;
+    let hank_id = hank_login.user.id;
+    befriend(&hank, "hank", &gina_0, "gina").await;
+    for body in ["one", "two"] {
+        hank.send(Target::User(gina_id), body).await.unwrap();
+    }
+    let conversation = message_with(&gina_0, "two").await.conversation_id;
+    message_with(&gina_2, "two").await;
+
+    // The list on node 2 counts what hank wrote on node 1.
+    let list = gina_2
+        .call(ConversationListRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(list.conversations[0].conversation_id, conversation);
+    assert_eq!(list.conversations[0].unread, 2);
+    assert_eq!(
+        list.conversations[0].last_message.as_ref().unwrap().preview,
+        "two"
+    );
+
+    // Reading on node 0: the receipt reaches hank on node 1 and gina's
+    // session on node 2.
+    gina_0
+        .call(ReadRequest {
+            conversation_id: conversation,
+            seq: Seq(2),
+        })
+        .await
+        .unwrap();
+    let is_read = |push: &Push| matches!(push, Push::PushRead(read) if read.user_id == gina_id && read.read_seq == Seq(2));
+    push_where(&hank, "gina's receipt", is_read).await;
+    push_where(&gina_2, "gina's own read", is_read).await;
+    let list = gina_2
+        .call(ConversationListRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(list.conversations[0].unread, 0);
+
+    // Typing on node 1 reaches both of gina's sessions.
+    hank.call(TypingRequest {
+        conversation_id: conversation,
+    })
+    .await
+    .unwrap();
+    let is_typing =
+        |push: &Push| matches!(push, Push::PushTyping(typing) if typing.user_id == hank_id);
+    push_where(&gina_0, "hank typing", is_typing).await;
+    push_where(&gina_2, "hank typing", is_typing).await;
+
+    // A recall on node 1 reaches both of gina's sessions.
+    hank.call(RecallRequest {
+        conversation_id: conversation,
+        seq: Seq(1),
+    })
+    .await
+    .unwrap();
+    let is_recall = |push: &Push| matches!(push, Push::PushRecall(recall) if recall.seq == Seq(1) && recall.recalled.by == hank_id);
+    push_where(&gina_0, "the recall", is_recall).await;
+    push_where(&gina_2, "the recall", is_recall).await;
     cluster.shutdown().await;
 }

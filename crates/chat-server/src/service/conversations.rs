@@ -175,8 +175,12 @@ pub async fn recall(
     me: &Identity,
     request: RecallRequest,
 ) -> Result<RecallResponse> {
-    let window_ms =
-        i64::try_from(ctx.config.recall_window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    // A window of 0 means senders may never recall: -1 ms is passed, which
+    // even a message committed this very millisecond has outlived.
+    let window_ms = match ctx.config.recall_window_secs {
+        0 => -1,
+        secs => i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+    };
     let recall = ctx
         .store
         .recall(RecallArgs {

@@ -59,6 +59,10 @@ struct Args {
     #[arg(long)]
     keep_going: bool,
 
+    /// Show times in UTC instead of the local time zone.
+    #[arg(long)]
+    utc: bool,
+
     #[command(subcommand)]
     command: Option<OneShot>,
 }
@@ -76,6 +80,7 @@ enum OneShot {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    chat_client::render::set_utc(args.utc);
     // Logs go to stderr and are quiet by default: the terminal belongs to
     // the conversation. `RUST_LOG=chat_client=debug` shows the client's work.
     tracing_subscriber::fmt()

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use chat_client::command::{help_text, Command, ConversationRef};
 use chat_client::render::{
-    event_line, friend_line, group_event_line, group_line, json_error, json_event, json_response,
-    member_line, message_line, printable, request_line,
+    conversation_line, event_line, friend_line, group_event_line, group_line, json_error,
+    json_event, json_response, member_line, message_line, printable, request_line,
 };
 use chat_client::{Client, ClientError, Event};
 use chat_proto::{
-    ConversationId, Friend, FriendAddOutcome, FriendRequestInfo, Group, GroupEventKind,
-    HistoryRequest, LoginResponse, Status, Target, UserId, UserRef, UserSummary,
+    ChatMessage, ConversationId, ConversationListRequest, Friend, FriendAddOutcome,
+    FriendRequestInfo, Group, GroupEventKind, HistoryRequest, LoginResponse, RecallRequest,
+    SendResponse, Seq, Status, Target, UserId, UserRef, UserSummary,
 };
 use serde_json::json;
 use tokio::sync::watch;
@@ -281,6 +282,14 @@ impl Shell {
                 message: "not logged in; use `login NAME` (or `register NAME` first)".to_owned(),
             });
         }
+        let needs_server = !matches!(
+            command,
+            Command::Help | Command::Quit | Command::Wait { .. }
+        );
+        if needs_server && !self.json && self.client.connection().is_none() {
+            // The command waits for the reconnect; say so rather than hang.
+            self.print("waiting for the server…".to_owned());
+        }
         match command {
             Command::Help => {
                 self.respond("help", &json!({}), vec![help_text()]);
@@ -375,8 +384,9 @@ impl Shell {
             }
             Command::Chat { user, text } => {
                 let friend_id = self.friend(&user).await?.id;
-                let response = self.client.send(Target::User(friend_id), &text).await?;
-                let line = format!("sent (#{})", response.seq);
+                let target = Target::User(friend_id);
+                let response = self.client.send(target, &text).await?;
+                let line = self.own_message_line(target, text, &response, None);
                 self.respond("chat", &response, vec![line]);
             }
             Command::Groups => {
@@ -451,8 +461,12 @@ impl Shell {
                 self.respond("grole", &response, vec![line]);
             }
             Command::GroupChat { group_id, text } => {
-                let response = self.client.send(Target::Group(group_id), &text).await?;
-                let line = format!("sent (#{})", response.seq);
+                let target = Target::Group(group_id);
+                let response = self.client.send(target, &text).await?;
+                let group_name = lock(&self.directory)
+                    .group(group_id)
+                    .map(|group| group.name.clone());
+                let line = self.own_message_line(target, text, &response, group_name.as_deref());
                 self.respond("gchat", &response, vec![line]);
             }
             Command::History {
@@ -475,6 +489,38 @@ impl Shell {
                     .map(|message| message_line(message, group_name.as_deref()))
                     .collect();
                 self.respond("history", &page, lines);
+                // What was shown has been seen.
+                if let Some(last) = page.messages.last() {
+                    self.client.read(conversation_id, last.seq).await?;
+                }
+            }
+            Command::Conversations => {
+                let page = self
+                    .client
+                    .conversations(ConversationListRequest::default())
+                    .await?;
+                let mut lines = vec![format!(
+                    "conversations ({}{}):",
+                    page.conversations.len(),
+                    if page.has_more { ", newest" } else { "" }
+                )];
+                lines.extend(
+                    page.conversations
+                        .iter()
+                        .map(|conversation| format!("  {}", conversation_line(conversation))),
+                );
+                self.respond("conversations", &page, lines);
+            }
+            Command::Recall { conversation, seq } => {
+                let (conversation_id, _) = self.conversation(&conversation).await?;
+                let response = self
+                    .client
+                    .call_idempotent(RecallRequest {
+                        conversation_id,
+                        seq: Seq(seq),
+                    })
+                    .await?;
+                self.respond("recall", &response, vec![format!("recalled #{seq}")]);
             }
             Command::Wait { count, timeout } => self.wait(count, timeout).await?,
         }
@@ -500,6 +546,30 @@ impl Shell {
         };
         self.respond(command, &response, vec![line]);
         Ok(())
+    }
+
+    /// The line of a message this client just sent, as the other
+    /// participants see it.
+    fn own_message_line(
+        &self,
+        target: Target,
+        body: String,
+        response: &SendResponse,
+        group_name: Option<&str>,
+    ) -> String {
+        let me = self.client.me();
+        let message = ChatMessage {
+            conversation_id: response.conversation_id,
+            seq: response.seq,
+            sender_id: me.as_ref().map_or(UserId(0), |me| me.id),
+            sender_name: me.map(|me| me.name).unwrap_or_default(),
+            target,
+            client_msg_id: String::new(),
+            body,
+            server_ts_ms: response.server_ts_ms,
+            recalled: None,
+        };
+        message_line(&message, group_name)
     }
 
     /// Finds a friend by name, remark or id, asking the server when the
@@ -592,6 +662,13 @@ fn login_summary(login: &LoginResponse) -> Vec<String> {
         for request in &login.outgoing_requests {
             lines.push(format!("  {}", request_line(request, false)));
         }
+    }
+    let unread: u64 = login.unread.iter().map(|count| count.unread).sum();
+    if unread > 0 {
+        lines.push(format!(
+            "{unread} unread in {} conversations (see `conversations`)",
+            login.unread.len()
+        ));
     }
     if login.unacked > 0 {
         lines.push(format!("{} missed messages:", login.unacked));
