@@ -166,6 +166,56 @@ test('unread counts and read positions survive a reload', async (t) => {
   await expect(bob.page.locator('.conversation .badge')).toHaveCount(0);
 });
 
+test('scrolling up reads older history as far as it goes', async () => {
+  await openChat(bob.page, aliceName);
+  const before = (await shownBodies(bob.page)).length;
+  const more = 60;
+  for (let index = 1; index <= more; index++) await say(alice.page, `numbered ${index}`);
+  await expect(bob.page.locator('.message .body').last()).toHaveText(`numbered ${more}`);
+  await bob.page.reload();
+  await openChat(bob.page, aliceName);
+  await expect(bob.page.locator('.message .body').last()).toHaveText(`numbered ${more}`);
+  // One page is shown; the rest comes when scrolling to the top.
+  assert.ok((await shownBodies(bob.page)).length < before + more);
+  for (let round = 0; round < 10 && (await shownBodies(bob.page)).length < before + more; round++) {
+    await bob.page.locator('.messages').evaluate((element) => element.scrollTo({ top: 0 }));
+    await bob.page.waitForTimeout(300);
+  }
+  const bodies = await shownBodies(bob.page);
+  assert.equal(bodies.length, before + more);
+  assert.equal(new Set(bodies.filter((body) => body.startsWith('numbered'))).size, more);
+  await expect(bob.page.getByRole('button', { name: 'Load older messages' })).toBeHidden();
+  // Away from the newest, a button leads back to it.
+  await bob.page.getByRole('button', { name: 'Jump to newest ↓' }).click();
+  await expect(bob.page.getByRole('button', { name: 'Jump to newest ↓' })).toBeHidden();
+});
+
+test('a message to a former friend fails, and its retry sends it once they are friends again', async () => {
+  await showTab(bob.page, 'Friends');
+  await bob.page.getByRole('button', { name: `Remove ${aliceName}` }).click();
+  await bob.page.getByRole('dialog', { name: 'Remove friend' }).getByRole('button', { name: 'Remove' }).click();
+  await expect(bob.page.locator('.friend')).toHaveCount(0);
+  await expect(alice.page.locator('.chat-subtitle')).toHaveText('not a friend any more');
+  await say(alice.page, 'are you still there?');
+  await expect(alice.page.locator('.message.failed .state')).toContainText('Not sent');
+  // Friends again, with a remark and a category this time.
+  await befriend(bob.page, alice.page, bobName, aliceName);
+  await alice.page.getByRole('button', { name: `Edit ${bobName}` }).click();
+  await alice.page.getByLabel('Remark (a name only you see)').fill('Bobby');
+  await alice.page.getByLabel('Category').fill('hiking');
+  await alice.page.getByRole('button', { name: 'Save' }).click();
+  await expect(alice.page.locator('.section-title').last()).toHaveText('hiking');
+  await expect(alice.page.locator('.friend-name')).toHaveText(`Bobby (${bobName})`);
+  await openChat(alice.page, 'Bobby');
+  await alice.page.getByRole('button', { name: 'Retry' }).click();
+  await expect(alice.page.locator('.message.failed')).toHaveCount(0);
+  await openChat(bob.page, aliceName);
+  await expect(bob.page.locator('.message.theirs .body').last()).toHaveText('are you still there?');
+  await bob.page.waitForTimeout(500);
+  const bodies = await shownBodies(bob.page);
+  assert.equal(bodies.filter((body) => body === 'are you still there?').length, 1);
+});
+
 test('signing out forgets the login', async () => {
   await bob.page.getByRole('button', { name: 'Sign out' }).click();
   await expect(bob.page.getByRole('button', { name: 'Create account' })).toBeVisible();

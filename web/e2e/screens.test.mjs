@@ -95,6 +95,10 @@ for (const [label, viewport] of /** @type {const} */ ([
     await expect(alice.page.locator('.message.theirs .body')).toHaveCount(1);
     await shoot(alice.page, `${label}-2-conversation.png`);
     await scan(alice.page, `a conversation (${label})`);
+    await alice.page.emulateMedia({ colorScheme: 'dark' });
+    await shoot(alice.page, `${label}-2-conversation-dark.png`);
+    await scan(alice.page, `a conversation in the dark (${label})`);
+    await alice.page.emulateMedia({ colorScheme: 'light' });
 
     await bob.page.getByLabel('Message', { exact: true }).press('Escape');
     await showTab(bob.page, 'Chats');
