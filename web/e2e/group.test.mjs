@@ -67,17 +67,27 @@ test('a group: create, join, chat, kick', async () => {
   await expect(cat.page.locator('.message.theirs .body').last()).toHaveText('thanks!');
   await expect(ann.page.locator('.message.theirs .sender')).toHaveText(names.ben);
 
-  // The member list shows roles and presence; the owner removes Cat.
+  // The member list shows roles and presence; the owner makes Ben an admin.
   await ann.page.getByRole('button', { name: 'Members' }).click();
   const dialog = ann.page.getByRole('dialog');
   await expect(dialog.locator('.member')).toHaveCount(3);
   await expect(dialog.locator('.member', { hasText: names.ann })).toContainText('owner');
   await expect(dialog.locator('.member .dot.online')).toHaveCount(3);
-  await dialog.getByRole('button', { name: `Remove ${names.cat} from the group` }).click();
-  await ann.page.getByRole('dialog', { name: 'Remove member' }).getByRole('button', { name: 'Remove' }).click();
-  await expect(dialog.locator('.member')).toHaveCount(2);
+  await dialog.getByLabel(`Role of ${names.ben}`).selectOption('admin');
+  await expect(dialog.locator('.member', { hasText: names.ben }).locator('.role')).toHaveText('admin');
   await ann.page.keyboard.press('Escape');
   await expect(ann.page.getByRole('dialog')).toHaveCount(0);
+
+  // Ben, an admin now, removes Cat, a plain member.
+  await ben.page.getByRole('button', { name: 'Members' }).click();
+  const benDialog = ben.page.getByRole('dialog');
+  await expect(benDialog.locator('.member', { hasText: names.ben }).locator('.role')).toHaveText('admin');
+  await expect(benDialog.getByRole('button', { name: `Remove ${names.ann} from the group` })).toHaveCount(0);
+  await benDialog.getByRole('button', { name: `Remove ${names.cat} from the group` }).click();
+  await ben.page.getByRole('dialog', { name: 'Remove member' }).getByRole('button', { name: 'Remove' }).click();
+  await expect(benDialog.locator('.member')).toHaveCount(2);
+  await ben.page.keyboard.press('Escape');
+  await expect(ben.page.getByRole('dialog')).toHaveCount(0);
 
   // Cat's group is gone from her lists, and she gets nothing more.
   await expect(cat.page.locator('.chat-empty')).toBeVisible();
@@ -89,14 +99,20 @@ test('a group: create, join, chat, kick', async () => {
   await expect(cat.page.locator('.conversation')).toHaveCount(0);
   assert.equal(await cat.page.title(), 'chatd');
 
-  // Ben (a member) may leave; Ann (the owner) dissolves.
+  // Ben leaves; Ann, the owner, dissolves the group.
   await ben.page.getByRole('button', { name: 'Members' }).click();
   await expect(ben.page.getByRole('dialog').locator('.member')).toHaveCount(2);
-  await expect(ben.page.getByRole('dialog').getByRole('button', { name: /^Remove / })).toHaveCount(0);
   await ben.page.getByRole('button', { name: 'Leave group' }).click();
   await ben.page.getByRole('dialog', { name: 'Leave group' }).getByRole('button', { name: 'Leave' }).click();
   await expect(ben.page.locator('.chat-empty')).toBeVisible();
   await expect(ann.page.locator('.chat-subtitle')).toHaveText(`Group #${groupId} · 1 member`);
   assert.deepEqual(await shownBodies(ann.page), ['welcome, both of you', 'thanks!', 'just the two of us now']);
+  await ann.page.getByRole('button', { name: 'Members' }).click();
+  await ann.page.getByRole('button', { name: 'Dissolve group' }).click();
+  await ann.page.getByRole('dialog', { name: 'Dissolve group' }).getByRole('button', { name: 'Dissolve' }).click();
+  await expect(ann.page.locator('.chat-empty')).toBeVisible();
+  await expect(ann.page.getByRole('dialog')).toHaveCount(0);
+  await showTab(ann.page, 'Groups');
+  await expect(ann.page.locator('.group-list')).toHaveCount(0);
   for (const person of [ann, ben, cat]) assert.deepEqual(person.dialogs, []);
 });
