@@ -60,8 +60,11 @@ test('they chat both ways', async () => {
   await say(alice.page, 'hello bob');
   await openChat(bob.page, aliceName);
   await expect(bob.page.locator('.message.theirs .body')).toHaveText('hello bob');
+  const shownBefore = await alice.page.locator('.message').first().elementHandle();
   await say(bob.page, 'hi alice\nhow are you?');
   await expect(alice.page.locator('.message.theirs .body')).toHaveText('hi alice\nhow are you?');
+  // A new message is added to the list; what was shown stays as it was.
+  assert.equal(await shownBefore?.evaluate((element) => element.isConnected), true);
   // Shift+Enter made a new line; Enter sent it.
   assert.deepEqual(await shownBodies(alice.page), ['hello bob', 'hi alice\nhow are you?']);
   assert.deepEqual(await shownBodies(bob.page), ['hello bob', 'hi alice\nhow are you?']);

@@ -27,6 +27,28 @@ export function avatar(name, online = null) {
   return element;
 }
 
+/**
+ * Makes `parent`'s children exactly `children`, moving and inserting only
+ * where they differ (children already in place are not touched).
+ * @param {Element} parent
+ * @param {Node[]} children
+ */
+function patchChildren(parent, children) {
+  let current = parent.firstChild;
+  for (const child of children) {
+    if (child === current) {
+      current = current.nextSibling;
+    } else {
+      parent.insertBefore(child, current);
+    }
+  }
+  while (current) {
+    const next = current.nextSibling;
+    parent.removeChild(current);
+    current = next;
+  }
+}
+
 export class ChatPane {
   /**
    * @param {ChatClient} client
@@ -37,6 +59,8 @@ export class ChatPane {
     this.callbacks = callbacks;
     /** @type {number | null} */
     this.shownId = null;
+    /** @type {Map<string, {signature: string, element: HTMLElement}>} the message list's items by key */
+    this.items = new Map();
     this.loadingOlder = false;
     this.title = h('h2', { class: 'chat-title', id: 'chat-title' });
     this.subtitle = h('p', { class: 'chat-subtitle', 'aria-live': 'polite' });
@@ -143,6 +167,7 @@ export class ChatPane {
     if (switched) {
       replace(this.element, this.body);
       this.shownId = conversation.id;
+      this.items = new Map();
       this.input.value = '';
       this.autosize();
     }
@@ -193,31 +218,61 @@ export class ChatPane {
     const me = this.client.me?.id;
     const messages = [...conversation.messages.values()].sort((a, b) => a.seq - b.seq);
     const pending = this.client.outbox.filter((entry) => entry.conversationId === conversation.id);
-    /** @type {Node[]} */
+    // Items are kept by key and rebuilt only when what they show changed,
+    // and the list is patched in place: a screen reader's log announces
+    // only what is new, and nothing the user focused is thrown away.
+    /** @type {Map<string, {signature: string, element: HTMLElement}>} */
+    const kept = new Map();
+    /** @type {HTMLElement[]} */
     const items = [];
+    /**
+     * @param {string} key
+     * @param {string} signature everything the item shows
+     * @param {() => HTMLElement} build
+     */
+    const item = (key, signature, build) => {
+      const cached = this.items.get(key);
+      const element = cached && cached.signature === signature ? cached.element : build();
+      kept.set(key, { signature, element });
+      items.push(element);
+    };
     let lastDay = '';
     let lastSender = -1;
     let lastTime = 0;
     for (const message of messages) {
       const day = dayKey(message.server_ts_ms);
       if (day !== lastDay) {
-        items.push(h('li', { class: 'day' }, h('span', { text: formatDay(message.server_ts_ms) })));
+        const label = formatDay(message.server_ts_ms);
+        item(`day-${day}`, label, () => h('li', { class: 'day' }, h('span', { text: label })));
         lastDay = day;
         lastSender = -1;
       }
       const first = message.sender_id !== lastSender || message.server_ts_ms - lastTime > GROUP_GAP_MS;
-      items.push(this.messageItem(conversation, message, first, message.sender_id === me));
+      const mine = message.sender_id === me;
+      const signature = JSON.stringify([
+        first,
+        message.body,
+        message.recalled ?? null,
+        mine ? this.readText(conversation, message) : '',
+        this.client.mayRecall(conversation, message),
+        this.client.displayName(message.sender_id, message.sender_name),
+      ]);
+      item(`message-${message.seq}`, signature, () => this.messageItem(conversation, message, first, mine));
       lastSender = message.sender_id;
       lastTime = message.server_ts_ms;
     }
     for (const entry of pending) {
-      items.push(this.pendingItem(entry, lastSender !== me));
+      const first = lastSender !== me;
+      const signature = JSON.stringify([first, entry.state, entry.error ?? '', this.client.status === 'connected']);
+      item(`pending-${entry.clientMsgId}`, signature, () => this.pendingItem(entry, first));
       lastSender = me ?? -1;
     }
     if (items.length === 0) {
-      items.push(h('li', { class: 'no-messages', text: conversation.historyLoaded ? 'No messages yet. Say hello!' : 'Loading…' }));
+      const text = conversation.historyLoaded ? 'No messages yet. Say hello!' : 'Loading…';
+      item('empty', text, () => h('li', { class: 'no-messages', text }));
     }
-    replace(this.list, ...items);
+    this.items = kept;
+    patchChildren(this.list, items);
     this.older.hidden = !conversation.hasOlder;
 
     if (what === 'switched' || what === 'sent' || (wasAtEnd && what !== 'older')) {
@@ -285,13 +340,22 @@ export class ChatPane {
    * @param {ChatMessage} message
    */
   readMark(conversation, message) {
+    const text = this.readText(conversation, message);
+    return h('span', { class: text.includes('Read') ? 'state read' : 'state sent', text });
+  }
+
+  /**
+   * @param {Conversation} conversation
+   * @param {ChatMessage} message
+   */
+  readText(conversation, message) {
     if (conversation.kind === 'direct') {
       const read = (conversation.readPositions.get(conversation.peerId ?? 0) ?? 0) >= message.seq;
-      return h('span', { class: read ? 'state read' : 'state sent', text: read ? '✓✓ Read' : '✓ Sent' });
+      return read ? '✓✓ Read' : '✓ Sent';
     }
     let readers = 0;
     for (const [user, seq] of conversation.readPositions) if (user !== message.sender_id && seq >= message.seq) readers++;
-    return h('span', { class: readers ? 'state read' : 'state sent', text: readers ? `✓✓ Read by ${readers}` : '✓ Sent' });
+    return readers ? `✓✓ Read by ${readers}` : '✓ Sent';
   }
 
   /**
