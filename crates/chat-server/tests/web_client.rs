@@ -1,7 +1,8 @@
 //! The web client (`web/` at the repository root), tested as a browser
 //! would use it:
 //!
-//! - its protocol module against the byte examples of `docs/protocol.md`
+//! - its protocol module against the byte examples of `docs/protocol.md`,
+//!   and its client's delivery rules without a server
 //!   (`node --test web/test`);
 //! - a type check of every module from its JSDoc annotations
 //!   (`tsc --noEmit -p web`);
@@ -119,8 +120,8 @@ fn run(what: &str, command: &mut Command) {
 }
 
 #[test]
-fn the_protocol_module_decodes_the_documented_bytes() {
-    if !available("web client protocol tests", &missing(false, false)) {
+fn the_protocol_and_client_modules_pass_their_unit_tests() {
+    if !available("web client unit tests", &missing(false, false)) {
         return;
     }
     run(
