@@ -510,7 +510,8 @@ export class ChatClient extends EventTarget {
         this.outgoing = this.outgoing.filter((request) => request.to.id !== payload.user.id);
         if (payload.kind === 'accepted' && payload.friend) {
           this.friends.set(payload.friend.id, payload.friend);
-          this.ensureDirect(payload.friend);
+          const conversation = this.ensureDirect(payload.friend);
+          if (!conversation.lastActivityMs) conversation.lastActivityMs = Date.now();
         } else if (payload.kind === 'removed') {
           this.friends.delete(payload.user.id);
         }
@@ -1022,10 +1023,15 @@ export class ChatClient extends EventTarget {
   /** Re-reads friends and requests. */
   async refreshFriends() {
     const answer = await this.request('friend_list', {});
+    const known = new Set(this.friends.keys());
     this.friends = new Map(answer.friends.map((/** @type {Friend} */ friend) => [friend.id, friend]));
     this.incoming = answer.incoming_requests;
     this.outgoing = answer.outgoing_requests;
-    for (const friend of this.friends.values()) this.ensureDirect(friend);
+    for (const friend of this.friends.values()) {
+      const conversation = this.ensureDirect(friend);
+      // A new friendship is news: its conversation goes to the top.
+      if (!known.has(friend.id) && !conversation.lastActivityMs) conversation.lastActivityMs = Date.now();
+    }
     this.changed('friends');
   }
 
