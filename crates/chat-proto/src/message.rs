@@ -137,10 +137,10 @@ macro_rules! message_table {
                     Request::$rname(self)
                 }
 
-                fn from_response(response: Response) -> Result<$resp, Response> {
+                fn from_response(response: Response) -> Result<$resp, Box<Response>> {
                     match response {
                         Response::$rname(response) => Ok(response),
-                        other => Err(other),
+                        other => Err(Box::new(other)),
                     }
                 }
             }
@@ -195,10 +195,7 @@ pub trait Call: Sized {
     ///
     /// # Errors
     /// The response itself, when it is not this type's.
-    // The error hands the caller's own value back, moved once; boxing it
-    // would add an allocation to every mismatch for nothing.
-    #[allow(clippy::result_large_err)]
-    fn from_response(response: Response) -> Result<Self::Response, Response>;
+    fn from_response(response: Response) -> Result<Self::Response, Box<Response>>;
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(
