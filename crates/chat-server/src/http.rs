@@ -258,7 +258,12 @@ async fn web_file(State(state): State<Arc<HttpState>>, request: Request) -> Resp
     let files = WebFiles::new(state.ctx.config.web_root.as_deref());
     match files.get(request.uri().path()) {
         Some(file) => {
-            let mut response = file.body.into_owned().into_response();
+            // Embedded files are served from the binary without a copy.
+            let body = match file.body {
+                std::borrow::Cow::Borrowed(bytes) => axum::body::Body::from(bytes),
+                std::borrow::Cow::Owned(bytes) => axum::body::Body::from(bytes),
+            };
+            let mut response = body.into_response();
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(file.content_type),
