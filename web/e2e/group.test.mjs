@@ -39,6 +39,17 @@ test('a group: create, join, chat, kick', async () => {
   await register(ben.page, names.ben);
   await register(cat.page, names.cat);
 
+  // A friend request Cat declines: gone from both sides.
+  await showTab(ben.page, 'Friends');
+  await ben.page.getByLabel('Name', { exact: true }).fill(names.cat);
+  await ben.page.getByRole('button', { name: 'Send request' }).click();
+  await expect(ben.page.getByRole('list', { name: 'Requests sent' })).toContainText(names.cat);
+  await showTab(cat.page, 'Friends');
+  await cat.page.getByRole('button', { name: `Decline ${names.ben}` }).click();
+  await expect(cat.page.getByRole('list', { name: 'Friend requests' })).toHaveCount(0);
+  await expect(ben.page.getByRole('list', { name: 'Requests sent' })).toHaveCount(0);
+  await expect(ben.page.locator('.friend')).toHaveCount(0);
+
   await showTab(ann.page, 'Groups');
   await ann.page.getByLabel('Group name').fill('Book club');
   await ann.page.getByLabel('Description (optional)').fill('Mondays at eight');

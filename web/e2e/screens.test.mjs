@@ -60,6 +60,14 @@ async function shoot(page, name) {
   // Let fonts and the last render settle.
   await page.waitForTimeout(200);
   await page.screenshot({ path: screenshotPath(name) });
+  // Nothing wider than the screen: no sideways scrolling, on a phone either.
+  const overflow = await page.evaluate(() =>
+    [...document.querySelectorAll('body *')]
+      .filter((element) => element.getBoundingClientRect().right > window.innerWidth + 1)
+      .map((element) => element.className)
+      .slice(0, 5),
+  );
+  assert.deepEqual(overflow, [], `wider than the screen in ${name}`);
 }
 
 for (const [label, viewport] of /** @type {const} */ ([
