@@ -118,6 +118,18 @@ test('hostile markup is shown as text and runs nothing', async () => {
   await expect(bob.page.locator('.message-list img')).toHaveCount(0);
   await expect(bob.page.locator('.message-list script')).toHaveCount(0);
   await expect(bob.page.locator('.message-list a')).toHaveCount(0);
+  // Names are people's text too: a group named like markup.
+  const groupName = '<img src=x onerror=alert(3)>';
+  await showTab(alice.page, 'Groups');
+  await alice.page.getByLabel('Group name').fill(groupName);
+  await alice.page.getByLabel('Description (optional)').fill('<script>alert(4)</script>');
+  await alice.page.getByRole('button', { name: 'Create group' }).click();
+  await expect(alice.page.locator('.chat-title')).toHaveText(groupName);
+  await alice.page.getByRole('button', { name: 'Members' }).click();
+  await expect(alice.page.getByRole('dialog')).toContainText('<script>alert(4)</script>');
+  await alice.page.keyboard.press('Escape');
+  await expect(alice.page.locator('img[src="x"]')).toHaveCount(0);
+  await openChat(alice.page, bobName);
   await bob.page.waitForTimeout(500);
   assert.deepEqual(bob.dialogs, []);
   assert.deepEqual(alice.dialogs, []);
