@@ -181,24 +181,27 @@ export class ChatClient extends EventTarget {
   }
 
   /**
-   * Signs in with a password (or the kept token when no credentials are
-   * given), then keeps the session connected until sign-out.
-   * @param {{user: string, password: string} | null} credentials
+   * Signs in with a password, then keeps the session connected (and
+   * reconnects with the token it got) until sign-out.
+   * @param {{user: string, password: string}} credentials
    */
   async signIn(credentials) {
-    this.wanted = true;
     this.setStatus('connecting');
-    const connection = await this.connect();
+    let connection;
     try {
-      const login = credentials
-        ? await connection.request('login', credentials)
-        : await connection.request('login', { token: this.storage.getItem(TOKEN_KEY) });
+      connection = await this.connect();
+    } catch (error) {
+      this.setStatus('signed-out');
+      throw error;
+    }
+    this.wanted = true;
+    try {
+      const login = await connection.request('login', credentials);
       this.storage.setItem(TOKEN_KEY, login.token);
       await this.afterLogin(connection, login);
     } catch (error) {
       this.wanted = false;
       connection.close();
-      if (!credentials && error instanceof RequestError) this.forget();
       this.setStatus('signed-out');
       throw error;
     }
@@ -351,6 +354,13 @@ export class ChatClient extends EventTarget {
     this.outgoing = login.outgoing_requests;
     for (const friend of this.friends.values()) this.ensureDirect(friend);
     for (const group of this.groups.values()) this.ensureGroup(group);
+    // Groups left, or removed from, while disconnected.
+    for (const conversation of [...this.conversations.values()]) {
+      if (conversation.kind === 'group' && !this.groups.has(conversation.groupId ?? 0)) {
+        this.conversations.delete(conversation.id);
+        if (this.openConversationId === conversation.id) this.openConversationId = null;
+      }
+    }
     for (const row of login.unread ?? []) {
       const conversation = this.conversations.get(row.conversation_id);
       if (conversation) {
@@ -365,7 +375,10 @@ export class ChatClient extends EventTarget {
     for (const conversation of this.conversations.values()) this.scheduleAck(conversation);
     if (this.openConversationId !== null) {
       const open = this.conversations.get(this.openConversationId);
-      if (open) await this.loadNewest(open).catch(() => {});
+      if (open) {
+        await this.loadNewest(open).catch(() => {});
+        if (this.hasConversations) this.loadReadPositions(open);
+      }
     }
     this.changed();
   }
@@ -618,10 +631,15 @@ export class ChatClient extends EventTarget {
   countUnread(conversation) {
     if (conversation.readSeq >= conversation.lastSeq) return 0;
     let count = 0;
+    let held = 0;
     for (const message of conversation.messages.values()) {
-      if (message.seq > conversation.readSeq && message.sender_id !== this.me?.id) count++;
+      if (message.seq <= conversation.readSeq) continue;
+      held++;
+      if (message.sender_id !== this.me?.id) count++;
     }
-    return Math.max(count, Math.min(conversation.unread, conversation.lastSeq - conversation.readSeq));
+    // Every message after the read position is here: count exactly.
+    if (held === conversation.lastSeq - conversation.readSeq) return count;
+    return Math.min(conversation.unread, conversation.lastSeq - conversation.readSeq);
   }
 
   /**
