@@ -9,11 +9,11 @@
 //! with deadlock retry). This macro writes that mapping once; each backend
 //! expands it next to its own `reads`, `writes` and `write`.
 
-/// Implements `UserStore`, `TokenStore`, `FriendStore`, `GroupStore` and
-/// `MessageStore` for `$store`, which must have a `reads: Reads` field and
-/// `write(args, body)` and `write_checked(args, body)` methods (the latter
-/// for bodies that refuse before they change anything: appends and acks),
-/// with a `writes` module in scope.
+/// Implements `UserStore`, `TokenStore`, `FriendStore`, `GroupStore`,
+/// `MessageStore` and `ConversationStore` for `$store`, which must have a
+/// `reads: Reads` field, a `write(args, body)` method, and `append`,
+/// `queue` and `ack_write` methods (its hot path), with a `writes` module in
+/// scope.
 macro_rules! impl_repositories {
     ($store:ty) => {
         // An anonymous const gives the imports a scope of their own, so the
@@ -233,14 +233,6 @@ macro_rules! impl_repositories {
             impl MessageStore for $store {
                 async fn append_message(&self, message: NewMessage) -> Result<Appended> {
                     self.append(message, None).await
-                }
-
-                async fn append_message_then(
-                    &self,
-                    message: NewMessage,
-                    on_commit: OnCommit,
-                ) -> Result<Appended> {
-                    self.append(message, Some(on_commit)).await
                 }
 
                 async fn queue_append(

@@ -113,7 +113,7 @@ pub struct Appended {
     pub recipients: Vec<UserId>,
 }
 
-/// What [`MessageStore::append_message_then`] runs after the commit.
+/// What [`MessageStore::queue_append`] runs after the commit.
 pub type OnCommit = Box<dyn FnOnce(&Appended) + Send>;
 
 /// An append that is queued for commit; resolves once it is committed (or
@@ -294,24 +294,18 @@ pub trait MessageStore: Send + Sync {
     /// not a member.
     async fn append_message(&self, message: NewMessage) -> Result<Appended>;
 
-    /// As [`MessageStore::append_message`], and calls `on_commit` with the
-    /// result right after the commit. Appends go through one writer per
-    /// store (group commit), and the hooks run on it in commit order, so a
-    /// caller that delivers from the hook delivers each conversation in
-    /// sequence order even when many senders' appends share one commit. (On
-    /// MySQL that holds per store: hooks of two nodes writing one
-    /// conversation run in two processes.) The hook must be quick and must
-    /// not block.
-    async fn append_message_then(
-        &self,
-        message: NewMessage,
-        on_commit: OnCommit,
-    ) -> Result<Appended>;
-
-    /// As [`MessageStore::append_message_then`], but returns as soon as the
+    /// As [`MessageStore::append_message`], but returns as soon as the
     /// append has its place in the commit queue, with a future of its
-    /// result: a session can queue a client's pipelined sends one after
-    /// another (keeping their order) and answer each when it commits.
+    /// result, and calls `on_commit` with the result right after the
+    /// commit. A session queues a client's pipelined sends one after
+    /// another (keeping their order) and answers each when it commits.
+    /// Appends go through one writer per store (group commit), and the
+    /// hooks run on it in commit order, so a caller that delivers from the
+    /// hook delivers each conversation in sequence order even when many
+    /// senders' appends share one commit. (On MySQL that holds per store:
+    /// hooks of two nodes writing one conversation run in two processes.)
+    /// The hook must be quick and must not block; a hook that panics is
+    /// caught and logged, and the write stands.
     async fn queue_append(&self, message: NewMessage, on_commit: OnCommit)
         -> Result<PendingAppend>;
 

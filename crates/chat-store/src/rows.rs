@@ -542,8 +542,6 @@ pub(crate) mod args {
     pub(crate) type GroupUser = (GroupId, UserId);
     /// `set_role`: group, user, role.
     pub(crate) type NewRole = (GroupId, UserId, Role);
-    /// `ack`: user, conversation, seq.
-    pub(crate) type Ack = (UserId, ConversationId, Seq);
     /// `mark_read`: user, conversation, seq.
     pub(crate) type Read = (UserId, ConversationId, Seq);
 }

@@ -69,8 +69,11 @@ const READERS: u32 = 4;
 pub struct SqliteStore {
     reads: Reads,
     writer: Writer,
-    /// Appends and acks, for a database in a file.
-    hot: Option<HotWriter>,
+    /// Appends and acks.
+    hot: HotWriter,
+    /// For `sqlite::memory:`, the private directory holding the throw-away
+    /// file; removed when the store is dropped.
+    _scratch: Option<tempfile::TempDir>,
 }
 
 impl SqliteStore {
@@ -98,38 +101,50 @@ impl SqliteStore {
                 wal_limit,
             },
         ) = split_params(url)?;
+        // A throw-away database is a file in a private directory, so that it
+        // takes exactly the path a real one takes (the hot-path thread's
+        // own connection, WAL, checkpoints): every line that stores a
+        // message is the one the tests run.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let scratch = if in_memory {
+            Some(tempfile::tempdir().map_err(|error| {
+                StoreError::Config(format!(
+                    "cannot make a directory for sqlite::memory: {error}"
+                ))
+            })?)
+        } else {
+            None
+        };
+        let url = match &scratch {
+            Some(dir) => format!("sqlite://{}", dir.path().join("chat.db").display()),
+            None => url,
+        };
         let url = url.as_str();
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|error| StoreError::Config(format!("bad SQLite URL {url:?}: {error}")))?
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        if !in_memory && options.get_filename().as_os_str().is_empty() {
+        if options.get_filename().as_os_str().is_empty() {
             // SQLite would give every connection a private temporary
             // database: the readers would never see what the writer wrote.
             return Err(StoreError::Config(format!(
                 "SQLite URL {url:?} names no file: expected sqlite://PATH"
             )));
         }
-        let writer_options = if in_memory {
-            options.clone()
-        } else {
-            options
-                .clone()
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(synchronous)
-                // The hot path's checkpointer thread does the checkpoints,
-                // and the log's file is cut back as the hot connection's is.
-                .pragma("wal_autocheckpoint", "0")
-                .pragma(
-                    "journal_size_limit",
-                    checkpoint::journal_size_limit(wal_limit).to_string(),
-                )
-        };
-        // One connection that never expires: the only writer, and for an
-        // in-memory database the database itself (it disappears with its
-        // last connection).
+        let writer_options = options
+            .clone()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(synchronous)
+            // The hot path's checkpointer thread does the checkpoints, and
+            // the log's file is cut back as the hot connection's is.
+            .pragma("wal_autocheckpoint", "0")
+            .pragma(
+                "journal_size_limit",
+                checkpoint::journal_size_limit(wal_limit).to_string(),
+            );
+        // One connection that never expires: the writer of everything but
+        // appends and acks.
         let writer_pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -145,44 +160,35 @@ impl SqliteStore {
             writer_pool.close().await;
             return Err(error.into());
         }
-        let hot = if in_memory {
-            None
-        } else {
-            let pragma = match synchronous {
-                SqliteSynchronous::Full => "FULL",
-                SqliteSynchronous::Extra => "EXTRA",
-                _ => "NORMAL",
-            };
-            match HotWriter::start(options.get_filename(), pragma, wal_limit) {
-                Ok(hot) => Some(hot),
-                Err(error) => {
-                    writer_pool.close().await;
-                    return Err(error);
-                }
+        let pragma = match synchronous {
+            SqliteSynchronous::Full => "FULL",
+            SqliteSynchronous::Extra => "EXTRA",
+            _ => "NORMAL",
+        };
+        let hot = match HotWriter::start(options.get_filename(), pragma, wal_limit) {
+            Ok(hot) => hot,
+            Err(error) => {
+                writer_pool.close().await;
+                return Err(error);
             }
         };
-        let read_pool = if in_memory {
-            // Another connection would open another, empty database; reads
-            // share the writer's connection between batches.
-            writer_pool.clone()
-        } else {
-            let reader_options = options.read_only(true);
-            match SqlitePoolOptions::new()
-                .max_connections(READERS)
-                .connect_with(reader_options)
-                .await
-            {
-                Ok(pool) => pool,
-                Err(error) => {
-                    writer_pool.close().await;
-                    return Err(error.into());
-                }
+        let reader_options = options.read_only(true);
+        let read_pool = match SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(reader_options)
+            .await
+        {
+            Ok(pool) => pool,
+            Err(error) => {
+                writer_pool.close().await;
+                return Err(error.into());
             }
         };
         Ok(SqliteStore {
             hot,
             reads: Reads::new(read_pool),
             writer: Writer::start(writer_pool),
+            _scratch: scratch,
         })
     }
 
@@ -195,62 +201,20 @@ impl SqliteStore {
         self.writer.write(args, body).await
     }
 
-    /// Runs a write that refuses before it changes anything; see
-    /// [`Writer::write_checked`].
-    async fn write_checked<A, T>(&self, args: A, body: WriteBody<A, T>) -> Result<T>
-    where
-        A: Send + Sync + 'static,
-        T: Send + 'static,
-    {
-        self.writer.write_checked(args, body).await
-    }
-
-    /// Appends a message on the hot path (or, for an in-memory database,
-    /// through the writer task), running `on_commit` in commit order.
+    /// Appends a message on the hot path, running `on_commit` in commit
+    /// order.
     async fn append(&self, message: NewMessage, on_commit: Option<OnCommit>) -> Result<Appended> {
-        match (&self.hot, on_commit) {
-            (Some(hot), on_commit) => hot.append(message, on_commit).await,
-            (None, Some(on_commit)) => {
-                self.writer
-                    .write_checked_then(
-                        message,
-                        |conn, message| Box::pin(writes::append_message(conn, message)),
-                        on_commit,
-                    )
-                    .await
-            }
-            (None, None) => {
-                self.write_checked(message, |conn, message| {
-                    Box::pin(writes::append_message(conn, message))
-                })
-                .await
-            }
-        }
+        self.hot.append(message, on_commit).await
     }
 
-    /// Queues an append on the hot path and returns its pending result (for
-    /// an in-memory database, appends through the writer task first).
+    /// Queues an append on the hot path and returns its pending result.
     async fn queue(&self, message: NewMessage, on_commit: OnCommit) -> Result<PendingAppend> {
-        match &self.hot {
-            Some(hot) => hot.queue(message, on_commit).await,
-            None => {
-                let appended = self.append(message, Some(on_commit)).await;
-                Ok(Box::pin(std::future::ready(appended)))
-            }
-        }
+        self.hot.queue(message, on_commit).await
     }
 
     /// Moves `user`'s acknowledged position in `conversation`.
     async fn ack_write(&self, user: UserId, conversation: ConversationId, seq: Seq) -> Result<Seq> {
-        match &self.hot {
-            Some(hot) => hot.ack(user, conversation, seq).await,
-            None => {
-                self.write_checked((user, conversation, seq), |conn, args| {
-                    Box::pin(writes::ack(conn, args))
-                })
-                .await
-            }
-        }
+        self.hot.ack(user, conversation, seq).await
     }
 }
 
@@ -262,14 +226,10 @@ impl Store for SqliteStore {
     async fn close(&self) {
         // The writers first, so every queued write commits before the
         // connections go; the log last, once nothing else can hold it.
-        if let Some(hot) = &self.hot {
-            hot.close().await;
-        }
+        self.hot.close().await;
         self.writer.close().await;
         self.reads.close().await;
-        if let Some(hot) = &self.hot {
-            hot.close_log().await;
-        }
+        self.hot.close_log().await;
     }
 
     fn backend(&self) -> &'static str {

@@ -1120,6 +1120,34 @@ async fn refused_writes_do_not_disturb_others(store: Arc<dyn Store>) {
     );
 }
 
+async fn a_panicking_commit_hook_leaves_the_store_working(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    befriend(&store, alice, bob).await;
+    let pending = store
+        .queue_append(
+            message(alice, Target::User(bob), "boom", "first"),
+            Box::new(|_| panic!("a hook that fails")),
+        )
+        .await
+        .unwrap();
+    // The message is committed and answered all the same.
+    assert_eq!(pending.await.unwrap().message.seq, Seq(1));
+    // And the store goes on: the next append commits and runs its hook.
+    let (ran, ran_rx) = std::sync::mpsc::channel();
+    let pending = store
+        .queue_append(
+            message(alice, Target::User(bob), "after", "second"),
+            Box::new(move |appended| {
+                let _ = ran.send(appended.message.seq);
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(pending.await.unwrap().message.seq, Seq(2));
+    assert_eq!(ran_rx.try_recv(), Ok(Seq(2)));
+}
+
 // ---------------------------------------------------------------------------
 // Conversations: the list, read positions, recall
 // ---------------------------------------------------------------------------
@@ -1501,6 +1529,7 @@ conformance!(
     late_joiner_gets_only_later_messages,
     concurrent_appends_are_gap_free,
     refused_writes_do_not_disturb_others,
+    a_panicking_commit_hook_leaves_the_store_working,
     conversation_list_is_newest_first_with_counts,
     read_positions_move_forward_within_the_log,
     group_reads_name_the_senders_they_cover,

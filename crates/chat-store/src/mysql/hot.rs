@@ -108,7 +108,7 @@ impl HotWriter {
         }
     }
 
-    /// Appends a message; see [`crate::MessageStore::append_message_then`].
+    /// Appends a message; see [`crate::MessageStore::append_message`].
     pub(super) async fn append(
         &self,
         message: NewMessage,

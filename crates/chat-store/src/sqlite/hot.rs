@@ -127,7 +127,7 @@ impl HotWriter {
         Ok(hot)
     }
 
-    /// Appends a message; see [`crate::MessageStore::append_message_then`].
+    /// Appends a message; see [`crate::MessageStore::append_message`].
     pub(super) async fn append(
         &self,
         message: NewMessage,
@@ -372,7 +372,17 @@ fn answer(job: Job, outcome: Outcome) {
             Outcome::Appended(result),
         ) => {
             if let (Ok(appended), Some(on_commit)) = (&result, on_commit) {
-                on_commit(appended);
+                // The hook runs delivery code on this thread; a panic in it
+                // must not end the thread, and with it every later write.
+                // The message is committed: it is answered, and its pushes
+                // come back through sync.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_commit(appended)))
+                    .is_err()
+                {
+                    tracing::error!(
+                        "a commit hook panicked; the write stands, its pushes are lost"
+                    );
+                }
             }
             let _ = reply.send(result);
         }

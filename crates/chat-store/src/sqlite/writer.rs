@@ -10,10 +10,9 @@
 //!
 //! A write that is refused (`NotFound`, `Conflict`, `Forbidden`) leaves
 //! nothing behind and the others of its batch still commit: each write
-//! starts with a `SAVEPOINT` and a refused one is rolled back to it. The
-//! hot writes (appends and acks) are written to refuse before they change
-//! anything; they skip the savepoint, one statement fewer on the path that
-//! matters ([`Writer::write_checked`]). If the database itself fails, the
+//! starts with a `SAVEPOINT` and a refused one is rolled back to it.
+//! (Appends and acks do not come here: they have the hot path's thread,
+//! `hot.rs`.) If the database itself fails, the
 //! whole batch is rolled back and each write is retried alone in its own
 //! transaction, so one bad write cannot fail the writes that happened to
 //! share its batch.
@@ -43,9 +42,6 @@ const QUEUE_LEN: usize = 4 * MAX_BATCH;
 /// open transaction, with its arguments. A plain function pointer, so that
 /// the writer can run it a second time when it retries a failed batch write
 /// by write.
-/// Runs on the writer task with a write's result right after its commit.
-pub(super) type OnCommit<T> = Box<dyn FnOnce(&T) + Send>;
-
 pub(super) type WriteBody<A, T> =
     for<'c> fn(&'c mut SqliteConnection, &'c A) -> BoxFuture<'c, Result<T>>;
 
@@ -80,45 +76,10 @@ impl Writer {
         A: Send + Sync + 'static,
         T: Send + 'static,
     {
-        self.submit(args, body, true, None).await
+        self.submit(args, body).await
     }
 
-    /// Like [`Writer::write`] for a body that, when it refuses, does so
-    /// before it has changed anything: it runs without a savepoint.
-    ///
-    /// # Errors
-    /// As [`Writer::write`].
-    pub(super) async fn write_checked<A, T>(&self, args: A, body: WriteBody<A, T>) -> Result<T>
-    where
-        A: Send + Sync + 'static,
-        T: Send + 'static,
-    {
-        self.submit(args, body, false, None).await
-    }
-
-    /// As [`Writer::write_checked`], and runs `on_commit` with the result
-    /// on the writer task right after the commit, before any later write of
-    /// the queue is answered: hooks run in commit order.
-    pub(super) async fn write_checked_then<A, T>(
-        &self,
-        args: A,
-        body: WriteBody<A, T>,
-        on_commit: OnCommit<T>,
-    ) -> Result<T>
-    where
-        A: Send + Sync + 'static,
-        T: Send + 'static,
-    {
-        self.submit(args, body, false, Some(on_commit)).await
-    }
-
-    async fn submit<A, T>(
-        &self,
-        args: A,
-        body: WriteBody<A, T>,
-        guarded: bool,
-        on_commit: Option<OnCommit<T>>,
-    ) -> Result<T>
+    async fn submit<A, T>(&self, args: A, body: WriteBody<A, T>) -> Result<T>
     where
         A: Send + Sync + 'static,
         T: Send + 'static,
@@ -127,9 +88,7 @@ impl Writer {
         let job = Box::new(TypedJob {
             args,
             body,
-            guarded,
             outcome: None,
-            on_commit,
             reply,
         });
         self.commands
@@ -168,10 +127,6 @@ enum Command {
 /// A queued write with its reply channel, its result type erased so that one
 /// batch can hold writes of every kind.
 trait Job: Send {
-    /// Whether a refusal may come after the body wrote something, so that
-    /// in a batch it needs a savepoint to roll back to.
-    fn guarded(&self) -> bool;
-
     /// Runs the body inside the open transaction and keeps its outcome.
     /// `Ok(true)`: it wrote and must be committed; `Ok(false)`: it was
     /// refused and its changes must be rolled back; `Err`: the database
@@ -193,9 +148,7 @@ trait Job: Send {
 struct TypedJob<A, T> {
     args: A,
     body: WriteBody<A, T>,
-    guarded: bool,
     outcome: Option<Result<T>>,
-    on_commit: Option<OnCommit<T>>,
     reply: oneshot::Sender<Result<T>>,
 }
 
@@ -204,10 +157,6 @@ where
     A: Send + Sync + 'static,
     T: Send + 'static,
 {
-    fn guarded(&self) -> bool {
-        self.guarded
-    }
-
     fn run<'c>(
         &'c mut self,
         conn: &'c mut SqliteConnection,
@@ -227,10 +176,7 @@ where
         })
     }
 
-    fn answer(mut self: Box<Self>) {
-        if let (Some(Ok(value)), Some(on_commit)) = (&self.outcome, self.on_commit.take()) {
-            on_commit(value);
-        }
+    fn answer(self: Box<Self>) {
         let outcome = self
             .outcome
             .unwrap_or(Err(StoreError::Database(sqlx::Error::WorkerCrashed)));
@@ -315,7 +261,7 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Box<dyn Job>>
 
 /// Runs every job in one transaction.
 ///
-/// A guarded job starts with a savepoint, and a refused one is rolled back to
+/// Each job starts with a savepoint, and a refused one is rolled back to
 /// it. Savepoints are not released one by one (`ROLLBACK TO` the name
 /// reaches the newest savepoint of that name, which is this job's); the
 /// `COMMIT` releases them all, a statement per job saved.
@@ -325,11 +271,8 @@ async fn run_together(
 ) -> Result<(), sqlx::Error> {
     execute(conn, "BEGIN IMMEDIATE").await?;
     for job in batch.iter_mut() {
-        let guarded = job.guarded();
-        if guarded {
-            execute(conn, "SAVEPOINT write").await?;
-        }
-        if !job.run(conn).await? && guarded {
+        execute(conn, "SAVEPOINT write").await?;
+        if !job.run(conn).await? {
             execute(conn, "ROLLBACK TO write").await?;
         }
     }

@@ -2,16 +2,14 @@
 //! connection inside a transaction the writer opened (see `writer.rs`), checks
 //! before it writes, and may be run a second time if its batch fails.
 
-use chat_proto::{
-    ChatMessage, ConversationId, FriendRequestInfo, GroupId, Role, Seq, Target, UserId, UserSummary,
-};
+use chat_proto::{ConversationId, FriendRequestInfo, GroupId, Role, UserId, UserSummary};
 use sqlx::sqlite::SqliteConnection;
 
 use crate::error::{Result, StoreError};
-use crate::repo::{Appended, FriendAddResult, FriendRecord, GroupRecord, NewMessage, UserRecord};
+use crate::repo::{FriendAddResult, FriendRecord, GroupRecord, UserRecord};
 use crate::rows::{
-    args, from_db, insert_error, into_user_ids, role_from_db, role_to_db, target_to_db, to_db,
-    FriendRow, MessageRow, SELECT_FRIEND, SELECT_MESSAGE,
+    args, from_db, insert_error, into_user_ids, role_from_db, role_to_db, to_db, FriendRow,
+    SELECT_FRIEND,
 };
 
 pub(super) async fn create_user(
@@ -462,188 +460,6 @@ pub(super) async fn dissolve_group(
         .execute(&mut *conn)
         .await?;
     Ok(into_user_ids(members))
-}
-
-pub(super) async fn append_message(
-    conn: &mut SqliteConnection,
-    message: &NewMessage,
-) -> Result<Appended> {
-    // This is the hot path, and on SQLite every statement is a round trip to
-    // the connection's thread, so the common case is one statement: take the
-    // next number of the conversation the sender may write to, provided
-    // this client_msg_id is new. No row back means one of those conditions
-    // failed; the rare path below finds out which, without having written.
-    let sender = to_db(message.sender_id.0);
-    let taken: Option<(i64, i64)> = match message.target {
-        Target::User(to) => sqlx::query_as(
-            "UPDATE conversations SET last_seq = last_seq + 1, last_activity_ms = ? \
-                 WHERE id = (SELECT conversation_id FROM friends \
-                             WHERE user_id = ? AND friend_id = ?) \
-                 AND NOT EXISTS (SELECT 1 FROM messages \
-                                 WHERE sender_id = ? AND client_msg_id = ?) \
-                 RETURNING id, last_seq",
-        )
-        .bind(message.now_ms)
-        .bind(sender)
-        .bind(to_db(to.0)),
-        Target::Group(group) => sqlx::query_as(
-            "UPDATE conversations SET last_seq = last_seq + 1, last_activity_ms = ? \
-                 WHERE id = (SELECT g.conversation_id FROM chat_groups g \
-                             JOIN group_members m ON m.group_id = g.id \
-                             WHERE g.id = ? AND m.user_id = ?) \
-                 AND NOT EXISTS (SELECT 1 FROM messages \
-                                 WHERE sender_id = ? AND client_msg_id = ?) \
-                 RETURNING id, last_seq",
-        )
-        .bind(message.now_ms)
-        .bind(to_db(group.0))
-        .bind(sender),
-    }
-    .bind(sender)
-    .bind(&message.client_msg_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some((conversation, seq)) = taken else {
-        return duplicate_or_refusal(conn, message).await;
-    };
-    let (target_kind, target_id) = target_to_db(message.target);
-    sqlx::query(
-        "INSERT INTO messages (conversation_id, seq, sender_id, target_kind, target_id, \
-         client_msg_id, body, server_ts_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(conversation)
-    .bind(seq)
-    .bind(sender)
-    .bind(target_kind)
-    .bind(target_id)
-    .bind(&message.client_msg_id)
-    .bind(&message.body)
-    .bind(message.now_ms)
-    .execute(&mut *conn)
-    .await?;
-    // Whoever writes has read what they answer.
-    sqlx::query(
-        "UPDATE conversation_members SET read_seq = ? WHERE conversation_id = ? AND user_id = ?",
-    )
-    .bind(seq)
-    .bind(conversation)
-    .bind(sender)
-    .execute(&mut *conn)
-    .await?;
-    let conversation_id = ConversationId(from_db(conversation));
-    let recipients = match message.target {
-        // The members of a direct conversation are always its two users
-        // (befriending adds both; unfriending removes neither), so they need
-        // no query.
-        Target::User(to) => {
-            let mut pair = vec![message.sender_id, to];
-            pair.sort_unstable();
-            pair
-        }
-        Target::Group(_) => recipients(conn, conversation_id.0).await?,
-    };
-    Ok(Appended {
-        message: ChatMessage {
-            conversation_id,
-            seq: Seq(from_db(seq)),
-            sender_id: message.sender_id,
-            sender_name: message.sender_name.clone(),
-            target: message.target,
-            client_msg_id: message.client_msg_id.clone(),
-            body: message.body.clone(),
-            server_ts_ms: message.now_ms,
-            recalled: None,
-        },
-        duplicate: false,
-        recipients,
-    })
-}
-
-/// Why an append took no number: a resend (answered with the original), an
-/// unknown target, or a target the sender may not write to. A resend is
-/// recognised first, so it gets its original answer even if the sender has
-/// since lost the right to write there.
-async fn duplicate_or_refusal(
-    conn: &mut SqliteConnection,
-    message: &NewMessage,
-) -> Result<Appended> {
-    let sender = to_db(message.sender_id.0);
-    if let Some(original) = stored(conn, sender, &message.client_msg_id).await? {
-        let recipients = recipients(conn, original.conversation_id.0).await?;
-        return Ok(Appended {
-            message: original,
-            duplicate: true,
-            recipients,
-        });
-    }
-    let (exists, refusal) = match message.target {
-        Target::User(to) => (
-            sqlx::query_scalar::<_, i64>("SELECT 1 FROM users WHERE id = ?")
-                .bind(to_db(to.0))
-                .fetch_optional(&mut *conn)
-                .await?,
-            StoreError::Forbidden("not friends"),
-        ),
-        Target::Group(group) => (
-            sqlx::query_scalar::<_, i64>("SELECT 1 FROM chat_groups WHERE id = ?")
-                .bind(to_db(group.0))
-                .fetch_optional(&mut *conn)
-                .await?,
-            StoreError::Forbidden("not a member of the group"),
-        ),
-    };
-    match (exists, message.target) {
-        (Some(_), _) => Err(refusal),
-        (None, Target::User(_)) => Err(StoreError::NotFound("user")),
-        (None, Target::Group(_)) => Err(StoreError::NotFound("group")),
-    }
-}
-
-/// The message `sender` stored under `client_msg_id`, if any.
-async fn stored(
-    conn: &mut SqliteConnection,
-    sender: i64,
-    client_msg_id: &str,
-) -> Result<Option<ChatMessage>> {
-    let row: Option<MessageRow> = sqlx::query_as(&format!(
-        "{SELECT_MESSAGE} WHERE m.sender_id = ? AND m.client_msg_id = ?"
-    ))
-    .bind(sender)
-    .bind(client_msg_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.map(MessageRow::into_message).transpose()
-}
-
-/// Everyone a conversation's messages are for, by id.
-async fn recipients(conn: &mut SqliteConnection, conversation: u64) -> Result<Vec<UserId>> {
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "SELECT user_id FROM conversation_members WHERE conversation_id = ? ORDER BY user_id",
-    )
-    .bind(to_db(conversation))
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(into_user_ids(ids))
-}
-
-pub(super) async fn ack(
-    conn: &mut SqliteConnection,
-    (user, conversation, seq): &args::Ack,
-) -> Result<Seq> {
-    // Forward only, and never past the conversation's end.
-    let acked: Option<i64> = sqlx::query_scalar(
-        "UPDATE conversation_members SET acked_seq = MAX(acked_seq, MIN(?, \
-         (SELECT last_seq FROM conversations WHERE id = conversation_members.conversation_id))) \
-         WHERE conversation_id = ? AND user_id = ? RETURNING acked_seq",
-    )
-    .bind(to_db(seq.0))
-    .bind(to_db(conversation.0))
-    .bind(to_db(user.0))
-    .fetch_optional(&mut *conn)
-    .await?;
-    acked
-        .map(|acked| Seq(from_db(acked)))
-        .ok_or(StoreError::Forbidden("not a member of the conversation"))
 }
 
 crate::conversations::writes!(SqliteConnection, lock = "");
