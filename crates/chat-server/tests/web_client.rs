@@ -58,10 +58,7 @@ fn available(suite: &str, missing: &[String]) -> bool {
     );
     // Straight to the file descriptor: `eprintln!` would be captured and
     // shown only for a failing test.
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "\nSKIPPED: {suite} (missing {what})\n"
-    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {suite} needs {what}");
     false
 }
 
