@@ -13,18 +13,17 @@
 //!   application each message once and in order per conversation as an
 //!   [`Event`].
 //!
-//! - [`command`] parses the `chat` command language and [`render`] formats
-//!   what `chat` prints; both are pure, for the binary and its tests.
+//! The `chat` terminal client is its own crate (`chat-cli`), so that
+//! embedders of this library do not pull in its command line and line
+//! editor.
 //!
 //! [`ClientError`] is the one error type of this crate.
 
 pub mod client;
-pub mod command;
 pub mod connection;
 pub mod delivery;
 pub mod error;
 pub mod event;
-pub mod render;
 pub mod transport;
 
 pub use client::{Client, ClientOptions, ReconnectPolicy};

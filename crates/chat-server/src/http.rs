@@ -214,10 +214,12 @@ async fn healthz() -> Response {
 async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     let draining = *state.shutdown.borrow();
     // A cheap primary-key read that goes through the store's read path.
-    let store = matches!(
-        tokio::time::timeout(READY_TIMEOUT, state.ctx.store.user_by_id(UserId(0))).await,
-        Ok(Ok(_))
-    );
+    let failed = state.ctx.store.failure().is_some();
+    let store = !failed
+        && matches!(
+            tokio::time::timeout(READY_TIMEOUT, state.ctx.store.user_by_id(UserId(0))).await,
+            Ok(Ok(_))
+        );
     let bus = state.ctx.bus.is_connected();
     let ready = !draining && store && bus;
     let status = if ready {
@@ -230,7 +232,7 @@ async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
         serde_json::json!({
             "status": if ready { "ready" } else { "not_ready" },
             "draining": draining,
-            "store": if store { "ok" } else { "unavailable" },
+            "store": if failed { "failed" } else if store { "ok" } else { "unavailable" },
             "bus": if bus { "ok" } else { "disconnected" },
         }),
     )

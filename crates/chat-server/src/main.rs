@@ -448,6 +448,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         loop {
             tokio::select! {
                 () = &mut stop => break,
+                failure = server.failed() => {
+                    tracing::error!(%failure, "stopping: the store failed");
+                    return server.shutdown().await;
+                }
                 _ = hangup.recv() => match server.reload_tls() {
                     Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
                     Err(error) => tracing::error!(%error, "SIGHUP: TLS certificate not reloaded; keeping the old one"),

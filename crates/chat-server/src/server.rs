@@ -30,7 +30,8 @@ pub struct RunningServer {
     local_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
     tls: Option<Arc<Tls>>,
-    shutdown: watch::Sender<bool>,
+    shutdown: Arc<watch::Sender<bool>>,
+    failure: watch::Receiver<Option<String>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -57,6 +58,23 @@ impl RunningServer {
         match &self.tls {
             Some(tls) => tls.reload(),
             None => Ok(()),
+        }
+    }
+
+    /// Resolves when the node has to stop because its store failed for good
+    /// (see [`chat_store::Store::failure`]), with what failed. The node is
+    /// draining by then; [`RunningServer::shutdown`] finishes the stop and
+    /// returns the failure as its error, for a non-zero exit that makes the
+    /// supervisor (systemd, Kubernetes) restart it. Never resolves otherwise.
+    pub async fn failed(&self) -> String {
+        let mut failure = self.failure.clone();
+        let failed = match failure.wait_for(Option::is_some).await {
+            Ok(failed) => failed.clone(),
+            Err(_) => None,
+        };
+        match failed {
+            Some(failed) => failed,
+            None => std::future::pending().await,
         }
     }
 
@@ -135,7 +153,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let _ = telemetry::handle();
     let ctx = Arc::new(Context::new(config, store, bus, hub));
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let shutdown = Arc::new(shutdown);
+    let (failure_tx, failure) = watch::channel(None);
     let node = Node {
+        stop: shutdown.clone(),
+        failure: failure_tx,
         limiter: Arc::new(ConnectionLimiter::new(
             ctx.config.max_connections_per_ip,
             ctx.config.max_connections,
@@ -150,6 +172,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         http_addr,
         tls,
         shutdown,
+        failure,
         task,
     })
 }
@@ -171,7 +194,14 @@ struct Node {
     limiter: Arc<ConnectionLimiter>,
     tls: Option<Arc<Tls>>,
     shutdown: watch::Receiver<bool>,
+    /// Starts the drain when the store fails for good.
+    stop: Arc<watch::Sender<bool>>,
+    /// Where that failure is reported to the node's owner.
+    failure: watch::Sender<Option<String>>,
 }
+
+/// How often the node asks its store whether it failed for good.
+const STORE_WATCH: Duration = Duration::from_secs(1);
 
 /// Accepts from `listener`, or waits forever when there is none.
 async fn accept_from(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
@@ -206,9 +236,23 @@ impl Node {
         // so aborting the task (a simulated crash) drops every connection.
         let mut sessions = JoinSet::new();
         let mut http_connections = JoinSet::new();
+        let mut store_watch = tokio::time::interval(STORE_WATCH);
+        let mut failed = None;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
+                _ = store_watch.tick() => {
+                    // A store whose hot path died refuses every message:
+                    // stop (draining, so clients move to another node) and
+                    // exit non-zero, rather than accept clients in vain.
+                    if let Some(failure) = node.ctx.store.failure() {
+                        tracing::error!(%failure, "the store failed; stopping the node");
+                        let _ = node.stop.send(true);
+                        let _ = node.failure.send(Some(failure.clone()));
+                        failed = Some(failure);
+                        break;
+                    }
+                }
                 Some(joined) = sessions.join_next(), if !sessions.is_empty() => log_panic(joined),
                 Some(_) = http_connections.join_next(), if !http_connections.is_empty() => {}
                 Some(task) = session_rx.recv() => {
@@ -262,7 +306,10 @@ impl Node {
         node.ctx.bus.close().await;
         node.ctx.store.close().await;
         tracing::info!("stopped");
-        Ok(())
+        match failed {
+            Some(failure) => Err(anyhow::anyhow!("the store failed: {failure}")),
+            None => Ok(()),
+        }
     }
 
     /// Admits a chat connection: limits at once, then (on its own task)

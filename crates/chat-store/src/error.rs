@@ -45,3 +45,40 @@ pub(crate) async fn within<T>(limit: Duration, call: impl Future<Output = Result
         .await
         .unwrap_or(Err(StoreError::TimedOut(limit)))
 }
+
+/// Set once when a part of the store that cannot restart itself has stopped
+/// (a hot-path thread or task died): every later write would fail, so the
+/// node should stop and be restarted rather than limp on. See
+/// [`crate::Store::failure`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Failure(std::sync::Arc<std::sync::OnceLock<String>>);
+
+impl Failure {
+    /// Records what stopped (the first report wins) and logs it.
+    pub(crate) fn set(&self, what: String) {
+        tracing::error!(failure = %what, "the store cannot go on");
+        let _ = self.0.set(what);
+    }
+
+    /// What stopped, if anything did.
+    pub(crate) fn get(&self) -> Option<String> {
+        self.0.get().cloned()
+    }
+
+    /// Runs `work` (a thread's whole body), recording a panic as the
+    /// failure of `what`.
+    pub(crate) fn supervise(&self, what: &str, work: impl FnOnce()) {
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+            self.set(format!("{what} panicked: {}", panic_text(panic.as_ref())));
+        }
+    }
+}
+
+/// The message of a panic payload.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
+}

@@ -285,6 +285,10 @@ impl Store for MysqlStore {
     fn backend(&self) -> &'static str {
         "mysql"
     }
+
+    fn failure(&self) -> Option<String> {
+        self.hot.failure()
+    }
 }
 
 /// How long a node waits for another node's migrations before giving up.

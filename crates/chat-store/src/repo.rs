@@ -488,4 +488,12 @@ pub trait Store:
 
     /// A short name for logs: `"sqlite"` or `"mysql"`.
     fn backend(&self) -> &'static str;
+
+    /// Set once a part of the store that cannot restart itself has died (a
+    /// hot-path thread or task panicked): appends and acks fail from then
+    /// on, so the node must stop and be restarted by its supervisor rather
+    /// than go on accepting clients it cannot serve.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }

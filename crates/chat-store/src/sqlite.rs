@@ -6,11 +6,15 @@
 //! synced to disk at checkpoints; an operating-system crash or power cut can
 //! lose the last commits before the latest sync. `sqlite://PATH?synchronous=full`
 //! syncs the log at every commit instead, so nothing acknowledged is lost
-//! even then, at the price of one disk sync per batch. Reads go through a pool of read-only connections;
-//! every write goes through one writer task, which owns the only read-write
-//! connection and commits whatever writes are queued (up to 256) in one
-//! transaction, answering each only after that transaction's `COMMIT`: group
-//! commit, one disk sync for many messages, none acknowledged early.
+//! even then, at the price of one disk sync per batch. Reads go through a
+//! pool of read-only connections. Writes go through two writers, each with
+//! a read-write connection of its own, which SQLite serialises: appends and
+//! acks through the hot-path thread (`hot.rs`, a direct rusqlite
+//! connection), everything else through the writer task (`writer.rs`, on
+//! sqlx). Each commits whatever is queued (up to 256 writes) in one
+//! transaction and answers each write only after that transaction's
+//! `COMMIT`: group commit, one disk sync for many messages, none
+//! acknowledged early.
 //!
 //! The write-ahead log (`PATH-wal`) is kept under a bound, 64 MiB unless
 //! the URL says otherwise (`?wal_limit=256MiB`): a background thread copies
@@ -235,6 +239,10 @@ impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
     }
+
+    fn failure(&self) -> Option<String> {
+        self.hot.failure()
+    }
 }
 
 /// This crate's own parameters of a SQLite URL.
@@ -285,6 +293,43 @@ fn split_params(url: &str) -> Result<(String, SqliteParams)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_hot_thread_is_reported_not_hidden() {
+        use crate::repo::{FriendStore, MessageStore, UserStore};
+        use chat_proto::Target;
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let alice = store.create_user("alice", "h", 1).await.unwrap().id;
+        let bob = store.create_user("bob", "h", 1).await.unwrap().id;
+        store.add_friend_request(alice, bob, None, 1).await.unwrap();
+        store
+            .respond_friend_request(alice, bob, true, 1)
+            .await
+            .unwrap();
+        let message = |id: &str| NewMessage {
+            sender_id: alice,
+            sender_name: "alice".to_owned(),
+            target: Target::User(bob),
+            client_msg_id: id.to_owned(),
+            body: "hi".to_owned(),
+            now_ms: 1,
+        };
+        store.append_message(message("1")).await.unwrap();
+        assert_eq!(store.failure(), None);
+
+        store.hot.inject_panic().await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.failure().is_none() {
+            assert!(std::time::Instant::now() < deadline, "no failure reported");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let failure = store.failure().unwrap();
+        assert!(failure.contains("hot-path thread panicked"), "{failure}");
+        assert!(failure.contains("on purpose"), "{failure}");
+        // Appends fail from then on, instead of waiting forever.
+        assert!(store.append_message(message("2")).await.is_err());
+        store.close().await;
+    }
 
     #[test]
     fn own_parameters_are_taken_out_of_the_url() {

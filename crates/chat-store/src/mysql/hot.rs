@@ -82,6 +82,8 @@ pub(super) struct HotWriter {
     commands: mpsc::Sender<Command>,
     timeout: Duration,
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Set if the task dies.
+    failure: crate::error::Failure,
 }
 
 impl HotWriter {
@@ -101,11 +103,33 @@ impl HotWriter {
             conn: None,
             routes: RouteCache::default(),
         };
+        let failure = crate::error::Failure::default();
+        let watched = failure.clone();
+        // The committer runs as a task of its own so that a panic in it is
+        // seen here (as the join error) and recorded, not just lost with
+        // the queue: every later append would be refused, and the node
+        // should stop (see `Store::failure`).
+        let task = tokio::spawn(async move {
+            if let Err(error) = tokio::spawn(committer.run(receiver)).await {
+                if error.is_panic() {
+                    watched.set(format!(
+                        "the MySQL hot-path task panicked: {}",
+                        crate::error::panic_text(error.into_panic().as_ref())
+                    ));
+                }
+            }
+        });
         HotWriter {
             commands,
             timeout,
-            task: tokio::sync::Mutex::new(Some(tokio::spawn(committer.run(receiver)))),
+            task: tokio::sync::Mutex::new(Some(task)),
+            failure,
         }
+    }
+
+    /// What stopped, if the hot-path task died.
+    pub(super) fn failure(&self) -> Option<String> {
+        self.failure.get()
     }
 
     /// Appends a message; see [`crate::MessageStore::append_message`].

@@ -23,7 +23,7 @@ use chat_proto::{ChatMessage, ConversationId, GroupId, Seq, Target, UserId};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::{Result, StoreError};
+use crate::error::{Failure, Result, StoreError};
 use crate::log_throttle::{self, LogThrottle, Verdict};
 use crate::repo::{Appended, NewMessage, OnCommit, PendingAppend};
 use crate::rows::{from_db, target_to_db, to_db};
@@ -52,6 +52,9 @@ enum Job {
         reply: oneshot::Sender<Result<Seq>>,
     },
     Close(oneshot::Sender<()>),
+    /// Panics on the thread, as a bug would (tests of the supervision).
+    #[cfg(test)]
+    Panic,
 }
 
 /// What a job produced, kept until the batch has committed.
@@ -69,6 +72,8 @@ pub(super) struct HotWriter {
     /// to end on drop). A plain mutex: the store is shared, closing takes
     /// `&self`, and nothing else ever touches it.
     checkpointer: Mutex<Option<JoinHandle<()>>>,
+    /// Set if either thread dies.
+    failure: Failure,
 }
 
 impl HotWriter {
@@ -105,22 +110,35 @@ impl HotWriter {
         .map_err(engine)?;
         checkpointer.busy_timeout(BUSY_TIMEOUT).map_err(engine)?;
         let checkpoint_bound = bound.clone();
+        let failure = Failure::default();
+        let checkpoint_failure = failure.clone();
         let checkpointer = std::thread::Builder::new()
             .name("sqlite-checkpoint".to_owned())
             .spawn(move || {
-                checkpoint::checkpoint_loop(&checkpointer, &checkpoint_bound, BUSY_TIMEOUT);
+                checkpoint_failure.supervise("the SQLite checkpointer thread", || {
+                    checkpoint::checkpoint_loop(&checkpointer, &checkpoint_bound, BUSY_TIMEOUT);
+                });
             })
             .map_err(|error| StoreError::Config(format!("cannot start a thread: {error}")))?;
         bound.set_checkpointer(checkpointer.thread().clone());
         let (jobs, receiver) = mpsc::channel(QUEUE_LEN);
         let hot_bound = HotBound::new(bound.clone(), BUSY_TIMEOUT);
+        let hot_failure = failure.clone();
         let started = std::thread::Builder::new()
             .name("sqlite-hot".to_owned())
-            .spawn(move || run(conn, receiver, hot_bound));
+            .spawn(move || {
+                // A panic here drops the queue: every later append and ack
+                // is answered as unavailable, and the failure tells the
+                // node to stop (see `Store::failure`).
+                hot_failure.supervise("the SQLite hot-path thread", || {
+                    run(conn, receiver, hot_bound);
+                });
+            });
         let hot = HotWriter {
             jobs,
             bound,
             checkpointer: Mutex::new(Some(checkpointer)),
+            failure,
         };
         // On failure, dropping `hot` stops the checkpointer.
         started.map_err(|error| StoreError::Config(format!("cannot start a thread: {error}")))?;
@@ -176,6 +194,17 @@ impl HotWriter {
         })
         .await?;
         answer.await.map_err(|_| closed())?
+    }
+
+    /// What stopped, if a thread of the hot path died.
+    pub(super) fn failure(&self) -> Option<String> {
+        self.failure.get()
+    }
+
+    /// Queues a job that panics on the hot thread.
+    #[cfg(test)]
+    pub(super) async fn inject_panic(&self) {
+        let _ = self.jobs.send(Job::Panic).await;
     }
 
     /// Commits what is queued and stops the hot thread. The checkpointer
@@ -358,6 +387,8 @@ fn run_job(conn: &Connection, job: &Job) -> Outcome {
             ..
         } => Outcome::Acked(ack(conn, *user, *conversation, *seq)),
         Job::Close(_) => Outcome::Acked(Err(closed())),
+        #[cfg(test)]
+        Job::Panic => panic!("a panic on the hot path, on purpose"),
     }
 }
 

@@ -1,12 +1,15 @@
-//! The one task that writes to the SQLite database, with group commit.
+//! The task that does the SQLite writes other than appends and acks (those
+//! have the hot-path thread, `hot.rs`), with group commit.
 //!
 //! SQLite allows one writer at a time and, with `synchronous=FULL`, each
-//! commit waits for the disk. A commit per message would cap the server at
-//! the disk's sync rate. So every write is sent to this task, which owns the
-//! only read-write connection, takes everything that is queued (up to
+//! commit waits for the disk. A commit per write would cap the server at
+//! the disk's sync rate. So these writes are sent to this task, which owns
+//! a read-write connection, takes everything that is queued (up to
 //! [`MAX_BATCH`] writes), runs them in one transaction, and answers each only
 //! after that transaction's `COMMIT` returned: one disk sync for the whole
-//! batch, and still no write is acknowledged before it is durable.
+//! batch, and still no write is acknowledged before it is durable. The
+//! hot-path thread's transactions and this task's take turns (SQLite's
+//! write lock, with a busy timeout).
 //!
 //! A write that is refused (`NotFound`, `Conflict`, `Forbidden`) leaves
 //! nothing behind and the others of its batch still commit: each write

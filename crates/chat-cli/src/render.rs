@@ -11,7 +11,7 @@ use chat_proto::{
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::event::Event;
+use chat_client::Event;
 
 /// Whether times are shown in UTC rather than the local time zone.
 static UTC: AtomicBool = AtomicBool::new(false);

@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use chat_client::command::{help_text, Command, ConversationRef};
-use chat_client::render::{
+use crate::command::{help_text, Command, ConversationRef};
+use crate::render::{
     conversation_line, event_line, friend_line, group_event_line, group_line, json_error,
     json_event, json_response, member_line, message_line, printable, request_line,
 };

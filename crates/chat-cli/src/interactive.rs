@@ -6,8 +6,8 @@ use std::borrow::Cow;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::command::{self, Command};
 use anyhow::Context as _;
-use chat_client::command::{self, Command};
 use chat_client::Client;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use chat_client::command::{self, Command};
+use crate::command::{self, Command};
 use chat_client::Client;
 use tokio::io::AsyncBufReadExt;
 

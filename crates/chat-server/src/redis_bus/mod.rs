@@ -37,6 +37,8 @@
 //! link: the router uses a clone of the multiplexed command connection, so
 //! a burst of presence changes never holds up pushes, nor the reverse.
 
+mod envelope;
+
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -72,181 +74,24 @@ const OP_BATCH: usize = 256;
 /// How long [`RedisBus::start`] waits for the first connection before it
 /// starts in local-only mode.
 const START_WAIT: Duration = Duration::from_secs(3);
-/// The most recipients an incoming envelope may name.
-const MAX_ENVELOPE_USERS: usize = 1_000_000;
-/// The version tag that starts every envelope.
-const ENVELOPE_VERSION: &[u8] = b"1 ";
 
-/// Changes one user's registration and counts the other live nodes that
-/// host the user, dropping entries of dead nodes on the way.
-///
-/// KEYS: `user:{user}:nodes`, `node:{me}:users`.
-/// ARGV: prefix, my node id, user id, `1` to register or `0` to withdraw.
-const PRESENCE_SCRIPT: &str = r"
-local prefix, me, user = ARGV[1], ARGV[2], ARGV[3]
-if ARGV[4] == '1' then
-  redis.call('SADD', KEYS[1], me)
-  redis.call('SADD', KEYS[2], user)
-else
-  redis.call('SREM', KEYS[1], me)
-  redis.call('SREM', KEYS[2], user)
-end
-local others = 0
-for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if node ~= me then
-    if redis.call('EXISTS', prefix .. 'node:' .. node) == 1 then
-      others = others + 1
-    else
-      redis.call('SREM', KEYS[1], node)
-    end
-  end
-end
-return others
-";
+// The Lua scripts, each run atomically by Redis. Each file starts with what
+// it does and what it takes (KEYS and ARGV).
 
+/// Registers or withdraws one user here; counts the other live nodes.
+const PRESENCE_SCRIPT: &str = include_str!("lua/presence.lua");
 /// Registers or withdraws many users of this node at once.
-///
-/// KEYS: `node:{me}:users`. ARGV: prefix, my node id, `1` or `0`, user ids.
-const BULK_SCRIPT: &str = r"
-local prefix, me, add = ARGV[1], ARGV[2], ARGV[3] == '1'
-for i = 4, #ARGV do
-  local user_key = prefix .. 'user:' .. ARGV[i] .. ':nodes'
-  if add then
-    redis.call('SADD', user_key, me)
-    redis.call('SADD', KEYS[1], ARGV[i])
-  else
-    redis.call('SREM', user_key, me)
-    redis.call('SREM', KEYS[1], ARGV[i])
-  end
-end
-return #ARGV - 3
-";
-
+const BULK_SCRIPT: &str = include_str!("lua/bulk.lua");
 /// For each user, whether a live node other than this one hosts it.
-///
-/// KEYS: `user:{user}:nodes` per user. ARGV: prefix, my node id.
-const ONLINE_SCRIPT: &str = r"
-local prefix, me = ARGV[1], ARGV[2]
-local online = {}
-for i, key in ipairs(KEYS) do
-  online[i] = 0
-  for _, node in ipairs(redis.call('SMEMBERS', key)) do
-    if node ~= me and redis.call('EXISTS', prefix .. 'node:' .. node) == 1 then
-      online[i] = 1
-      break
-    end
-  end
-end
-return online
-";
-
-/// Publishes a frame to every other live node hosting any of the users, one
-/// envelope per node naming the users there. Returns the envelopes sent.
-///
-/// KEYS: `user:{user}:nodes` per user. ARGV: prefix, my node id, frame,
-/// then the user ids in the order of KEYS.
-const ROUTE_SCRIPT: &str = r"
-local prefix, me, frame = ARGV[1], ARGV[2], ARGV[3]
-local targets, order = {}, {}
-for i, key in ipairs(KEYS) do
-  for _, node in ipairs(redis.call('SMEMBERS', key)) do
-    if node ~= me then
-      local users = targets[node]
-      if users == nil then
-        if redis.call('EXISTS', prefix .. 'node:' .. node) == 1 then
-          users = {}
-          order[#order + 1] = node
-        else
-          users = false
-        end
-        targets[node] = users
-      end
-      if users then
-        users[#users + 1] = ARGV[3 + i]
-      end
-    end
-  end
-end
-for _, node in ipairs(order) do
-  redis.call('PUBLISH', prefix .. 'deliver:' .. node,
-    '1 ' .. table.concat(targets[node], ',') .. '\n' .. frame)
-end
-return #order
-";
-
-/// Publishes an order to end a user's sessions to every other live node
-/// hosting the user. Returns how many nodes it was published to.
-///
-/// KEYS: `user:{user}:nodes`. ARGV: prefix, my node id, the envelope.
-const END_SCRIPT: &str = r"
-local prefix, me = ARGV[1], ARGV[2]
-local told = 0
-for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if node ~= me and redis.call('EXISTS', prefix .. 'node:' .. node) == 1 then
-    redis.call('PUBLISH', prefix .. 'deliver:' .. node, ARGV[3])
-    told = told + 1
-  end
-end
-return told
-";
-
-/// The tag that starts an envelope ordering a user's sessions to end:
-/// `end <user>\n<message for the user>`.
-const END_ENVELOPE: &[u8] = b"end ";
-
-/// Marks this node alive for three heartbeats, checks its own subscription
-/// with an empty message, and sweeps a bounded number of entries of nodes
-/// whose liveness key expired. Returns whether the liveness key still
-/// existed (if not, Redis lost this node's registration) and how many
-/// subscribers received the check.
-///
-/// KEYS: `node:{me}`, `nodes`. ARGV: prefix, my node id, ttl seconds, now in
-/// milliseconds, sweep budget.
-const HEARTBEAT_SCRIPT: &str = r"
-local prefix, me = ARGV[1], ARGV[2]
-local existed = redis.call('EXISTS', KEYS[1])
-redis.call('SET', KEYS[1], ARGV[4], 'EX', tonumber(ARGV[3]))
-redis.call('SADD', KEYS[2], me)
-local subscribers = redis.call('PUBLISH', prefix .. 'deliver:' .. me, '')
-local budget = tonumber(ARGV[5])
-for _, node in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if budget <= 0 then
-    break
-  end
-  if node ~= me and redis.call('EXISTS', prefix .. 'node:' .. node) == 0 then
-    local users_key = prefix .. 'node:' .. node .. ':users'
-    local users = redis.call('SPOP', users_key, budget)
-    for _, user in ipairs(users) do
-      redis.call('SREM', prefix .. 'user:' .. user .. ':nodes', node)
-    end
-    budget = budget - #users
-    if redis.call('EXISTS', users_key) == 0 then
-      redis.call('SREM', KEYS[2], node)
-    end
-  end
-end
-local live, users = 0, 0
-for _, node in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if redis.call('EXISTS', prefix .. 'node:' .. node) == 1 then
-    live = live + 1
-    users = users + redis.call('SCARD', prefix .. 'node:' .. node .. ':users')
-  end
-end
-return {existed, subscribers, live, users}
-";
-
-/// Withdraws this node entirely: liveness, membership and every user entry.
-///
-/// KEYS: `node:{me}`, `nodes`, `node:{me}:users`. ARGV: prefix, my node id.
-const WITHDRAW_SCRIPT: &str = r"
-local prefix, me = ARGV[1], ARGV[2]
-for _, user in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-  redis.call('SREM', prefix .. 'user:' .. user .. ':nodes', me)
-end
-redis.call('DEL', KEYS[1], KEYS[3])
-redis.call('SREM', KEYS[2], me)
-return 1
-";
+const ONLINE_SCRIPT: &str = include_str!("lua/online.lua");
+/// Publishes a frame to the other live nodes hosting any of the users.
+const ROUTE_SCRIPT: &str = include_str!("lua/route.lua");
+/// Publishes an order to end a user's sessions to the other live nodes.
+const END_SCRIPT: &str = include_str!("lua/end.lua");
+/// Keeps this node alive, checks its subscription, sweeps dead nodes.
+const HEARTBEAT_SCRIPT: &str = include_str!("lua/heartbeat.lua");
+/// Withdraws this node entirely.
+const WITHDRAW_SCRIPT: &str = include_str!("lua/withdraw.lua");
 
 /// A Redis bus that cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -755,8 +600,7 @@ impl Bus for RedisBus {
             };
         };
         let keys = &self.shared.keys;
-        let mut envelope = END_ENVELOPE.to_vec();
-        envelope.extend_from_slice(format!("{}\n{message}", user.0).as_bytes());
+        let envelope = envelope::end_order(user, message);
         let mut invocation = self.shared.scripts.end.prepare_invoke();
         invocation
             .key(keys.user_nodes(user))
@@ -1026,8 +870,8 @@ impl Link {
             // The heartbeat's check of this node's own subscription.
             return;
         }
-        if let Some(order) = payload.strip_prefix(END_ENVELOPE) {
-            match parse_end_order(order) {
+        if let Some(order) = payload.strip_prefix(envelope::END_ENVELOPE) {
+            match envelope::parse_end_order(order) {
                 Some((user, message)) => {
                     let ended = self
                         .shared
@@ -1042,7 +886,7 @@ impl Link {
             }
             return;
         }
-        match parse_envelope(payload) {
+        match envelope::parse(payload) {
             Some((users, frame)) => {
                 metrics::counter!("chatd_bus_envelopes_received_total").increment(1);
                 self.shared.hub.deliver(&users, &frame, None);
@@ -1328,33 +1172,6 @@ fn backoff(failures: u32) -> Duration {
     half + half.mul_f64(rand::random::<f64>())
 }
 
-/// Splits an envelope, `1 <user>,<user>,...\n<frame bytes>`, into its
-/// recipients and frame; `None` if it is malformed.
-fn parse_envelope(payload: &[u8]) -> Option<(Vec<UserId>, Bytes)> {
-    let rest = payload.strip_prefix(ENVELOPE_VERSION)?;
-    let newline = rest.iter().position(|&byte| byte == b'\n')?;
-    let (header, frame) = (&rest[..newline], &rest[newline + 1..]);
-    if frame.is_empty() {
-        return None;
-    }
-    let header = std::str::from_utf8(header).ok()?;
-    let mut users = Vec::new();
-    for id in header.split(',') {
-        if users.len() >= MAX_ENVELOPE_USERS {
-            return None;
-        }
-        users.push(UserId(id.parse().ok()?));
-    }
-    Some((users, Bytes::copy_from_slice(frame)))
-}
-
-/// Splits an end order (what follows `end `): `<user>\n<message>`.
-fn parse_end_order(order: &[u8]) -> Option<(UserId, String)> {
-    let text = std::str::from_utf8(order).ok()?;
-    let (user, message) = text.split_once('\n')?;
-    Some((UserId(user.parse().ok()?), message.to_owned()))
-}
-
 /// A URL with its password hidden, for logs.
 fn redact(url: &str) -> String {
     match redis::parse_redis_url(url) {
@@ -1369,46 +1186,6 @@ fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_envelopes() {
-        let (users, frame) = parse_envelope(b"1 7,12\nFRAME\nwith newline").unwrap();
-        assert_eq!(users, vec![UserId(7), UserId(12)]);
-        assert_eq!(&frame[..], b"FRAME\nwith newline");
-        let (users, _) = parse_envelope(b"1 3\nx").unwrap();
-        assert_eq!(users, vec![UserId(3)]);
-    }
-
-    #[test]
-    fn parses_end_orders() {
-        assert_eq!(
-            parse_end_order(b"42\nyour account was disabled"),
-            Some((UserId(42), "your account was disabled".to_owned()))
-        );
-        assert_eq!(parse_end_order(b"42\n"), Some((UserId(42), String::new())));
-        for bad in [&b""[..], b"42", b"x\nm", b"-1\nm", b"4\xff\nm"] {
-            assert!(parse_end_order(bad).is_none(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn rejects_malformed_envelopes() {
-        for bad in [
-            &b""[..],
-            b"1 ",
-            b"1 7",
-            b"1 7\n",
-            b"2 7\nx",
-            b"1 \nx",
-            b"1 7,\nx",
-            b"1 -7\nx",
-            b"1 seven\nx",
-            b"1 99999999999999999999999\nx",
-            b"1 \xff\nx",
-        ] {
-            assert!(parse_envelope(bad).is_none(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -2,9 +2,12 @@
 //!
 //! Interactive (a line editor with history and completion) when stdin is a
 //! terminal; scripted (one command per line, `--json` output for machines)
-//! otherwise. The command language is `chat_client::command`.
+//! otherwise. The command language is `command.rs`; what is printed,
+//! `render.rs` (both pure, and unit-tested here).
 
+mod command;
 mod interactive;
+mod render;
 mod scripted;
 mod shell;
 
@@ -12,8 +15,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::command::Command;
 use anyhow::Context;
-use chat_client::command::Command;
 use chat_client::{Client, ClientOptions, ClientTls, ServerAddress};
 use clap::{Parser, Subcommand};
 
@@ -80,7 +83,7 @@ enum OneShot {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    chat_client::render::set_utc(args.utc);
+    render::set_utc(args.utc);
     // Logs go to stderr and are quiet by default: the terminal belongs to
     // the conversation. `RUST_LOG=chat_client=debug` shows the client's work.
     tracing_subscriber::fmt()
