@@ -200,9 +200,15 @@ test('scrolling up reads older history as far as it goes', async () => {
   assert.equal(bodies.length, before + more);
   assert.equal(new Set(bodies.filter((body) => body.startsWith('numbered'))).size, more);
   await expect(bob.page.getByRole('button', { name: 'Load older messages' })).toBeHidden();
-  // Away from the newest, a button leads back to it.
-  await bob.page.getByRole('button', { name: 'Jump to newest ↓' }).click();
-  await expect(bob.page.getByRole('button', { name: 'Jump to newest ↓' })).toBeHidden();
+  // Away from the newest, a button leads back to it, counting what came meanwhile.
+  await expect(bob.page.getByRole('button', { name: 'Jump to newest ↓' })).toBeVisible();
+  await say(alice.page, 'and one more');
+  await expect(bob.page.getByRole('button', { name: '1 new ↓' })).toBeVisible();
+  await expectTitle(bob.page, '(1) chatd');
+  await bob.page.getByRole('button', { name: '1 new ↓' }).click();
+  await expect(bob.page.locator('.jump')).toBeHidden();
+  await expectTitle(bob.page, 'chatd');
+  assert.equal((await shownBodies(bob.page)).at(-1), 'and one more');
 });
 
 test('a message to a former friend fails, and its retry sends it once they are friends again', async () => {

@@ -80,7 +80,7 @@ export class ChatPane {
     );
     this.scroller.addEventListener('scroll', () => this.onScroll());
     this.jump = h('button', { type: 'button', class: 'jump', hidden: true }, 'Jump to newest ↓');
-    this.jump.addEventListener('click', () => this.scrollToEnd(true));
+    this.jump.addEventListener('click', () => this.scrollToEnd());
     this.input = h('textarea', {
       id: 'composer-input',
       class: 'composer-input',
@@ -276,7 +276,7 @@ export class ChatPane {
     this.older.hidden = !conversation.hasOlder;
 
     if (what === 'switched' || what === 'sent' || (wasAtEnd && what !== 'older')) {
-      this.scrollToEnd(false);
+      this.scrollToEnd();
     } else if (what === 'older') {
       scroller.scrollTop = scroller.scrollHeight - fromBottom;
     } else {
@@ -298,8 +298,9 @@ export class ChatPane {
   messageItem(conversation, message, first, mine) {
     const classes = ['message', mine ? 'mine' : 'theirs'];
     if (first) classes.push('first');
+    const when = new Date(message.server_ts_ms);
     /** @type {Node[]} */
-    const meta = [h('time', { datetime: new Date(message.server_ts_ms).toISOString(), text: formatTime(message.server_ts_ms) })];
+    const meta = [h('time', { datetime: when.toISOString(), title: when.toLocaleString(), text: formatTime(message.server_ts_ms) })];
     let body;
     if (message.recalled) {
       classes.push('recalled');
@@ -341,7 +342,24 @@ export class ChatPane {
    */
   readMark(conversation, message) {
     const text = this.readText(conversation, message);
-    return h('span', { class: text.includes('Read') ? 'state read' : 'state sent', text });
+    const readers = this.readers(conversation, message).map((id) => this.client.displayName(id));
+    return h('span', {
+      class: text.includes('Read') ? 'state read' : 'state sent',
+      title: conversation.kind === 'group' && readers.length ? `Read by ${readers.join(', ')}` : null,
+      text,
+    });
+  }
+
+  /**
+   * Who (besides the sender) has read up to a message.
+   * @param {Conversation} conversation
+   * @param {ChatMessage} message
+   * @returns {number[]}
+   */
+  readers(conversation, message) {
+    const readers = [];
+    for (const [user, seq] of conversation.readPositions) if (user !== message.sender_id && seq >= message.seq) readers.push(user);
+    return readers;
   }
 
   /**
@@ -353,8 +371,7 @@ export class ChatPane {
       const read = (conversation.readPositions.get(conversation.peerId ?? 0) ?? 0) >= message.seq;
       return read ? '✓✓ Read' : '✓ Sent';
     }
-    let readers = 0;
-    for (const [user, seq] of conversation.readPositions) if (user !== message.sender_id && seq >= message.seq) readers++;
+    const readers = this.readers(conversation, message).length;
     return readers ? `✓✓ Read by ${readers}` : '✓ Sent';
   }
 
@@ -390,16 +407,20 @@ export class ChatPane {
     return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < NEAR_BOTTOM_PX;
   }
 
-  /** @param {boolean} smooth */
-  scrollToEnd(smooth) {
-    this.scroller.scrollTo({ top: this.scroller.scrollHeight, behavior: smooth ? 'smooth' : 'auto' });
+  /** Shows the newest message (at once: a smooth scroll would race new arrivals). */
+  scrollToEnd() {
+    this.scroller.scrollTop = this.scroller.scrollHeight;
     this.updateJump();
     const conversation = this.conversation();
     if (conversation && !document.hidden) this.client.markRead(conversation);
   }
 
   updateJump() {
-    this.jump.hidden = this.atEnd();
+    const atEnd = this.atEnd();
+    this.jump.hidden = atEnd;
+    const conversation = this.conversation();
+    const unread = conversation && !atEnd ? conversation.unread : 0;
+    this.jump.textContent = unread > 0 ? `${unread} new ↓` : 'Jump to newest ↓';
   }
 
   onScroll() {
