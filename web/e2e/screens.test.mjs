@@ -97,7 +97,7 @@ for (const [label, viewport] of /** @type {const} */ ([
     await say(alice.page, 'Hi! Are we still on for the hike on Saturday?');
     await openChat(bob.page, names.alice);
     await say(bob.page, 'Yes! Meet at the station at 8:00.\nBring water and something warm — it gets windy at the top.');
-    await say(alice.page, 'Perfect, see you there 🙂');
+    await say(alice.page, 'Perfect, see you there!');
     await say(alice.page, 'A long line that has to wrap: ' + 'supercalifragilisticexpialidocious'.repeat(4));
     await expect(bob.page.locator('.message.theirs .body').last()).toContainText('supercalifragilistic');
     await expect(alice.page.locator('.message.theirs .body')).toHaveCount(1);
