@@ -140,7 +140,7 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Administer accounts, groups and sessions, print statistics, back up the database.
+    /// Administer accounts, groups and sessions, print statistics, back up the database or move it to MySQL.
     ///
     /// Works on the store of the configuration (--config, --store) and asks
     /// running nodes (--http, default the configuration's http_listen) about
@@ -177,6 +177,17 @@ enum AdminCommand {
     Backup {
         /// Where to write the copy.
         file: PathBuf,
+    },
+    /// Copy this SQLite store, with chatd stopped, into an empty MySQL or MariaDB database (migrated first), keeping every id, token and position.
+    CopyStore {
+        /// The target database, mysql://USER:PASSWORD@HOST:PORT/DATABASE. Prefer the environment: flags show in `ps`.
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "CHATD_COPY_TO",
+            hide_env_values = true
+        )]
+        to: String,
     },
 }
 
@@ -283,6 +294,7 @@ impl AdminCommand {
             },
             AdminCommand::Stats => C::Stats,
             AdminCommand::Backup { file } => C::Backup { file },
+            AdminCommand::CopyStore { to } => C::CopyStore { to },
         }
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod admin;
 mod conversations;
+pub mod copy;
 mod dispatch;
 pub mod error;
 pub mod log_throttle;
@@ -30,6 +31,7 @@ pub mod sqlite;
 use std::sync::Arc;
 
 pub use admin::{AccountDetails, AccountRecord, AdminStore, DeletedAccount, StoreStats};
+pub use copy::{copy_sqlite_to_mysql, CopyReport};
 pub use error::{Result, StoreError};
 pub use repo::*;
 

@@ -103,19 +103,7 @@ impl MysqlStore {
     /// (within the timeout) or refuses the login; a migration error if the
     /// schema cannot be applied.
     pub async fn open(url: &str) -> Result<Self> {
-        let url = match url.strip_prefix("mariadb:") {
-            Some(rest) => format!("mysql:{rest}"),
-            None => url.to_owned(),
-        };
-        let (url, timeout) = split_timeout(&url)?;
-        let options = MySqlConnectOptions::from_str(&url)
-            .map_err(|error| StoreError::Config(format!("bad MySQL URL: {error}")))?;
-        if options.get_database().is_none_or(str::is_empty) {
-            return Err(StoreError::Config(
-                "the MySQL URL must name a database: mysql://USER:PASSWORD@HOST:PORT/DATABASE"
-                    .to_owned(),
-            ));
-        }
+        let (options, timeout) = connect_options(url)?;
         let lock_wait = lock_wait_secs(timeout);
         let pool = MySqlPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
@@ -234,6 +222,29 @@ async fn prepare_session(conn: &mut MySqlConnection, lock_wait_secs: u64) -> sql
 /// seconds (the unit the server takes), at least one.
 fn lock_wait_secs(timeout: Duration) -> u64 {
     (timeout.as_secs() / 2).max(1)
+}
+
+/// The connection options and the store timeout of a store URL
+/// (`mysql://` or `mariadb://`, with this crate's own `timeout` parameter).
+///
+/// # Errors
+/// [`StoreError::Config`] for a malformed URL, one that names no database,
+/// or a bad `timeout`.
+pub(crate) fn connect_options(url: &str) -> Result<(MySqlConnectOptions, Duration)> {
+    let url = match url.strip_prefix("mariadb:") {
+        Some(rest) => format!("mysql:{rest}"),
+        None => url.to_owned(),
+    };
+    let (url, timeout) = split_timeout(&url)?;
+    let options = MySqlConnectOptions::from_str(&url)
+        .map_err(|error| StoreError::Config(format!("bad MySQL URL: {error}")))?;
+    if options.get_database().is_none_or(str::is_empty) {
+        return Err(StoreError::Config(
+            "the MySQL URL must name a database: mysql://USER:PASSWORD@HOST:PORT/DATABASE"
+                .to_owned(),
+        ));
+    }
+    Ok((options, timeout))
 }
 
 /// Takes this crate's own `timeout` parameter out of a MySQL URL and returns

@@ -43,6 +43,7 @@ mod admin {
     );
 }
 
+pub(crate) use backup::database_file;
 pub use backup::{backup, BackupReport};
 
 use std::str::FromStr;

@@ -18,6 +18,7 @@ pub mod format;
 pub mod node;
 mod password;
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -108,6 +109,12 @@ pub enum Command {
         /// Where; must not exist.
         file: PathBuf,
     },
+    /// Copies a stopped SQLite store into an empty MySQL or MariaDB
+    /// database (see `chat_store::copy`).
+    CopyStore {
+        /// The target's store URL, `mysql://USER:PASSWORD@HOST:PORT/DATABASE`.
+        to: String,
+    },
 }
 
 /// How every command runs.
@@ -173,6 +180,7 @@ pub async fn run(
         Command::SessionsList => sessions_list(config, options).await,
         Command::SessionsKick { user } => sessions_kick(config, options, &user).await,
         Command::Backup { file } => backup(config, file).await,
+        Command::CopyStore { to } => copy_store(config, &to).await,
         command => {
             let store = open_store(&config.store).await?;
             let result = Admin {
@@ -374,9 +382,10 @@ impl Admin<'_> {
             Command::GroupsShow { id } => self.groups_show(GroupId(id)).await,
             Command::GroupsDissolve { id, yes } => self.groups_dissolve(GroupId(id), yes).await,
             Command::Stats => self.stats().await,
-            Command::SessionsList | Command::SessionsKick { .. } | Command::Backup { .. } => {
-                unreachable!("run without the store")
-            }
+            Command::SessionsList
+            | Command::SessionsKick { .. }
+            | Command::Backup { .. }
+            | Command::CopyStore { .. } => unreachable!("run without the store"),
         }
     }
 
@@ -881,9 +890,102 @@ async fn backup(config: &Config, file: PathBuf) -> Result<Report, AdminError> {
     ))
 }
 
+async fn copy_store(config: &Config, to: &str) -> Result<Report, AdminError> {
+    if !config.store.starts_with("sqlite:") {
+        return Err(AdminError(format!(
+            "copy-store copies a SQLite store, and the store is {} \
+             (give the SQLite one with --store sqlite://PATH or --config)",
+            without_password(&config.store)
+        )));
+    }
+    // A long copy shows how far it got, to a person watching; scripts get
+    // only the report.
+    let watched = std::io::stderr().is_terminal();
+    let report = chat_store::copy_sqlite_to_mysql(&config.store, to, |table| {
+        if watched {
+            eprintln!(
+                "copied {}: {} row{}",
+                table.table,
+                table.rows,
+                plural(table.rows)
+            );
+        }
+    })
+    .await
+    .map_err(|error| match error {
+        chat_store::StoreError::Config(reason) => AdminError(format!("nothing copied: {reason}")),
+        error => AdminError(format!("nothing copied: {error}")),
+    })?;
+    let target = without_password(to);
+    let mut table = Table::new(&["TABLE", "ROWS"]);
+    for copied in &report.tables {
+        table.row(vec![copied.table.clone(), copied.rows.to_string()]);
+    }
+    let rows: u64 = report.tables.iter().map(|copied| copied.rows).sum();
+    let mut text = format!(
+        "copied {} to {target}\n{}{rows} row{} in {} tables; every table's count matches\n",
+        report.source.display(),
+        table.render(),
+        plural(rows),
+        report.tables.len(),
+    );
+    if !report.id_counters.is_empty() {
+        let counters: Vec<String> = report
+            .id_counters
+            .iter()
+            .map(|counter| format!("{} from {}", counter.table, counter.next_id))
+            .collect();
+        text.push_str(&format!("new ids continue: {}\n", counters.join(", ")));
+    }
+    Ok(Report::new(
+        text,
+        json!({
+            "source": report.source,
+            "target": target,
+            "tables": report.tables.iter()
+                .map(|copied| json!({"table": copied.table, "rows": copied.rows}))
+                .collect::<Vec<_>>(),
+            "rows": rows,
+            "id_counters": report.id_counters.iter()
+                .map(|counter| json!({"table": counter.table, "next_id": counter.next_id}))
+                .collect::<Vec<_>>(),
+        }),
+    ))
+}
+
+/// A store URL fit to print: the password, if any, replaced by `***`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_not_printed() {
+        assert_eq!(
+            without_password("mysql://chat:s3cr@t@db:3306/chat"),
+            "mysql://chat:***@db:3306/chat"
+        );
+        assert_eq!(
+            without_password("mysql://root@db/chat"),
+            "mysql://root@db/chat"
+        );
+        assert_eq!(
+            without_password("sqlite:///var/lib/chatd/chat.db"),
+            "sqlite:///var/lib/chatd/chat.db"
+        );
+    }
 
     #[test]
     fn digits_name_an_id() {

@@ -53,7 +53,7 @@ pub async fn backup(url: &str, target: &Path) -> Result<BackupReport> {
 }
 
 /// The database file a `sqlite://` URL names.
-fn database_file(url: &str) -> Result<PathBuf> {
+pub(crate) fn database_file(url: &str) -> Result<PathBuf> {
     let (url, _params) = super::split_params(url)?;
     if url.contains(":memory:") || url.contains("mode=memory") {
         return Err(StoreError::Config(
