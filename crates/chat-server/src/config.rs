@@ -82,6 +82,10 @@ pub struct Config {
     /// Origins (`https://chat.example.org`) whose pages may open a WebSocket;
     /// the server's own origin is always allowed, `*` allows any.
     pub allowed_origins: Vec<String>,
+    /// Directory to serve the web client from instead of the files built
+    /// into chatd (laid out like `web/` in the source tree), to try changes
+    /// to the client without rebuilding.
+    pub web_root: Option<PathBuf>,
     /// Who may create accounts: `open` (anyone, with `register`) or
     /// `closed` (only an operator, with `chatd admin users create`).
     pub registration: Registration,
@@ -176,6 +180,7 @@ impl Default for Config {
             tls_key: None,
             tls_handshake_timeout_secs: 10,
             allowed_origins: Vec::new(),
+            web_root: None,
             registration: Registration::Open,
             admin_token: None,
             admin_allow_remote: false,

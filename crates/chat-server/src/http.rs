@@ -9,6 +9,7 @@
 //! - `GET /readyz`: 200 when the store answers and the cluster bus (if any)
 //!   is connected; 503 while draining or when either is down.
 //! - `GET /metrics`: the Prometheus text format.
+//! - `GET /` and the files it loads: the web client ([`crate::web`]).
 //! - `/admin/...`: the admin endpoint ([`crate::admin::endpoint`]), off
 //!   unless the node has an `admin_token`.
 //!
@@ -43,6 +44,7 @@ use crate::context::Context;
 use crate::session::Session;
 use crate::telemetry::{self, OpenConnection};
 use crate::transport::Transport;
+use crate::web::WebFiles;
 
 /// The WebSocket subprotocol of the chat protocol.
 pub const SUBPROTOCOL: &str = "chatd.v1";
@@ -89,9 +91,8 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/", get(index))
         .merge(crate::admin::endpoint::routes())
-        .fallback(not_found)
+        .fallback(web_file)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
@@ -250,17 +251,29 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     response
 }
 
-async fn index() -> Response {
-    let mut response = include_str!("../web/index.html").into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    response
-}
-
-async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "not_found", "no such path")
+/// A file of the web client, for any path no other route claims.
+async fn web_file(State(state): State<Arc<HttpState>>, request: Request) -> Response {
+    let method = request.method();
+    if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such path");
+    }
+    let files = WebFiles::new(state.ctx.config.web_root.as_deref());
+    match files.get(request.uri().path()) {
+        Some(file) => {
+            // Embedded files are served from the binary without a copy.
+            let body = match file.body {
+                std::borrow::Cow::Borrowed(bytes) => axum::body::Body::from(bytes),
+                std::borrow::Cow::Owned(bytes) => axum::body::Body::from(bytes),
+            };
+            let mut response = body.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(file.content_type),
+            );
+            response
+        }
+        None => error(StatusCode::NOT_FOUND, "not_found", "no such path"),
+    }
 }
 
 async fn method_not_allowed() -> Response {

@@ -7,7 +7,8 @@
 //! typed requests and writes responses and pushes; the [`service`] modules
 //! act on the store and hand pushes to the [`bus::Bus`], which reaches every
 //! session of a user through this node's [`hub::Hub`] (and, in a cluster,
-//! through other nodes). [`admin`] is `chatd admin`, for operators, and the
+//! through other nodes). [`web`] holds the browser client served at `/`.
+//! [`admin`] is `chatd admin`, for operators, and the
 //! admin endpoint it talks to.
 
 pub mod accept;
@@ -28,6 +29,7 @@ pub mod session;
 pub mod telemetry;
 pub mod tls;
 pub mod transport;
+pub mod web;
 
 pub use config::Config;
 pub use server::{run, start, RunningServer};

@@ -124,6 +124,9 @@ struct Args {
     /// Origins whose web pages may open a WebSocket, comma-separated (the server's own is always allowed; * allows any).
     #[arg(long, env = "CHATD_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Option<Vec<String>>,
+    /// Serve the web client from this directory (laid out like web/ in the source) instead of the files built in, to try changes without rebuilding.
+    #[arg(long, env = "CHATD_WEB_ROOT")]
+    web_root: Option<PathBuf>,
     /// Who may create accounts: open (anyone, with register) or closed (only `chatd admin users create`) [default: open].
     #[arg(long, env = "CHATD_REGISTRATION")]
     registration: Option<Registration>,
@@ -339,6 +342,9 @@ impl Args {
         }
         if self.tls_key.is_some() {
             config.tls_key = self.tls_key;
+        }
+        if self.web_root.is_some() {
+            config.web_root = self.web_root;
         }
         if self.redis.is_some() {
             config.redis = self.redis;
