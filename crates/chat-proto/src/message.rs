@@ -558,8 +558,8 @@ pub struct PingResponse {
     pub server_ts_ms: i64,
 }
 
-/// `register` request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `register` request. Its `Debug` output hides the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterRequest {
     /// 1 to 32 characters, unique, no control characters, not all digits.
     pub name: String,
@@ -574,8 +574,9 @@ pub struct RegisterResponse {
     pub user: UserSummary,
 }
 
-/// `login` request: either `user` and `password`, or `token`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `login` request: either `user` and `password`, or `token`. Its `Debug`
+/// output hides the password and the token.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginRequest {
     /// The account, by name or id (with `password`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -590,7 +591,8 @@ pub struct LoginRequest {
 
 /// `login` response: everything a client shows right after logging in. The
 /// messages the user has not acknowledged follow as `push_message` frames.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Its `Debug` output hides the token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginResponse {
     /// Who the session is now.
     pub user: UserSummary,
@@ -608,6 +610,53 @@ pub struct LoginResponse {
     pub outgoing_requests: Vec<FriendRequestInfo>,
     /// How many unacknowledged messages follow as pushes.
     pub unacked: u64,
+}
+
+/// Reads an optional field that has a default: `null` means the same as
+/// leaving the field out, as for every other optional request field.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// What `Debug` output shows in place of a password or a token.
+const HIDDEN: &str = "<hidden>";
+
+impl std::fmt::Debug for RegisterRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisterRequest")
+            .field("name", &self.name)
+            .field("password", &HIDDEN)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| HIDDEN))
+            .field("token", &self.token.as_ref().map(|_| HIDDEN))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for LoginResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginResponse")
+            .field("user", &self.user)
+            .field("token", &HIDDEN)
+            .field("token_expires_at_ms", &self.token_expires_at_ms)
+            .field("friends", &self.friends)
+            .field("groups", &self.groups)
+            .field("incoming_requests", &self.incoming_requests)
+            .field("outgoing_requests", &self.outgoing_requests)
+            .field("unacked", &self.unacked)
+            .finish()
+    }
 }
 
 /// `logout` request: no fields.
@@ -733,7 +782,7 @@ pub struct GroupCreateRequest {
     /// 1 to 64 characters.
     pub name: String,
     /// At most 512 characters.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub description: String,
 }
 
@@ -944,7 +993,7 @@ pub struct HistoryResponse {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncRequest {
     /// The highest sequence number the client holds per conversation.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub cursors: Vec<Cursor>,
     /// At most this many messages (default 500, at most 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -629,3 +629,40 @@ fn worst_case_pages_fit_in_the_client_limit() {
         );
     }
 }
+
+#[test]
+fn debug_output_hides_passwords_and_tokens() {
+    use chat_proto::{LoginRequest, LoginResponse, RegisterRequest, UserRef, UserSummary};
+    let register = RegisterRequest {
+        name: "alice".into(),
+        password: "register-secret".into(),
+    };
+    let login = LoginRequest {
+        user: Some(UserRef::Name("alice".into())),
+        password: Some("login-secret".into()),
+        token: Some("token-secret".into()),
+    };
+    let response = LoginResponse {
+        user: UserSummary {
+            id: chat_proto::UserId(1),
+            name: "alice".into(),
+        },
+        token: "response-secret".into(),
+        token_expires_at_ms: 0,
+        friends: Vec::new(),
+        groups: Vec::new(),
+        incoming_requests: Vec::new(),
+        outgoing_requests: Vec::new(),
+        unacked: 0,
+    };
+    let shown = format!("{register:?} {login:?} {response:#?}");
+    for secret in [
+        "register-secret",
+        "login-secret",
+        "token-secret",
+        "response-secret",
+    ] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("alice"));
+}

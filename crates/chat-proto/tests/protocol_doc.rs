@@ -298,6 +298,80 @@ fn json_examples_in_the_protocol_doc_parse_as_their_types() {
     }
 }
 
+/// The optional request fields the document lists, per request type: the
+/// rows with "no" in the `required` column of each request's field table.
+fn optional_request_fields(doc: &str) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    let mut section = String::new();
+    let mut in_request_table = false;
+    for line in doc.lines() {
+        if let Some(name) = line.strip_prefix("### `") {
+            section = name.trim_end_matches('`').to_owned();
+            in_request_table = false;
+        } else if line.starts_with("| field | type | required |") {
+            in_request_table = true;
+        } else if !line.starts_with('|') {
+            in_request_table = false;
+        } else if in_request_table {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            if let (Some(field), Some(required)) = (cells.get(1), cells.get(3)) {
+                if required.starts_with("no") {
+                    fields.push((section.clone(), field.trim_matches('`').to_owned()));
+                }
+            }
+        }
+    }
+    fields
+}
+
+/// The document says an optional request field may be sent as `null`,
+/// meaning the same as leaving it out: every optional field of every
+/// request example is tried as `null`.
+#[test]
+fn every_optional_request_field_accepts_null() {
+    let doc = protocol_md();
+    let optional = optional_request_fields(&doc);
+    assert!(
+        optional
+            .iter()
+            .any(|(section, field)| section == "sync" && field == "cursors"),
+        "the field tables were not found: {optional:?}"
+    );
+    let mut tried = 0;
+    for example in examples(&doc).into_iter().filter(|e| e.kind == "request") {
+        let Some(message_type) = MessageType::REQUESTS
+            .iter()
+            .find(|message_type| message_type.name() == example.section)
+        else {
+            continue;
+        };
+        for (_, field) in optional.iter().filter(|(s, _)| *s == example.section) {
+            let mut value: serde_json::Value = serde_json::from_str(&example.json).unwrap();
+            value[field.as_str()] = serde_json::Value::Null;
+            let payload = serde_json::to_vec(&value).unwrap();
+            let with_null = Request::from_payload(message_type.code(), &payload);
+            assert!(
+                with_null.is_ok(),
+                "`{}` refuses {field}: null: {with_null:?}",
+                example.section
+            );
+            if let Some(object) = value.as_object_mut() {
+                object.remove(field.as_str());
+            }
+            let without =
+                Request::from_payload(message_type.code(), &serde_json::to_vec(&value).unwrap());
+            assert_eq!(
+                with_null.ok(),
+                without.ok(),
+                "`{}`: {field}: null differs from leaving it out",
+                example.section
+            );
+            tried += 1;
+        }
+    }
+    assert!(tried >= 5, "only {tried} optional fields were tried");
+}
+
 #[test]
 fn hex_dump_layout() {
     assert_eq!(

@@ -536,6 +536,49 @@ impl std::fmt::Debug for RedisBus {
 }
 
 impl RedisBus {
+    /// Tells the other nodes that host `user` to end its sessions (only
+    /// those holding the token with the hash `token_hash`, if given).
+    /// Returns how many were told, `None` if they could not be reached.
+    async fn order_end(
+        &self,
+        user: UserId,
+        token_hash: Option<&str>,
+        message: &str,
+    ) -> Option<u64> {
+        let mut connection = self.shared.connection()?;
+        let keys = &self.shared.keys;
+        let mut envelope = END_ENVELOPE.to_vec();
+        let target = match token_hash {
+            Some(token_hash) => format!("{} {token_hash}", user.0),
+            None => user.0.to_string(),
+        };
+        envelope.extend_from_slice(format!("{target}\n{message}").as_bytes());
+        let mut invocation = self.shared.scripts.end.prepare_invoke();
+        invocation
+            .key(keys.user_nodes(user))
+            .arg(&keys.prefix)
+            .arg(&keys.me)
+            .arg(envelope);
+        let told = tokio::time::timeout(
+            CALL_TIMEOUT,
+            invocation.invoke_async::<u64>(&mut connection),
+        )
+        .await;
+        match told {
+            Ok(Ok(told)) => Some(told),
+            Ok(Err(error)) => {
+                tracing::warn!(%user, %error, "could not tell the other nodes to end a user's sessions");
+                self.shared.suspect.notify_one();
+                None
+            }
+            Err(_) => {
+                tracing::warn!(%user, "telling the other nodes to end a user's sessions timed out");
+                self.shared.suspect.notify_one();
+                None
+            }
+        }
+    }
+
     /// Starts the bus of the node whose sessions are in `hub`: connects,
     /// subscribes, registers, and keeps doing so in the background. Waits up
     /// to a few seconds for the first connection; if Redis is not reachable
@@ -748,39 +791,24 @@ impl Bus for RedisBus {
             .shared
             .hub
             .end_sessions(user, &Ending::ByOperator(message.to_owned()));
-        let Some(mut connection) = self.shared.connection() else {
-            return EndedSessions {
-                here,
-                other_nodes: None,
-            };
-        };
-        let keys = &self.shared.keys;
-        let mut envelope = END_ENVELOPE.to_vec();
-        envelope.extend_from_slice(format!("{}\n{message}", user.0).as_bytes());
-        let mut invocation = self.shared.scripts.end.prepare_invoke();
-        invocation
-            .key(keys.user_nodes(user))
-            .arg(&keys.prefix)
-            .arg(&keys.me)
-            .arg(envelope);
-        let told = tokio::time::timeout(
-            CALL_TIMEOUT,
-            invocation.invoke_async::<u64>(&mut connection),
-        )
-        .await;
-        let other_nodes = match told {
-            Ok(Ok(told)) => Some(told),
-            Ok(Err(error)) => {
-                tracing::warn!(%user, %error, "could not tell the other nodes to end a user's sessions");
-                self.shared.suspect.notify_one();
-                None
-            }
-            Err(_) => {
-                tracing::warn!(%user, "telling the other nodes to end a user's sessions timed out");
-                self.shared.suspect.notify_one();
-                None
-            }
-        };
+        let other_nodes = self.order_end(user, None, message).await;
+        EndedSessions { here, other_nodes }
+    }
+
+    async fn end_token_sessions(
+        &self,
+        user: UserId,
+        token_hash: &str,
+        except: SessionId,
+        message: &str,
+    ) -> EndedSessions {
+        let here = self.shared.hub.end_token_sessions(
+            user,
+            token_hash,
+            Some(except),
+            &Ending::ByOperator(message.to_owned()),
+        );
+        let other_nodes = self.order_end(user, Some(token_hash), message).await;
         EndedSessions { here, other_nodes }
     }
 
@@ -1028,12 +1056,29 @@ impl Link {
         }
         if let Some(order) = payload.strip_prefix(END_ENVELOPE) {
             match parse_end_order(order) {
-                Some((user, message)) => {
+                Some(EndOrder {
+                    user,
+                    token_hash: None,
+                    message,
+                }) => {
                     let ended = self
                         .shared
                         .hub
                         .end_sessions(user, &Ending::ByOperator(message));
                     tracing::info!(%user, sessions = ended, "sessions ended by an operator on another node");
+                }
+                Some(EndOrder {
+                    user,
+                    token_hash: Some(token_hash),
+                    message,
+                }) => {
+                    let ended = self.shared.hub.end_token_sessions(
+                        user,
+                        &token_hash,
+                        None,
+                        &Ending::ByOperator(message),
+                    );
+                    tracing::debug!(%user, sessions = ended, "sessions of a revoked token ended");
                 }
                 None => tracing::warn!(
                     len = payload.len(),
@@ -1348,11 +1393,30 @@ fn parse_envelope(payload: &[u8]) -> Option<(Vec<UserId>, Bytes)> {
     Some((users, Bytes::copy_from_slice(frame)))
 }
 
-/// Splits an end order (what follows `end `): `<user>\n<message>`.
-fn parse_end_order(order: &[u8]) -> Option<(UserId, String)> {
+/// An order to end sessions, from another node.
+#[derive(Debug, PartialEq, Eq)]
+struct EndOrder {
+    user: UserId,
+    /// Only the sessions holding the token with this hash; all if `None`.
+    token_hash: Option<String>,
+    message: String,
+}
+
+/// Splits an end order (what follows `end `): `<user>\n<message>`, or
+/// `<user> <token hash>\n<message>`.
+fn parse_end_order(order: &[u8]) -> Option<EndOrder> {
     let text = std::str::from_utf8(order).ok()?;
-    let (user, message) = text.split_once('\n')?;
-    Some((UserId(user.parse().ok()?), message.to_owned()))
+    let (target, message) = text.split_once('\n')?;
+    let (user, token_hash) = match target.split_once(' ') {
+        Some((user, token_hash)) if !token_hash.is_empty() => (user, Some(token_hash.to_owned())),
+        Some(_) => return None,
+        None => (target, None),
+    };
+    Some(EndOrder {
+        user: UserId(user.parse().ok()?),
+        token_hash,
+        message: message.to_owned(),
+    })
 }
 
 /// A URL with its password hidden, for logs.
@@ -1383,10 +1447,29 @@ mod tests {
     fn parses_end_orders() {
         assert_eq!(
             parse_end_order(b"42\nyour account was disabled"),
-            Some((UserId(42), "your account was disabled".to_owned()))
+            Some(EndOrder {
+                user: UserId(42),
+                token_hash: None,
+                message: "your account was disabled".to_owned()
+            })
         );
-        assert_eq!(parse_end_order(b"42\n"), Some((UserId(42), String::new())));
-        for bad in [&b""[..], b"42", b"x\nm", b"-1\nm", b"4\xff\nm"] {
+        assert_eq!(
+            parse_end_order(b"42\n"),
+            Some(EndOrder {
+                user: UserId(42),
+                token_hash: None,
+                message: String::new()
+            })
+        );
+        assert_eq!(
+            parse_end_order(b"42 abc123\nlogged out"),
+            Some(EndOrder {
+                user: UserId(42),
+                token_hash: Some("abc123".to_owned()),
+                message: "logged out".to_owned()
+            })
+        );
+        for bad in [&b""[..], b"42", b"x\nm", b"-1\nm", b"4\xff\nm", b"42 \nm"] {
             assert!(parse_end_order(bad).is_none(), "{bad:?}");
         }
     }

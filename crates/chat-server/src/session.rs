@@ -492,7 +492,7 @@ impl Session {
                 }))
             }
             Request::Register(request) => {
-                return account::register(ctx, request)
+                return account::register(ctx, request, self.peer.ip())
                     .await
                     .map(Response::Register)
             }
@@ -508,8 +508,7 @@ impl Session {
                 unreachable!("handled above")
             }
             Request::Logout(_) => {
-                let token_hash = me.token_hash.clone();
-                account::revoke(ctx, &token_hash).await?;
+                account::revoke(ctx, me).await?;
                 self.log_out().await;
                 Ok(Response::Logout(LogoutResponse {}))
             }
@@ -554,15 +553,16 @@ impl Session {
         let ctx = self.ctx.clone();
         let who = account::authenticate(&ctx, request, self.peer.ip()).await?;
         let session = ctx.hub.next_session_id();
+        let token_hash = crate::auth::token_hash(&who.token);
         let handle = Arc::new(
-            SessionHandle::new(session, who.user.id, ctx.config.outbox_len).with_details(
-                SessionDetails {
+            SessionHandle::new(session, who.user.id, ctx.config.outbox_len)
+                .with_details(SessionDetails {
                     name: who.user.name.clone(),
                     transport: self.transport.kind().as_str(),
                     peer: self.peer,
                     logged_in_at_ms: now_ms(),
-                },
-            ),
+                })
+                .with_token_hash(token_hash.clone()),
         );
         // Register before reading the backlog: a message committed in
         // between is then both pushed live and in the backlog (the client
@@ -573,7 +573,7 @@ impl Session {
                 user: who.user.id,
                 name: who.user.name.clone(),
                 session,
-                token_hash: crate::auth::token_hash(&who.token),
+                token_hash,
             },
             handle,
             _counted: LoggedInSession::start(),

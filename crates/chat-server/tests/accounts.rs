@@ -5,7 +5,7 @@
 mod common;
 
 use chat_client::ClientError;
-use chat_proto::{Status, Target};
+use chat_proto::{Push, SessionEndReason, Status, Target};
 use common::{befriend, expect_no_push, next_message, status_of, unique, TestServer, PASSWORD};
 
 /// The error body of a failed call, panicking if it succeeded.
@@ -265,9 +265,12 @@ async fn a_token_logs_in_again_until_logout_revokes_it() {
     assert_eq!(again.user, login.user);
     assert_ne!(again.token, login.token);
     second.friend_list().await.unwrap();
-    // The first session, logged in by password, is unaffected by the
-    // other connection's logout.
-    first.friend_list().await.unwrap();
+    // The first session holds the same token (it was handed out at its
+    // password login): logging out ended that login there too.
+    match common::expect_push(&first, |push| matches!(push, Push::PushSessionEnded(_))).await {
+        Push::PushSessionEnded(ended) => assert_eq!(ended.reason, SessionEndReason::LoggedOut),
+        _ => unreachable!("matched a session_ended push"),
+    }
     // A token and a password together are malformed, not a login.
     let both = third
         .request(chat_proto::Request::Login(chat_proto::LoginRequest {
@@ -355,13 +358,23 @@ async fn every_session_of_an_account_gets_every_message() {
     }
     expect_no_push(&bob_laptop).await;
 
-    // One device logging out leaves the others receiving.
+    // One device logging out ends the sessions that hold its token (the
+    // tablet resumed with the phone's token) and leaves the others
+    // receiving.
     bob_phone.logout().await.unwrap();
+    match common::expect_push(&bob_tablet, |push| {
+        matches!(push, Push::PushSessionEnded(_))
+    })
+    .await
+    {
+        Push::PushSessionEnded(ended) => assert_eq!(ended.reason, SessionEndReason::LoggedOut),
+        _ => unreachable!("matched a session_ended push"),
+    }
     alice_laptop
         .send(Target::User(bob_login.user.id), "still there?")
         .await
         .unwrap();
-    for device in [&bob_laptop, &bob_tablet, &alice_phone] {
+    for device in [&bob_laptop, &alice_phone] {
         assert_eq!(next_message(device).await.body, "still there?");
     }
     expect_no_push(&bob_phone).await;

@@ -163,6 +163,19 @@ pub trait AdminStore: Send + Sync {
     /// `NotFound` for an unknown or deleted account.
     async fn set_password(&self, user: UserId, password_hash: &str) -> Result<u64>;
 
+    /// Replaces the password hash of `user` with `new_hash` if it still is
+    /// `old_hash` (a stronger hash of the same password, made at login);
+    /// tokens stay valid. Returns whether it was replaced.
+    async fn replace_password_hash(
+        &self,
+        user: UserId,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool>;
+
+    /// Deletes every token that expired before `now_ms`; returns how many.
+    async fn purge_expired_tokens(&self, now_ms: i64) -> Result<u64>;
+
     /// Disables the account (it can no longer log in) and revokes its
     /// tokens, so enabling it again does not revive old devices. Returns
     /// how many tokens were revoked.
@@ -422,6 +435,33 @@ macro_rules! queries {
             revoke_all(conn, *user).await
         }
 
+        pub(crate) async fn replace_password_hash(
+            conn: &mut $connection,
+            (user, old_hash, new_hash): &(UserId, String, String),
+        ) -> Result<bool> {
+            let replaced = sqlx::query(
+                "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ? \
+                 AND deleted_at_ms IS NULL",
+            )
+            .bind(new_hash)
+            .bind(to_db(user.0))
+            .bind(old_hash)
+            .execute(&mut *conn)
+            .await?;
+            Ok(replaced.rows_affected() > 0)
+        }
+
+        pub(crate) async fn purge_expired_tokens(
+            conn: &mut $connection,
+            now_ms: &i64,
+        ) -> Result<u64> {
+            let purged = sqlx::query("DELETE FROM tokens WHERE expires_at_ms <= ?")
+                .bind(*now_ms)
+                .execute(&mut *conn)
+                .await?;
+            Ok(purged.rows_affected())
+        }
+
         pub(crate) async fn disable_account(
             conn: &mut $connection,
             (user, reason, now_ms): &(UserId, Option<String>, i64),
@@ -617,6 +657,26 @@ macro_rules! impl_admin {
                 async fn set_password(&self, user: UserId, password_hash: &str) -> Result<u64> {
                     self.write((user, password_hash.to_owned()), |conn, args| {
                         Box::pin(admin::set_password(conn, args))
+                    })
+                    .await
+                }
+
+                async fn replace_password_hash(
+                    &self,
+                    user: UserId,
+                    old_hash: &str,
+                    new_hash: &str,
+                ) -> Result<bool> {
+                    self.write(
+                        (user, old_hash.to_owned(), new_hash.to_owned()),
+                        |conn, args| Box::pin(admin::replace_password_hash(conn, args)),
+                    )
+                    .await
+                }
+
+                async fn purge_expired_tokens(&self, now_ms: i64) -> Result<u64> {
+                    self.write(now_ms, |conn, args| {
+                        Box::pin(admin::purge_expired_tokens(conn, args))
                     })
                     .await
                 }

@@ -148,6 +148,68 @@ async fn tokens_expire_and_revoke(store: Arc<dyn Store>) {
     assert_eq!(store.user_for_token("t2", NOW).await.unwrap(), None);
 }
 
+async fn expired_tokens_are_purged(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    store.create_token("old", alice, NOW + 10).await.unwrap();
+    store.create_token("older", alice, NOW + 5).await.unwrap();
+    store.create_token("live", alice, NOW + 1000).await.unwrap();
+    assert_eq!(store.purge_expired_tokens(NOW).await.unwrap(), 0);
+    assert_eq!(store.purge_expired_tokens(NOW + 10).await.unwrap(), 2);
+    // Gone even for a clock that would still accept them.
+    assert_eq!(store.user_for_token("old", NOW).await.unwrap(), None);
+    assert_eq!(
+        store.user_for_token("live", NOW).await.unwrap(),
+        Some((alice, NOW + 1000))
+    );
+    assert_eq!(store.purge_expired_tokens(NOW + 10).await.unwrap(), 0);
+}
+
+async fn password_hashes_are_replaced_only_if_unchanged(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let original = store
+        .user_by_id(alice)
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash;
+    store
+        .create_token("device", alice, NOW + 1000)
+        .await
+        .unwrap();
+    assert!(store
+        .replace_password_hash(alice, &original, "$argon2id$stronger")
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .user_by_id(alice)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "$argon2id$stronger"
+    );
+    // A hash changed meanwhile (a password reset) is not overwritten.
+    assert!(!store
+        .replace_password_hash(alice, &original, "$argon2id$stale")
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .user_by_id(alice)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "$argon2id$stronger"
+    );
+    // Tokens stay valid: the password is the same.
+    assert_eq!(
+        store.user_for_token("device", NOW).await.unwrap(),
+        Some((alice, NOW + 1000))
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Friends
 // ---------------------------------------------------------------------------
@@ -1159,6 +1221,8 @@ conformance!(
     users_have_unique_exact_names,
     users_store_any_text_verbatim,
     tokens_expire_and_revoke,
+    expired_tokens_are_purged,
+    password_hashes_are_replaced_only_if_unchanged,
     friend_request_then_accept,
     friend_request_back_accepts,
     friend_request_decline,

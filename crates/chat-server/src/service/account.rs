@@ -1,4 +1,6 @@
-//! Register, login and logout.
+//! Register, login and logout, and the limits that keep them from being
+//! turned into a lever: per-address and node-wide registration limits,
+//! per-address and per-account failed-login limits.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -9,18 +11,24 @@ use chat_proto::{
 };
 use chat_store::UserRecord;
 
-use crate::auth::{new_token, token_hash};
+use crate::auth::{new_token, token_hash, Priority};
 use crate::config::Registration;
-use crate::context::{now_ms, Context};
+use crate::context::{now_ms, Context, Identity};
 use crate::error::{Result, ServiceError};
+use crate::limits::address_key;
 use crate::service::{friends_with_presence, validate};
 
-/// Creates an account.
+/// Creates an account for a client at `peer`.
 ///
 /// # Errors
 /// `forbidden` when registration is closed, `bad_request` for an invalid
-/// name or password, `conflict` if the name is taken.
-pub async fn register(ctx: &Context, request: RegisterRequest) -> Result<RegisterResponse> {
+/// name or password, `conflict` if the name is taken, `rate_limited` past
+/// the per-address or the node's registration limit.
+pub async fn register(
+    ctx: &Context,
+    request: RegisterRequest,
+    peer: IpAddr,
+) -> Result<RegisterResponse> {
     if ctx.config.registration == Registration::Closed {
         return Err(ServiceError::forbidden(
             "registration is closed on this server; ask its operator for an account",
@@ -33,7 +41,31 @@ pub async fn register(ctx: &Context, request: RegisterRequest) -> Result<Registe
     if ctx.store.user_by_name(&request.name).await?.is_some() {
         return Err(ServiceError::conflict("name is taken"));
     }
-    let hash = ctx.passwords.hash(request.password).await?;
+    // Every attempt that gets this far costs a hash, so it counts, whether
+    // or not the account is then created.
+    let clock = Instant::now();
+    let address = address_key(peer);
+    if !ctx.registrations_by_ip.try_acquire(address, clock) {
+        ctx.registration_refusals
+            .refused("per-address limit", clock);
+        return Err(ServiceError::new(
+            Status::RateLimited,
+            "too many accounts registered from this address; retry later",
+        ));
+    }
+    if !ctx.registrations.try_acquire((), clock) {
+        ctx.registrations_by_ip.release(&address);
+        ctx.registration_refusals
+            .refused("server-wide limit", clock);
+        return Err(ServiceError::new(
+            Status::RateLimited,
+            "too many accounts registered on this server just now; retry in a minute",
+        ));
+    }
+    let hash = ctx
+        .passwords
+        .hash(request.password, Priority::Registration)
+        .await?;
     let user = ctx
         .store
         .create_user(&request.name, &hash, now_ms())
@@ -118,9 +150,12 @@ async fn password_login(
             "password must be 8 to 128 characters",
         ));
     }
+    let address = address_key(peer);
     // Every attempt counts as a failure until it has succeeded, so parallel
     // guesses cannot all pass the check before the first is recorded.
-    if !ctx.login_failures_by_ip.try_acquire(peer, clock) {
+    if !ctx.login_failures_by_ip.try_acquire(address, clock) {
+        ctx.login_refusals
+            .refused("per-address failure limit", clock);
         return Err(ServiceError::new(
             Status::RateLimited,
             "too many failed logins from this address, retry in a minute",
@@ -139,26 +174,42 @@ async fn password_login(
         ctx.passwords.verify_nothing(password).await?;
         return Err(ServiceError::unauthorized("wrong user or password"));
     };
-    if !ctx.login_failures_by_account.try_acquire(user.id, clock) {
-        ctx.login_failures_by_ip.release(&peer);
+    // An account with too many failures is closed only to the addresses
+    // that failed on it: whoever guesses cannot lock its owner out, who
+    // logs in from an address that has not failed.
+    let pair = (user.id, address);
+    let counted_on_account = ctx.login_failures_by_account.try_acquire(user.id, clock);
+    if !counted_on_account && ctx.login_failures_by_account_and_ip.count(&pair, clock) > 0 {
+        ctx.login_failures_by_ip.release(&address);
+        ctx.login_refusals
+            .refused("per-account failure limit", clock);
         return Err(ServiceError::new(
             Status::RateLimited,
             "too many failed logins for this account, retry in a minute",
         ));
     }
+    ctx.login_failures_by_account_and_ip
+        .try_acquire(pair.clone(), clock);
+    let stored_hash = user.password_hash.clone();
     if !ctx
         .passwords
-        .verify(password, user.password_hash.clone())
+        .verify(password.clone(), stored_hash.clone())
         .await?
     {
-        tracing::info!(user = %user.id, %peer, "failed login");
+        ctx.login_refusals.refused("wrong password", clock);
         return Err(ServiceError::unauthorized("wrong user or password"));
     }
-    ctx.login_failures_by_account.clear(&user.id);
-    ctx.login_failures_by_ip.release(&peer);
+    if counted_on_account {
+        ctx.login_failures_by_account.release(&user.id);
+    }
+    ctx.login_failures_by_account_and_ip.clear(&pair);
+    ctx.login_failures_by_ip.release(&address);
     // Only after the password is right: the answer tells whoever knows the
     // password, not whoever guesses names, that the account is disabled.
     refuse_if_disabled(ctx, user.id).await?;
+    if !ctx.passwords.cost().is_current(&stored_hash) {
+        rehash_later(ctx, user.id, password, stored_hash);
+    }
     let token = new_token();
     let expires_at = now + (ctx.config.token_ttl_secs as i64) * 1000;
     ctx.store
@@ -169,6 +220,32 @@ async fn password_login(
         token,
         token_expires_at_ms: expires_at,
     })
+}
+
+/// Replaces a password hash made at another cost than the configured one,
+/// off the login's path (the client need not wait for a second hash). The
+/// store replaces it only if it is still the one verified, so a password
+/// changed meanwhile is not undone.
+fn rehash_later(ctx: &Context, user: UserId, password: String, old_hash: String) {
+    let passwords = ctx.passwords.clone();
+    let store = ctx.store.clone();
+    tokio::spawn(async move {
+        let new_hash = match passwords.hash(password, Priority::Login).await {
+            Ok(hash) => hash,
+            Err(error) => {
+                tracing::debug!(%user, %error, "could not rehash a password at login");
+                return;
+            }
+        };
+        match store
+            .replace_password_hash(user, &old_hash, &new_hash)
+            .await
+        {
+            Ok(true) => tracing::info!(%user, "password hash updated to the configured cost"),
+            Ok(false) => {}
+            Err(error) => tracing::debug!(%user, %error, "could not store a rehashed password"),
+        }
+    });
 }
 
 /// The answer to a login of a disabled account.
@@ -232,11 +309,21 @@ pub async fn login_response(ctx: &Context, who: &Authenticated) -> Result<LoginR
     })
 }
 
-/// Revokes the session's token.
+/// Revokes the session's token, and ends the user's other live sessions
+/// that logged in with it (anywhere in the cluster): logging out is the
+/// end of that login on every connection that holds it.
 ///
 /// # Errors
 /// A store failure.
-pub async fn revoke(ctx: &Context, token_hash: &str) -> Result<()> {
-    ctx.store.revoke_token(token_hash, now_ms()).await?;
+pub async fn revoke(ctx: &Context, me: &Identity) -> Result<()> {
+    ctx.store.revoke_token(&me.token_hash, now_ms()).await?;
+    ctx.bus
+        .end_token_sessions(
+            me.user,
+            &me.token_hash,
+            me.session,
+            "logged out on another connection",
+        )
+        .await;
     Ok(())
 }

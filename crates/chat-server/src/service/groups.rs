@@ -77,7 +77,8 @@ async fn announce(
 /// Creates a group owned by the session's user.
 ///
 /// # Errors
-/// `bad_request` for an invalid name or description.
+/// `bad_request` for an invalid name or description, `rate_limited` past
+/// the per-user hourly quota.
 pub async fn create(
     ctx: &Context,
     me: &Identity,
@@ -90,10 +91,15 @@ pub async fn create(
         validate::MAX_DESCRIPTION_CHARS,
         false,
     )?;
-    let group = ctx
+    ctx.take_quota(&ctx.group_creations, me.user, "group creations")?;
+    let created = ctx
         .store
         .create_group(me.user, &request.name, &request.description, now_ms())
-        .await?;
+        .await;
+    if created.is_err() {
+        ctx.group_creations.release(&me.user);
+    }
+    let group = created?;
     tracing::debug!(group = %group.id, owner = %me.user, "group created");
     Ok(GroupCreateResponse {
         group: to_wire(group, Some(Role::Owner)),
@@ -103,16 +109,23 @@ pub async fn create(
 /// Joins a group as a plain member.
 ///
 /// # Errors
-/// `not_found`, `conflict` if already a member.
+/// `not_found`, `conflict` if already a member, `rate_limited` past the
+/// per-user hourly quota.
 pub async fn join(
     ctx: &Context,
     me: &Identity,
     request: GroupJoinRequest,
 ) -> Result<GroupJoinResponse> {
     load(ctx, request.group_id).await?;
-    ctx.store
+    ctx.take_quota(&ctx.group_joins, me.user, "group joins")?;
+    let joined = ctx
+        .store
         .add_member(request.group_id, me.user, Role::Member, now_ms())
-        .await?;
+        .await;
+    if joined.is_err() {
+        ctx.group_joins.release(&me.user);
+    }
+    joined?;
     let members = member_ids(ctx, request.group_id).await?;
     announce(
         ctx,
