@@ -1078,7 +1078,9 @@ pub enum SessionEndReason {
     Idle,
     /// The client read too slowly and its outbox overflowed; reconnect and sync.
     SlowConsumer,
-    /// The account logged out on this session.
+    /// The login ended: an operator ended it (kick, disable, delete,
+    /// password reset), or another connection holding the same token
+    /// logged out. Do not resume with the token.
     LoggedOut,
 }
 

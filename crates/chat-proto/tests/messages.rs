@@ -580,7 +580,7 @@ fn large_ids_survive_the_round_trip() {
 /// The largest message the server's default limits allow, as JSON escaping
 /// makes it largest: every body byte a control character (six bytes each on
 /// the wire), and names and ids at their longest.
-fn worst_case_message(seq: u64) -> ChatMessage {
+fn worst_case_message(seq: u64, body_len: usize) -> ChatMessage {
     ChatMessage {
         conversation_id: ConversationId(u64::MAX),
         seq: Seq(seq),
@@ -588,22 +588,33 @@ fn worst_case_message(seq: u64) -> ChatMessage {
         sender_name: "😀".repeat(32),
         target: Target::Group(GroupId(u64::MAX)),
         client_msg_id: "\u{1}".repeat(64),
-        body: "\u{1}".repeat(4096),
+        body: "\u{1}".repeat(body_len),
         server_ts_ms: i64::MAX,
     }
 }
 
 #[test]
 fn worst_case_pages_fit_in_the_client_limit() {
+    // A page carries bodies up to the budget (or one message, however
+    // long): the most messages the page allows, bodies sharing the budget,
+    // every byte of them escaped sixfold.
     let sync = Response::Sync(SyncResponse {
-        messages: (1..=1000).map(worst_case_message).collect(),
+        messages: (1..=1000)
+            .map(|seq| worst_case_message(seq, PAGE_BODY_BUDGET / 1000))
+            .collect(),
         has_more: true,
     });
     let history = Response::History(HistoryResponse {
-        messages: (1..=200).map(worst_case_message).collect(),
+        messages: (1..=200)
+            .map(|seq| worst_case_message(seq, PAGE_BODY_BUDGET / 200))
+            .collect(),
         has_more: true,
     });
-    for response in [sync, history] {
+    let one_long = Response::History(HistoryResponse {
+        messages: vec![worst_case_message(1, 16 * 1024)],
+        has_more: true,
+    });
+    for response in [sync, history, one_long] {
         let mut buf = BytesMut::new();
         response.encode(1, &mut buf).unwrap();
         let payload = buf.len() - HEADER_LEN;
