@@ -451,6 +451,58 @@ macro_rules! queries {
             Ok(replaced.rows_affected() > 0)
         }
 
+        /// Fills the name keys of accounts created before names had them
+        /// (see [`crate::names`]), oldest account first. An account whose
+        /// key or skeleton an older account holds keeps none, and the clash
+        /// is logged for the operator: both accounts keep working, nothing
+        /// is merged. Returns how many clash.
+        pub(crate) async fn backfill_name_keys(pool: &sqlx::Pool<$database>) -> Result<u64> {
+            let rows: Vec<(i64, DbText)> = sqlx::query_as(
+                "SELECT id, name FROM users WHERE name_key IS NULL AND deleted_at_ms IS NULL \
+                 ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?;
+            let mut clashes = 0;
+            for (id, name) in rows {
+                let name = name.0;
+                let key = $crate::names::key(&name);
+                let skeleton = $crate::names::skeleton(&name);
+                let updated = sqlx::query(
+                    "UPDATE users SET name_key = ?, name_skeleton = ? \
+                     WHERE id = ? AND name_key IS NULL",
+                )
+                .bind(&key)
+                .bind(&skeleton)
+                .bind(id)
+                .execute(pool)
+                .await;
+                match updated {
+                    Ok(_) => {}
+                    Err(error) if is_unique_violation(&error) => {
+                        clashes += 1;
+                        let older: Option<i64> = sqlx::query_scalar(
+                            "SELECT id FROM users WHERE name_key = ? OR name_skeleton = ? LIMIT 1",
+                        )
+                        .bind(&key)
+                        .bind(&skeleton)
+                        .fetch_optional(pool)
+                        .await?;
+                        tracing::warn!(
+                            user = id,
+                            ?name,
+                            clashes_with = older,
+                            "an account's name differs only in case from an older account's, \
+                             or looks like it; both keep working, but this one is not protected \
+                             against look-alikes: ask one of them to take another name"
+                        );
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            Ok(clashes)
+        }
+
         pub(crate) async fn purge_expired_tokens(
             conn: &mut $connection,
             now_ms: &i64,
@@ -585,7 +637,8 @@ macro_rules! queries {
             .rows_affected();
             let tombstone_name = deleted_account_name(*user);
             sqlx::query(
-                "UPDATE users SET name = ?, password_hash = '', last_login_at_ms = NULL, \
+                "UPDATE users SET name = ?, name_key = NULL, name_skeleton = NULL, \
+                 password_hash = '', last_login_at_ms = NULL, \
                  disabled_at_ms = NULL, disabled_reason = NULL, deleted_at_ms = ? WHERE id = ?",
             )
             .bind(&tombstone_name)

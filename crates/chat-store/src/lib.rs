@@ -21,6 +21,7 @@ mod dispatch;
 pub mod error;
 pub mod log_throttle;
 pub mod mysql;
+pub mod names;
 mod reads;
 pub mod repo;
 mod rows;

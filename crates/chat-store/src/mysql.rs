@@ -132,6 +132,10 @@ impl MysqlStore {
             pool.close().await;
             return Err(error);
         }
+        if let Err(error) = admin::backfill_name_keys(&pool).await {
+            pool.close().await;
+            return Err(error);
+        }
         Ok(MysqlStore {
             reads: Reads::with_timeout(pool.clone(), timeout),
             hot: HotWriter::start(options, timeout, lock_wait),

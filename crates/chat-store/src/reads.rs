@@ -83,9 +83,15 @@ macro_rules! reads {
             // A deleted account's row stays as a tombstone for its messages
             // (see `crate::admin`); to everyone else it is no account.
             pub(crate) async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>> {
+                // By exact name first: two accounts whose names clashed
+                // before names had keys (see `crate::names`) are both
+                // found by their own names.
                 let row: Option<UserRow> = sqlx::query_as(&format!(
-                    "{SELECT_USER} WHERE name = ? AND deleted_at_ms IS NULL"
+                    "{SELECT_USER} WHERE (name = ? OR name_key = ?) AND deleted_at_ms IS NULL \
+                     ORDER BY name = ? DESC LIMIT 1"
                 ))
+                .bind(name)
+                .bind(crate::names::key(name))
                 .bind(name)
                 .fetch_optional(&self.pool)
                 .await?;

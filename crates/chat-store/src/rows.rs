@@ -126,6 +126,10 @@ pub(crate) fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
         .is_some_and(|database| database.is_foreign_key_violation())
 }
 
+/// The conflict of an account whose name is taken, by the same name in
+/// another case or by a name it looks like (see [`crate::names`]).
+pub(crate) const USER_NAME_TAKEN: &str = "user name taken, or too like a taken one";
+
 /// Maps a failed insert: a unique violation becomes `Conflict(conflict)`, a
 /// foreign-key violation `NotFound(missing)`, anything else stays a database
 /// error.

@@ -145,6 +145,10 @@ impl SqliteStore {
             writer_pool.close().await;
             return Err(error.into());
         }
+        if let Err(error) = admin::backfill_name_keys(&writer_pool).await {
+            writer_pool.close().await;
+            return Err(error);
+        }
         let hot = if in_memory {
             None
         } else {

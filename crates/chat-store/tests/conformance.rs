@@ -69,29 +69,40 @@ fn seqs(messages: &[chat_proto::ChatMessage]) -> Vec<u64> {
 // Users and tokens
 // ---------------------------------------------------------------------------
 
-async fn users_have_unique_exact_names(store: Arc<dyn Store>) {
-    let alice = store.create_user("alice", "hash-a", NOW).await.unwrap();
-    assert_eq!(alice.name, "alice");
+async fn users_have_unique_names_whatever_the_case(store: Arc<dyn Store>) {
+    let alice = store.create_user("Alice", "hash-a", NOW).await.unwrap();
+    assert_eq!(alice.name, "Alice");
     assert_eq!(alice.password_hash, "hash-a");
     assert_eq!(alice.created_at_ms, NOW);
-    // Case and trailing spaces make different names.
-    let upper = store.create_user("Alice", "hash-b", NOW).await.unwrap();
+    // A trailing space makes a different name; case does not.
     let spaced = store.create_user("alice ", "hash-c", NOW).await.unwrap();
-    let ids: HashSet<UserId> = [alice.id, upper.id, spaced.id].into();
-    assert_eq!(ids.len(), 3);
+    let ids: HashSet<UserId> = [alice.id, spaced.id].into();
+    assert_eq!(ids.len(), 2);
+    for taken in ["Alice", "alice", "ALICE"] {
+        assert!(matches!(
+            store.create_user(taken, "other", NOW + 1).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+    // Looked up in any case, found with the case its owner chose.
+    for asked in ["Alice", "alice", "ALICE"] {
+        assert_eq!(
+            store.user_by_name(asked).await.unwrap(),
+            Some(alice.clone())
+        );
+    }
+    // A name that only looks like a taken one is refused too: a Cyrillic
+    // `а` in `аlice`, `rn` for `m`.
     assert!(matches!(
-        store.create_user("alice", "other", NOW + 1).await,
+        store.create_user("\u{430}lice", "other", NOW).await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(
-        store.user_by_name("alice").await.unwrap(),
-        Some(alice.clone())
-    );
-    assert_eq!(
-        store.user_by_name("Alice").await.unwrap().unwrap().id,
-        upper.id
-    );
-    assert_eq!(store.user_by_name("ALICE").await.unwrap(), None);
+    store.create_user("mary", "hash", NOW).await.unwrap();
+    assert!(matches!(
+        store.create_user("rnary", "other", NOW).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.user_by_name("\u{430}lice").await.unwrap(), None);
     assert_eq!(store.user_by_id(alice.id).await.unwrap(), Some(alice));
     assert_eq!(store.user_by_id(UserId(999_999)).await.unwrap(), None);
     assert_eq!(store.user_by_id(UserId(u64::MAX)).await.unwrap(), None);
@@ -1218,7 +1229,7 @@ macro_rules! conformance {
 }
 
 conformance!(
-    users_have_unique_exact_names,
+    users_have_unique_names_whatever_the_case,
     users_store_any_text_verbatim,
     tokens_expire_and_revoke,
     expired_tokens_are_purged,

@@ -515,7 +515,7 @@ impl Admin<'_> {
     }
 
     async fn users_create(&self, name: &str) -> Result<Report, AdminError> {
-        validate::user_name(name).map_err(|error| AdminError(error.message))?;
+        let name = &validate::user_name(name).map_err(|error| AdminError(error.message))?;
         if self.store.user_by_name(name).await?.is_some() {
             return Err(AdminError(format!("the name {name:?} is taken")));
         }

@@ -34,11 +34,11 @@ pub async fn register(
             "registration is closed on this server; ask its operator for an account",
         ));
     }
-    validate::user_name(&request.name)?;
+    let name = validate::user_name(&request.name)?;
     validate::password(&request.password)?;
-    // Fail fast on a taken name before paying for a hash; the store's unique
-    // index still decides races.
-    if ctx.store.user_by_name(&request.name).await?.is_some() {
+    // Fail fast on a taken name (in any case) before paying for a hash; the
+    // store's unique keys still decide races, and look-alikes.
+    if ctx.store.user_by_name(&name).await?.is_some() {
         return Err(ServiceError::conflict("name is taken"));
     }
     // Every attempt that gets this far costs a hash, so it counts, whether
@@ -66,10 +66,7 @@ pub async fn register(
         .passwords
         .hash(request.password, Priority::Registration)
         .await?;
-    let user = ctx
-        .store
-        .create_user(&request.name, &hash, now_ms())
-        .await?;
+    let user = ctx.store.create_user(&name, &hash, now_ms()).await?;
     tracing::info!(user = %user.id, "registered");
     Ok(RegisterResponse {
         user: UserSummary {

@@ -11,7 +11,7 @@ use crate::error::{Result, StoreError};
 use crate::repo::{Appended, FriendAddResult, FriendRecord, GroupRecord, NewMessage, UserRecord};
 use crate::rows::{
     args, from_db, insert_error, into_user_ids, role_from_db, role_to_db, target_to_db, to_db,
-    FriendRow, MessageRow, SELECT_FRIEND, SELECT_MESSAGE,
+    FriendRow, MessageRow, SELECT_FRIEND, SELECT_MESSAGE, USER_NAME_TAKEN,
 };
 
 pub(super) async fn create_user(
@@ -19,14 +19,17 @@ pub(super) async fn create_user(
     (name, password_hash, now_ms): &args::NewUser,
 ) -> Result<UserRecord> {
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO users (name, password_hash, created_at_ms) VALUES (?, ?, ?) RETURNING id",
+        "INSERT INTO users (name, name_key, name_skeleton, password_hash, created_at_ms) \
+         VALUES (?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(name)
+    .bind(crate::names::key(name))
+    .bind(crate::names::skeleton(name))
     .bind(password_hash)
     .bind(now_ms)
     .fetch_one(&mut *conn)
     .await
-    .map_err(|error| insert_error(error, "user name taken", "user"))?;
+    .map_err(|error| insert_error(error, USER_NAME_TAKEN, "user"))?;
     Ok(UserRecord {
         id: UserId(from_db(id)),
         name: name.clone(),
