@@ -36,7 +36,8 @@ use chat_proto::{
     GroupMembersResponse, GroupSetRoleRequest, GroupSetRoleResponse, HistoryRequest,
     HistoryResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, MessageType,
     PingRequest, PingResponse, Push, RegisterRequest, RegisterResponse, Request, Response, Role,
-    SendRequest, SendResponse, Seq, ServerMessage, SyncRequest, SyncResponse, Target, UserId,
+    SendRequest, SendResponse, Seq, ServerMessage, SessionListRequest, SessionListResponse,
+    SessionRevokeRequest, SessionRevokeResponse, SyncRequest, SyncResponse, Target, UserId,
     UserRef, CLIENT_MAX_PAYLOAD,
 };
 use futures::{Sink, SinkExt, Stream, StreamExt};
@@ -732,6 +733,26 @@ impl Connection {
     /// As [`Connection::request`].
     pub async fn logout(&self) -> Result<LogoutResponse> {
         call!(self, Logout, LogoutRequest {})
+    }
+
+    /// `session_list`: the user's logins, one per device.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn session_list(&self) -> Result<SessionListResponse> {
+        call!(self, SessionList, SessionListRequest {})
+    }
+
+    /// `session_revoke`: ends another of the user's logins by its `id`.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn session_revoke(&self, id: &str) -> Result<SessionRevokeResponse> {
+        call!(
+            self,
+            SessionRevoke,
+            SessionRevokeRequest { id: id.to_owned() }
+        )
     }
 
     // -- Friends -----------------------------------------------------------

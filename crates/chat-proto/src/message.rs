@@ -197,6 +197,11 @@ message_table! {
         Login = 0x0003, "login", LoginRequest => LoginResponse;
         /// Ends the session's login and revokes its token.
         Logout = 0x0004, "logout", LogoutRequest => LogoutResponse;
+        /// Lists the user's logins (tokens), one per device.
+        SessionList = 0x0010, "session_list", SessionListRequest => SessionListResponse;
+        /// Ends one of the user's other logins: revokes its token and ends
+        /// the sessions that hold it.
+        SessionRevoke = 0x0011, "session_revoke", SessionRevokeRequest => SessionRevokeResponse;
 
         /// Asks another user to become a friend (accepts theirs if they asked first).
         FriendAdd = 0x0101, "friend_add", FriendAddRequest => FriendAddResponse;
@@ -666,6 +671,40 @@ pub struct LogoutRequest {}
 /// `logout` response: no fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogoutResponse {}
+
+/// `session_list` request: no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionListRequest {}
+
+/// One login of the user: a token, held by one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// Names the login for `session_revoke`; not the token, and no way to
+    /// recover it.
+    pub id: String,
+    /// When its token stops working, in milliseconds since the Unix epoch.
+    pub expires_at_ms: i64,
+    /// Whether it is the login of the session that asked.
+    pub current: bool,
+}
+
+/// `session_list` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionListResponse {
+    /// The user's unexpired logins, soonest to expire first.
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// `session_revoke` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRevokeRequest {
+    /// The `id` of a login from `session_list`, not the asking session's own.
+    pub id: String,
+}
+
+/// `session_revoke` response: no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRevokeResponse {}
 
 // ---------------------------------------------------------------------------
 // Friends

@@ -512,6 +512,10 @@ impl Session {
                 self.log_out().await;
                 Ok(Response::Logout(LogoutResponse {}))
             }
+            Request::SessionList(_) => account::sessions(ctx, me).await.map(Response::SessionList),
+            Request::SessionRevoke(r) => account::revoke_session(ctx, me, r)
+                .await
+                .map(Response::SessionRevoke),
             Request::FriendAdd(r) => friends::add(ctx, me, r).await.map(Response::FriendAdd),
             Request::FriendRespond(r) => friends::respond(ctx, me, r)
                 .await

@@ -150,3 +150,88 @@ fn print_config_hides_passwords() {
     }
     assert!(printed.contains("mysql://chat:***@db.internal:3306/chat"));
 }
+
+async fn session_list(connection: &chat_client::Connection) -> Vec<chat_proto::SessionInfo> {
+    connection.session_list().await.unwrap().sessions
+}
+
+async fn session_revoke(
+    connection: &chat_client::Connection,
+    id: &str,
+) -> chat_client::Result<chat_proto::SessionRevokeResponse> {
+    connection.session_revoke(id).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_lists_their_logins_and_ends_another_one() {
+    let server = TestServer::start().await;
+    let name = unique("many devices");
+    let (phone, phone_login) = server.user(&name).await;
+    let (laptop, _) = server.login(&name).await;
+    // The tablet resumes with the phone's token: the same login.
+    let tablet = server.connect().await;
+    tablet.login_with_token(&phone_login.token).await.unwrap();
+    let listed = session_list(&laptop).await;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let mine: Vec<_> = listed.iter().filter(|session| session.current).collect();
+    assert_eq!(mine.len(), 1);
+    assert!(listed
+        .iter()
+        .all(|session| session.id.len() == 16 && !phone_login.token.contains(&session.id)));
+    let phone_id = listed
+        .iter()
+        .find(|session| !session.current)
+        .unwrap()
+        .id
+        .clone();
+    // The phone sees the same two logins, its own marked.
+    let from_phone = session_list(&phone).await;
+    assert_eq!(
+        from_phone
+            .iter()
+            .find(|session| session.current)
+            .unwrap()
+            .id,
+        phone_id
+    );
+
+    // Ending one's own login this way is refused; unknown ids are not found.
+    assert_eq!(
+        status_of(session_revoke(&laptop, &mine[0].id).await),
+        Status::BadRequest
+    );
+    assert_eq!(
+        status_of(session_revoke(&laptop, "0000000000000000").await),
+        Status::NotFound
+    );
+    // Somebody else cannot end this user's logins.
+    let (stranger, _) = server.user(&unique("stranger")).await;
+    assert_eq!(
+        status_of(session_revoke(&stranger, &phone_id).await),
+        Status::NotFound
+    );
+
+    session_revoke(&laptop, &phone_id).await.unwrap();
+    for ended in [&phone, &tablet] {
+        match common::expect_push(ended, |push| matches!(push, Push::PushSessionEnded(_))).await {
+            Push::PushSessionEnded(push) => {
+                assert_eq!(push.reason, SessionEndReason::LoggedOut);
+            }
+            _ => unreachable!("matched a session_ended push"),
+        }
+    }
+    assert_eq!(
+        status_of(
+            server
+                .connect()
+                .await
+                .login_with_token(&phone_login.token)
+                .await
+        ),
+        Status::Unauthorized
+    );
+    let left = session_list(&laptop).await;
+    assert_eq!(left.len(), 1);
+    assert!(left[0].current);
+    expect_silence(&laptop).await;
+}

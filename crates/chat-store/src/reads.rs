@@ -124,6 +124,26 @@ macro_rules! reads {
                 Ok(row.map(|(id, expires_at_ms)| (UserId(from_db(id)), expires_at_ms)))
             }
 
+            pub(crate) async fn tokens_of(
+                &self,
+                user: UserId,
+                now_ms: i64,
+            ) -> Result<Vec<(String, i64)>> {
+                let rows: Vec<(DbText, i64)> = sqlx::query_as(
+                    "SELECT token_hash, expires_at_ms FROM tokens \
+                     WHERE user_id = ? AND expires_at_ms > ? \
+                     ORDER BY expires_at_ms, token_hash",
+                )
+                .bind(to_db(user.0))
+                .bind(now_ms)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(hash, expires_at_ms)| (hash.0, expires_at_ms))
+                    .collect())
+            }
+
             pub(crate) async fn friends_of(&self, user: UserId) -> Result<Vec<FriendRecord>> {
                 let rows: Vec<FriendRow> = sqlx::query_as(&format!(
                     "{SELECT_FRIEND} WHERE f.user_id = ? ORDER BY u.name, u.id"

@@ -149,6 +149,10 @@ pub trait TokenStore: Send + Sync {
     /// The user a still-valid token belongs to, and when the token expires.
     async fn user_for_token(&self, token_hash: &str, now_ms: i64) -> Result<Option<(UserId, i64)>>;
 
+    /// The hashes of `user`'s tokens still valid at `now_ms`, with their
+    /// expiry, soonest to expire first.
+    async fn tokens_of(&self, user: UserId, now_ms: i64) -> Result<Vec<(String, i64)>>;
+
     /// Revokes a token; revoking an unknown token is not an error. Also
     /// removes tokens that have expired before `now_ms`.
     async fn revoke_token(&self, token_hash: &str, now_ms: i64) -> Result<()>;

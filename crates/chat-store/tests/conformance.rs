@@ -159,6 +159,23 @@ async fn tokens_expire_and_revoke(store: Arc<dyn Store>) {
     assert_eq!(store.user_for_token("t2", NOW).await.unwrap(), None);
 }
 
+async fn tokens_are_listed_per_user(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    store.create_token("late", alice, NOW + 300).await.unwrap();
+    store.create_token("soon", alice, NOW + 100).await.unwrap();
+    store.create_token("gone", alice, NOW - 1).await.unwrap();
+    store.create_token("bobs", bob, NOW + 100).await.unwrap();
+    assert_eq!(
+        store.tokens_of(alice, NOW).await.unwrap(),
+        vec![
+            ("soon".to_owned(), NOW + 100),
+            ("late".to_owned(), NOW + 300)
+        ]
+    );
+    assert_eq!(store.tokens_of(UserId(999_999), NOW).await.unwrap(), vec![]);
+}
+
 async fn expired_tokens_are_purged(store: Arc<dyn Store>) {
     let alice = user(&store, "alice").await;
     store.create_token("old", alice, NOW + 10).await.unwrap();
@@ -1233,6 +1250,7 @@ conformance!(
     users_store_any_text_verbatim,
     tokens_expire_and_revoke,
     expired_tokens_are_purged,
+    tokens_are_listed_per_user,
     password_hashes_are_replaced_only_if_unchanged,
     friend_request_then_accept,
     friend_request_back_accepts,

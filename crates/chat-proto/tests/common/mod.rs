@@ -118,6 +118,10 @@ pub fn requests() -> Vec<Request> {
             token: Some("tok_3q2+7w==".to_owned()),
         }),
         Request::Logout(LogoutRequest {}),
+        Request::SessionList(SessionListRequest {}),
+        Request::SessionRevoke(SessionRevokeRequest {
+            id: "3f2a9c0d1e4b5a6f".into(),
+        }),
         Request::FriendAdd(FriendAddRequest {
             user: UserRef::Name("bob".to_owned()),
             message: Some("hi, it's alice".to_owned()),
@@ -250,6 +254,14 @@ pub fn responses() -> Vec<Response> {
             unacked: 3,
         }),
         Response::Logout(LogoutResponse {}),
+        Response::SessionList(SessionListResponse {
+            sessions: vec![SessionInfo {
+                id: "3f2a9c0d1e4b5a6f".into(),
+                expires_at_ms: 1_767_225_600_000,
+                current: true,
+            }],
+        }),
+        Response::SessionRevoke(SessionRevokeResponse {}),
         Response::FriendAdd(FriendAddResponse {
             user: user(2, "bob"),
             outcome: FriendAddOutcome::Pending,

@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use chat_proto::{
-    Group, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, Status, UserId, UserRef,
+    Group, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, SessionInfo,
+    SessionListResponse, SessionRevokeRequest, SessionRevokeResponse, Status, UserId, UserRef,
     UserSummary,
 };
 use chat_store::UserRecord;
@@ -304,6 +305,66 @@ pub async fn login_response(ctx: &Context, who: &Authenticated) -> Result<LoginR
         outgoing_requests,
         unacked,
     })
+}
+
+/// What a login is called in `session_list`: the start of its token's hash
+/// (64 bits, so two logins of one user never share it in practice). The
+/// token cannot be recovered from it.
+fn session_id(token_hash: &str) -> String {
+    token_hash.chars().take(16).collect()
+}
+
+/// Lists the user's logins (unexpired tokens).
+///
+/// # Errors
+/// A store failure.
+pub async fn sessions(ctx: &Context, me: &Identity) -> Result<SessionListResponse> {
+    let tokens = ctx.store.tokens_of(me.user, now_ms()).await?;
+    Ok(SessionListResponse {
+        sessions: tokens
+            .into_iter()
+            .map(|(hash, expires_at_ms)| SessionInfo {
+                id: session_id(&hash),
+                expires_at_ms,
+                current: hash == me.token_hash,
+            })
+            .collect(),
+    })
+}
+
+/// Ends another of the user's logins: revokes its token and ends the
+/// sessions holding it, anywhere.
+///
+/// # Errors
+/// `not_found` for an id that names no login of the user, `bad_request`
+/// for the session's own.
+pub async fn revoke_session(
+    ctx: &Context,
+    me: &Identity,
+    request: SessionRevokeRequest,
+) -> Result<SessionRevokeResponse> {
+    if request.id == session_id(&me.token_hash) {
+        return Err(ServiceError::bad_request(
+            "that is this session's own login: use logout",
+        ));
+    }
+    let tokens = ctx.store.tokens_of(me.user, now_ms()).await?;
+    let Some((token_hash, _)) = tokens
+        .into_iter()
+        .find(|(hash, _)| request.id.len() == 16 && session_id(hash) == request.id)
+    else {
+        return Err(ServiceError::not_found("no such login"));
+    };
+    ctx.store.revoke_token(&token_hash, now_ms()).await?;
+    ctx.bus
+        .end_token_sessions(
+            me.user,
+            &token_hash,
+            me.session,
+            "this login was ended from another device",
+        )
+        .await;
+    Ok(SessionRevokeResponse {})
 }
 
 /// Revokes the session's token, and ends the user's other live sessions
