@@ -925,6 +925,8 @@ impl Supervisor {
             Push::PushFriendUpdate(push) => self.emit(Event::FriendUpdate(push)),
             Push::PushPresence(push) => self.emit(Event::Presence(push)),
             Push::PushGroupEvent(push) => self.emit(Event::Group(push)),
+            Push::PushGroupJoinRequest(push) => self.emit(Event::GroupJoinRequest(push)),
+            Push::PushGroupInvitation(push) => self.emit(Event::GroupInvitation(push.invitation)),
             Push::PushSessionEnded(push) => {
                 if push.reason == SessionEndReason::LoggedOut {
                     let mut session = self.shared.session();

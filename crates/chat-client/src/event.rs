@@ -1,8 +1,8 @@
 //! What a [`Client`](crate::Client) tells the application.
 
 use chat_proto::{
-    ChatMessage, FriendRequestInfo, FriendUpdatePush, GroupEventPush, LoginResponse, PresencePush,
-    SessionEndedPush,
+    ChatMessage, FriendRequestInfo, FriendUpdatePush, GroupEventPush, GroupInvitation,
+    GroupJoinRequestPush, LoginResponse, PresencePush, SessionEndedPush,
 };
 use serde::Serialize;
 
@@ -22,6 +22,10 @@ pub enum Event {
     Presence(PresencePush),
     /// Something happened in a group.
     Group(GroupEventPush),
+    /// Somebody asks to join a group the user owns or administers.
+    GroupJoinRequest(GroupJoinRequestPush),
+    /// The user was invited to a group (join it to accept).
+    GroupInvitation(GroupInvitation),
     /// The server announced the end of this connection's session; the client
     /// reconnects unless the reason was a logout.
     SessionEnded(SessionEndedPush),

@@ -206,6 +206,18 @@ pub fn event_line(event: &Event, who: &dyn Fn(chat_proto::UserId) -> String) -> 
             if presence.online { "online" } else { "offline" }
         ),
         Event::Group(group_event) => format!("* {}", group_event_line(group_event, None, who)),
+        Event::GroupJoinRequest(request) => format!(
+            "* {} [{}] asks to join group {}",
+            printable(&request.user.name),
+            request.user.id,
+            request.group_id
+        ),
+        Event::GroupInvitation(invitation) => format!(
+            "* {} invites you to group {}/{} (join it to accept)",
+            printable(&invitation.inviter.name),
+            printable(&invitation.group.name),
+            invitation.group.id
+        ),
         Event::SessionEnded(ended) => {
             format!(
                 "* session ended by the server: {}",

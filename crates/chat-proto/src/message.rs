@@ -232,6 +232,14 @@ message_table! {
         GroupMembers = 0x0208, "group_members", GroupMembersRequest => GroupMembersResponse;
         /// Lists the groups the session's user belongs to.
         GroupList = 0x0209, "group_list", GroupListRequest => GroupListResponse;
+        /// Sets who may join a group (owner or admin).
+        GroupSetPolicy = 0x020A, "group_set_policy", GroupSetPolicyRequest => GroupSetPolicyResponse;
+        /// Invites a user to a group (any member).
+        GroupInvite = 0x020B, "group_invite", GroupInviteRequest => GroupInviteResponse;
+        /// Accepts or refuses a request to join (owner or admin).
+        GroupRespondJoin = 0x020C, "group_respond_join", GroupRespondJoinRequest => GroupRespondJoinResponse;
+        /// Lets a banned user join again (owner or admin).
+        GroupUnban = 0x020D, "group_unban", GroupUnbanRequest => GroupUnbanResponse;
 
         /// Sends a message to a friend or a group.
         Send = 0x0301, "send", SendRequest => SendResponse;
@@ -255,6 +263,10 @@ message_table! {
         PushGroupEvent = 0x8005, "push_group_event", GroupEventPush;
         /// The server is ending this session; the reason says whether to reconnect.
         PushSessionEnded = 0x8006, "push_session_ended", SessionEndedPush;
+        /// Somebody asks to join a group the user owns or administers.
+        PushGroupJoinRequest = 0x800A, "push_group_join_request", GroupJoinRequestPush;
+        /// The user was invited to a group.
+        PushGroupInvitation = 0x800B, "push_group_invitation", GroupInvitationPush;
     }
 }
 
@@ -492,6 +504,51 @@ pub struct Group {
     pub my_role: Option<Role>,
     /// When it was created, in milliseconds since the Unix epoch.
     pub created_at_ms: i64,
+    /// Who may join (`open` from servers that predate join policies).
+    #[serde(default)]
+    pub join_policy: JoinPolicy,
+}
+
+/// Who may join a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinPolicy {
+    /// Anyone who knows the group's id.
+    #[default]
+    Open,
+    /// Anyone may ask; the owner or an admin accepts or refuses.
+    Approval,
+    /// Only users a member invited; to anyone else the group does not exist.
+    Invite,
+}
+
+impl JoinPolicy {
+    /// Whether this is [`JoinPolicy::Open`], the default.
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        *self == JoinPolicy::Open
+    }
+
+    /// The wire name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JoinPolicy::Open => "open",
+            JoinPolicy::Approval => "approval",
+            JoinPolicy::Invite => "invite",
+        }
+    }
+
+    /// The policy with this wire name.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<JoinPolicy> {
+        match name {
+            "open" => Some(JoinPolicy::Open),
+            "approval" => Some(JoinPolicy::Approval),
+            "invite" => Some(JoinPolicy::Invite),
+            _ => None,
+        }
+    }
 }
 
 /// A member of a group.
@@ -823,6 +880,13 @@ pub struct GroupCreateRequest {
     /// At most 512 characters.
     #[serde(default, deserialize_with = "null_as_default")]
     pub description: String,
+    /// Who may join; `open` if left out (and left out when `open`).
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "JoinPolicy::is_open"
+    )]
+    pub join_policy: JoinPolicy,
 }
 
 /// `group_create` response.
@@ -842,8 +906,12 @@ pub struct GroupJoinRequest {
 /// `group_join` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupJoinResponse {
-    /// The group joined.
+    /// The group joined, or asked to join.
     pub group: Group,
+    /// Whether the join waits for the owner's or an admin's approval (the
+    /// caller is not a member yet).
+    #[serde(default)]
+    pub pending: bool,
 }
 
 /// `group_leave` request.
@@ -875,6 +943,14 @@ pub struct GroupKickRequest {
     pub group_id: GroupId,
     /// The member to remove.
     pub user: UserRef,
+    /// Also ban them: they cannot join again until unbanned (left out when
+    /// false).
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub ban: bool,
 }
 
 /// `group_kick` response: no fields.
@@ -909,6 +985,10 @@ pub struct GroupInfoRequest {
 pub struct GroupInfoResponse {
     /// The group.
     pub group: Group,
+    /// Users waiting for approval to join; shown to the owner and admins
+    /// only, empty for everyone else.
+    #[serde(default)]
+    pub join_requests: Vec<UserSummary>,
 }
 
 /// `group_members` request.
@@ -934,6 +1014,92 @@ pub struct GroupListRequest {}
 pub struct GroupListResponse {
     /// The groups the session's user belongs to.
     pub groups: Vec<Group>,
+    /// Invitations waiting for the user: join the group to accept.
+    #[serde(default)]
+    pub invitations: Vec<GroupInvitation>,
+}
+
+/// An invitation to a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInvitation {
+    /// The group.
+    pub group: Group,
+    /// Who invited the user.
+    pub inviter: UserSummary,
+}
+
+/// `group_set_policy` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSetPolicyRequest {
+    /// The group.
+    pub group_id: GroupId,
+    /// Who may join from now on.
+    pub join_policy: JoinPolicy,
+}
+
+/// `group_set_policy` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSetPolicyResponse {
+    /// The group with its new policy.
+    pub group: Group,
+}
+
+/// `group_invite` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInviteRequest {
+    /// The group (the caller must be a member).
+    pub group_id: GroupId,
+    /// Whom to invite.
+    pub user: UserRef,
+}
+
+/// `group_invite` response: no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInviteResponse {}
+
+/// `group_respond_join` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRespondJoinRequest {
+    /// The group (the caller must be its owner or an admin).
+    pub group_id: GroupId,
+    /// Who asked to join.
+    pub user: UserRef,
+    /// Let them in (`true`) or refuse (`false`).
+    pub accept: bool,
+}
+
+/// `group_respond_join` response: no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRespondJoinResponse {}
+
+/// `group_unban` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupUnbanRequest {
+    /// The group (the caller must be its owner or an admin).
+    pub group_id: GroupId,
+    /// Whom to let join again.
+    pub user: UserRef,
+}
+
+/// `group_unban` response: no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupUnbanResponse {}
+
+/// `push_group_join_request`: somebody asks to join a group the user
+/// administers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupJoinRequestPush {
+    /// The group.
+    pub group_id: GroupId,
+    /// Who asks.
+    pub user: UserSummary,
+}
+
+/// `push_group_invitation`: the user was invited to a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInvitationPush {
+    /// The invitation.
+    pub invitation: GroupInvitation,
 }
 
 /// Kinds of group events.

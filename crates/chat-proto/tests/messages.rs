@@ -547,6 +547,7 @@ fn wire_shapes_match_the_documentation() {
         Request::GroupCreate(GroupCreateRequest {
             name: "g".to_owned(),
             description: String::new(),
+            join_policy: JoinPolicy::Open,
         })
     );
 

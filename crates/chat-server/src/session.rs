@@ -542,6 +542,14 @@ impl Session {
                 .await
                 .map(Response::GroupMembers),
             Request::GroupList(r) => groups::list(ctx, me, r).await.map(Response::GroupList),
+            Request::GroupSetPolicy(r) => groups::set_policy(ctx, me, r)
+                .await
+                .map(Response::GroupSetPolicy),
+            Request::GroupInvite(r) => groups::invite(ctx, me, r).await.map(Response::GroupInvite),
+            Request::GroupRespondJoin(r) => groups::respond_join(ctx, me, r)
+                .await
+                .map(Response::GroupRespondJoin),
+            Request::GroupUnban(r) => groups::unban(ctx, me, r).await.map(Response::GroupUnban),
             Request::Send(r) => chat::send(ctx, me, r).await.map(Response::Send),
             Request::Ack(r) => chat::ack(ctx, me, r).await.map(Response::Ack),
             Request::History(r) => chat::history(ctx, me, r).await.map(Response::History),

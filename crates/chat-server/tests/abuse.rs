@@ -284,6 +284,7 @@ async fn friend_requests_group_creations_and_joins_have_per_user_quotas() {
                 .request(Request::GroupCreate(GroupCreateRequest {
                     name: "second".into(),
                     description: String::new(),
+                    join_policy: chat_proto::JoinPolicy::Open,
                 }))
                 .await
         ),

@@ -19,6 +19,7 @@
 pub mod admin;
 mod dispatch;
 pub mod error;
+pub mod group_access;
 pub mod log_throttle;
 pub mod mysql;
 pub mod names;

@@ -9,11 +9,13 @@
 
 use async_trait::async_trait;
 use chat_proto::{
-    ChatMessage, ConversationId, Cursor, FriendRequestInfo, GroupId, Role, Seq, Target, UserId,
+    ChatMessage, ConversationId, Cursor, FriendRequestInfo, GroupId, JoinPolicy, Role, Seq, Target,
+    UserId,
 };
 
 use crate::admin::AdminStore;
 use crate::error::Result;
+use crate::group_access::GroupAccessStore;
 
 /// An account as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +72,8 @@ pub struct GroupRecord {
     pub member_count: u32,
     /// When it was created.
     pub created_at_ms: i64,
+    /// Who may join.
+    pub join_policy: JoinPolicy,
 }
 
 /// A member of a group as stored.
@@ -368,7 +372,7 @@ pub trait MessageStore: Send + Sync {
 /// close it.
 #[async_trait]
 pub trait Store:
-    UserStore + TokenStore + FriendStore + GroupStore + MessageStore + AdminStore
+    UserStore + TokenStore + FriendStore + GroupStore + GroupAccessStore + MessageStore + AdminStore
 {
     /// Waits for in-flight writes and closes the connections.
     async fn close(&self);

@@ -39,6 +39,15 @@ mod admin {
     );
 }
 
+mod group_access {
+    crate::group_access::queries!(
+        sqlx::Sqlite,
+        sqlx::sqlite::SqliteConnection,
+        lock = "",
+        insert_ignore = "INSERT OR IGNORE"
+    );
+}
+
 pub use backup::{backup, BackupReport};
 
 use std::str::FromStr;
@@ -260,6 +269,7 @@ impl SqliteStore {
 
 crate::dispatch::impl_repositories!(SqliteStore);
 crate::admin::impl_admin!(SqliteStore);
+crate::group_access::impl_group_access!(SqliteStore);
 
 #[async_trait]
 impl Store for SqliteStore {

@@ -640,6 +640,131 @@ async fn set_role_owner_transfers_ownership(store: Arc<dyn Store>) {
     assert_eq!(store.members(group.id).await.unwrap()[0].id, bob);
 }
 
+async fn closed_groups_policies_invitations_and_bans(store: Arc<dyn Store>) {
+    use chat_proto::JoinPolicy;
+    use chat_store::group_access::JoinOutcome;
+    let owner = user(&store, "owner").await;
+    let admin = user(&store, "admin").await;
+    let member = user(&store, "member").await;
+    let asker = user(&store, "asker").await;
+    let invitee = user(&store, "invitee").await;
+    let group = store
+        .create_group_with_policy(owner, "closed", "", JoinPolicy::Approval, NOW)
+        .await
+        .unwrap();
+    assert_eq!(group.join_policy, JoinPolicy::Approval);
+    assert_eq!(
+        store.group(group.id).await.unwrap().unwrap().join_policy,
+        JoinPolicy::Approval
+    );
+    let g = group.id;
+    for (user, role) in [(admin, Role::Admin), (member, Role::Member)] {
+        store.add_member(g, user, Role::Member, NOW).await.unwrap();
+        store.set_role_as(g, owner, user, role).await.unwrap();
+    }
+    // Asking an approval group waits for the owner or an admin.
+    assert_eq!(
+        store.request_join(g, asker, NOW).await.unwrap(),
+        JoinOutcome::Pending
+    );
+    assert_eq!(
+        store.request_join(g, asker, NOW + 1).await.unwrap(),
+        JoinOutcome::Pending
+    );
+    assert_eq!(store.join_requests(g).await.unwrap().len(), 1);
+    assert!(store.standing(g, asker).await.unwrap().requested);
+    assert!(matches!(
+        store.respond_join(g, member, asker, true, NOW).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    store
+        .respond_join(g, admin, asker, true, NOW)
+        .await
+        .unwrap();
+    assert_eq!(store.role(g, asker).await.unwrap(), Some(Role::Member));
+    assert!(matches!(
+        store.respond_join(g, admin, asker, true, NOW).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Only the owner and admins set the policy; an invite-only group does
+    // not exist for those not invited.
+    assert!(matches!(
+        store.set_join_policy(g, member, JoinPolicy::Open).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    store
+        .set_join_policy(g, admin, JoinPolicy::Invite)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.request_join(g, invitee, NOW).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.invite(g, member, invitee, NOW).await.unwrap();
+    assert!(matches!(
+        store.invite(g, member, invitee, NOW).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let invitations = store.invitations_of(invitee).await.unwrap();
+    assert_eq!(invitations.len(), 1);
+    assert_eq!(invitations[0].0, g);
+    assert_eq!(invitations[0].1.id, member);
+    assert_eq!(
+        store.request_join(g, invitee, NOW).await.unwrap(),
+        JoinOutcome::Joined
+    );
+    assert!(store.invitations_of(invitee).await.unwrap().is_empty());
+
+    // Kicks follow the roles, checked with the change; a ban keeps the
+    // user out, even invited, until lifted.
+    assert!(matches!(
+        store.kick(g, admin, owner, false, NOW).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    assert!(matches!(
+        store.kick(g, member, asker, false, NOW).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    store.kick(g, admin, asker, true, NOW).await.unwrap();
+    assert_eq!(store.role(g, asker).await.unwrap(), None);
+    assert!(store.standing(g, asker).await.unwrap().banned);
+    store
+        .set_join_policy(g, owner, JoinPolicy::Open)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.request_join(g, asker, NOW).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    assert!(matches!(
+        store.invite(g, member, asker, NOW).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    assert!(matches!(
+        store.unban(g, member, asker).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    store.unban(g, admin, asker).await.unwrap();
+    assert_eq!(
+        store.request_join(g, asker, NOW).await.unwrap(),
+        JoinOutcome::Joined
+    );
+
+    // Roles and dissolving stay the owner's.
+    assert!(matches!(
+        store.set_role_as(g, admin, member, Role::Admin).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    assert!(matches!(
+        store.dissolve_as(g, admin).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    let former = store.dissolve_as(g, owner).await.unwrap();
+    assert_eq!(former.len(), 5);
+    assert!(store.group(g).await.unwrap().is_none());
+}
+
 async fn leave_kick_and_dissolve(store: Arc<dyn Store>) {
     let owner = user(&store, "owner").await;
     let bob = user(&store, "bob").await;
@@ -1261,6 +1386,7 @@ conformance!(
     groups_create_join_and_roles,
     set_role_owner_transfers_ownership,
     leave_kick_and_dissolve,
+    closed_groups_policies_invitations_and_bans,
     append_numbers_and_deduplicates,
     append_refuses_strangers,
     resends_are_answered_after_the_friendship_ended,

@@ -288,6 +288,7 @@ pub async fn login_response(ctx: &Context, who: &Authenticated) -> Result<LoginR
             member_count: group.member_count,
             my_role: Some(role),
             created_at_ms: group.created_at_ms,
+            join_policy: group.join_policy,
         })
         .collect();
     let (incoming_requests, outgoing_requests) = ctx.store.pending_requests(user_id).await?;

@@ -352,6 +352,7 @@ pub(super) async fn create_group(
         conversation_id: ConversationId(conversation),
         member_count: 1,
         created_at_ms: *now_ms,
+        join_policy: chat_proto::JoinPolicy::Open,
     })
 }
 
