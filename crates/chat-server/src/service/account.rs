@@ -187,7 +187,7 @@ async fn password_login(
         ));
     }
     ctx.login_failures_by_account_and_ip
-        .try_acquire(pair.clone(), clock);
+        .try_acquire(pair, clock);
     let stored_hash = user.password_hash.clone();
     if !ctx
         .passwords
