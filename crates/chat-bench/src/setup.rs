@@ -170,6 +170,7 @@ pub async fn create_group(conn: &mut Conn, name: &str) -> Result<GroupId> {
     let request = Request::GroupCreate(GroupCreateRequest {
         name: name.to_owned(),
         description: String::new(),
+        join_policy: chat_proto::JoinPolicy::Open,
     });
     match call(conn, &request, "group_create").await? {
         Response::GroupCreate(response) => Ok(response.group.id),

@@ -265,6 +265,18 @@ pub fn event_line(event: &Event, who: &dyn Fn(chat_proto::UserId) -> String) -> 
             recall.conversation_id,
             who(recall.recalled.by)
         ),
+        Event::GroupJoinRequest(request) => format!(
+            "* {} [{}] asks to join group {}",
+            printable(&request.user.name),
+            request.user.id,
+            request.group_id
+        ),
+        Event::GroupInvitation(invitation) => format!(
+            "* {} invites you to group {}/{} (join it to accept)",
+            printable(&invitation.inviter.name),
+            printable(&invitation.group.name),
+            invitation.group.id
+        ),
         Event::SessionEnded(ended) => {
             format!(
                 "* session ended by the server: {}",

@@ -1092,6 +1092,8 @@ impl Supervisor {
             }
             Push::PushTyping(push) => self.emit(Event::Typing(push)),
             Push::PushRecall(push) => self.emit(Event::Recall(push)),
+            Push::PushGroupJoinRequest(push) => self.emit(Event::GroupJoinRequest(push)),
+            Push::PushGroupInvitation(push) => self.emit(Event::GroupInvitation(push.invitation)),
             Push::PushSessionEnded(push) => {
                 if push.reason == SessionEndReason::LoggedOut {
                     let mut session = self.shared.session();

@@ -31,12 +31,15 @@ use chat_proto::{
     FriendRemoveRequest, FriendRemoveResponse, FriendRespondRequest, FriendRespondResponse,
     FriendUpdateRequest, FriendUpdateResponse, GroupCreateRequest, GroupCreateResponse,
     GroupDissolveRequest, GroupDissolveResponse, GroupId, GroupInfoRequest, GroupInfoResponse,
-    GroupJoinRequest, GroupJoinResponse, GroupKickRequest, GroupKickResponse, GroupLeaveRequest,
-    GroupLeaveResponse, GroupListRequest, GroupListResponse, GroupMembersRequest,
-    GroupMembersResponse, GroupSetRoleRequest, GroupSetRoleResponse, HistoryRequest,
-    HistoryResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, MessageType,
-    PingRequest, PingResponse, Push, RegisterRequest, RegisterResponse, Request, Response, Role,
-    SendRequest, SendResponse, Seq, ServerMessage, SyncRequest, SyncResponse, Target, UserId,
+    GroupInviteRequest, GroupInviteResponse, GroupJoinRequest, GroupJoinResponse, GroupKickRequest,
+    GroupKickResponse, GroupLeaveRequest, GroupLeaveResponse, GroupListRequest, GroupListResponse,
+    GroupMembersRequest, GroupMembersResponse, GroupRespondJoinRequest, GroupRespondJoinResponse,
+    GroupSetPolicyRequest, GroupSetPolicyResponse, GroupSetRoleRequest, GroupSetRoleResponse,
+    GroupUnbanRequest, GroupUnbanResponse, HistoryRequest, HistoryResponse, JoinPolicy,
+    LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, MessageType, PingRequest,
+    PingResponse, Push, RegisterRequest, RegisterResponse, Request, Response, Role, SendRequest,
+    SendResponse, Seq, ServerMessage, SessionListRequest, SessionListResponse,
+    SessionRevokeRequest, SessionRevokeResponse, SyncRequest, SyncResponse, Target, UserId,
     UserRef, CLIENT_MAX_PAYLOAD,
 };
 use futures::{Sink, SinkExt, Stream, StreamExt};
@@ -734,6 +737,26 @@ impl Connection {
         call!(self, Logout, LogoutRequest {})
     }
 
+    /// `session_list`: the user's logins, one per device.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn session_list(&self) -> Result<SessionListResponse> {
+        call!(self, SessionList, SessionListRequest {})
+    }
+
+    /// `session_revoke`: ends another of the user's logins by its `id`.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn session_revoke(&self, id: &str) -> Result<SessionRevokeResponse> {
+        call!(
+            self,
+            SessionRevoke,
+            SessionRevokeRequest { id: id.to_owned() }
+        )
+    }
+
     // -- Friends -----------------------------------------------------------
 
     /// `friend_add`: asks `user` to be friends, with an optional greeting.
@@ -831,6 +854,106 @@ impl Connection {
             GroupCreateRequest {
                 name: name.to_owned(),
                 description: description.to_owned(),
+                join_policy: JoinPolicy::Open,
+            }
+        )
+    }
+
+    /// `group_create` with a join policy.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn group_create_with_policy(
+        &self,
+        name: &str,
+        description: &str,
+        join_policy: JoinPolicy,
+    ) -> Result<GroupCreateResponse> {
+        call!(
+            self,
+            GroupCreate,
+            GroupCreateRequest {
+                name: name.to_owned(),
+                description: description.to_owned(),
+                join_policy,
+            }
+        )
+    }
+
+    /// `group_set_policy`.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn group_set_policy(
+        &self,
+        group_id: GroupId,
+        join_policy: JoinPolicy,
+    ) -> Result<GroupSetPolicyResponse> {
+        call!(
+            self,
+            GroupSetPolicy,
+            GroupSetPolicyRequest {
+                group_id,
+                join_policy
+            }
+        )
+    }
+
+    /// `group_invite`.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn group_invite(
+        &self,
+        group_id: GroupId,
+        user: impl IntoUserRef,
+    ) -> Result<GroupInviteResponse> {
+        call!(
+            self,
+            GroupInvite,
+            GroupInviteRequest {
+                group_id,
+                user: user.into_user_ref(),
+            }
+        )
+    }
+
+    /// `group_respond_join`: lets `user` in, or refuses.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn group_respond_join(
+        &self,
+        group_id: GroupId,
+        user: impl IntoUserRef,
+        accept: bool,
+    ) -> Result<GroupRespondJoinResponse> {
+        call!(
+            self,
+            GroupRespondJoin,
+            GroupRespondJoinRequest {
+                group_id,
+                user: user.into_user_ref(),
+                accept,
+            }
+        )
+    }
+
+    /// `group_unban`.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn group_unban(
+        &self,
+        group_id: GroupId,
+        user: impl IntoUserRef,
+    ) -> Result<GroupUnbanResponse> {
+        call!(
+            self,
+            GroupUnban,
+            GroupUnbanRequest {
+                group_id,
+                user: user.into_user_ref(),
             }
         )
     }
@@ -874,6 +997,27 @@ impl Connection {
             GroupKickRequest {
                 group_id,
                 user: user.into_user_ref(),
+                ban: false,
+            }
+        )
+    }
+
+    /// `group_kick` with `ban`: the user cannot join again until unbanned.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn group_kick_and_ban(
+        &self,
+        group_id: GroupId,
+        user: impl IntoUserRef,
+    ) -> Result<GroupKickResponse> {
+        call!(
+            self,
+            GroupKick,
+            GroupKickRequest {
+                group_id,
+                user: user.into_user_ref(),
+                ban: true,
             }
         )
     }

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use chat_proto::{ConversationId, Cursor, Seq};
+use chat_proto::{ConversationId, Cursor, Seq, SYNC_MAX_CURSORS};
 
 /// What to do with an incoming message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +117,11 @@ impl DeliveryState {
         self.cursors.get(&conversation_id).copied()
     }
 
-    /// Every cursor, for a `sync` request.
+    /// The cursors for a `sync` request: every one, or, past the server's
+    /// limit of [`SYNC_MAX_CURSORS`], those of the newest conversations
+    /// (the highest ids). The server reads the others from the
+    /// acknowledged position, and the client de-duplicates what it already
+    /// holds by sequence number.
     #[must_use]
     pub fn cursors(&self) -> Vec<Cursor> {
         let mut cursors: Vec<Cursor> = self
@@ -129,6 +133,8 @@ impl DeliveryState {
             })
             .collect();
         cursors.sort_by_key(|cursor| cursor.conversation_id);
+        let excess = cursors.len().saturating_sub(SYNC_MAX_CURSORS);
+        cursors.drain(..excess);
         cursors
     }
 
@@ -235,5 +241,16 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn cursors_stop_at_the_servers_limit_keeping_the_newest() {
+        let mut state = DeliveryState::new();
+        for id in 1..=(SYNC_MAX_CURSORS as u64 + 5) {
+            state.advance(ConversationId(id), Seq(1));
+        }
+        let cursors = state.cursors();
+        assert_eq!(cursors.len(), SYNC_MAX_CURSORS);
+        assert_eq!(cursors[0].conversation_id, ConversationId(6));
     }
 }

@@ -1,8 +1,9 @@
 //! What a [`Client`](crate::Client) tells the application.
 
 use chat_proto::{
-    ChatMessage, FriendRequestInfo, FriendUpdatePush, GroupEventPush, LoginResponse, PresencePush,
-    ReadPush, RecallPush, SessionEndedPush, TypingPush,
+    ChatMessage, FriendRequestInfo, FriendUpdatePush, GroupEventPush, GroupInvitation,
+    GroupJoinRequestPush, LoginResponse, PresencePush, ReadPush, RecallPush, SessionEndedPush,
+    TypingPush,
 };
 use serde::Serialize;
 
@@ -29,6 +30,10 @@ pub enum Event {
     Typing(TypingPush),
     /// A message was recalled or removed.
     Recall(RecallPush),
+    /// Somebody asks to join a group the user owns or administers.
+    GroupJoinRequest(GroupJoinRequestPush),
+    /// The user was invited to a group (join it to accept).
+    GroupInvitation(GroupInvitation),
     /// The server announced the end of this connection's session; the client
     /// reconnects unless the reason was a logout.
     SessionEnded(SessionEndedPush),

@@ -21,13 +21,25 @@ pub const HEADER_LEN: usize = 16;
 /// The default limit on a frame's payload: 64 KiB. This is what a server
 /// accepts from clients.
 pub const DEFAULT_MAX_PAYLOAD: usize = 64 * 1024;
-/// The payload limit a client should decode server frames with: 32 MiB.
+/// Message bodies one `sync` or `history` page carries at most, in bytes
+/// (1 MiB): the server ends a page early (with `has_more`) rather than go
+/// past it, but always carries at least one message, so paging progresses.
+pub const PAGE_BODY_BUDGET: usize = 1024 * 1024;
+
+/// The payload limit a client should decode server frames with: 8 MiB.
 ///
-/// Replies are not bound by [`DEFAULT_MAX_PAYLOAD`]: a `sync` page holds up to
-/// 1000 messages and a `history` page up to 200, each with a body of up to
-/// 4096 bytes that JSON escaping can grow sixfold. 32 MiB holds a full sync
-/// page at the server's default limits even in that worst case.
-pub const CLIENT_MAX_PAYLOAD: usize = 32 * 1024 * 1024;
+/// Replies are not bound by [`DEFAULT_MAX_PAYLOAD`]. The largest is a page
+/// of `sync` or `history`: at most [`PAGE_BODY_BUDGET`] of message bodies,
+/// which JSON escaping can grow sixfold (a control character becomes
+/// `\u0001`), plus under a kilobyte of other fields for each of at most
+/// 1000 messages: under 7 MiB in the worst case.
+pub const CLIENT_MAX_PAYLOAD: usize = 8 * 1024 * 1024;
+
+/// The most cursors a `sync` request may carry. A request with this many
+/// cursors fits in [`DEFAULT_MAX_PAYLOAD`] whatever their ids (below 2^53,
+/// as ids handed out by a server are), so a client never meets `too_large`
+/// before this limit.
+pub const SYNC_MAX_CURSORS: usize = 1000;
 
 /// The `flags` byte of the header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]

@@ -18,7 +18,8 @@ pub mod status;
 pub use codec::FrameCodec;
 pub use error::{FrameError, MessageError};
 pub use frame::{
-    Flags, Frame, Header, CLIENT_MAX_PAYLOAD, DEFAULT_MAX_PAYLOAD, HEADER_LEN, MAGIC, VERSION,
+    Flags, Frame, Header, CLIENT_MAX_PAYLOAD, DEFAULT_MAX_PAYLOAD, HEADER_LEN, MAGIC,
+    PAGE_BODY_BUDGET, SYNC_MAX_CURSORS, VERSION,
 };
 pub use ids::{ConversationId, GroupId, Seq, UserId};
 pub use message::*;

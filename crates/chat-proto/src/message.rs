@@ -236,6 +236,11 @@ message_table! {
         Login = 0x0003, "login", LoginRequest => LoginResponse;
         /// Ends the session's login and revokes its token.
         Logout = 0x0004, "logout", LogoutRequest => LogoutResponse;
+        /// Lists the user's logins (tokens), one per device.
+        SessionList = 0x0010, "session_list", SessionListRequest => SessionListResponse;
+        /// Ends one of the user's other logins: revokes its token and ends
+        /// the sessions that hold it.
+        SessionRevoke = 0x0011, "session_revoke", SessionRevokeRequest => SessionRevokeResponse;
 
         /// Asks another user to become a friend (accepts theirs if they asked first).
         FriendAdd = 0x0101, "friend_add", FriendAddRequest => FriendAddResponse;
@@ -266,6 +271,14 @@ message_table! {
         GroupMembers = 0x0208, "group_members", GroupMembersRequest => GroupMembersResponse;
         /// Lists the groups the session's user belongs to.
         GroupList = 0x0209, "group_list", GroupListRequest => GroupListResponse;
+        /// Sets who may join a group (owner or admin).
+        GroupSetPolicy = 0x020A, "group_set_policy", GroupSetPolicyRequest => GroupSetPolicyResponse;
+        /// Invites a user to a group (any member).
+        GroupInvite = 0x020B, "group_invite", GroupInviteRequest => GroupInviteResponse;
+        /// Accepts or refuses a request to join (owner or admin).
+        GroupRespondJoin = 0x020C, "group_respond_join", GroupRespondJoinRequest => GroupRespondJoinResponse;
+        /// Lets a banned user join again (owner or admin).
+        GroupUnban = 0x020D, "group_unban", GroupUnbanRequest => GroupUnbanResponse;
 
         /// Sends a message to a friend or a group.
         Send = 0x0301, "send", SendRequest => SendResponse;
@@ -305,6 +318,10 @@ message_table! {
         PushTyping = 0x8008, "push_typing", TypingPush;
         /// A message was recalled or removed; it is a tombstone now.
         PushRecall = 0x8009, "push_recall", RecallPush;
+        /// Somebody asks to join a group the user owns or administers.
+        PushGroupJoinRequest = 0x800A, "push_group_join_request", GroupJoinRequestPush;
+        /// The user was invited to a group.
+        PushGroupInvitation = 0x800B, "push_group_invitation", GroupInvitationPush;
     }
 }
 
@@ -542,6 +559,51 @@ pub struct Group {
     pub my_role: Option<Role>,
     /// When it was created, in milliseconds since the Unix epoch.
     pub created_at_ms: i64,
+    /// Who may join (`open` from servers that predate join policies).
+    #[serde(default)]
+    pub join_policy: JoinPolicy,
+}
+
+/// Who may join a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinPolicy {
+    /// Anyone who knows the group's id.
+    #[default]
+    Open,
+    /// Anyone may ask; the owner or an admin accepts or refuses.
+    Approval,
+    /// Only users a member invited; to anyone else the group does not exist.
+    Invite,
+}
+
+impl JoinPolicy {
+    /// Whether this is [`JoinPolicy::Open`], the default.
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        *self == JoinPolicy::Open
+    }
+
+    /// The wire name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JoinPolicy::Open => "open",
+            JoinPolicy::Approval => "approval",
+            JoinPolicy::Invite => "invite",
+        }
+    }
+
+    /// The policy with this wire name.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<JoinPolicy> {
+        match name {
+            "open" => Some(JoinPolicy::Open),
+            "approval" => Some(JoinPolicy::Approval),
+            "invite" => Some(JoinPolicy::Invite),
+            _ => None,
+        }
+    }
 }
 
 /// A member of a group.
@@ -626,8 +688,8 @@ pub struct PingResponse {
     pub server_ts_ms: i64,
 }
 
-/// `register` request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `register` request. Its `Debug` output hides the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterRequest {
     /// 1 to 32 characters, unique, no control characters, not all digits.
     pub name: String,
@@ -642,8 +704,9 @@ pub struct RegisterResponse {
     pub user: UserSummary,
 }
 
-/// `login` request: either `user` and `password`, or `token`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `login` request: either `user` and `password`, or `token`. Its `Debug`
+/// output hides the password and the token.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginRequest {
     /// The account, by name or id (with `password`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -658,7 +721,8 @@ pub struct LoginRequest {
 
 /// `login` response: everything a client shows right after logging in. The
 /// messages the user has not acknowledged follow as `push_message` frames.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Its `Debug` output hides the token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginResponse {
     /// Who the session is now.
     pub user: UserSummary,
@@ -695,6 +759,53 @@ pub struct UnreadCount {
     pub unread: u64,
 }
 
+/// Reads an optional field that has a default: `null` means the same as
+/// leaving the field out, as for every other optional request field.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// What `Debug` output shows in place of a password or a token.
+const HIDDEN: &str = "<hidden>";
+
+impl std::fmt::Debug for RegisterRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisterRequest")
+            .field("name", &self.name)
+            .field("password", &HIDDEN)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| HIDDEN))
+            .field("token", &self.token.as_ref().map(|_| HIDDEN))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for LoginResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginResponse")
+            .field("user", &self.user)
+            .field("token", &HIDDEN)
+            .field("token_expires_at_ms", &self.token_expires_at_ms)
+            .field("friends", &self.friends)
+            .field("groups", &self.groups)
+            .field("incoming_requests", &self.incoming_requests)
+            .field("outgoing_requests", &self.outgoing_requests)
+            .field("unacked", &self.unacked)
+            .finish()
+    }
+}
+
 /// `logout` request: no fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogoutRequest {}
@@ -702,6 +813,40 @@ pub struct LogoutRequest {}
 /// `logout` response: no fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogoutResponse {}
+
+/// `session_list` request: no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionListRequest {}
+
+/// One login of the user: a token, held by one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// Names the login for `session_revoke`; not the token, and no way to
+    /// recover it.
+    pub id: String,
+    /// When its token stops working, in milliseconds since the Unix epoch.
+    pub expires_at_ms: i64,
+    /// Whether it is the login of the session that asked.
+    pub current: bool,
+}
+
+/// `session_list` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionListResponse {
+    /// The user's unexpired logins, soonest to expire first.
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// `session_revoke` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRevokeRequest {
+    /// The `id` of a login from `session_list`, not the asking session's own.
+    pub id: String,
+}
+
+/// `session_revoke` response: no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRevokeResponse {}
 
 // ---------------------------------------------------------------------------
 // Friends
@@ -818,8 +963,15 @@ pub struct GroupCreateRequest {
     /// 1 to 64 characters.
     pub name: String,
     /// At most 512 characters.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub description: String,
+    /// Who may join; `open` if left out (and left out when `open`).
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "JoinPolicy::is_open"
+    )]
+    pub join_policy: JoinPolicy,
 }
 
 /// `group_create` response.
@@ -839,8 +991,12 @@ pub struct GroupJoinRequest {
 /// `group_join` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupJoinResponse {
-    /// The group joined.
+    /// The group joined, or asked to join.
     pub group: Group,
+    /// Whether the join waits for the owner's or an admin's approval (the
+    /// caller is not a member yet).
+    #[serde(default)]
+    pub pending: bool,
 }
 
 /// `group_leave` request.
@@ -872,6 +1028,14 @@ pub struct GroupKickRequest {
     pub group_id: GroupId,
     /// The member to remove.
     pub user: UserRef,
+    /// Also ban them: they cannot join again until unbanned (left out when
+    /// false).
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub ban: bool,
 }
 
 /// `group_kick` response: no fields.
@@ -906,6 +1070,10 @@ pub struct GroupInfoRequest {
 pub struct GroupInfoResponse {
     /// The group.
     pub group: Group,
+    /// Users waiting for approval to join; shown to the owner and admins
+    /// only, empty for everyone else.
+    #[serde(default)]
+    pub join_requests: Vec<UserSummary>,
 }
 
 /// `group_members` request.
@@ -931,6 +1099,92 @@ pub struct GroupListRequest {}
 pub struct GroupListResponse {
     /// The groups the session's user belongs to.
     pub groups: Vec<Group>,
+    /// Invitations waiting for the user: join the group to accept.
+    #[serde(default)]
+    pub invitations: Vec<GroupInvitation>,
+}
+
+/// An invitation to a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInvitation {
+    /// The group.
+    pub group: Group,
+    /// Who invited the user.
+    pub inviter: UserSummary,
+}
+
+/// `group_set_policy` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSetPolicyRequest {
+    /// The group.
+    pub group_id: GroupId,
+    /// Who may join from now on.
+    pub join_policy: JoinPolicy,
+}
+
+/// `group_set_policy` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSetPolicyResponse {
+    /// The group with its new policy.
+    pub group: Group,
+}
+
+/// `group_invite` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInviteRequest {
+    /// The group (the caller must be a member).
+    pub group_id: GroupId,
+    /// Whom to invite.
+    pub user: UserRef,
+}
+
+/// `group_invite` response: no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInviteResponse {}
+
+/// `group_respond_join` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRespondJoinRequest {
+    /// The group (the caller must be its owner or an admin).
+    pub group_id: GroupId,
+    /// Who asked to join.
+    pub user: UserRef,
+    /// Let them in (`true`) or refuse (`false`).
+    pub accept: bool,
+}
+
+/// `group_respond_join` response: no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRespondJoinResponse {}
+
+/// `group_unban` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupUnbanRequest {
+    /// The group (the caller must be its owner or an admin).
+    pub group_id: GroupId,
+    /// Whom to let join again.
+    pub user: UserRef,
+}
+
+/// `group_unban` response: no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupUnbanResponse {}
+
+/// `push_group_join_request`: somebody asks to join a group the user
+/// administers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupJoinRequestPush {
+    /// The group.
+    pub group_id: GroupId,
+    /// Who asks.
+    pub user: UserSummary,
+}
+
+/// `push_group_invitation`: the user was invited to a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInvitationPush {
+    /// The invitation.
+    pub invitation: GroupInvitation,
 }
 
 /// Kinds of group events.
@@ -1029,7 +1283,7 @@ pub struct HistoryResponse {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncRequest {
     /// The highest sequence number the client holds per conversation.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub cursors: Vec<Cursor>,
     /// At most this many messages (default 500, at most 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1286,7 +1540,9 @@ pub enum SessionEndReason {
     Idle,
     /// The client read too slowly and its outbox overflowed; reconnect and sync.
     SlowConsumer,
-    /// The account logged out on this session.
+    /// The login ended: an operator ended it (kick, disable, delete,
+    /// password reset), or another connection holding the same token
+    /// logged out. Do not resume with the token.
     LoggedOut,
 }
 

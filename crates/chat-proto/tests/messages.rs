@@ -549,6 +549,7 @@ fn wire_shapes_match_the_documentation() {
         Request::GroupCreate(GroupCreateRequest {
             name: "g".to_owned(),
             description: String::new(),
+            join_policy: JoinPolicy::Open,
         })
     );
 
@@ -582,7 +583,7 @@ fn large_ids_survive_the_round_trip() {
 /// The largest message the server's default limits allow, as JSON escaping
 /// makes it largest: every body byte a control character (six bytes each on
 /// the wire), and names and ids at their longest.
-fn worst_case_message(seq: u64) -> ChatMessage {
+fn worst_case_message(seq: u64, body_len: usize) -> ChatMessage {
     ChatMessage {
         conversation_id: ConversationId(u64::MAX),
         seq: Seq(seq),
@@ -590,7 +591,7 @@ fn worst_case_message(seq: u64) -> ChatMessage {
         sender_name: "😀".repeat(32),
         target: Target::Group(GroupId(u64::MAX)),
         client_msg_id: "\u{1}".repeat(64),
-        body: "\u{1}".repeat(4096),
+        body: "\u{1}".repeat(body_len),
         server_ts_ms: i64::MAX,
         recalled: None,
     }
@@ -598,15 +599,26 @@ fn worst_case_message(seq: u64) -> ChatMessage {
 
 #[test]
 fn worst_case_pages_fit_in_the_client_limit() {
+    // A page carries bodies up to the budget (or one message, however
+    // long): the most messages the page allows, bodies sharing the budget,
+    // every byte of them escaped sixfold.
     let sync = Response::Sync(SyncResponse {
-        messages: (1..=1000).map(worst_case_message).collect(),
+        messages: (1..=1000)
+            .map(|seq| worst_case_message(seq, PAGE_BODY_BUDGET / 1000))
+            .collect(),
         has_more: true,
     });
     let history = Response::History(HistoryResponse {
-        messages: (1..=200).map(worst_case_message).collect(),
+        messages: (1..=200)
+            .map(|seq| worst_case_message(seq, PAGE_BODY_BUDGET / 200))
+            .collect(),
         has_more: true,
     });
-    for response in [sync, history] {
+    let one_long = Response::History(HistoryResponse {
+        messages: vec![worst_case_message(1, 16 * 1024)],
+        has_more: true,
+    });
+    for response in [sync, history, one_long] {
         let mut buf = BytesMut::new();
         response.encode(1, &mut buf).unwrap();
         let payload = buf.len() - HEADER_LEN;
@@ -631,4 +643,41 @@ fn worst_case_pages_fit_in_the_client_limit() {
             }
         );
     }
+}
+
+#[test]
+fn debug_output_hides_passwords_and_tokens() {
+    use chat_proto::{LoginRequest, LoginResponse, RegisterRequest, UserRef, UserSummary};
+    let register = RegisterRequest {
+        name: "alice".into(),
+        password: "register-secret".into(),
+    };
+    let login = LoginRequest {
+        user: Some(UserRef::Name("alice".into())),
+        password: Some("login-secret".into()),
+        token: Some("token-secret".into()),
+    };
+    let response = LoginResponse {
+        user: UserSummary {
+            id: chat_proto::UserId(1),
+            name: "alice".into(),
+        },
+        token: "response-secret".into(),
+        token_expires_at_ms: 0,
+        friends: Vec::new(),
+        groups: Vec::new(),
+        incoming_requests: Vec::new(),
+        outgoing_requests: Vec::new(),
+        unacked: 0,
+    };
+    let shown = format!("{register:?} {login:?} {response:#?}");
+    for secret in [
+        "register-secret",
+        "login-secret",
+        "token-secret",
+        "response-secret",
+    ] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("alice"));
 }

@@ -299,6 +299,165 @@ fn json_examples_in_the_protocol_doc_parse_as_their_types() {
     }
 }
 
+/// The optional request fields the document lists, per request type: the
+/// rows with "no" in the `required` column of each request's field table.
+fn optional_request_fields(doc: &str) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    let mut section = String::new();
+    let mut in_request_table = false;
+    for line in doc.lines() {
+        if let Some(name) = line.strip_prefix("### `") {
+            section = name.trim_end_matches('`').to_owned();
+            in_request_table = false;
+        } else if line.starts_with("| field | type | required |") {
+            in_request_table = true;
+        } else if !line.starts_with('|') {
+            in_request_table = false;
+        } else if in_request_table {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            if let (Some(field), Some(required)) = (cells.get(1), cells.get(3)) {
+                if required.starts_with("no") {
+                    fields.push((section.clone(), field.trim_matches('`').to_owned()));
+                }
+            }
+        }
+    }
+    fields
+}
+
+/// The document says an optional request field may be sent as `null`,
+/// meaning the same as leaving it out: every optional field of every
+/// request example is tried as `null`.
+#[test]
+fn every_optional_request_field_accepts_null() {
+    let doc = protocol_md();
+    let optional = optional_request_fields(&doc);
+    assert!(
+        optional
+            .iter()
+            .any(|(section, field)| section == "sync" && field == "cursors"),
+        "the field tables were not found: {optional:?}"
+    );
+    let mut tried = 0;
+    for example in examples(&doc).into_iter().filter(|e| e.kind == "request") {
+        let Some(message_type) = MessageType::REQUESTS
+            .iter()
+            .find(|message_type| message_type.name() == example.section)
+        else {
+            continue;
+        };
+        for (_, field) in optional.iter().filter(|(s, _)| *s == example.section) {
+            let mut value: serde_json::Value = serde_json::from_str(&example.json).unwrap();
+            value[field.as_str()] = serde_json::Value::Null;
+            let payload = serde_json::to_vec(&value).unwrap();
+            let with_null = Request::from_payload(message_type.code(), &payload);
+            assert!(
+                with_null.is_ok(),
+                "`{}` refuses {field}: null: {with_null:?}",
+                example.section
+            );
+            if let Some(object) = value.as_object_mut() {
+                object.remove(field.as_str());
+            }
+            let without =
+                Request::from_payload(message_type.code(), &serde_json::to_vec(&value).unwrap());
+            assert_eq!(
+                with_null.ok(),
+                without.ok(),
+                "`{}`: {field}: null differs from leaving it out",
+                example.section
+            );
+            tried += 1;
+        }
+    }
+    assert!(tried >= 5, "only {tried} optional fields were tried");
+}
+
+/// The row of the limits table (section 11) whose first cell is `name`.
+fn limits_row(doc: &str, name: &str) -> String {
+    let limits = doc
+        .split("## 11. Limits")
+        .nth(1)
+        .expect("docs/protocol.md has a limits section");
+    limits
+        .lines()
+        .find(|line| line.starts_with(&format!("| {name} |")))
+        .unwrap_or_else(|| panic!("the limits table has no row {name:?}"))
+        .to_owned()
+}
+
+/// The numbers the document gives for reply sizes and the `sync` cursor
+/// limit are the code's, and the cursor limit can be reached: a request
+/// with that many cursors, with the largest ids a server hands out, fits in
+/// the default frame limit, so a client meets `bad_request` past it, never
+/// `too_large` before it.
+#[test]
+fn documented_size_limits_are_the_codes_and_reachable() {
+    let doc = protocol_md();
+    let mib = |bytes: usize| bytes / (1024 * 1024);
+    assert!(doc.contains(&format!(
+        "**A client should accept frames of\n  up to {} MiB from the server** (`chat_proto::CLIENT_MAX_PAYLOAD`)",
+        mib(CLIENT_MAX_PAYLOAD)
+    )));
+    assert!(doc.contains(&format!(
+        "carries at most {} MiB of message bodies\n  (`chat_proto::PAGE_BODY_BUDGET`",
+        mib(PAGE_BODY_BUDGET)
+    )));
+    assert!(
+        limits_row(&doc, "message bodies in one `sync` or `history` page")
+            .contains(&format!("| {} MiB", mib(PAGE_BODY_BUDGET)))
+    );
+    assert!(limits_row(&doc, "`sync` cursors").contains(&format!("at most {SYNC_MAX_CURSORS} |")));
+    let largest_id = (1u64 << 53) - 1;
+    let request = Request::Sync(SyncRequest {
+        cursors: vec![
+            Cursor {
+                conversation_id: ConversationId(largest_id),
+                seq: Seq(largest_id),
+            };
+            SYNC_MAX_CURSORS
+        ],
+        limit: Some(1000),
+    });
+    let mut buf = BytesMut::new();
+    request.encode(u32::MAX, &mut buf).unwrap();
+    assert!(
+        buf.len() - HEADER_LEN <= DEFAULT_MAX_PAYLOAD,
+        "a sync request with {SYNC_MAX_CURSORS} cursors takes {} bytes",
+        buf.len() - HEADER_LEN
+    );
+}
+
+/// Every reason a `session_ended` push can carry has a row in the
+/// document's table of reasons.
+#[test]
+fn session_end_reasons_are_documented() {
+    let doc = protocol_md();
+    let every = [
+        SessionEndReason::Draining,
+        SessionEndReason::Idle,
+        SessionEndReason::SlowConsumer,
+        SessionEndReason::LoggedOut,
+    ];
+    // A new reason fails to compile here until it is added to the list.
+    for reason in every {
+        match reason {
+            SessionEndReason::Draining
+            | SessionEndReason::Idle
+            | SessionEndReason::SlowConsumer
+            | SessionEndReason::LoggedOut => {}
+        }
+    }
+    for reason in every {
+        let name = serde_json::to_value(reason).unwrap();
+        let name = name.as_str().unwrap();
+        assert!(
+            has_line_with(&doc, &[format!("| `{name}` |")]),
+            "session_ended reason {name} is not documented"
+        );
+    }
+}
+
 #[test]
 fn hex_dump_layout() {
     assert_eq!(

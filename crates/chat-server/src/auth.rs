@@ -1,22 +1,25 @@
 //! Passwords and session tokens.
 //!
-//! Passwords are argon2id hashes (the crate's defaults: 19 MiB, 2 passes, 1
-//! lane). Hashing is deliberately slow, so it runs on a few dedicated threads
-//! and a semaphore bounds how many wait for them: a login storm queues instead of
-//! starving everything else of CPU. Tokens are 32 random bytes; the store
+//! Passwords are argon2id hashes (by default the crate's defaults: 19 MiB, 2
+//! passes, 1 lane). Hashing is deliberately slow, so it runs on a few
+//! dedicated threads and semaphores bound how many wait for them: a login
+//! storm queues instead of starving everything else of CPU, and logins are
+//! served before registrations, so a registration flood cannot hold logins
+//! up. Tokens are 32 random bytes; the store
 //! keeps only their SHA-256, so a leaked database holds no usable token.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
-use std::cell::RefCell;
-
 use argon2::password_hash::{
-    self, rand_core::OsRng, Output, ParamsString, PasswordHash, SaltString,
+    self,
+    rand_core::{OsRng, RngCore},
+    Output, ParamsString, PasswordHash, SaltString,
 };
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
@@ -31,67 +34,207 @@ const QUEUE_WAIT: Duration = Duration::from_secs(5);
 /// A job for a hashing thread.
 type HashJob = Box<dyn FnOnce() + Send>;
 
+/// Which queue a password operation waits in. Logins are served first, so
+/// however many registrations are waiting, a login waits at most for the
+/// hashes already running (one per thread) and for other logins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// A login (or an operator's command): served first.
+    Login,
+    /// A new account: served when no login is waiting, and only a few at a
+    /// time.
+    Registration,
+}
+
+/// The jobs waiting for a hashing thread, logins apart from registrations.
+#[derive(Default)]
+struct Queues {
+    logins: VecDeque<HashJob>,
+    registrations: VecDeque<HashJob>,
+    closed: bool,
+}
+
+impl Queues {
+    fn next(&mut self) -> Option<HashJob> {
+        self.logins
+            .pop_front()
+            .or_else(|| self.registrations.pop_front())
+    }
+}
+
+/// The queues and the signal that wakes an idle hashing thread.
+type SharedQueues = Arc<(Mutex<Queues>, Condvar)>;
+
 /// A few long-lived threads that do all the hashing. Each argon2 call
 /// allocates its 19 MiB block; on the blocking pool every new thread would
 /// keep one such block in its own allocator arena, and a login storm would
 /// leave hundreds of MiB behind. A fixed set of threads reuses its blocks.
-#[derive(Debug)]
 struct HashPool {
-    jobs: Mutex<std::sync::mpsc::Sender<HashJob>>,
+    queues: SharedQueues,
+}
+
+impl std::fmt::Debug for HashPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashPool").finish_non_exhaustive()
+    }
 }
 
 impl HashPool {
     fn start(threads: usize) -> HashPool {
-        let (jobs, receiver) = std::sync::mpsc::channel::<HashJob>();
-        let receiver = Arc::new(Mutex::new(receiver));
+        let queues: SharedQueues = Arc::new((Mutex::new(Queues::default()), Condvar::new()));
         for index in 0..threads {
-            let receiver = receiver.clone();
+            let queues = queues.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("argon2-{index}"))
                 .spawn(move || loop {
                     // The lock is held only to take the next job.
-                    let job = match receiver.lock() {
-                        Ok(receiver) => receiver.recv(),
-                        Err(_) => return,
+                    let job = {
+                        let (lock, wake) = &*queues;
+                        let Ok(mut waiting) = lock.lock() else { return };
+                        loop {
+                            if let Some(job) = waiting.next() {
+                                break job;
+                            }
+                            if waiting.closed {
+                                return;
+                            }
+                            waiting = match wake.wait(waiting) {
+                                Ok(waiting) => waiting,
+                                Err(_) => return,
+                            };
+                        }
                     };
-                    match job {
-                        Ok(job) => job(),
-                        // Every sender is gone: the server has stopped.
-                        Err(_) => return,
-                    }
+                    job();
                 });
             if let Err(error) = spawned {
                 tracing::error!(%error, "cannot start a password hashing thread");
             }
         }
-        HashPool {
-            jobs: Mutex::new(jobs),
+        HashPool { queues }
+    }
+
+    /// Queues a job; false once the pool is closed.
+    fn submit(&self, priority: Priority, job: HashJob) -> bool {
+        let (lock, wake) = &*self.queues;
+        let Ok(mut waiting) = lock.lock() else {
+            return false;
+        };
+        if waiting.closed {
+            return false;
         }
+        match priority {
+            Priority::Login => waiting.logins.push_back(job),
+            Priority::Registration => waiting.registrations.push_back(job),
+        }
+        wake.notify_one();
+        true
     }
 
     /// Runs `work` on a hashing thread and waits for its result.
     async fn run<T: Send + 'static>(
         &self,
+        priority: Priority,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ServiceError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job: HashJob = Box::new(move || {
             let _ = reply.send(work());
         });
-        self.jobs
-            .lock()
-            .map_err(|_| ServiceError::internal())?
-            .send(job)
-            .map_err(|_| ServiceError::internal())?;
+        if !self.submit(priority, job) {
+            return Err(ServiceError::internal());
+        }
         answer.await.map_err(|_| ServiceError::internal())
+    }
+}
+
+impl Drop for HashPool {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.queues;
+        if let Ok(mut waiting) = lock.lock() {
+            waiting.closed = true;
+        }
+        wake.notify_all();
+    }
+}
+
+/// The argon2id cost of new password hashes, from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashCost {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes over the memory.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl Default for HashCost {
+    /// The argon2 crate's defaults (OWASP's recommendation): 19 MiB, 2
+    /// passes, 1 lane.
+    fn default() -> Self {
+        Self {
+            memory_kib: Params::DEFAULT_M_COST,
+            iterations: Params::DEFAULT_T_COST,
+            parallelism: Params::DEFAULT_P_COST,
+        }
+    }
+}
+
+/// The most memory a stored hash may ask for (256 MiB), unless the
+/// configured cost is higher.
+pub const MAX_STORED_MEMORY_KIB: u32 = 256 * 1024;
+/// The most passes a stored hash may ask for, unless configured higher.
+pub const MAX_STORED_ITERATIONS: u32 = 16;
+/// The most lanes a stored hash may ask for, unless configured higher.
+pub const MAX_STORED_PARALLELISM: u32 = 8;
+
+impl HashCost {
+    fn params(self) -> Result<Params, password_hash::Error> {
+        Params::new(
+            self.memory_kib,
+            self.iterations,
+            self.parallelism,
+            Some(Params::DEFAULT_OUTPUT_LEN),
+        )
+        .map_err(password_hash::Error::from)
+    }
+
+    /// Whether a stored hash's parameters are within what this server will
+    /// spend on one verification.
+    fn allows(self, params: &Params) -> bool {
+        params.m_cost() <= self.memory_kib.max(MAX_STORED_MEMORY_KIB)
+            && params.t_cost() <= self.iterations.max(MAX_STORED_ITERATIONS)
+            && params.p_cost() <= self.parallelism.max(MAX_STORED_PARALLELISM)
+    }
+
+    /// Whether `phc` was made with exactly this cost (argon2id, current
+    /// version); a hash that was not should be replaced at the next login.
+    #[must_use]
+    pub fn is_current(self, phc: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(phc) else {
+            return false;
+        };
+        let Ok(params) = Params::try_from(&parsed) else {
+            return false;
+        };
+        parsed.algorithm == Algorithm::Argon2id.ident()
+            && parsed.version == Some(Version::V0x13.into())
+            && params.m_cost() == self.memory_kib
+            && params.t_cost() == self.iterations
+            && params.p_cost() == self.parallelism
     }
 }
 
 /// Hashes and verifies passwords off the async workers.
 #[derive(Debug, Clone)]
 pub struct Passwords {
-    permits: Arc<Semaphore>,
+    /// Concurrent logins (and operators' hashes) waiting or hashing.
+    login_permits: Arc<Semaphore>,
+    /// Concurrent registrations waiting or hashing: fewer, so a flood of
+    /// them leaves threads for logins.
+    registration_permits: Arc<Semaphore>,
     pool: Arc<HashPool>,
+    cost: HashCost,
     /// A hash of no real password, verified against for unknown accounts.
     decoy: Arc<OnceLock<String>>,
 }
@@ -103,20 +246,41 @@ impl Default for Passwords {
 }
 
 impl Passwords {
-    /// Allows as many concurrent hashes as there are CPUs.
+    /// Hashes at the default cost on as many threads as there are CPUs.
     #[must_use]
     pub fn new() -> Self {
+        Self::with_cost(HashCost::default())
+    }
+
+    /// Hashes new passwords at `cost`, on as many threads as there are CPUs.
+    #[must_use]
+    pub fn with_cost(cost: HashCost) -> Self {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
-            permits: Arc::new(Semaphore::new(cpus)),
+            login_permits: Arc::new(Semaphore::new(cpus)),
+            registration_permits: Arc::new(Semaphore::new((cpus / 2).max(1))),
             pool: Arc::new(HashPool::start(cpus)),
+            cost,
             decoy: Arc::new(OnceLock::new()),
         }
     }
 
-    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ServiceError> {
+    /// The cost of new hashes.
+    #[must_use]
+    pub fn cost(&self) -> HashCost {
+        self.cost
+    }
+
+    async fn permit(
+        &self,
+        priority: Priority,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, ServiceError> {
+        let permits = match priority {
+            Priority::Login => &self.login_permits,
+            Priority::Registration => &self.registration_permits,
+        };
         let started = std::time::Instant::now();
-        let permit = tokio::time::timeout(QUEUE_WAIT, self.permits.acquire()).await;
+        let permit = tokio::time::timeout(QUEUE_WAIT, permits.acquire()).await;
         metrics::histogram!("chatd_password_hash_wait_seconds")
             .record(started.elapsed().as_secs_f64());
         match permit {
@@ -138,7 +302,9 @@ impl Passwords {
         let decoy = match self.decoy.get() {
             Some(decoy) => decoy.clone(),
             None => {
-                let decoy = self.hash("no account has this password".to_owned()).await?;
+                let decoy = self
+                    .hash("no account has this password".to_owned(), Priority::Login)
+                    .await?;
                 self.decoy.get_or_init(|| decoy).clone()
             }
         };
@@ -146,14 +312,17 @@ impl Passwords {
         Ok(false)
     }
 
-    /// The PHC string of a new argon2id hash of `password`.
+    /// The PHC string of a new argon2id hash of `password`, waiting in the
+    /// queue of `priority`.
     ///
     /// # Errors
-    /// `internal` if hashing fails.
-    pub async fn hash(&self, password: String) -> Result<String, ServiceError> {
-        let _permit = self.permit().await?;
+    /// `unavailable` when no hashing thread is free in time, `internal` if
+    /// hashing fails.
+    pub async fn hash(&self, password: String, priority: Priority) -> Result<String, ServiceError> {
+        let _permit = self.permit(priority).await?;
+        let cost = self.cost;
         self.pool
-            .run(move || hash_with_kept_memory(&password))
+            .run(priority, move || hash_with_kept_memory(&password, cost))
             .await?
             .map_err(|error| {
                 tracing::error!(%error, "password hashing failed");
@@ -161,14 +330,21 @@ impl Passwords {
             })
     }
 
-    /// Whether `password` matches the stored PHC string.
+    /// Whether `password` matches the stored PHC string. A stored hash that
+    /// asks for more memory, passes or lanes than this server allows (see
+    /// [`MAX_STORED_MEMORY_KIB`]) matches nothing: verifying it would let
+    /// whoever wrote the row decide how much memory the server allocates.
     ///
     /// # Errors
-    /// `internal` if the stored hash is unreadable.
+    /// `unavailable` when no hashing thread is free in time, `internal` if
+    /// the stored hash is unreadable.
     pub async fn verify(&self, password: String, phc: String) -> Result<bool, ServiceError> {
-        let _permit = self.permit().await?;
+        let _permit = self.permit(Priority::Login).await?;
+        let cost = self.cost;
         self.pool
-            .run(move || verify_with_kept_memory(&password, &phc))
+            .run(Priority::Login, move || {
+                verify_with_kept_memory(&password, &phc, cost)
+            })
             .await?
             .map_err(|error| {
                 tracing::error!(%error, "unreadable password hash in store");
@@ -204,8 +380,8 @@ fn compute(
 }
 
 /// A new argon2id PHC string for `password`, with a fresh random salt.
-fn hash_with_kept_memory(password: &str) -> Result<String, password_hash::Error> {
-    let params = Params::default();
+fn hash_with_kept_memory(password: &str, cost: HashCost) -> Result<String, password_hash::Error> {
+    let params = cost.params()?;
     let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
     let salt = SaltString::generate(&mut OsRng);
     let mut salt_bytes = [0u8; 64];
@@ -222,9 +398,13 @@ fn hash_with_kept_memory(password: &str) -> Result<String, password_hash::Error>
     Ok(hash.to_string())
 }
 
-/// Whether `password` matches the PHC string (any argon2 variant and
-/// parameters it names), compared in constant time.
-fn verify_with_kept_memory(password: &str, phc: &str) -> Result<bool, password_hash::Error> {
+/// Whether `password` matches the PHC string (any argon2 variant, and any
+/// parameters it names that `cost` allows), compared in constant time.
+fn verify_with_kept_memory(
+    password: &str,
+    phc: &str,
+    cost: HashCost,
+) -> Result<bool, password_hash::Error> {
     let parsed = PasswordHash::new(phc)?;
     let algorithm = Algorithm::try_from(parsed.algorithm)?;
     let version = parsed
@@ -233,6 +413,15 @@ fn verify_with_kept_memory(password: &str, phc: &str) -> Result<bool, password_h
         .transpose()?
         .unwrap_or_default();
     let params = Params::try_from(&parsed)?;
+    if !cost.allows(&params) {
+        tracing::warn!(
+            memory_kib = params.m_cost(),
+            iterations = params.t_cost(),
+            parallelism = params.p_cost(),
+            "a stored password hash asks for more than this server allows; refusing it"
+        );
+        return Ok(false);
+    }
     let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
         return Err(password_hash::Error::PhcStringField);
     };
@@ -245,11 +434,12 @@ fn verify_with_kept_memory(password: &str, phc: &str) -> Result<bool, password_h
     Ok(Output::new(&out)? == expected)
 }
 
-/// A new random session token (URL-safe base64 of 32 bytes).
+/// A new random session token (URL-safe base64 of 32 bytes straight from
+/// the operating system's random source).
 #[must_use]
 pub fn new_token() -> String {
     let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
+    OsRng.fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -267,7 +457,10 @@ mod tests {
     #[tokio::test]
     async fn hash_then_verify() {
         let passwords = Passwords::new();
-        let hash = passwords.hash("correct horse".into()).await.unwrap();
+        let hash = passwords
+            .hash("correct horse".into(), Priority::Registration)
+            .await
+            .unwrap();
         assert!(hash.starts_with("$argon2id$"));
         assert!(passwords
             .verify("correct horse".into(), hash.clone())
@@ -279,7 +472,8 @@ mod tests {
     #[test]
     fn kept_memory_hashes_agree_with_the_argon2_crate() {
         use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-        let ours = hash_with_kept_memory("pässwörd 🔑").unwrap();
+        let cost = HashCost::default();
+        let ours = hash_with_kept_memory("pässwörd 🔑", cost).unwrap();
         let parsed = PasswordHash::new(&ours).unwrap();
         assert!(Argon2::default()
             .verify_password("pässwörd 🔑".as_bytes(), &parsed)
@@ -289,9 +483,76 @@ mod tests {
             .hash_password(b"another one", &salt)
             .unwrap()
             .to_string();
-        assert!(verify_with_kept_memory("another one", &theirs).unwrap());
-        assert!(!verify_with_kept_memory("another two", &theirs).unwrap());
-        assert!(verify_with_kept_memory("x", "not a phc string").is_err());
+        assert!(verify_with_kept_memory("another one", &theirs, cost).unwrap());
+        assert!(!verify_with_kept_memory("another two", &theirs, cost).unwrap());
+        assert!(verify_with_kept_memory("x", "not a phc string", cost).is_err());
+    }
+
+    #[test]
+    fn stored_hashes_beyond_the_allowed_cost_match_nothing() {
+        let cost = HashCost::default();
+        // A valid hash of "password", edited to ask for 4 GiB and 1000 passes:
+        // refused before any memory is allocated.
+        let honest = hash_with_kept_memory("password", cost).unwrap();
+        assert!(verify_with_kept_memory("password", &honest, cost).unwrap());
+        let bomb = honest.replace("m=19456,t=2", "m=4194304,t=1000");
+        assert_ne!(bomb, honest);
+        assert!(!verify_with_kept_memory("password", &bomb, cost).unwrap());
+        let slow = honest.replace("t=2", "t=17");
+        assert!(!verify_with_kept_memory("password", &slow, cost).unwrap());
+    }
+
+    #[test]
+    fn a_hash_is_current_only_at_the_configured_cost() {
+        let cost = HashCost::default();
+        let hash = hash_with_kept_memory("password", cost).unwrap();
+        assert!(cost.is_current(&hash));
+        let stronger = HashCost {
+            iterations: 3,
+            ..cost
+        };
+        assert!(!stronger.is_current(&hash));
+        assert!(!cost.is_current("not a phc string"));
+    }
+
+    #[test]
+    fn logins_are_served_before_waiting_registrations() {
+        let pool = HashPool::start(1);
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        // Hold the only thread, queue five registrations, then a login.
+        assert!(pool.submit(
+            Priority::Registration,
+            Box::new(move || {
+                let _ = gate.recv();
+            })
+        ));
+        for index in 0..5 {
+            let order = order.clone();
+            assert!(pool.submit(
+                Priority::Registration,
+                Box::new(move || order.lock().unwrap().push(format!("registration {index}")))
+            ));
+        }
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        {
+            let order = order.clone();
+            assert!(pool.submit(
+                Priority::Login,
+                Box::new(move || order.lock().unwrap().push("login".to_owned()))
+            ));
+            assert!(pool.submit(
+                Priority::Registration,
+                Box::new(move || {
+                    let _ = done.send(());
+                })
+            ));
+        }
+        release.send(()).unwrap();
+        finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("every job runs");
+        assert_eq!(order.lock().unwrap()[0], "login");
     }
 
     #[test]

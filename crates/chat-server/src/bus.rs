@@ -42,6 +42,18 @@ pub trait Bus: Send + Sync {
     /// kicked, disabled or deleted the account, or reset its password.
     async fn end_sessions(&self, user: UserId, message: &str) -> EndedSessions;
 
+    /// Ends the sessions of `user`, on every node, that hold the token with
+    /// the hash `token_hash`, but the session `except` of this node; each
+    /// gets a `session_ended` push (`logged_out`) carrying `message`. The
+    /// user logged out, and the token is revoked.
+    async fn end_token_sessions(
+        &self,
+        user: UserId,
+        token_hash: &str,
+        except: SessionId,
+        message: &str,
+    ) -> EndedSessions;
+
     /// This node's name in the cluster, if it has one.
     fn node_id(&self) -> Option<&str> {
         None
@@ -113,6 +125,24 @@ impl Bus for LocalBus {
             here: self
                 .hub
                 .end_sessions(user, &Ending::ByOperator(message.to_owned())),
+            other_nodes: Some(0),
+        }
+    }
+
+    async fn end_token_sessions(
+        &self,
+        user: UserId,
+        token_hash: &str,
+        except: SessionId,
+        message: &str,
+    ) -> EndedSessions {
+        EndedSessions {
+            here: self.hub.end_token_sessions(
+                user,
+                token_hash,
+                Some(except),
+                &Ending::ByOperator(message.to_owned()),
+            ),
             other_nodes: Some(0),
         }
     }

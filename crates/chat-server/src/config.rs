@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Everything `chatd` can be told. [`Config::default`] is the zero-setup
 /// single node: `127.0.0.1:7000`, SQLite in `./chat.db`, in-process routing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on (`127.0.0.1:0` picks a free port).
@@ -44,13 +44,35 @@ pub struct Config {
     pub max_connections: u32,
     /// Failed password logins per account per minute before `rate_limited`.
     pub login_failures_per_account: u32,
-    /// Failed password logins per IP address per minute before `rate_limited`.
+    /// Failed password logins per IP address per minute before `rate_limited`
+    /// (IPv6 addresses count per /64 network).
     pub login_failures_per_ip: u32,
+    /// Accounts one IP address may register per hour (IPv6 addresses count
+    /// per /64 network); 0 = unlimited.
+    pub registrations_per_ip_per_hour: u32,
+    /// Accounts this node registers per minute from all addresses together;
+    /// 0 = unlimited.
+    pub registrations_per_minute: u32,
+    /// Friend requests one user may send per hour; 0 = unlimited.
+    pub friend_requests_per_hour: u32,
+    /// Groups one user may create per hour; 0 = unlimited.
+    pub group_creations_per_hour: u32,
+    /// Groups one user may join per hour; 0 = unlimited.
+    pub group_joins_per_hour: u32,
+    /// Memory cost of new password hashes (argon2id), in KiB. Stored hashes
+    /// made with other costs are replaced at their next login.
+    pub password_hash_memory_kib: u32,
+    /// Passes of new password hashes (argon2id).
+    pub password_hash_iterations: u32,
+    /// Lanes of new password hashes (argon2id).
+    pub password_hash_parallelism: u32,
     /// Lifetime of a session token in seconds.
     pub token_ttl_secs: u64,
     /// Seconds after sending during which a sender may recall a message
     /// (0: never; a group's owner and admins may remove messages any time).
     pub recall_window_secs: u64,
+    /// Seconds between purges of expired tokens from the store.
+    pub token_purge_interval_secs: u64,
     /// Seconds to wait for sessions to drain on shutdown.
     pub shutdown_grace_secs: u64,
     /// Seconds between cluster heartbeats; presence of a dead node expires
@@ -167,8 +189,17 @@ impl Default for Config {
             max_connections: 100_000,
             login_failures_per_account: 5,
             login_failures_per_ip: 20,
+            registrations_per_ip_per_hour: 10,
+            registrations_per_minute: 60,
+            friend_requests_per_hour: 100,
+            group_creations_per_hour: 20,
+            group_joins_per_hour: 100,
+            password_hash_memory_kib: 19 * 1024,
+            password_hash_iterations: 2,
+            password_hash_parallelism: 1,
             token_ttl_secs: 30 * 24 * 3600,
             recall_window_secs: 120,
+            token_purge_interval_secs: 3600,
             shutdown_grace_secs: 10,
             heartbeat_secs: 2,
             proxy_protocol: false,
@@ -206,9 +237,32 @@ impl Config {
     }
 
     /// The configuration as TOML, e.g. to start a config file from.
+    /// Passwords in the store and Redis URLs and the admin token are
+    /// replaced by `***`: this text ends up in terminals, tickets and logs.
     #[must_use]
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+        toml::to_string_pretty(&self.redacted()).unwrap_or_default()
+    }
+
+    /// A copy with every secret replaced by `***`.
+    #[must_use]
+    pub fn redacted(&self) -> Config {
+        Config {
+            store: redact_url(&self.store),
+            redis: self.redis.as_deref().map(redact_url),
+            admin_token: self.admin_token.as_ref().map(|_| REDACTED.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    /// The cost of new password hashes.
+    #[must_use]
+    pub fn password_hash_cost(&self) -> crate::auth::HashCost {
+        crate::auth::HashCost {
+            memory_kib: self.password_hash_memory_kib,
+            iterations: self.password_hash_iterations,
+            parallelism: self.password_hash_parallelism,
+        }
     }
 
     /// An example configuration file: every setting with its default, its
@@ -301,6 +355,22 @@ impl Config {
                 "tls_handshake_timeout_secs must be 1 to 300".into(),
             ));
         }
+        if self.token_purge_interval_secs == 0 || self.token_purge_interval_secs > DAY {
+            return Err(ConfigError(
+                "token_purge_interval_secs must be 1 second to a day".into(),
+            ));
+        }
+        if !(1..=64).contains(&self.password_hash_iterations)
+            || !(1..=64).contains(&self.password_hash_parallelism)
+            || self.password_hash_memory_kib < 8 * self.password_hash_parallelism
+            || self.password_hash_memory_kib > 1024 * 1024
+        {
+            return Err(ConfigError(
+                "password_hash_iterations and password_hash_parallelism must be 1 to 64, \
+                 password_hash_memory_kib 8 per lane to 1 GiB"
+                    .into(),
+            ));
+        }
         if self.heartbeat_secs == 0 {
             return Err(ConfigError("heartbeat_secs must be positive".into()));
         }
@@ -341,6 +411,43 @@ impl Config {
     #[must_use]
     pub fn write_timeout(&self) -> Duration {
         Duration::from_secs(self.write_timeout_secs)
+    }
+}
+
+/// What stands in for a secret in printed configuration.
+const REDACTED: &str = "***";
+
+impl std::fmt::Debug for Config {
+    /// Every setting, with secrets replaced as in [`Config::to_toml`].
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = f.debug_struct("Config");
+        if let Ok(toml::Value::Table(table)) = toml::Value::try_from(self.redacted()) {
+            for (key, value) in &table {
+                out.field(key, &format_args!("{value}"));
+            }
+        }
+        out.finish_non_exhaustive()
+    }
+}
+
+/// A URL with the password in it replaced by `***`, for logs and printed
+/// configuration.
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:{REDACTED}{}",
+                    &url[..scheme + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -400,6 +507,43 @@ mod tests {
         config.validate().unwrap();
         let parsed: Config = toml::from_str(&config.to_toml()).unwrap();
         assert_eq!(parsed, config);
+    }
+
+    #[test]
+    fn printed_and_debugged_configuration_hides_secrets() {
+        let config = Config {
+            store: "mysql://chat:db-secret@db.internal:3306/chat".to_owned(),
+            redis: Some("redis://:redis-secret@redis.internal:6379".to_owned()),
+            admin_token: Some("admin-token-secret-0123456789".to_owned()),
+            ..Config::default()
+        };
+        for shown in [
+            config.to_toml(),
+            format!("{config:?}"),
+            format!("{config:#?}"),
+        ] {
+            for secret in ["db-secret", "redis-secret", "admin-token-secret"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(
+                shown.contains("mysql://chat:***@db.internal:3306/chat"),
+                "{shown}"
+            );
+            assert!(shown.contains("listen"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn redacts_passwords_in_urls() {
+        assert_eq!(
+            redact_url("mysql://root:secret@127.0.0.1/chat"),
+            "mysql://root:***@127.0.0.1/chat"
+        );
+        assert_eq!(
+            redact_url("mysql://root@127.0.0.1/chat"),
+            "mysql://root@127.0.0.1/chat"
+        );
+        assert_eq!(redact_url("sqlite://chat.db"), "sqlite://chat.db");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::auth::Passwords;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::hub::{Hub, SessionId};
-use crate::limits::WindowCounter;
+use crate::limits::{RefusalLog, WindowCounter};
 
 /// Shared state of one running node. Cheap to share behind an `Arc`.
 pub struct Context {
@@ -28,27 +28,62 @@ pub struct Context {
     pub hub: Arc<Hub>,
     /// Password hashing off the async workers.
     pub passwords: Passwords,
-    /// Failed password logins per account.
+    /// Failed password logins per account, from any address.
     pub login_failures_by_account: WindowCounter<UserId>,
-    /// Failed password logins per client address.
+    /// Failed password logins per account and address: once an account has
+    /// too many failures, only addresses that have failed on it are refused.
+    pub login_failures_by_account_and_ip: WindowCounter<(UserId, IpAddr)>,
+    /// Failed password logins per client address (see
+    /// [`address_key`](crate::limits::address_key)).
     pub login_failures_by_ip: WindowCounter<IpAddr>,
+    /// Registrations per client address, per hour.
+    pub registrations_by_ip: WindowCounter<IpAddr>,
+    /// Registrations on this node from all addresses, per minute.
+    pub registrations: WindowCounter<()>,
+    /// Friend requests per user, per hour.
+    pub friend_requests: WindowCounter<UserId>,
+    /// Group creations per user, per hour.
+    pub group_creations: WindowCounter<UserId>,
+    /// Group joins per user, per hour.
+    pub group_joins: WindowCounter<UserId>,
+    /// Summaries of refused logins.
+    pub login_refusals: RefusalLog,
+    /// Summaries of refused registrations.
+    pub registration_refusals: RefusalLog,
+    /// Summaries of requests refused by a per-user quota.
+    pub quota_refusals: RefusalLog,
 }
+
+/// How often a summary of refusals of one kind is logged at most.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Context {
     /// Shared state for `config` over an opened store and bus.
     pub fn new(config: Config, store: Arc<dyn Store>, bus: Arc<dyn Bus>, hub: Arc<Hub>) -> Self {
         let minute = Duration::from_secs(60);
+        let hour = Duration::from_secs(3600);
         Self {
             login_failures_by_account: WindowCounter::new(
                 config.login_failures_per_account,
                 minute,
             ),
+            // Counted whenever the account is counted; its limit only makes
+            // it count (0 would turn counting off).
+            login_failures_by_account_and_ip: WindowCounter::new(u32::MAX, minute),
             login_failures_by_ip: WindowCounter::new(config.login_failures_per_ip, minute),
+            registrations_by_ip: WindowCounter::new(config.registrations_per_ip_per_hour, hour),
+            registrations: WindowCounter::new(config.registrations_per_minute, minute),
+            friend_requests: WindowCounter::new(config.friend_requests_per_hour, hour),
+            group_creations: WindowCounter::new(config.group_creations_per_hour, hour),
+            group_joins: WindowCounter::new(config.group_joins_per_hour, hour),
+            login_refusals: RefusalLog::new("logins", REFUSAL_LOG_INTERVAL),
+            registration_refusals: RefusalLog::new("registrations", REFUSAL_LOG_INTERVAL),
+            quota_refusals: RefusalLog::new("per-user quota", REFUSAL_LOG_INTERVAL),
+            passwords: Passwords::with_cost(config.password_hash_cost()),
             config,
             store,
             bus,
             hub,
-            passwords: Passwords::new(),
         }
     }
 
@@ -84,6 +119,30 @@ impl Context {
             return;
         }
         self.bus.deliver(users, Self::encode_push(push), except);
+    }
+}
+
+impl Context {
+    /// Counts one use of a per-user quota, or refuses it with `rate_limited`
+    /// (and a summarised log line).
+    ///
+    /// # Errors
+    /// `rate_limited` when `user` has used up `quota` for now.
+    pub fn take_quota(
+        &self,
+        quota: &WindowCounter<UserId>,
+        user: UserId,
+        what: &'static str,
+    ) -> crate::error::Result<()> {
+        let now = std::time::Instant::now();
+        if quota.try_acquire(user, now) {
+            return Ok(());
+        }
+        self.quota_refusals.refused(what, now);
+        Err(crate::error::ServiceError::new(
+            Status::RateLimited,
+            format!("too many {what} for now; retry later"),
+        ))
     }
 }
 

@@ -70,6 +70,9 @@ pub struct SessionHandle {
     pub user: UserId,
     /// Who and where, for operators; `None` in tests that need no more.
     pub details: Option<SessionDetails>,
+    /// The hash of the token the session logged in with (or was given at
+    /// login), so a logout can end every session that holds it.
+    pub token_hash: Option<String>,
     capacity: usize,
     outbox: Mutex<Outbox>,
     wake: Notify,
@@ -91,6 +94,7 @@ impl SessionHandle {
             id,
             user,
             details: None,
+            token_hash: None,
             capacity,
             outbox: Mutex::new(Outbox::default()),
             wake: Notify::new(),
@@ -102,6 +106,13 @@ impl SessionHandle {
     #[must_use]
     pub fn with_details(mut self, details: SessionDetails) -> Self {
         self.details = Some(details);
+        self
+    }
+
+    /// The same handle, holding the token with the hash `token_hash`.
+    #[must_use]
+    pub fn with_token_hash(mut self, token_hash: String) -> Self {
+        self.token_hash = Some(token_hash);
         self
     }
 
@@ -283,6 +294,29 @@ impl Hub {
             handle.end(why.clone());
         }
         sessions.len()
+    }
+
+    /// Ends the sessions of `user` here that hold the token with the hash
+    /// `token_hash`, but `except`; returns how many.
+    pub fn end_token_sessions(
+        &self,
+        user: UserId,
+        token_hash: &str,
+        except: Option<SessionId>,
+        why: &Ending,
+    ) -> usize {
+        let shard = self.shard(user).read().expect("hub lock poisoned");
+        let Some(sessions) = shard.get(&user) else {
+            return 0;
+        };
+        let mut ended = 0;
+        for handle in sessions {
+            if Some(handle.id) != except && handle.token_hash.as_deref() == Some(token_hash) {
+                handle.end(why.clone());
+                ended += 1;
+            }
+        }
+        ended
     }
 
     /// Every logged-in session here, by user id then session id.

@@ -1,11 +1,13 @@
 //! Rate limits: requests per connection, failed logins per account and per
-//! address, connections per address.
+//! address, registrations and per-user quotas, connections per address.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use chat_store::log_throttle::{LogThrottle, Verdict};
 
 /// A token bucket for one connection's requests. Owned by the session, so it
 /// needs no lock.
@@ -48,25 +50,86 @@ impl TokenBucket {
     }
 }
 
+/// The key per-address limits count under: an IPv4 address as it is, an
+/// IPv6 address by its /64 network (one subscriber's usual allocation, so
+/// rotating through the addresses of one network does not buy a fresh
+/// allowance each time). An IPv4 address mapped into IPv6 counts as IPv4.
+#[must_use]
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let network = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(network))
+            }
+        },
+    }
+}
+
+/// Keys a [`WindowCounter`] remembers at most by default. An attacker who
+/// rotates through source addresses can make the map no larger than this.
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
+
+/// One key's count in its current window.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: Instant,
+    count: u32,
+}
+
+/// The state behind a [`WindowCounter`]'s lock.
+#[derive(Debug)]
+struct Windows<K> {
+    entries: HashMap<K, Window>,
+    /// Keys in the order their windows started, oldest first. An element
+    /// whose start no longer matches its key's entry is stale (the key was
+    /// forgotten or started a new window) and is skipped.
+    order: VecDeque<(K, Instant)>,
+}
+
 /// Counts events per key in a fixed window (one minute for logins). Shared
 /// by all sessions of the node; the critical section is a map lookup, so a
-/// plain mutex is the simplest correct choice.
+/// plain mutex is the simplest correct choice. It holds at most `max_keys`
+/// keys: past that, the key whose window started first is forgotten, so the
+/// map's size and the work per call stay bounded whatever the keys.
 #[derive(Debug)]
 pub struct WindowCounter<K> {
     limit: u32,
     window: Duration,
-    entries: Mutex<HashMap<K, (Instant, u32)>>,
+    max_keys: usize,
+    state: Mutex<Windows<K>>,
 }
 
 impl<K: Eq + Hash + Clone> WindowCounter<K> {
-    /// At most `limit` events per `window` per key (0 = unlimited).
+    /// At most `limit` events per `window` per key (0 = unlimited), for at
+    /// most [`DEFAULT_MAX_KEYS`] keys.
     #[must_use]
     pub fn new(limit: u32, window: Duration) -> Self {
+        Self::with_max_keys(limit, window, DEFAULT_MAX_KEYS)
+    }
+
+    /// As [`WindowCounter::new`], remembering at most `max_keys` keys.
+    #[must_use]
+    pub fn with_max_keys(limit: u32, window: Duration, max_keys: usize) -> Self {
         Self {
             limit,
             window,
-            entries: Mutex::new(HashMap::new()),
+            max_keys: max_keys.max(1),
+            state: Mutex::new(Windows {
+                entries: HashMap::new(),
+                order: VecDeque::new(),
+            }),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Windows<K>> {
+        // A poisoned lock only means a panic elsewhere mid-update of plain
+        // counters: keep counting.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Counts one event for `key` unless `key` is already at its limit:
@@ -77,37 +140,130 @@ impl<K: Eq + Hash + Clone> WindowCounter<K> {
         if self.limit == 0 {
             return true;
         }
-        let mut entries = self.entries.lock().expect("limiter lock poisoned");
-        if entries.len() > 100_000 {
-            let window = self.window;
-            entries.retain(|_, (start, _)| now.saturating_duration_since(*start) < window);
-        }
-        let entry = entries.entry(key).or_insert((now, 0));
-        if now.saturating_duration_since(entry.0) >= self.window {
-            *entry = (now, 0);
-        }
-        if entry.1 >= self.limit {
+        let mut state = self.lock();
+        let window = self.window;
+        let current = state
+            .entries
+            .get(&key)
+            .copied()
+            .filter(|entry| now.saturating_duration_since(entry.start) < window);
+        let entry = match current {
+            Some(entry) => entry,
+            None => {
+                state.entries.remove(&key);
+                state.make_room(self.max_keys);
+                let entry = Window {
+                    start: now,
+                    count: 0,
+                };
+                state.order.push_back((key.clone(), now));
+                entry
+            }
+        };
+        if entry.count >= self.limit {
+            state.entries.insert(key, entry);
             return false;
         }
-        entry.1 += 1;
+        state.entries.insert(
+            key,
+            Window {
+                count: entry.count + 1,
+                ..entry
+            },
+        );
         true
+    }
+
+    /// How many events `key` has in its current window.
+    pub fn count(&self, key: &K, now: Instant) -> u32 {
+        self.lock()
+            .entries
+            .get(key)
+            .filter(|entry| now.saturating_duration_since(entry.start) < self.window)
+            .map_or(0, |entry| entry.count)
     }
 
     /// Takes back one event counted by [`WindowCounter::try_acquire`] (the
     /// attempt turned out not to be a failure).
     pub fn release(&self, key: &K) {
-        let mut entries = self.entries.lock().expect("limiter lock poisoned");
-        if let Some(entry) = entries.get_mut(key) {
-            entry.1 = entry.1.saturating_sub(1);
+        if let Some(entry) = self.lock().entries.get_mut(key) {
+            entry.count = entry.count.saturating_sub(1);
         }
     }
 
     /// Forgets `key` (after a successful login).
     pub fn clear(&self, key: &K) {
-        self.entries
-            .lock()
-            .expect("limiter lock poisoned")
-            .remove(key);
+        self.lock().entries.remove(key);
+    }
+
+    /// How many keys are remembered.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether no key is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<K: Eq + Hash + Clone> Windows<K> {
+    /// Forgets the oldest keys until one more fits under `max_keys`, and
+    /// drops stale order elements so the queue stays near the map's size.
+    fn make_room(&mut self, max_keys: usize) {
+        while self.entries.len() >= max_keys {
+            let Some((key, start)) = self.order.pop_front() else {
+                break;
+            };
+            if self
+                .entries
+                .get(&key)
+                .is_some_and(|entry| entry.start == start)
+            {
+                self.entries.remove(&key);
+            }
+        }
+        if self.order.len() > 2 * max_keys {
+            let entries = &self.entries;
+            self.order
+                .retain(|(key, start)| entries.get(key).is_some_and(|entry| entry.start == *start));
+        }
+    }
+}
+
+/// Refusals of one kind, logged as a summary rather than a line each: a
+/// client decides how often it is refused, and must not decide how much
+/// the server writes to its log.
+#[derive(Debug)]
+pub struct RefusalLog {
+    what: &'static str,
+    throttle: LogThrottle,
+}
+
+impl RefusalLog {
+    /// A summary of refusals of `what`, at most one line per `interval`.
+    #[must_use]
+    pub const fn new(what: &'static str, interval: Duration) -> Self {
+        Self {
+            what,
+            throttle: LogThrottle::new(interval),
+        }
+    }
+
+    /// Notes one refusal; returns whether a line was written.
+    pub fn refused(&self, reason: &'static str, now: Instant) -> bool {
+        match self.throttle.failure(now) {
+            Verdict::Log { suppressed } => {
+                tracing::info!(
+                    what = self.what,
+                    reason,
+                    refused_since_last_line = suppressed + 1,
+                    "refusing requests"
+                );
+                true
+            }
+            Verdict::Suppress => false,
+        }
     }
 }
 
@@ -229,6 +385,53 @@ mod tests {
         counter.clear(&"a");
         assert!(counter.try_acquire("a", now));
         assert!(counter.try_acquire("b", now));
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(other));
+        assert_eq!(address_key(a), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(address_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(address_key(v4), v4);
+    }
+
+    #[test]
+    fn the_map_is_capped_and_forgets_the_oldest_first() {
+        let counter = WindowCounter::with_max_keys(1, Duration::from_secs(60), 3);
+        let start = Instant::now();
+        for (offset, key) in [1u32, 2, 3].into_iter().enumerate() {
+            assert!(counter.try_acquire(key, start + Duration::from_secs(offset as u64)));
+        }
+        assert!(!counter.try_acquire(1, start + Duration::from_secs(5)));
+        // A fourth key evicts key 1, whose window started first.
+        assert!(counter.try_acquire(4, start + Duration::from_secs(6)));
+        assert_eq!(counter.len(), 3);
+        assert_eq!(counter.count(&1, start + Duration::from_secs(6)), 0);
+        assert_eq!(counter.count(&2, start + Duration::from_secs(6)), 1);
+        // A flood of new keys keeps the map (and its order queue) bounded.
+        for key in 100..10_000 {
+            counter.try_acquire(key, start + Duration::from_secs(7));
+            counter.clear(&key);
+        }
+        assert!(counter.len() <= 3);
+        assert!(counter.lock().order.len() <= 7);
+    }
+
+    #[test]
+    fn refusals_are_summarised() {
+        let log = RefusalLog::new("registrations", Duration::from_secs(10));
+        let start = Instant::now();
+        let written = (0..1000)
+            .filter(|step| log.refused("test", start + Duration::from_millis(*step)))
+            .count();
+        assert_eq!(written, 1);
+        assert!(log.refused("test", start + Duration::from_secs(11)));
     }
 
     #[test]

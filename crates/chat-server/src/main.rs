@@ -40,10 +40,10 @@ struct Args {
     #[arg(long, env = "CHATD_LISTEN")]
     listen: Option<String>,
     /// Store URL: sqlite://PATH (options: ?synchronous=full to sync every commit to disk, &wal_limit=SIZE to bound the PATH-wal file, default 64MiB) or mysql://USER:PASS@HOST:PORT/DB (?timeout=SECONDS bounds every database call, default 5) [default: sqlite://chat.db].
-    #[arg(long, env = "CHATD_STORE", global = true)]
+    #[arg(long, env = "CHATD_STORE", global = true, hide_env_values = true)]
     store: Option<String>,
     /// Redis URL for cluster mode (presence and routing across nodes); without it, routing is in-process.
-    #[arg(long, env = "CHATD_REDIS")]
+    #[arg(long, env = "CHATD_REDIS", hide_env_values = true)]
     redis: Option<String>,
     /// This node's unique name in a cluster [default: random].
     #[arg(long, env = "CHATD_NODE_ID")]
@@ -84,6 +84,33 @@ struct Args {
     /// Failed logins per IP address per minute [default: 20].
     #[arg(long, env = "CHATD_LOGIN_FAILURES_PER_IP")]
     login_failures_per_ip: Option<u32>,
+    /// Accounts one IP address (IPv6: one /64) may register per hour, 0 for unlimited [default: 10].
+    #[arg(long, env = "CHATD_REGISTRATIONS_PER_IP_PER_HOUR")]
+    registrations_per_ip_per_hour: Option<u32>,
+    /// Accounts this node registers per minute in all, 0 for unlimited [default: 60].
+    #[arg(long, env = "CHATD_REGISTRATIONS_PER_MINUTE")]
+    registrations_per_minute: Option<u32>,
+    /// Friend requests a user may send per hour, 0 for unlimited [default: 100].
+    #[arg(long, env = "CHATD_FRIEND_REQUESTS_PER_HOUR")]
+    friend_requests_per_hour: Option<u32>,
+    /// Groups a user may create per hour, 0 for unlimited [default: 20].
+    #[arg(long, env = "CHATD_GROUP_CREATIONS_PER_HOUR")]
+    group_creations_per_hour: Option<u32>,
+    /// Groups a user may join per hour, 0 for unlimited [default: 100].
+    #[arg(long, env = "CHATD_GROUP_JOINS_PER_HOUR")]
+    group_joins_per_hour: Option<u32>,
+    /// Memory cost of new argon2id password hashes in KiB; older hashes are replaced at login [default: 19456].
+    #[arg(long, env = "CHATD_PASSWORD_HASH_MEMORY_KIB")]
+    password_hash_memory_kib: Option<u32>,
+    /// Passes of new argon2id password hashes [default: 2].
+    #[arg(long, env = "CHATD_PASSWORD_HASH_ITERATIONS")]
+    password_hash_iterations: Option<u32>,
+    /// Lanes of new argon2id password hashes [default: 1].
+    #[arg(long, env = "CHATD_PASSWORD_HASH_PARALLELISM")]
+    password_hash_parallelism: Option<u32>,
+    /// Seconds between purges of expired session tokens [default: 3600].
+    #[arg(long, env = "CHATD_TOKEN_PURGE_INTERVAL_SECS")]
+    token_purge_interval_secs: Option<u64>,
     /// Session token lifetime in seconds [default: 2592000, 30 days].
     #[arg(long, env = "CHATD_TOKEN_TTL_SECS")]
     token_ttl_secs: Option<u64>,
@@ -325,8 +352,17 @@ impl Args {
             max_connections,
             login_failures_per_account,
             login_failures_per_ip,
+            registrations_per_ip_per_hour,
+            registrations_per_minute,
+            friend_requests_per_hour,
+            group_creations_per_hour,
+            group_joins_per_hour,
+            password_hash_memory_kib,
+            password_hash_iterations,
+            password_hash_parallelism,
             token_ttl_secs,
             recall_window_secs,
+            token_purge_interval_secs,
             shutdown_grace_secs,
             heartbeat_secs,
             rebalance_per_sec,

@@ -122,13 +122,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
                 .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?,
         )
     };
-    let store = open_store(&config.store)
-        .await
-        .with_context(|| format!("cannot open store {}", redact(&config.store)))?;
+    let store = open_store(&config.store).await.with_context(|| {
+        format!(
+            "cannot open store {}",
+            crate::config::redact_url(&config.store)
+        )
+    })?;
     let hub = Arc::new(Hub::new());
     let bus: Arc<dyn Bus> = match RedisBusOptions::from_config(&config) {
         Some(options) => {
-            let url = redact(&options.url);
+            let url = crate::config::redact_url(&options.url);
             let bus = RedisBus::start(options, hub.clone())
                 .await
                 .with_context(|| format!("cannot start the cluster bus on {url}"))?;
@@ -231,6 +234,7 @@ impl Node {
                 telemetry::upkeep();
             }
         });
+        let purge = tokio::spawn(purge_expired_tokens(node.ctx.clone()));
         let mut shutdown = node.shutdown.clone();
         // Sessions and HTTP connections live in JoinSets owned by this task,
         // so aborting the task (a simulated crash) drops every connection.
@@ -303,6 +307,7 @@ impl Node {
         drop(http_listener);
         http_connections.shutdown().await;
         upkeep.abort();
+        purge.abort();
         node.ctx.bus.close().await;
         node.ctx.store.close().await;
         tracing::info!("stopped");
@@ -510,39 +515,25 @@ fn log_panic(joined: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// A URL with its password replaced, for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &credentials[..colon],
-                    &url[at..]
-                ),
-                None => url.to_owned(),
+/// Deletes expired tokens from the store every `token_purge_interval_secs`
+/// (and once at start), so the table holds only tokens that can still log
+/// in. Every node of a cluster does it; the deletes are idempotent.
+async fn purge_expired_tokens(ctx: Arc<Context>) {
+    let period = Duration::from_secs(ctx.config.token_purge_interval_secs);
+    let mut every = tokio::time::interval(period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match ctx
+            .store
+            .purge_expired_tokens(crate::context::now_ms())
+            .await
+        {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired session tokens purged"),
+            Err(error) => {
+                crate::error::log_store_failure("could not purge expired tokens", &error);
             }
         }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact("mysql://root:secret@127.0.0.1/chat"),
-            "mysql://root:***@127.0.0.1/chat"
-        );
-        assert_eq!(
-            redact("mysql://root@127.0.0.1/chat"),
-            "mysql://root@127.0.0.1/chat"
-        );
-        assert_eq!(redact("sqlite://chat.db"), "sqlite://chat.db");
     }
 }

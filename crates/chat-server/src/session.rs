@@ -494,7 +494,7 @@ impl Session {
                 }))
             }
             Request::Register(request) => {
-                return account::register(ctx, request)
+                return account::register(ctx, request, self.peer.ip())
                     .await
                     .map(Response::Register)
             }
@@ -515,11 +515,14 @@ impl Session {
                 unreachable!("handled above")
             }
             Request::Logout(_) => {
-                let token_hash = me.token_hash.clone();
-                account::revoke(ctx, &token_hash).await?;
+                account::revoke(ctx, me).await?;
                 self.log_out().await;
                 Ok(Response::Logout(LogoutResponse {}))
             }
+            Request::SessionList(_) => account::sessions(ctx, me).await.map(Response::SessionList),
+            Request::SessionRevoke(r) => account::revoke_session(ctx, me, r)
+                .await
+                .map(Response::SessionRevoke),
             Request::FriendAdd(r) => friends::add(ctx, me, r).await.map(Response::FriendAdd),
             Request::FriendRespond(r) => friends::respond(ctx, me, r)
                 .await
@@ -546,6 +549,14 @@ impl Session {
                 .await
                 .map(Response::GroupMembers),
             Request::GroupList(r) => groups::list(ctx, me, r).await.map(Response::GroupList),
+            Request::GroupSetPolicy(r) => groups::set_policy(ctx, me, r)
+                .await
+                .map(Response::GroupSetPolicy),
+            Request::GroupInvite(r) => groups::invite(ctx, me, r).await.map(Response::GroupInvite),
+            Request::GroupRespondJoin(r) => groups::respond_join(ctx, me, r)
+                .await
+                .map(Response::GroupRespondJoin),
+            Request::GroupUnban(r) => groups::unban(ctx, me, r).await.map(Response::GroupUnban),
             Request::Send(r) => chat::send(ctx, me, r).await.map(Response::Send),
             Request::Ack(r) => chat::ack(ctx, me, r).await.map(Response::Ack),
             Request::History(r) => chat::history(ctx, me, r).await.map(Response::History),
@@ -574,15 +585,16 @@ impl Session {
         let ctx = self.ctx.clone();
         let who = account::authenticate(&ctx, request, self.peer.ip()).await?;
         let session = ctx.hub.next_session_id();
+        let token_hash = crate::auth::token_hash(&who.token);
         let handle = Arc::new(
-            SessionHandle::new(session, who.user.id, ctx.config.outbox_len).with_details(
-                SessionDetails {
+            SessionHandle::new(session, who.user.id, ctx.config.outbox_len)
+                .with_details(SessionDetails {
                     name: who.user.name.clone(),
                     transport: self.transport.kind().as_str(),
                     peer: self.peer,
                     logged_in_at_ms: now_ms(),
-                },
-            ),
+                })
+                .with_token_hash(token_hash.clone()),
         );
         // Register before reading the backlog: a message committed in
         // between is then both pushed live and in the backlog (the client
@@ -593,7 +605,7 @@ impl Session {
                 user: who.user.id,
                 name: who.user.name.clone(),
                 session,
-                token_hash: crate::auth::token_hash(&who.token),
+                token_hash,
             },
             handle,
             typing: conversations::TypingGate::default(),

@@ -5,7 +5,7 @@
 mod common;
 
 use chat_client::ClientError;
-use chat_proto::{Status, Target};
+use chat_proto::{Push, SessionEndReason, Status, Target};
 use common::{befriend, expect_no_push, next_message, status_of, unique, TestServer, PASSWORD};
 
 /// The error body of a failed call, panicking if it succeeded.
@@ -74,38 +74,31 @@ async fn register_refuses_invalid_names_and_passwords() {
 }
 
 #[tokio::test]
-async fn names_are_unique_and_case_sensitive() {
+async fn names_are_unique_whatever_the_case() {
     let server = TestServer::start().await;
     let connection = server.connect().await;
     let lower = connection.register("alice", PASSWORD).await.unwrap().user;
-    assert_eq!(
-        status_of(connection.register("alice", "another password").await),
-        Status::Conflict
-    );
-    let upper = connection
-        .register("Alice", "a different password")
-        .await
-        .unwrap()
-        .user;
-    assert_ne!(lower.id, upper.id);
-    assert_eq!(upper.name, "Alice");
-
-    // Each logs in with its own password only.
-    let first = server.connect().await;
-    assert_eq!(first.login("alice", PASSWORD).await.unwrap().user, lower);
-    let second = server.connect().await;
-    assert_eq!(
-        status_of(second.login("Alice", PASSWORD).await),
-        Status::Unauthorized
-    );
-    assert_eq!(
-        second
-            .login("Alice", "a different password")
-            .await
-            .unwrap()
-            .user,
-        upper
-    );
+    for taken in ["alice", "Alice", "ALICE"] {
+        assert_eq!(
+            status_of(connection.register(taken, "another password").await),
+            Status::Conflict
+        );
+    }
+    // The name logs in in any case, with its own password only.
+    for asked in ["alice", "Alice"] {
+        let connection = server.connect().await;
+        assert_eq!(connection.login(asked, PASSWORD).await.unwrap().user, lower);
+        assert_eq!(
+            status_of(
+                server
+                    .connect()
+                    .await
+                    .login(asked, "another password")
+                    .await
+            ),
+            Status::Unauthorized
+        );
+    }
 }
 
 #[tokio::test]
@@ -265,9 +258,12 @@ async fn a_token_logs_in_again_until_logout_revokes_it() {
     assert_eq!(again.user, login.user);
     assert_ne!(again.token, login.token);
     second.friend_list().await.unwrap();
-    // The first session, logged in by password, is unaffected by the
-    // other connection's logout.
-    first.friend_list().await.unwrap();
+    // The first session holds the same token (it was handed out at its
+    // password login): logging out ended that login there too.
+    match common::expect_push(&first, |push| matches!(push, Push::PushSessionEnded(_))).await {
+        Push::PushSessionEnded(ended) => assert_eq!(ended.reason, SessionEndReason::LoggedOut),
+        _ => unreachable!("matched a session_ended push"),
+    }
     // A token and a password together are malformed, not a login.
     let both = third
         .request(chat_proto::Request::Login(chat_proto::LoginRequest {
@@ -355,13 +351,23 @@ async fn every_session_of_an_account_gets_every_message() {
     }
     expect_no_push(&bob_laptop).await;
 
-    // One device logging out leaves the others receiving.
+    // One device logging out ends the sessions that hold its token (the
+    // tablet resumed with the phone's token) and leaves the others
+    // receiving.
     bob_phone.logout().await.unwrap();
+    match common::expect_push(&bob_tablet, |push| {
+        matches!(push, Push::PushSessionEnded(_))
+    })
+    .await
+    {
+        Push::PushSessionEnded(ended) => assert_eq!(ended.reason, SessionEndReason::LoggedOut),
+        _ => unreachable!("matched a session_ended push"),
+    }
     alice_laptop
         .send(Target::User(bob_login.user.id), "still there?")
         .await
         .unwrap();
-    for device in [&bob_laptop, &bob_tablet, &alice_phone] {
+    for device in [&bob_laptop, &alice_phone] {
         assert_eq!(next_message(device).await.body, "still there?");
     }
     expect_no_push(&bob_phone).await;
@@ -399,4 +405,75 @@ async fn a_token_stops_working_when_it_expires() {
     let again = server.connect().await;
     let relogin = again.login(name.as_str(), PASSWORD).await.unwrap();
     assert_ne!(relogin.token, login.token);
+}
+
+/// Names that look alike are one account or none: case, composition,
+/// invisible and bidirectional characters, mixed scripts and whole-script
+/// look-alikes cannot be used to pose as somebody else.
+#[tokio::test]
+async fn names_that_look_alike_cannot_be_two_accounts() {
+    let server = TestServer::start().await;
+    let connection = server.connect().await;
+    let base = unique("Case");
+    let registered = connection.register(&base, PASSWORD).await.unwrap();
+    // The chosen case is kept for display.
+    assert_eq!(registered.user.name, base);
+    assert_eq!(
+        status_of(connection.register(&base.to_lowercase(), PASSWORD).await),
+        Status::Conflict
+    );
+    // Logging in (and finding the user) works in any case.
+    let login = server
+        .connect()
+        .await
+        .login(base.to_uppercase().as_str(), PASSWORD)
+        .await
+        .unwrap();
+    assert_eq!(login.user.name, base);
+
+    // Precomposed and decomposed are one name, stored precomposed.
+    let cafe = unique("café");
+    let stored = connection.register(&cafe, PASSWORD).await.unwrap();
+    assert_eq!(stored.user.name, cafe);
+    let decomposed = cafe.replace('é', "e\u{301}");
+    assert_ne!(decomposed, cafe);
+    assert_eq!(
+        status_of(connection.register(&decomposed, PASSWORD).await),
+        Status::Conflict
+    );
+    let normalised = connection
+        .register(&unique("fiance\u{301}"), PASSWORD)
+        .await
+        .unwrap();
+    assert!(normalised.user.name.starts_with("fiancé"));
+
+    // Invisible and bidirectional characters are refused outright.
+    for refused in [
+        format!("b\u{200B}{}", unique("ob")),
+        format!("\u{202E}{}", unique("evil")),
+        format!("{}\u{2066}", unique("isolate")),
+    ] {
+        assert_eq!(
+            status_of(connection.register(&refused, PASSWORD).await),
+            Status::BadRequest,
+            "{refused:?}"
+        );
+    }
+
+    // Latin with a Cyrillic letter in it is refused; an all-Cyrillic name
+    // that looks like a taken Latin one is taken.
+    connection.register("ace", PASSWORD).await.unwrap();
+    assert_eq!(
+        status_of(connection.register("\u{430}ce", PASSWORD).await),
+        Status::BadRequest
+    );
+    assert_eq!(
+        status_of(connection.register("\u{430}\u{441}\u{435}", PASSWORD).await),
+        Status::Conflict
+    );
+    // Cyrillic names of their own are welcome.
+    connection
+        .register(&unique("Дмитрий"), PASSWORD)
+        .await
+        .unwrap();
 }

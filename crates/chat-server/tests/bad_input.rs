@@ -32,6 +32,7 @@ crate::over_every_wire!(
     nobody_can_act_as_somebody_else,
     sql_metacharacters_and_multibyte_text_are_stored_verbatim,
     oversize_fields_are_refused_with_a_status,
+    optional_fields_sent_as_null_mean_left_out,
 );
 
 /// Any byte stream a raw connection can run over (TCP or TLS).
@@ -579,4 +580,42 @@ async fn oversize_fields_are_refused_with_a_status(wire: Wire) {
         status_of(pending.wait(Duration::from_secs(5)).await),
         Status::BadRequest
     );
+}
+
+/// The protocol document says an optional request field sent as `null`
+/// means the same as one left out, for fields with a default too.
+async fn optional_fields_sent_as_null_mean_left_out(wire: Wire) {
+    let server = TestServer::start_over(wire, |_| {}).await;
+    let (connection, _) = server.user(&unique("nulls")).await;
+    for (message_type, payload) in [
+        (
+            chat_proto::MessageType::GroupCreate,
+            &br#"{"name": "null description", "description": null}"#[..],
+        ),
+        (
+            chat_proto::MessageType::Sync,
+            br#"{"cursors": null, "limit": null}"#,
+        ),
+        (
+            chat_proto::MessageType::FriendAdd,
+            br#"{"user": "nobody at all", "message": null}"#,
+        ),
+    ] {
+        let request_id = connection.allocate_request_id();
+        let pending = connection.expect_reply(request_id).unwrap();
+        connection
+            .send_raw(&raw_frame(0, message_type.code(), request_id, payload))
+            .await
+            .unwrap();
+        let answer = pending.wait(Duration::from_secs(5)).await;
+        match message_type {
+            // Understood, and refused for what it asks, not for its shape.
+            chat_proto::MessageType::FriendAdd => {
+                assert_eq!(status_of(answer), Status::NotFound);
+            }
+            _ => {
+                answer.unwrap_or_else(|error| panic!("{message_type:?}: {error}"));
+            }
+        }
+    }
 }

@@ -381,3 +381,33 @@ async fn the_proxy_protocol_names_the_client_for_per_address_limits() {
         chat_proto::Status::ProtocolError.code()
     );
 }
+
+/// As the protocol document says, only whole frames reset the idle timer:
+/// a client trickling the bytes of one frame is closed at the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_frame_does_not_reset_the_idle_timer() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start_with(|config| config.idle_timeout_secs = 1).await;
+    let mut raw = RawClient::connect(&server).await;
+    let mut frame = BytesMut::new();
+    Request::Ping(PingRequest {}).encode(1, &mut frame).unwrap();
+    let started = Instant::now();
+    // One byte every 200 ms: the frame would be whole after ~3 s. Stop
+    // writing past the timeout (or once the server has closed).
+    for byte in &frame[..frame.len() - 1] {
+        if started.elapsed() > Duration::from_millis(1500)
+            || raw.stream.write_all(&[*byte]).await.is_err()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ended = raw.read_frame().await.expect("a session_ended push");
+    assert_eq!(
+        ended.header.message_type,
+        chat_proto::MessageType::PushSessionEnded.code()
+    );
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(3), "closed late: {elapsed:?}");
+    assert!(raw.read_frame().await.is_none(), "the connection closes");
+}

@@ -575,3 +575,36 @@ async fn a_pipelined_burst_arrives_in_send_order() {
     }
     expect_no_push(&bob).await;
 }
+
+/// The cursor limit of `sync` can be reached within the frame limit: one
+/// cursor too many is answered `bad_request` and the connection stays,
+/// rather than the frame being refused as `too_large` and the connection
+/// closed.
+#[tokio::test]
+async fn too_many_sync_cursors_is_a_bad_request_not_a_closed_connection() {
+    let server = TestServer::start().await;
+    let (connection, _) = server.user(&unique("many")).await;
+    let largest_id = (1u64 << 53) - 1;
+    let cursors = |count: usize| {
+        vec![
+            chat_proto::Cursor {
+                conversation_id: chat_proto::ConversationId(largest_id),
+                seq: chat_proto::Seq(largest_id),
+            };
+            count
+        ]
+    };
+    connection
+        .sync(cursors(chat_proto::SYNC_MAX_CURSORS), None)
+        .await
+        .expect("as many cursors as allowed");
+    assert_eq!(
+        common::status_of(
+            connection
+                .sync(cursors(chat_proto::SYNC_MAX_CURSORS + 1), None)
+                .await
+        ),
+        chat_proto::Status::BadRequest
+    );
+    connection.ping().await.unwrap();
+}

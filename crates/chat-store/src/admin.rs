@@ -163,6 +163,19 @@ pub trait AdminStore: Send + Sync {
     /// `NotFound` for an unknown or deleted account.
     async fn set_password(&self, user: UserId, password_hash: &str) -> Result<u64>;
 
+    /// Replaces the password hash of `user` with `new_hash` if it still is
+    /// `old_hash` (a stronger hash of the same password, made at login);
+    /// tokens stay valid. Returns whether it was replaced.
+    async fn replace_password_hash(
+        &self,
+        user: UserId,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool>;
+
+    /// Deletes every token that expired before `now_ms`; returns how many.
+    async fn purge_expired_tokens(&self, now_ms: i64) -> Result<u64>;
+
     /// Disables the account (it can no longer log in) and revokes its
     /// tokens, so enabling it again does not revive old devices. Returns
     /// how many tokens were revoked.
@@ -422,6 +435,85 @@ macro_rules! queries {
             revoke_all(conn, *user).await
         }
 
+        pub(crate) async fn replace_password_hash(
+            conn: &mut $connection,
+            (user, old_hash, new_hash): &(UserId, String, String),
+        ) -> Result<bool> {
+            let replaced = sqlx::query(
+                "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ? \
+                 AND deleted_at_ms IS NULL",
+            )
+            .bind(new_hash)
+            .bind(to_db(user.0))
+            .bind(old_hash)
+            .execute(&mut *conn)
+            .await?;
+            Ok(replaced.rows_affected() > 0)
+        }
+
+        /// Fills the name keys of accounts created before names had them
+        /// (see [`crate::names`]), oldest account first. An account whose
+        /// key or skeleton an older account holds keeps none, and the clash
+        /// is logged for the operator: both accounts keep working, nothing
+        /// is merged. Returns how many clash.
+        pub(crate) async fn backfill_name_keys(pool: &sqlx::Pool<$database>) -> Result<u64> {
+            let rows: Vec<(i64, DbText)> = sqlx::query_as(
+                "SELECT id, name FROM users WHERE name_key IS NULL AND deleted_at_ms IS NULL \
+                 ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?;
+            let mut clashes = 0;
+            for (id, name) in rows {
+                let name = name.0;
+                let key = $crate::names::key(&name);
+                let skeleton = $crate::names::skeleton(&name);
+                let updated = sqlx::query(
+                    "UPDATE users SET name_key = ?, name_skeleton = ? \
+                     WHERE id = ? AND name_key IS NULL",
+                )
+                .bind(&key)
+                .bind(&skeleton)
+                .bind(id)
+                .execute(pool)
+                .await;
+                match updated {
+                    Ok(_) => {}
+                    Err(error) if is_unique_violation(&error) => {
+                        clashes += 1;
+                        let older: Option<i64> = sqlx::query_scalar(
+                            "SELECT id FROM users WHERE name_key = ? OR name_skeleton = ? LIMIT 1",
+                        )
+                        .bind(&key)
+                        .bind(&skeleton)
+                        .fetch_optional(pool)
+                        .await?;
+                        tracing::warn!(
+                            user = id,
+                            ?name,
+                            clashes_with = older,
+                            "an account's name differs only in case from an older account's, \
+                             or looks like it; both keep working, but this one is not protected \
+                             against look-alikes: ask one of them to take another name"
+                        );
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            Ok(clashes)
+        }
+
+        pub(crate) async fn purge_expired_tokens(
+            conn: &mut $connection,
+            now_ms: &i64,
+        ) -> Result<u64> {
+            let purged = sqlx::query("DELETE FROM tokens WHERE expires_at_ms <= ?")
+                .bind(*now_ms)
+                .execute(&mut *conn)
+                .await?;
+            Ok(purged.rows_affected())
+        }
+
         pub(crate) async fn disable_account(
             conn: &mut $connection,
             (user, reason, now_ms): &(UserId, Option<String>, i64),
@@ -545,7 +637,8 @@ macro_rules! queries {
             .rows_affected();
             let tombstone_name = deleted_account_name(*user);
             sqlx::query(
-                "UPDATE users SET name = ?, password_hash = '', last_login_at_ms = NULL, \
+                "UPDATE users SET name = ?, name_key = NULL, name_skeleton = NULL, \
+                 password_hash = '', last_login_at_ms = NULL, \
                  disabled_at_ms = NULL, disabled_reason = NULL, deleted_at_ms = ? WHERE id = ?",
             )
             .bind(&tombstone_name)
@@ -617,6 +710,26 @@ macro_rules! impl_admin {
                 async fn set_password(&self, user: UserId, password_hash: &str) -> Result<u64> {
                     self.write((user, password_hash.to_owned()), |conn, args| {
                         Box::pin(admin::set_password(conn, args))
+                    })
+                    .await
+                }
+
+                async fn replace_password_hash(
+                    &self,
+                    user: UserId,
+                    old_hash: &str,
+                    new_hash: &str,
+                ) -> Result<bool> {
+                    self.write(
+                        (user, old_hash.to_owned(), new_hash.to_owned()),
+                        |conn, args| Box::pin(admin::replace_password_hash(conn, args)),
+                    )
+                    .await
+                }
+
+                async fn purge_expired_tokens(&self, now_ms: i64) -> Result<u64> {
+                    self.write(now_ms, |conn, args| {
+                        Box::pin(admin::purge_expired_tokens(conn, args))
                     })
                     .await
                 }

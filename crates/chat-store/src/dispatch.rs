@@ -78,6 +78,10 @@ macro_rules! impl_repositories {
                         .await
                 }
 
+                async fn tokens_of(&self, user: UserId, now_ms: i64) -> Result<Vec<(String, i64)>> {
+                    self.reads.bounded(self.reads.tokens_of(user, now_ms)).await
+                }
+
                 async fn revoke_token(&self, token_hash: &str, now_ms: i64) -> Result<()> {
                     let args = (token_hash.to_owned(), now_ms);
                     self.write(args, |conn, args| {

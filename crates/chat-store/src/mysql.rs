@@ -37,6 +37,15 @@ mod admin {
     );
 }
 
+mod group_access {
+    crate::group_access::queries!(
+        sqlx::MySql,
+        sqlx::mysql::MySqlConnection,
+        lock = "FOR UPDATE",
+        insert_ignore = "INSERT IGNORE"
+    );
+}
+
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -117,6 +126,10 @@ impl MysqlStore {
             .connect_with(options.clone())
             .await?;
         if let Err(error) = migrate(&pool).await {
+            pool.close().await;
+            return Err(error);
+        }
+        if let Err(error) = admin::backfill_name_keys(&pool).await {
             pool.close().await;
             return Err(error);
         }
@@ -282,6 +295,7 @@ fn split_timeout(url: &str) -> Result<(String, Duration)> {
 
 crate::dispatch::impl_repositories!(MysqlStore);
 crate::admin::impl_admin!(MysqlStore);
+crate::group_access::impl_group_access!(MysqlStore);
 
 #[async_trait]
 impl Store for MysqlStore {

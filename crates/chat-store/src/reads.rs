@@ -83,9 +83,15 @@ macro_rules! reads {
             // A deleted account's row stays as a tombstone for its messages
             // (see `crate::admin`); to everyone else it is no account.
             pub(crate) async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>> {
+                // By exact name first: two accounts whose names clashed
+                // before names had keys (see `crate::names`) are both
+                // found by their own names.
                 let row: Option<UserRow> = sqlx::query_as(&format!(
-                    "{SELECT_USER} WHERE name = ? AND deleted_at_ms IS NULL"
+                    "{SELECT_USER} WHERE (name = ? OR name_key = ?) AND deleted_at_ms IS NULL \
+                     ORDER BY name = ? DESC LIMIT 1"
                 ))
+                .bind(name)
+                .bind(crate::names::key(name))
                 .bind(name)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -116,6 +122,26 @@ macro_rules! reads {
                 .fetch_optional(&self.pool)
                 .await?;
                 Ok(row.map(|(id, expires_at_ms)| (UserId(from_db(id)), expires_at_ms)))
+            }
+
+            pub(crate) async fn tokens_of(
+                &self,
+                user: UserId,
+                now_ms: i64,
+            ) -> Result<Vec<(String, i64)>> {
+                let rows: Vec<(DbText, i64)> = sqlx::query_as(
+                    "SELECT token_hash, expires_at_ms FROM tokens \
+                     WHERE user_id = ? AND expires_at_ms > ? \
+                     ORDER BY expires_at_ms, token_hash",
+                )
+                .bind(to_db(user.0))
+                .bind(now_ms)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(hash, expires_at_ms)| (hash.0, expires_at_ms))
+                    .collect())
             }
 
             pub(crate) async fn friends_of(&self, user: UserId) -> Result<Vec<FriendRecord>> {

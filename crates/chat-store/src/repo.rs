@@ -10,11 +10,12 @@
 use async_trait::async_trait;
 use chat_proto::{
     ChatMessage, ConversationCursor, ConversationId, ConversationKind, Cursor, FriendRequestInfo,
-    GroupId, MessagePreview, ReadPosition, Role, Seq, Target, UnreadCount, UserId,
+    GroupId, JoinPolicy, MessagePreview, ReadPosition, Role, Seq, Target, UnreadCount, UserId,
 };
 
 use crate::admin::AdminStore;
 use crate::error::Result;
+use crate::group_access::GroupAccessStore;
 
 /// An account as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +72,8 @@ pub struct GroupRecord {
     pub member_count: u32,
     /// When it was created.
     pub created_at_ms: i64,
+    /// Who may join.
+    pub join_policy: JoinPolicy,
 }
 
 /// A member of a group as stored.
@@ -149,6 +152,10 @@ pub trait TokenStore: Send + Sync {
 
     /// The user a still-valid token belongs to, and when the token expires.
     async fn user_for_token(&self, token_hash: &str, now_ms: i64) -> Result<Option<(UserId, i64)>>;
+
+    /// The hashes of `user`'s tokens still valid at `now_ms`, with their
+    /// expiry, soonest to expire first.
+    async fn tokens_of(&self, user: UserId, now_ms: i64) -> Result<Vec<(String, i64)>>;
 
     /// Revokes a token; revoking an unknown token is not an error. Also
     /// removes tokens that have expired before `now_ms`.
@@ -481,7 +488,14 @@ pub trait ConversationStore: Send + Sync {
 /// close it.
 #[async_trait]
 pub trait Store:
-    UserStore + TokenStore + FriendStore + GroupStore + MessageStore + ConversationStore + AdminStore
+    UserStore
+    + TokenStore
+    + FriendStore
+    + GroupStore
+    + GroupAccessStore
+    + MessageStore
+    + ConversationStore
+    + AdminStore
 {
     /// Waits for in-flight writes and closes the connections.
     async fn close(&self);

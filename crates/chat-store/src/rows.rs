@@ -10,8 +10,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use chat_proto::{
-    ChatMessage, ConversationId, ConversationKind, FriendRequestInfo, GroupId, MessagePreview,
-    Recalled, Role, Seq, Target, UserId, UserSummary,
+    ChatMessage, ConversationId, ConversationKind, FriendRequestInfo, GroupId, JoinPolicy,
+    MessagePreview, Recalled, Role, Seq, Target, UserId, UserSummary,
 };
 
 use sqlx::mysql::{MySql, MySqlTypeInfo, MySqlValueRef};
@@ -127,6 +127,10 @@ pub(crate) fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
         .is_some_and(|database| database.is_foreign_key_violation())
 }
 
+/// The conflict of an account whose name is taken, by the same name in
+/// another case or by a name it looks like (see [`crate::names`]).
+pub(crate) const USER_NAME_TAKEN: &str = "user name taken, or too like a taken one";
+
 /// Maps a failed insert: a unique violation becomes `Conflict(conflict)`, a
 /// foreign-key violation `NotFound(missing)`, anything else stays a database
 /// error.
@@ -228,14 +232,14 @@ impl From<RequestRow> for FriendRequestInfo {
 
 /// `SELECT` of a [`GroupRow`] from `chat_groups g`.
 pub(crate) const SELECT_GROUP: &str = "SELECT g.id, g.name, g.description, g.owner_id, \
-     g.conversation_id, g.created_at_ms, \
+     g.conversation_id, g.created_at_ms, g.join_policy, \
      (SELECT COUNT(*) FROM group_members c WHERE c.group_id = g.id) AS member_count \
      FROM chat_groups g";
 
 /// `SELECT` of a [`GroupRoleRow`]: the groups of the user bound to the one
 /// placeholder, in the order they were created.
 pub(crate) const SELECT_GROUPS_OF: &str = "SELECT g.id, g.name, g.description, g.owner_id, \
-     g.conversation_id, g.created_at_ms, \
+     g.conversation_id, g.created_at_ms, g.join_policy, \
      (SELECT COUNT(*) FROM group_members c WHERE c.group_id = g.id) AS member_count, \
      m.role FROM group_members m JOIN chat_groups g ON g.id = m.group_id \
      WHERE m.user_id = ? ORDER BY g.id";
@@ -249,6 +253,7 @@ pub(crate) struct GroupRow {
     owner_id: i64,
     conversation_id: i64,
     created_at_ms: i64,
+    join_policy: DbText,
     member_count: i64,
 }
 
@@ -262,6 +267,9 @@ impl From<GroupRow> for GroupRecord {
             conversation_id: ConversationId(from_db(row.conversation_id)),
             member_count: u32::try_from(row.member_count).unwrap_or(u32::MAX),
             created_at_ms: row.created_at_ms,
+            // The column's check (or chatd, on MySQL) allows only the three
+            // names; anything else is read as the most closed policy.
+            join_policy: JoinPolicy::from_name(&row.join_policy.0).unwrap_or(JoinPolicy::Invite),
         }
     }
 }

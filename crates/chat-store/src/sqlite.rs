@@ -44,6 +44,15 @@ mod admin {
 }
 
 pub(crate) use backup::database_file;
+mod group_access {
+    crate::group_access::queries!(
+        sqlx::Sqlite,
+        sqlx::sqlite::SqliteConnection,
+        lock = "",
+        insert_ignore = "INSERT OR IGNORE"
+    );
+}
+
 pub use backup::{backup, BackupReport};
 
 use std::str::FromStr;
@@ -165,6 +174,10 @@ impl SqliteStore {
             writer_pool.close().await;
             return Err(error.into());
         }
+        if let Err(error) = admin::backfill_name_keys(&writer_pool).await {
+            writer_pool.close().await;
+            return Err(error);
+        }
         let pragma = match synchronous {
             SqliteSynchronous::Full => "FULL",
             SqliteSynchronous::Extra => "EXTRA",
@@ -225,6 +238,7 @@ impl SqliteStore {
 
 crate::dispatch::impl_repositories!(SqliteStore);
 crate::admin::impl_admin!(SqliteStore);
+crate::group_access::impl_group_access!(SqliteStore);
 
 #[async_trait]
 impl Store for SqliteStore {

@@ -69,29 +69,40 @@ fn seqs(messages: &[chat_proto::ChatMessage]) -> Vec<u64> {
 // Users and tokens
 // ---------------------------------------------------------------------------
 
-async fn users_have_unique_exact_names(store: Arc<dyn Store>) {
-    let alice = store.create_user("alice", "hash-a", NOW).await.unwrap();
-    assert_eq!(alice.name, "alice");
+async fn users_have_unique_names_whatever_the_case(store: Arc<dyn Store>) {
+    let alice = store.create_user("Alice", "hash-a", NOW).await.unwrap();
+    assert_eq!(alice.name, "Alice");
     assert_eq!(alice.password_hash, "hash-a");
     assert_eq!(alice.created_at_ms, NOW);
-    // Case and trailing spaces make different names.
-    let upper = store.create_user("Alice", "hash-b", NOW).await.unwrap();
+    // A trailing space makes a different name; case does not.
     let spaced = store.create_user("alice ", "hash-c", NOW).await.unwrap();
-    let ids: HashSet<UserId> = [alice.id, upper.id, spaced.id].into();
-    assert_eq!(ids.len(), 3);
+    let ids: HashSet<UserId> = [alice.id, spaced.id].into();
+    assert_eq!(ids.len(), 2);
+    for taken in ["Alice", "alice", "ALICE"] {
+        assert!(matches!(
+            store.create_user(taken, "other", NOW + 1).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+    // Looked up in any case, found with the case its owner chose.
+    for asked in ["Alice", "alice", "ALICE"] {
+        assert_eq!(
+            store.user_by_name(asked).await.unwrap(),
+            Some(alice.clone())
+        );
+    }
+    // A name that only looks like a taken one is refused too: a Cyrillic
+    // `а` in `аlice`, `rn` for `m`.
     assert!(matches!(
-        store.create_user("alice", "other", NOW + 1).await,
+        store.create_user("\u{430}lice", "other", NOW).await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(
-        store.user_by_name("alice").await.unwrap(),
-        Some(alice.clone())
-    );
-    assert_eq!(
-        store.user_by_name("Alice").await.unwrap().unwrap().id,
-        upper.id
-    );
-    assert_eq!(store.user_by_name("ALICE").await.unwrap(), None);
+    store.create_user("mary", "hash", NOW).await.unwrap();
+    assert!(matches!(
+        store.create_user("rnary", "other", NOW).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.user_by_name("\u{430}lice").await.unwrap(), None);
     assert_eq!(store.user_by_id(alice.id).await.unwrap(), Some(alice));
     assert_eq!(store.user_by_id(UserId(999_999)).await.unwrap(), None);
     assert_eq!(store.user_by_id(UserId(u64::MAX)).await.unwrap(), None);
@@ -146,6 +157,85 @@ async fn tokens_expire_and_revoke(store: Arc<dyn Store>) {
     // even for a clock that would still accept it.
     store.revoke_token("never-issued", NOW + 20).await.unwrap();
     assert_eq!(store.user_for_token("t2", NOW).await.unwrap(), None);
+}
+
+async fn tokens_are_listed_per_user(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    store.create_token("late", alice, NOW + 300).await.unwrap();
+    store.create_token("soon", alice, NOW + 100).await.unwrap();
+    store.create_token("gone", alice, NOW - 1).await.unwrap();
+    store.create_token("bobs", bob, NOW + 100).await.unwrap();
+    assert_eq!(
+        store.tokens_of(alice, NOW).await.unwrap(),
+        vec![
+            ("soon".to_owned(), NOW + 100),
+            ("late".to_owned(), NOW + 300)
+        ]
+    );
+    assert_eq!(store.tokens_of(UserId(999_999), NOW).await.unwrap(), vec![]);
+}
+
+async fn expired_tokens_are_purged(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    store.create_token("old", alice, NOW + 10).await.unwrap();
+    store.create_token("older", alice, NOW + 5).await.unwrap();
+    store.create_token("live", alice, NOW + 1000).await.unwrap();
+    assert_eq!(store.purge_expired_tokens(NOW).await.unwrap(), 0);
+    assert_eq!(store.purge_expired_tokens(NOW + 10).await.unwrap(), 2);
+    // Gone even for a clock that would still accept them.
+    assert_eq!(store.user_for_token("old", NOW).await.unwrap(), None);
+    assert_eq!(
+        store.user_for_token("live", NOW).await.unwrap(),
+        Some((alice, NOW + 1000))
+    );
+    assert_eq!(store.purge_expired_tokens(NOW + 10).await.unwrap(), 0);
+}
+
+async fn password_hashes_are_replaced_only_if_unchanged(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let original = store
+        .user_by_id(alice)
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash;
+    store
+        .create_token("device", alice, NOW + 1000)
+        .await
+        .unwrap();
+    assert!(store
+        .replace_password_hash(alice, &original, "$argon2id$stronger")
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .user_by_id(alice)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "$argon2id$stronger"
+    );
+    // A hash changed meanwhile (a password reset) is not overwritten.
+    assert!(!store
+        .replace_password_hash(alice, &original, "$argon2id$stale")
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .user_by_id(alice)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "$argon2id$stronger"
+    );
+    // Tokens stay valid: the password is the same.
+    assert_eq!(
+        store.user_for_token("device", NOW).await.unwrap(),
+        Some((alice, NOW + 1000))
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -548,6 +638,131 @@ async fn set_role_owner_transfers_ownership(store: Arc<dyn Store>) {
         Some(Role::Admin)
     );
     assert_eq!(store.members(group.id).await.unwrap()[0].id, bob);
+}
+
+async fn closed_groups_policies_invitations_and_bans(store: Arc<dyn Store>) {
+    use chat_proto::JoinPolicy;
+    use chat_store::group_access::JoinOutcome;
+    let owner = user(&store, "owner").await;
+    let admin = user(&store, "admin").await;
+    let member = user(&store, "member").await;
+    let asker = user(&store, "asker").await;
+    let invitee = user(&store, "invitee").await;
+    let group = store
+        .create_group_with_policy(owner, "closed", "", JoinPolicy::Approval, NOW)
+        .await
+        .unwrap();
+    assert_eq!(group.join_policy, JoinPolicy::Approval);
+    assert_eq!(
+        store.group(group.id).await.unwrap().unwrap().join_policy,
+        JoinPolicy::Approval
+    );
+    let g = group.id;
+    for (user, role) in [(admin, Role::Admin), (member, Role::Member)] {
+        store.add_member(g, user, Role::Member, NOW).await.unwrap();
+        store.set_role_as(g, owner, user, role).await.unwrap();
+    }
+    // Asking an approval group waits for the owner or an admin.
+    assert_eq!(
+        store.request_join(g, asker, NOW).await.unwrap(),
+        JoinOutcome::Pending
+    );
+    assert_eq!(
+        store.request_join(g, asker, NOW + 1).await.unwrap(),
+        JoinOutcome::Pending
+    );
+    assert_eq!(store.join_requests(g).await.unwrap().len(), 1);
+    assert!(store.standing(g, asker).await.unwrap().requested);
+    assert!(matches!(
+        store.respond_join(g, member, asker, true, NOW).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    store
+        .respond_join(g, admin, asker, true, NOW)
+        .await
+        .unwrap();
+    assert_eq!(store.role(g, asker).await.unwrap(), Some(Role::Member));
+    assert!(matches!(
+        store.respond_join(g, admin, asker, true, NOW).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Only the owner and admins set the policy; an invite-only group does
+    // not exist for those not invited.
+    assert!(matches!(
+        store.set_join_policy(g, member, JoinPolicy::Open).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    store
+        .set_join_policy(g, admin, JoinPolicy::Invite)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.request_join(g, invitee, NOW).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.invite(g, member, invitee, NOW).await.unwrap();
+    assert!(matches!(
+        store.invite(g, member, invitee, NOW).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let invitations = store.invitations_of(invitee).await.unwrap();
+    assert_eq!(invitations.len(), 1);
+    assert_eq!(invitations[0].0, g);
+    assert_eq!(invitations[0].1.id, member);
+    assert_eq!(
+        store.request_join(g, invitee, NOW).await.unwrap(),
+        JoinOutcome::Joined
+    );
+    assert!(store.invitations_of(invitee).await.unwrap().is_empty());
+
+    // Kicks follow the roles, checked with the change; a ban keeps the
+    // user out, even invited, until lifted.
+    assert!(matches!(
+        store.kick(g, admin, owner, false, NOW).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    assert!(matches!(
+        store.kick(g, member, asker, false, NOW).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    store.kick(g, admin, asker, true, NOW).await.unwrap();
+    assert_eq!(store.role(g, asker).await.unwrap(), None);
+    assert!(store.standing(g, asker).await.unwrap().banned);
+    store
+        .set_join_policy(g, owner, JoinPolicy::Open)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.request_join(g, asker, NOW).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    assert!(matches!(
+        store.invite(g, member, asker, NOW).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    assert!(matches!(
+        store.unban(g, member, asker).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    store.unban(g, admin, asker).await.unwrap();
+    assert_eq!(
+        store.request_join(g, asker, NOW).await.unwrap(),
+        JoinOutcome::Joined
+    );
+
+    // Roles and dissolving stay the owner's.
+    assert!(matches!(
+        store.set_role_as(g, admin, member, Role::Admin).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    assert!(matches!(
+        store.dissolve_as(g, admin).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    let former = store.dissolve_as(g, owner).await.unwrap();
+    assert_eq!(former.len(), 5);
+    assert!(store.group(g).await.unwrap().is_none());
 }
 
 async fn leave_kick_and_dissolve(store: Arc<dyn Store>) {
@@ -1506,9 +1721,12 @@ macro_rules! conformance {
 }
 
 conformance!(
-    users_have_unique_exact_names,
+    users_have_unique_names_whatever_the_case,
     users_store_any_text_verbatim,
     tokens_expire_and_revoke,
+    expired_tokens_are_purged,
+    tokens_are_listed_per_user,
+    password_hashes_are_replaced_only_if_unchanged,
     friend_request_then_accept,
     friend_request_back_accepts,
     friend_request_decline,
@@ -1518,6 +1736,7 @@ conformance!(
     groups_create_join_and_roles,
     set_role_owner_transfers_ownership,
     leave_kick_and_dissolve,
+    closed_groups_policies_invitations_and_bans,
     append_numbers_and_deduplicates,
     append_refuses_strangers,
     resends_are_answered_after_the_friendship_ended,

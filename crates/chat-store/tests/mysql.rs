@@ -650,3 +650,43 @@ async fn a_silent_database_fails_every_call_within_the_timeout_then_recovers() {
     drop(proxy);
     database.drop_now().await;
 }
+
+/// As the SQLite test of the same name: accounts from before name keys get
+/// them at open, clashes are kept apart and reported, not merged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_from_before_keys_get_them_and_clashes_stay_apart() {
+    let Some(database) = common::MariaDb::create("name_keys").await else {
+        return;
+    };
+    database.open().await.close().await;
+    let raw = sqlx::MySqlPool::connect(&database.url()).await.unwrap();
+    for name in ["Case", "case", "alice", "\u{430}lice", "bob"] {
+        sqlx::query("INSERT INTO users (name, password_hash, created_at_ms) VALUES (?, 'h', 0)")
+            .bind(name)
+            .execute(&raw)
+            .await
+            .unwrap();
+    }
+    raw.close().await;
+    let store = database.open().await;
+    for name in ["Case", "case", "alice", "\u{430}lice", "bob"] {
+        let found = store.user_by_name(name).await.unwrap().unwrap();
+        assert_eq!(found.name, name);
+    }
+    assert_eq!(
+        store.user_by_name("CASE").await.unwrap().unwrap().name,
+        "Case"
+    );
+    assert_eq!(
+        store.user_by_name("BOB").await.unwrap().unwrap().name,
+        "bob"
+    );
+    for taken in ["CASE", "Alice", "Bob"] {
+        assert!(matches!(
+            store.create_user(taken, "h", NOW).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+    store.close().await;
+    database.drop_now().await;
+}

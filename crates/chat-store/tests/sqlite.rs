@@ -247,3 +247,45 @@ async fn bad_urls_are_errors() {
         Err(StoreError::Config(_))
     ));
 }
+
+/// Accounts created before names had keys get them when the store opens;
+/// names that clash (in case, or by looking alike) both keep working, the
+/// older one keeps the name's keys, nothing is merged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_from_before_keys_get_them_and_clashes_stay_apart() {
+    let file = common::SqliteFile::new().await;
+    file.store.close().await;
+    let raw = sqlx::SqlitePool::connect(&file.url).await.unwrap();
+    // As an older chatd wrote them: no keys.
+    for name in ["Case", "case", "alice", "\u{430}lice", "bob"] {
+        sqlx::query("INSERT INTO users (name, password_hash, created_at_ms) VALUES (?, 'h', 0)")
+            .bind(name)
+            .execute(&raw)
+            .await
+            .unwrap();
+    }
+    raw.close().await;
+    let store = SqliteStore::open(&file.url).await.unwrap();
+    // Every account is still found by its own name...
+    for name in ["Case", "case", "alice", "\u{430}lice", "bob"] {
+        let found = store.user_by_name(name).await.unwrap().unwrap();
+        assert_eq!(found.name, name);
+    }
+    // ...and by its key, the older of a clashing pair.
+    assert_eq!(
+        store.user_by_name("CASE").await.unwrap().unwrap().name,
+        "Case"
+    );
+    assert_eq!(
+        store.user_by_name("BOB").await.unwrap().unwrap().name,
+        "bob"
+    );
+    // New accounts cannot take any of these names in another case.
+    for taken in ["CASE", "Alice", "Bob"] {
+        assert!(matches!(
+            store.create_user(taken, "h", NOW).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+    store.close().await;
+}

@@ -63,6 +63,7 @@ pub fn group() -> Group {
         member_count: 3,
         my_role: Some(Role::Admin),
         created_at_ms: 1_700_000_000_500,
+        join_policy: JoinPolicy::Approval,
     }
 }
 
@@ -120,6 +121,10 @@ pub fn requests() -> Vec<Request> {
             token: Some("tok_3q2+7w==".to_owned()),
         }),
         Request::Logout(LogoutRequest {}),
+        Request::SessionList(SessionListRequest {}),
+        Request::SessionRevoke(SessionRevokeRequest {
+            id: "3f2a9c0d1e4b5a6f".into(),
+        }),
         Request::FriendAdd(FriendAddRequest {
             user: UserRef::Name("bob".to_owned()),
             message: Some("hi, it's alice".to_owned()),
@@ -153,6 +158,7 @@ pub fn requests() -> Vec<Request> {
         Request::GroupCreate(GroupCreateRequest {
             name: "rustaceans".to_owned(),
             description: "Ferris fans".to_owned(),
+            join_policy: JoinPolicy::Invite,
         }),
         Request::GroupJoin(GroupJoinRequest {
             group_id: GroupId(7),
@@ -164,6 +170,24 @@ pub fn requests() -> Vec<Request> {
             group_id: GroupId(7),
         }),
         Request::GroupKick(GroupKickRequest {
+            group_id: GroupId(7),
+            user: UserRef::Name("carol".to_owned()),
+            ban: true,
+        }),
+        Request::GroupSetPolicy(GroupSetPolicyRequest {
+            group_id: GroupId(7),
+            join_policy: JoinPolicy::Approval,
+        }),
+        Request::GroupInvite(GroupInviteRequest {
+            group_id: GroupId(7),
+            user: UserRef::Name("dave".to_owned()),
+        }),
+        Request::GroupRespondJoin(GroupRespondJoinRequest {
+            group_id: GroupId(7),
+            user: UserRef::Id(UserId(4)),
+            accept: false,
+        }),
+        Request::GroupUnban(GroupUnbanRequest {
             group_id: GroupId(7),
             user: UserRef::Name("carol".to_owned()),
         }),
@@ -275,6 +299,14 @@ pub fn responses() -> Vec<Response> {
             unread: Vec::new(),
         }),
         Response::Logout(LogoutResponse {}),
+        Response::SessionList(SessionListResponse {
+            sessions: vec![SessionInfo {
+                id: "3f2a9c0d1e4b5a6f".into(),
+                expires_at_ms: 1_767_225_600_000,
+                current: true,
+            }],
+        }),
+        Response::SessionRevoke(SessionRevokeResponse {}),
         Response::FriendAdd(FriendAddResponse {
             user: user(2, "bob"),
             outcome: FriendAddOutcome::Pending,
@@ -305,7 +337,21 @@ pub fn responses() -> Vec<Response> {
         }),
         Response::FriendUpdate(FriendUpdateResponse { friend: friend() }),
         Response::GroupCreate(GroupCreateResponse { group: group() }),
-        Response::GroupJoin(GroupJoinResponse { group: group() }),
+        Response::GroupJoin(GroupJoinResponse {
+            group: group(),
+            pending: false,
+        }),
+        Response::GroupJoin(GroupJoinResponse {
+            group: Group {
+                my_role: None,
+                ..group()
+            },
+            pending: true,
+        }),
+        Response::GroupSetPolicy(GroupSetPolicyResponse { group: group() }),
+        Response::GroupInvite(GroupInviteResponse {}),
+        Response::GroupRespondJoin(GroupRespondJoinResponse {}),
+        Response::GroupUnban(GroupUnbanResponse {}),
         Response::GroupLeave(GroupLeaveResponse {}),
         Response::GroupDissolve(GroupDissolveResponse {}),
         Response::GroupKick(GroupKickResponse {}),
@@ -315,6 +361,14 @@ pub fn responses() -> Vec<Response> {
                 my_role: None,
                 ..group()
             },
+            join_requests: Vec::new(),
+        }),
+        Response::GroupInfo(GroupInfoResponse {
+            group: group(),
+            join_requests: vec![UserSummary {
+                id: UserId(4),
+                name: "dave".to_owned(),
+            }],
         }),
         Response::GroupMembers(GroupMembersResponse {
             members: vec![
@@ -340,6 +394,16 @@ pub fn responses() -> Vec<Response> {
         }),
         Response::GroupList(GroupListResponse {
             groups: vec![group()],
+            invitations: vec![GroupInvitation {
+                group: Group {
+                    my_role: None,
+                    ..group()
+                },
+                inviter: UserSummary {
+                    id: UserId(1),
+                    name: "alice".to_owned(),
+                },
+            }],
         }),
         Response::Send(SendResponse {
             conversation_id: ConversationId(10),
@@ -528,6 +592,25 @@ pub fn pushes() -> Vec<Push> {
             recalled: Recalled {
                 by: UserId(7),
                 at_ms: 1_700_000_060_000,
+            },
+        }),
+        Push::PushGroupJoinRequest(GroupJoinRequestPush {
+            group_id: GroupId(7),
+            user: UserSummary {
+                id: UserId(4),
+                name: "dave".to_owned(),
+            },
+        }),
+        Push::PushGroupInvitation(GroupInvitationPush {
+            invitation: GroupInvitation {
+                group: Group {
+                    my_role: None,
+                    ..group()
+                },
+                inviter: UserSummary {
+                    id: UserId(1),
+                    name: "alice".to_owned(),
+                },
             },
         }),
     ]

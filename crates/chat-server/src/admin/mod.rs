@@ -27,7 +27,7 @@ use chat_store::admin::like_pattern;
 use chat_store::{AccountRecord, Store};
 use serde_json::{json, Value};
 
-use crate::auth::Passwords;
+use crate::auth::{Passwords, Priority};
 use crate::config::Config;
 use crate::context::now_ms;
 use crate::service::validate;
@@ -524,13 +524,13 @@ impl Admin<'_> {
     }
 
     async fn users_create(&self, name: &str) -> Result<Report, AdminError> {
-        validate::user_name(name).map_err(|error| AdminError(error.message))?;
+        let name = &validate::user_name(name).map_err(|error| AdminError(error.message))?;
         if self.store.user_by_name(name).await?.is_some() {
             return Err(AdminError(format!("the name {name:?} is taken")));
         }
         let password = password::read_new_password(name).map_err(AdminError)?;
-        let hash = Passwords::new()
-            .hash(password)
+        let hash = Passwords::with_cost(self.config.password_hash_cost())
+            .hash(password, Priority::Login)
             .await
             .map_err(|error| AdminError(error.message))?;
         let user = self.store.create_user(name, &hash, now_ms()).await?;
@@ -543,8 +543,8 @@ impl Admin<'_> {
     async fn users_reset_password(&self, text: &str) -> Result<Report, AdminError> {
         let account = self.account(text).await?;
         let password = password::read_new_password(&account.name).map_err(AdminError)?;
-        let hash = Passwords::new()
-            .hash(password)
+        let hash = Passwords::with_cost(self.config.password_hash_cost())
+            .hash(password, Priority::Login)
             .await
             .map_err(|error| AdminError(error.message))?;
         let revoked = self.store.set_password(account.id, &hash).await?;

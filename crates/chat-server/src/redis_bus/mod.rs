@@ -381,6 +381,44 @@ impl std::fmt::Debug for RedisBus {
 }
 
 impl RedisBus {
+    /// Tells the other nodes that host `user` to end its sessions (only
+    /// those holding the token with the hash `token_hash`, if given).
+    /// Returns how many were told, `None` if they could not be reached.
+    async fn order_end(
+        &self,
+        user: UserId,
+        token_hash: Option<&str>,
+        message: &str,
+    ) -> Option<u64> {
+        let mut connection = self.shared.connection()?;
+        let keys = &self.shared.keys;
+        let envelope = envelope::end_order(user, token_hash, message);
+        let mut invocation = self.shared.scripts.end.prepare_invoke();
+        invocation
+            .key(keys.user_nodes(user))
+            .arg(&keys.prefix)
+            .arg(&keys.me)
+            .arg(envelope);
+        let told = tokio::time::timeout(
+            CALL_TIMEOUT,
+            invocation.invoke_async::<u64>(&mut connection),
+        )
+        .await;
+        match told {
+            Ok(Ok(told)) => Some(told),
+            Ok(Err(error)) => {
+                tracing::warn!(%user, %error, "could not tell the other nodes to end a user's sessions");
+                self.shared.suspect.notify_one();
+                None
+            }
+            Err(_) => {
+                tracing::warn!(%user, "telling the other nodes to end a user's sessions timed out");
+                self.shared.suspect.notify_one();
+                None
+            }
+        }
+    }
+
     /// Starts the bus of the node whose sessions are in `hub`: connects,
     /// subscribes, registers, and keeps doing so in the background. Waits up
     /// to a few seconds for the first connection; if Redis is not reachable
@@ -593,38 +631,24 @@ impl Bus for RedisBus {
             .shared
             .hub
             .end_sessions(user, &Ending::ByOperator(message.to_owned()));
-        let Some(mut connection) = self.shared.connection() else {
-            return EndedSessions {
-                here,
-                other_nodes: None,
-            };
-        };
-        let keys = &self.shared.keys;
-        let envelope = envelope::end_order(user, message);
-        let mut invocation = self.shared.scripts.end.prepare_invoke();
-        invocation
-            .key(keys.user_nodes(user))
-            .arg(&keys.prefix)
-            .arg(&keys.me)
-            .arg(envelope);
-        let told = tokio::time::timeout(
-            CALL_TIMEOUT,
-            invocation.invoke_async::<u64>(&mut connection),
-        )
-        .await;
-        let other_nodes = match told {
-            Ok(Ok(told)) => Some(told),
-            Ok(Err(error)) => {
-                tracing::warn!(%user, %error, "could not tell the other nodes to end a user's sessions");
-                self.shared.suspect.notify_one();
-                None
-            }
-            Err(_) => {
-                tracing::warn!(%user, "telling the other nodes to end a user's sessions timed out");
-                self.shared.suspect.notify_one();
-                None
-            }
-        };
+        let other_nodes = self.order_end(user, None, message).await;
+        EndedSessions { here, other_nodes }
+    }
+
+    async fn end_token_sessions(
+        &self,
+        user: UserId,
+        token_hash: &str,
+        except: SessionId,
+        message: &str,
+    ) -> EndedSessions {
+        let here = self.shared.hub.end_token_sessions(
+            user,
+            token_hash,
+            Some(except),
+            &Ending::ByOperator(message.to_owned()),
+        );
+        let other_nodes = self.order_end(user, Some(token_hash), message).await;
         EndedSessions { here, other_nodes }
     }
 
@@ -872,12 +896,29 @@ impl Link {
         }
         if let Some(order) = payload.strip_prefix(envelope::END_ENVELOPE) {
             match envelope::parse_end_order(order) {
-                Some((user, message)) => {
+                Some(envelope::EndOrder {
+                    user,
+                    token_hash: None,
+                    message,
+                }) => {
                     let ended = self
                         .shared
                         .hub
                         .end_sessions(user, &Ending::ByOperator(message));
                     tracing::info!(%user, sessions = ended, "sessions ended by an operator on another node");
+                }
+                Some(envelope::EndOrder {
+                    user,
+                    token_hash: Some(token_hash),
+                    message,
+                }) => {
+                    let ended = self.shared.hub.end_token_sessions(
+                        user,
+                        &token_hash,
+                        None,
+                        &Ending::ByOperator(message),
+                    );
+                    tracing::debug!(%user, sessions = ended, "sessions of a revoked token ended");
                 }
                 None => tracing::warn!(
                     len = payload.len(),

@@ -1,43 +1,73 @@
-//! Register, login and logout.
+//! Register, login and logout, and the limits that keep them from being
+//! turned into a lever: per-address and node-wide registration limits,
+//! per-address and per-account failed-login limits.
 
 use std::net::IpAddr;
 use std::time::Instant;
 
 use chat_proto::{
-    Group, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, Status, UserId, UserRef,
+    Group, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, SessionInfo,
+    SessionListResponse, SessionRevokeRequest, SessionRevokeResponse, Status, UserId, UserRef,
     UserSummary,
 };
 use chat_store::UserRecord;
 
-use crate::auth::{new_token, token_hash};
+use crate::auth::{new_token, token_hash, Priority};
 use crate::config::Registration;
-use crate::context::{now_ms, Context};
+use crate::context::{now_ms, Context, Identity};
 use crate::error::{Result, ServiceError};
+use crate::limits::address_key;
 use crate::service::{friends_with_presence, validate};
 
-/// Creates an account.
+/// Creates an account for a client at `peer`.
 ///
 /// # Errors
 /// `forbidden` when registration is closed, `bad_request` for an invalid
-/// name or password, `conflict` if the name is taken.
-pub async fn register(ctx: &Context, request: RegisterRequest) -> Result<RegisterResponse> {
+/// name or password, `conflict` if the name is taken, `rate_limited` past
+/// the per-address or the node's registration limit.
+pub async fn register(
+    ctx: &Context,
+    request: RegisterRequest,
+    peer: IpAddr,
+) -> Result<RegisterResponse> {
     if ctx.config.registration == Registration::Closed {
         return Err(ServiceError::forbidden(
             "registration is closed on this server; ask its operator for an account",
         ));
     }
-    validate::user_name(&request.name)?;
+    let name = validate::user_name(&request.name)?;
     validate::password(&request.password)?;
-    // Fail fast on a taken name before paying for a hash; the store's unique
-    // index still decides races.
-    if ctx.store.user_by_name(&request.name).await?.is_some() {
+    // Fail fast on a taken name (in any case) before paying for a hash; the
+    // store's unique keys still decide races, and look-alikes.
+    if ctx.store.user_by_name(&name).await?.is_some() {
         return Err(ServiceError::conflict("name is taken"));
     }
-    let hash = ctx.passwords.hash(request.password).await?;
-    let user = ctx
-        .store
-        .create_user(&request.name, &hash, now_ms())
+    // Every attempt that gets this far costs a hash, so it counts, whether
+    // or not the account is then created.
+    let clock = Instant::now();
+    let address = address_key(peer);
+    if !ctx.registrations_by_ip.try_acquire(address, clock) {
+        ctx.registration_refusals
+            .refused("per-address limit", clock);
+        return Err(ServiceError::new(
+            Status::RateLimited,
+            "too many accounts registered from this address; retry later",
+        ));
+    }
+    if !ctx.registrations.try_acquire((), clock) {
+        ctx.registrations_by_ip.release(&address);
+        ctx.registration_refusals
+            .refused("server-wide limit", clock);
+        return Err(ServiceError::new(
+            Status::RateLimited,
+            "too many accounts registered on this server just now; retry in a minute",
+        ));
+    }
+    let hash = ctx
+        .passwords
+        .hash(request.password, Priority::Registration)
         .await?;
+    let user = ctx.store.create_user(&name, &hash, now_ms()).await?;
     tracing::info!(user = %user.id, "registered");
     Ok(RegisterResponse {
         user: UserSummary {
@@ -118,9 +148,12 @@ async fn password_login(
             "password must be 8 to 128 characters",
         ));
     }
+    let address = address_key(peer);
     // Every attempt counts as a failure until it has succeeded, so parallel
     // guesses cannot all pass the check before the first is recorded.
-    if !ctx.login_failures_by_ip.try_acquire(peer, clock) {
+    if !ctx.login_failures_by_ip.try_acquire(address, clock) {
+        ctx.login_refusals
+            .refused("per-address failure limit", clock);
         return Err(ServiceError::new(
             Status::RateLimited,
             "too many failed logins from this address, retry in a minute",
@@ -139,26 +172,42 @@ async fn password_login(
         ctx.passwords.verify_nothing(password).await?;
         return Err(ServiceError::unauthorized("wrong user or password"));
     };
-    if !ctx.login_failures_by_account.try_acquire(user.id, clock) {
-        ctx.login_failures_by_ip.release(&peer);
+    // An account with too many failures is closed only to the addresses
+    // that failed on it: whoever guesses cannot lock its owner out, who
+    // logs in from an address that has not failed.
+    let pair = (user.id, address);
+    let counted_on_account = ctx.login_failures_by_account.try_acquire(user.id, clock);
+    if !counted_on_account && ctx.login_failures_by_account_and_ip.count(&pair, clock) > 0 {
+        ctx.login_failures_by_ip.release(&address);
+        ctx.login_refusals
+            .refused("per-account failure limit", clock);
         return Err(ServiceError::new(
             Status::RateLimited,
             "too many failed logins for this account, retry in a minute",
         ));
     }
+    ctx.login_failures_by_account_and_ip
+        .try_acquire(pair, clock);
+    let stored_hash = user.password_hash.clone();
     if !ctx
         .passwords
-        .verify(password, user.password_hash.clone())
+        .verify(password.clone(), stored_hash.clone())
         .await?
     {
-        tracing::info!(user = %user.id, %peer, "failed login");
+        ctx.login_refusals.refused("wrong password", clock);
         return Err(ServiceError::unauthorized("wrong user or password"));
     }
-    ctx.login_failures_by_account.clear(&user.id);
-    ctx.login_failures_by_ip.release(&peer);
+    if counted_on_account {
+        ctx.login_failures_by_account.release(&user.id);
+    }
+    ctx.login_failures_by_account_and_ip.clear(&pair);
+    ctx.login_failures_by_ip.release(&address);
     // Only after the password is right: the answer tells whoever knows the
     // password, not whoever guesses names, that the account is disabled.
     refuse_if_disabled(ctx, user.id).await?;
+    if !ctx.passwords.cost().is_current(&stored_hash) {
+        rehash_later(ctx, user.id, password, stored_hash);
+    }
     let token = new_token();
     let expires_at = now + (ctx.config.token_ttl_secs as i64) * 1000;
     ctx.store
@@ -169,6 +218,32 @@ async fn password_login(
         token,
         token_expires_at_ms: expires_at,
     })
+}
+
+/// Replaces a password hash made at another cost than the configured one,
+/// off the login's path (the client need not wait for a second hash). The
+/// store replaces it only if it is still the one verified, so a password
+/// changed meanwhile is not undone.
+fn rehash_later(ctx: &Context, user: UserId, password: String, old_hash: String) {
+    let passwords = ctx.passwords.clone();
+    let store = ctx.store.clone();
+    tokio::spawn(async move {
+        let new_hash = match passwords.hash(password, Priority::Login).await {
+            Ok(hash) => hash,
+            Err(error) => {
+                tracing::debug!(%user, %error, "could not rehash a password at login");
+                return;
+            }
+        };
+        match store
+            .replace_password_hash(user, &old_hash, &new_hash)
+            .await
+        {
+            Ok(true) => tracing::info!(%user, "password hash updated to the configured cost"),
+            Ok(false) => {}
+            Err(error) => tracing::debug!(%user, %error, "could not store a rehashed password"),
+        }
+    });
 }
 
 /// The answer to a login of a disabled account.
@@ -213,6 +288,7 @@ pub async fn login_response(ctx: &Context, who: &Authenticated) -> Result<LoginR
             member_count: group.member_count,
             my_role: Some(role),
             created_at_ms: group.created_at_ms,
+            join_policy: group.join_policy,
         })
         .collect();
     let (incoming_requests, outgoing_requests) = ctx.store.pending_requests(user_id).await?;
@@ -234,11 +310,81 @@ pub async fn login_response(ctx: &Context, who: &Authenticated) -> Result<LoginR
     })
 }
 
-/// Revokes the session's token.
+/// What a login is called in `session_list`: the start of its token's hash
+/// (64 bits, so two logins of one user never share it in practice). The
+/// token cannot be recovered from it.
+fn session_id(token_hash: &str) -> String {
+    token_hash.chars().take(16).collect()
+}
+
+/// Lists the user's logins (unexpired tokens).
 ///
 /// # Errors
 /// A store failure.
-pub async fn revoke(ctx: &Context, token_hash: &str) -> Result<()> {
-    ctx.store.revoke_token(token_hash, now_ms()).await?;
+pub async fn sessions(ctx: &Context, me: &Identity) -> Result<SessionListResponse> {
+    let tokens = ctx.store.tokens_of(me.user, now_ms()).await?;
+    Ok(SessionListResponse {
+        sessions: tokens
+            .into_iter()
+            .map(|(hash, expires_at_ms)| SessionInfo {
+                id: session_id(&hash),
+                expires_at_ms,
+                current: hash == me.token_hash,
+            })
+            .collect(),
+    })
+}
+
+/// Ends another of the user's logins: revokes its token and ends the
+/// sessions holding it, anywhere.
+///
+/// # Errors
+/// `not_found` for an id that names no login of the user, `bad_request`
+/// for the session's own.
+pub async fn revoke_session(
+    ctx: &Context,
+    me: &Identity,
+    request: SessionRevokeRequest,
+) -> Result<SessionRevokeResponse> {
+    if request.id == session_id(&me.token_hash) {
+        return Err(ServiceError::bad_request(
+            "that is this session's own login: use logout",
+        ));
+    }
+    let tokens = ctx.store.tokens_of(me.user, now_ms()).await?;
+    let Some((token_hash, _)) = tokens
+        .into_iter()
+        .find(|(hash, _)| request.id.len() == 16 && session_id(hash) == request.id)
+    else {
+        return Err(ServiceError::not_found("no such login"));
+    };
+    ctx.store.revoke_token(&token_hash, now_ms()).await?;
+    ctx.bus
+        .end_token_sessions(
+            me.user,
+            &token_hash,
+            me.session,
+            "this login was ended from another device",
+        )
+        .await;
+    Ok(SessionRevokeResponse {})
+}
+
+/// Revokes the session's token, and ends the user's other live sessions
+/// that logged in with it (anywhere in the cluster): logging out is the
+/// end of that login on every connection that holds it.
+///
+/// # Errors
+/// A store failure.
+pub async fn revoke(ctx: &Context, me: &Identity) -> Result<()> {
+    ctx.store.revoke_token(&me.token_hash, now_ms()).await?;
+    ctx.bus
+        .end_token_sessions(
+            me.user,
+            &me.token_hash,
+            me.session,
+            "logged out on another connection",
+        )
+        .await;
     Ok(())
 }

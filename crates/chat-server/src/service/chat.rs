@@ -5,7 +5,7 @@ use std::pin::Pin;
 
 use chat_proto::{
     AckRequest, AckResponse, HistoryRequest, HistoryResponse, SendRequest, SendResponse, Status,
-    SyncRequest, SyncResponse,
+    SyncRequest, SyncResponse, PAGE_BODY_BUDGET, SYNC_MAX_CURSORS,
 };
 use chat_store::NewMessage;
 
@@ -17,7 +17,6 @@ const HISTORY_DEFAULT: u32 = 50;
 const HISTORY_MAX: u32 = 200;
 const SYNC_DEFAULT: u32 = 500;
 const SYNC_MAX: u32 = 1000;
-const SYNC_MAX_CURSORS: usize = 10_000;
 
 /// Stores a message and pushes it to every session of every recipient
 /// (the sender's other sessions included). Answers only after the commit.
@@ -182,7 +181,10 @@ pub async fn sync(ctx: &Context, me: &Identity, request: SyncRequest) -> Result<
         return Err(ServiceError::bad_request("limit must be 1 to 1000"));
     }
     if request.cursors.len() > SYNC_MAX_CURSORS {
-        return Err(ServiceError::bad_request("too many cursors"));
+        return Err(ServiceError::bad_request(format!(
+            "at most {SYNC_MAX_CURSORS} cursors; leave out those of conversations \
+             that are read up to their acknowledged position"
+        )));
     }
     let mut messages = ctx.store.sync(me.user, &request.cursors, limit + 1).await?;
     let mut has_more = messages.len() > limit as usize;
@@ -194,11 +196,6 @@ pub async fn sync(ctx: &Context, me: &Identity, request: SyncRequest) -> Result<
     }
     Ok(SyncResponse { messages, has_more })
 }
-
-/// Message bodies one `history` or `sync` page carries at most, in bytes:
-/// with JSON escaping and the other fields the frame stays a few MiB, far
-/// below what clients accept, however large the configured message limit.
-const PAGE_BODY_BUDGET: usize = 1024 * 1024;
 
 /// How many messages, from the start, fit in [`PAGE_BODY_BUDGET`] (always
 /// at least one, so paging makes progress).

@@ -57,7 +57,8 @@ async fn announce_friendship(ctx: &Context, me: &Identity, other: &UserSummary) 
 /// Sends a friend request, or accepts the other side's pending one.
 ///
 /// # Errors
-/// `not_found`, `conflict` (already friends, already asked, oneself), `bad_request`.
+/// `not_found`, `conflict` (already friends, already asked, oneself),
+/// `bad_request`, `rate_limited` past the per-user hourly quota.
 pub async fn add(
     ctx: &Context,
     me: &Identity,
@@ -74,11 +75,17 @@ pub async fn add(
         id: other.id,
         name: other.name,
     };
-    match ctx
+    // A request stores a row and notifies someone: counted per user, and
+    // given back if nothing was stored.
+    ctx.take_quota(&ctx.friend_requests, me.user, "friend requests")?;
+    let added = ctx
         .store
         .add_friend_request(me.user, other.id, request.message.as_deref(), now_ms())
-        .await?
-    {
+        .await;
+    if added.is_err() {
+        ctx.friend_requests.release(&me.user);
+    }
+    match added? {
         FriendAddResult::Pending(info) => {
             ctx.push(
                 &[other.id],

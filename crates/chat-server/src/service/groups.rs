@@ -1,4 +1,10 @@
-//! Groups: create, join, leave, kick, roles, dissolve, info and members.
+//! Groups: create, join, leave, kick, roles, dissolve, info and members;
+//! join policies, requests to join, invitations and bans.
+//!
+//! Changes that depend on the actor's role (kick, set a role, dissolve,
+//! change the policy, answer a request, unban) are checked by the store in
+//! the transaction that makes them: a role read here first could be stale
+//! by the time the change commits on another node.
 
 use chat_proto::{
     Group, GroupCreateRequest, GroupCreateResponse, GroupDissolveRequest, GroupDissolveResponse,
@@ -7,6 +13,12 @@ use chat_proto::{
     GroupListRequest, GroupListResponse, GroupMembersRequest, GroupMembersResponse,
     GroupSetRoleRequest, GroupSetRoleResponse, Member, Push, Role, UserId,
 };
+use chat_proto::{
+    GroupInvitation, GroupInvitationPush, GroupInviteRequest, GroupInviteResponse,
+    GroupJoinRequestPush, GroupRespondJoinRequest, GroupRespondJoinResponse, GroupSetPolicyRequest,
+    GroupSetPolicyResponse, GroupUnbanRequest, GroupUnbanResponse, JoinPolicy, UserSummary,
+};
+use chat_store::group_access::JoinOutcome;
 use chat_store::GroupRecord;
 
 use crate::context::{now_ms, Context, Identity};
@@ -23,7 +35,20 @@ fn to_wire(group: GroupRecord, my_role: Option<Role>) -> Group {
         member_count: group.member_count,
         my_role,
         created_at_ms: group.created_at_ms,
+        join_policy: group.join_policy,
     }
+}
+
+/// The group's owner and admins, who answer requests to join.
+async fn managers(ctx: &Context, group: GroupId) -> Result<Vec<UserId>> {
+    Ok(ctx
+        .store
+        .members(group)
+        .await?
+        .into_iter()
+        .filter(|member| matches!(member.role, Role::Owner | Role::Admin))
+        .map(|member| member.id)
+        .collect())
 }
 
 async fn load(ctx: &Context, group: GroupId) -> Result<GroupRecord> {
@@ -77,7 +102,8 @@ async fn announce(
 /// Creates a group owned by the session's user.
 ///
 /// # Errors
-/// `bad_request` for an invalid name or description.
+/// `bad_request` for an invalid name or description, `rate_limited` past
+/// the per-user hourly quota.
 pub async fn create(
     ctx: &Context,
     me: &Identity,
@@ -90,44 +116,181 @@ pub async fn create(
         validate::MAX_DESCRIPTION_CHARS,
         false,
     )?;
-    let group = ctx
+    ctx.take_quota(&ctx.group_creations, me.user, "group creations")?;
+    let created = ctx
         .store
-        .create_group(me.user, &request.name, &request.description, now_ms())
-        .await?;
+        .create_group_with_policy(
+            me.user,
+            &request.name,
+            &request.description,
+            request.join_policy,
+            now_ms(),
+        )
+        .await;
+    if created.is_err() {
+        ctx.group_creations.release(&me.user);
+    }
+    let group = created?;
     tracing::debug!(group = %group.id, owner = %me.user, "group created");
     Ok(GroupCreateResponse {
         group: to_wire(group, Some(Role::Owner)),
     })
 }
 
-/// Joins a group as a plain member.
+/// Joins a group as a plain member: an open group, or one the user was
+/// invited to, at once; an `approval` group once the owner or an admin
+/// accepts (they are told by a push). An `invite` group the user was not
+/// invited to is answered as if it did not exist.
 ///
 /// # Errors
-/// `not_found`, `conflict` if already a member.
+/// `not_found`, `forbidden` for a banned user, `conflict` if already a
+/// member, `rate_limited` past the per-user hourly quota.
 pub async fn join(
     ctx: &Context,
     me: &Identity,
     request: GroupJoinRequest,
 ) -> Result<GroupJoinResponse> {
     load(ctx, request.group_id).await?;
+    ctx.take_quota(&ctx.group_joins, me.user, "group joins")?;
+    let joined = ctx
+        .store
+        .request_join(request.group_id, me.user, now_ms())
+        .await;
+    if joined.is_err() {
+        ctx.group_joins.release(&me.user);
+    }
+    match joined? {
+        JoinOutcome::Joined => {
+            let members = member_ids(ctx, request.group_id).await?;
+            announce(
+                ctx,
+                &members,
+                request.group_id,
+                GroupEventKind::Joined,
+                me.user,
+                me.user,
+                Some(Role::Member),
+            )
+            .await;
+            let group = load(ctx, request.group_id).await?;
+            Ok(GroupJoinResponse {
+                group: to_wire(group, Some(Role::Member)),
+                pending: false,
+            })
+        }
+        JoinOutcome::Pending => {
+            ctx.push(
+                &managers(ctx, request.group_id).await?,
+                &Push::PushGroupJoinRequest(GroupJoinRequestPush {
+                    group_id: request.group_id,
+                    user: UserSummary {
+                        id: me.user,
+                        name: me.name.clone(),
+                    },
+                }),
+                None,
+            );
+            let group = load(ctx, request.group_id).await?;
+            Ok(GroupJoinResponse {
+                group: to_wire(group, None),
+                pending: true,
+            })
+        }
+    }
+}
+
+/// Lets a user who asked into an `approval` group, or refuses them (owner
+/// or admin).
+///
+/// # Errors
+/// `not_found` (no such group or request), `forbidden`.
+pub async fn respond_join(
+    ctx: &Context,
+    me: &Identity,
+    request: GroupRespondJoinRequest,
+) -> Result<GroupRespondJoinResponse> {
+    let user = resolve_user(ctx, &request.user).await?;
     ctx.store
-        .add_member(request.group_id, me.user, Role::Member, now_ms())
+        .respond_join(request.group_id, me.user, user.id, request.accept, now_ms())
         .await?;
-    let members = member_ids(ctx, request.group_id).await?;
-    announce(
-        ctx,
-        &members,
-        request.group_id,
-        GroupEventKind::Joined,
-        me.user,
-        me.user,
-        Some(Role::Member),
-    )
-    .await;
+    if request.accept {
+        let members = member_ids(ctx, request.group_id).await?;
+        announce(
+            ctx,
+            &members,
+            request.group_id,
+            GroupEventKind::Joined,
+            user.id,
+            me.user,
+            Some(Role::Member),
+        )
+        .await;
+    }
+    Ok(GroupRespondJoinResponse {})
+}
+
+/// Invites a user (any member may).
+///
+/// # Errors
+/// `not_found` (no such user or group), `forbidden` (not a member, or the
+/// invitee is banned), `conflict` (a member already, or invited already).
+pub async fn invite(
+    ctx: &Context,
+    me: &Identity,
+    request: GroupInviteRequest,
+) -> Result<GroupInviteResponse> {
+    let user = resolve_user(ctx, &request.user).await?;
+    ctx.store
+        .invite(request.group_id, me.user, user.id, now_ms())
+        .await?;
     let group = load(ctx, request.group_id).await?;
-    Ok(GroupJoinResponse {
-        group: to_wire(group, Some(Role::Member)),
+    ctx.push(
+        &[user.id],
+        &Push::PushGroupInvitation(GroupInvitationPush {
+            invitation: GroupInvitation {
+                group: to_wire(group, None),
+                inviter: UserSummary {
+                    id: me.user,
+                    name: me.name.clone(),
+                },
+            },
+        }),
+        None,
+    );
+    Ok(GroupInviteResponse {})
+}
+
+/// Sets who may join (owner or admin).
+///
+/// # Errors
+/// `not_found`, `forbidden`.
+pub async fn set_policy(
+    ctx: &Context,
+    me: &Identity,
+    request: GroupSetPolicyRequest,
+) -> Result<GroupSetPolicyResponse> {
+    ctx.store
+        .set_join_policy(request.group_id, me.user, request.join_policy)
+        .await?;
+    let group = load(ctx, request.group_id).await?;
+    let role = ctx.store.role(request.group_id, me.user).await?;
+    Ok(GroupSetPolicyResponse {
+        group: to_wire(group, role),
     })
+}
+
+/// Lets a banned user join again (owner or admin).
+///
+/// # Errors
+/// `not_found` (no such group, user or ban), `forbidden`.
+pub async fn unban(
+    ctx: &Context,
+    me: &Identity,
+    request: GroupUnbanRequest,
+) -> Result<GroupUnbanResponse> {
+    let user = resolve_user(ctx, &request.user).await?;
+    ctx.store.unban(request.group_id, me.user, user.id).await?;
+    Ok(GroupUnbanResponse {})
 }
 
 /// Leaves a group. The owner must hand the group over or dissolve it first.
@@ -169,12 +332,8 @@ pub async fn dissolve(
     me: &Identity,
     request: GroupDissolveRequest,
 ) -> Result<GroupDissolveResponse> {
-    if my_role(ctx, request.group_id, me).await? != Role::Owner {
-        return Err(ServiceError::forbidden(
-            "only the owner can dissolve the group",
-        ));
-    }
-    let former = ctx.store.dissolve_group(request.group_id).await?;
+    my_role(ctx, request.group_id, me).await?;
+    let former = ctx.store.dissolve_as(request.group_id, me.user).await?;
     announce(
         ctx,
         &former,
@@ -188,7 +347,8 @@ pub async fn dissolve(
     Ok(GroupDissolveResponse {})
 }
 
-/// Removes a member: the owner may remove anyone else, an admin only plain members.
+/// Removes a member, and with `ban` keeps them out until unbanned: the
+/// owner may remove anyone else, an admin only plain members.
 ///
 /// # Errors
 /// `not_found`, `forbidden`.
@@ -197,29 +357,22 @@ pub async fn kick(
     me: &Identity,
     request: GroupKickRequest,
 ) -> Result<GroupKickResponse> {
-    let mine = my_role(ctx, request.group_id, me).await?;
+    my_role(ctx, request.group_id, me).await?;
     let target = resolve_user(ctx, &request.user).await?;
     if target.id == me.user {
         return Err(ServiceError::bad_request(
             "use group_leave to leave a group",
         ));
     }
-    let theirs = ctx
-        .store
-        .role(request.group_id, target.id)
-        .await?
-        .ok_or_else(|| ServiceError::not_found("that user is not a member"))?;
-    let allowed = match mine {
-        Role::Owner => true,
-        Role::Admin => theirs == Role::Member,
-        Role::Member => false,
-    };
-    if !allowed {
-        return Err(ServiceError::forbidden(
-            "only the owner, or an admin removing a plain member, can kick",
-        ));
-    }
-    ctx.store.remove_member(request.group_id, target.id).await?;
+    ctx.store
+        .kick(request.group_id, me.user, target.id, request.ban, now_ms())
+        .await
+        .map_err(|error| match error {
+            chat_store::StoreError::NotFound("member") => {
+                ServiceError::not_found("that user is not a member")
+            }
+            other => other.into(),
+        })?;
     let mut told = member_ids(ctx, request.group_id).await?;
     told.push(target.id);
     announce(
@@ -255,7 +408,7 @@ pub async fn set_role(
         ));
     }
     ctx.store
-        .set_role(request.group_id, target.id, request.role)
+        .set_role_as(request.group_id, me.user, target.id, request.role)
         .await?;
     let members = member_ids(ctx, request.group_id).await?;
     announce(
@@ -283,7 +436,11 @@ pub async fn set_role(
     Ok(GroupSetRoleResponse {})
 }
 
-/// Describes a group; anyone logged in may look, to decide whether to join.
+/// Describes a group: an open one to anyone logged in (to decide whether to
+/// join), any other only to its members and to users invited to it or
+/// waiting for approval; to everyone else it does not exist, so its id
+/// cannot be found by counting. The owner and admins also see who waits
+/// for approval.
 ///
 /// # Errors
 /// `not_found`.
@@ -294,8 +451,19 @@ pub async fn info(
 ) -> Result<GroupInfoResponse> {
     let group = load(ctx, request.group_id).await?;
     let role = ctx.store.role(request.group_id, me.user).await?;
+    if role.is_none() && group.join_policy != JoinPolicy::Open {
+        let standing = ctx.store.standing(request.group_id, me.user).await?;
+        if !standing.invited && !standing.requested {
+            return Err(ServiceError::not_found("group not found"));
+        }
+    }
+    let join_requests = match role {
+        Some(Role::Owner | Role::Admin) => ctx.store.join_requests(request.group_id).await?,
+        _ => Vec::new(),
+    };
     Ok(GroupInfoResponse {
         group: to_wire(group, role),
+        join_requests,
     })
 }
 
@@ -342,5 +510,18 @@ pub async fn list(
         .into_iter()
         .map(|(group, role)| to_wire(group, Some(role)))
         .collect();
-    Ok(GroupListResponse { groups })
+    let mut invitations = Vec::new();
+    for (group_id, inviter) in ctx.store.invitations_of(me.user).await? {
+        // A group dissolved meanwhile takes its invitations with it.
+        if let Some(group) = ctx.store.group(group_id).await? {
+            invitations.push(GroupInvitation {
+                group: to_wire(group, None),
+                inviter,
+            });
+        }
+    }
+    Ok(GroupListResponse {
+        groups,
+        invitations,
+    })
 }

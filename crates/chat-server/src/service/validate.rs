@@ -1,6 +1,8 @@
 //! Field checks shared by the handlers. Limits are in characters (Unicode
 //! scalar values) for names and text, in bytes for message bodies.
 
+use chat_store::names;
+
 use crate::error::{Result, ServiceError};
 
 /// Longest account name.
@@ -20,22 +22,25 @@ pub const MAX_GREETING_CHARS: usize = 256;
 /// Longest client message id.
 pub const MAX_CLIENT_MSG_ID_CHARS: usize = 64;
 
-/// An account name: 1 to 32 characters, no control characters, no leading
-/// or trailing spaces, not all digits (so "login 42" is never ambiguous
+/// An account name, returned in the form it is stored and shown in (its
+/// Unicode NFKC normalisation, see [`chat_store::names`]): 1 to 32
+/// characters, no control, invisible, zero-width or bidirectional control
+/// characters, no spaces but the plain one, none at either end, letters of
+/// one script only, not all digits (so "login 42" is never ambiguous
 /// between a name and an id), and not starting with `deleted account` (the
-/// names of deleted accounts).
+/// names of deleted accounts). Whether it is taken, in another case or by
+/// a name it looks like, is the store's to say.
 ///
 /// # Errors
 /// `bad_request` naming the rule broken.
-pub fn user_name(name: &str) -> Result<()> {
+pub fn user_name(name: &str) -> Result<String> {
+    let name = names::display_form(name);
     let chars = name.chars().count();
     if chars == 0 || chars > MAX_NAME_CHARS {
         return Err(ServiceError::bad_request("name must be 1 to 32 characters"));
     }
-    if name.chars().any(char::is_control) {
-        return Err(ServiceError::bad_request(
-            "name must not contain control characters",
-        ));
+    if let Some(refusal) = names::refusal(&name) {
+        return Err(ServiceError::bad_request(refusal));
     }
     if name.trim() != name {
         return Err(ServiceError::bad_request(
@@ -45,12 +50,12 @@ pub fn user_name(name: &str) -> Result<()> {
     if name.chars().all(|c| c.is_ascii_digit()) {
         return Err(ServiceError::bad_request("name must not be all digits"));
     }
-    if chat_store::admin::is_reserved_name(name) {
+    if chat_store::admin::is_reserved_name(&name) {
         return Err(ServiceError::bad_request(
             "names starting with \"deleted account\" are reserved",
         ));
     }
-    Ok(())
+    Ok(name)
 }
 
 /// A password: 8 to 128 characters.
@@ -110,6 +115,10 @@ mod tests {
         assert!(user_name(&"x".repeat(33)).is_err());
         assert!(user_name(&"é".repeat(32)).is_ok());
         assert!(user_name("Deleted Account #7").is_err());
+        assert_eq!(user_name("cafe\u{301}").unwrap(), "café");
+        assert!(user_name("b\u{200B}ob").is_err());
+        assert!(user_name("\u{202E}evil").is_err());
+        assert!(user_name("\u{430}lice").is_err());
     }
 
     #[test]

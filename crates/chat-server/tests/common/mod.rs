@@ -155,6 +155,13 @@ impl TestServer {
 
     /// Stops gracefully and starts again on the same store and address.
     pub async fn restart(&mut self) {
+        self.restart_with(|_| {}).await;
+    }
+
+    /// Stops gracefully and starts again on the same store and address,
+    /// with the configuration `adjust` changes.
+    pub async fn restart_with(&mut self, adjust: impl FnOnce(&mut Config)) {
+        adjust(&mut self.config);
         self.server
             .take()
             .expect("running")

@@ -17,21 +17,26 @@ use crate::error::{Result, StoreError};
 use crate::repo::{FriendAddResult, FriendRecord, GroupRecord, UserRecord};
 use crate::rows::{
     args, from_db, insert_error, into_user_ids, role_from_db, role_to_db, to_db, DbText, FriendRow,
-    SELECT_FRIEND,
+    SELECT_FRIEND, USER_NAME_TAKEN,
 };
 
 pub(super) async fn create_user(
     conn: &mut MySqlConnection,
     (name, password_hash, now_ms): &args::NewUser,
 ) -> Result<UserRecord> {
-    let id = sqlx::query("INSERT INTO users (name, password_hash, created_at_ms) VALUES (?, ?, ?)")
-        .bind(name)
-        .bind(password_hash)
-        .bind(now_ms)
-        .execute(&mut *conn)
-        .await
-        .map_err(|error| insert_error(error, "user name taken", "user"))?
-        .last_insert_id();
+    let id = sqlx::query(
+        "INSERT INTO users (name, name_key, name_skeleton, password_hash, created_at_ms) \
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(name)
+    .bind(crate::names::key(name))
+    .bind(crate::names::skeleton(name))
+    .bind(password_hash)
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await
+    .map_err(|error| insert_error(error, USER_NAME_TAKEN, "user"))?
+    .last_insert_id();
     Ok(UserRecord {
         id: UserId(id),
         name: name.clone(),
@@ -352,6 +357,7 @@ pub(super) async fn create_group(
         conversation_id: ConversationId(conversation),
         member_count: 1,
         created_at_ms: *now_ms,
+        join_policy: chat_proto::JoinPolicy::Open,
     })
 }
 

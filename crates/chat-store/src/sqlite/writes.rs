@@ -9,7 +9,7 @@ use crate::error::{Result, StoreError};
 use crate::repo::{FriendAddResult, FriendRecord, GroupRecord, UserRecord};
 use crate::rows::{
     args, from_db, insert_error, into_user_ids, role_from_db, role_to_db, to_db, FriendRow,
-    SELECT_FRIEND,
+    SELECT_FRIEND, USER_NAME_TAKEN,
 };
 
 pub(super) async fn create_user(
@@ -17,14 +17,17 @@ pub(super) async fn create_user(
     (name, password_hash, now_ms): &args::NewUser,
 ) -> Result<UserRecord> {
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO users (name, password_hash, created_at_ms) VALUES (?, ?, ?) RETURNING id",
+        "INSERT INTO users (name, name_key, name_skeleton, password_hash, created_at_ms) \
+         VALUES (?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(name)
+    .bind(crate::names::key(name))
+    .bind(crate::names::skeleton(name))
     .bind(password_hash)
     .bind(now_ms)
     .fetch_one(&mut *conn)
     .await
-    .map_err(|error| insert_error(error, "user name taken", "user"))?;
+    .map_err(|error| insert_error(error, USER_NAME_TAKEN, "user"))?;
     Ok(UserRecord {
         id: UserId(from_db(id)),
         name: name.clone(),
@@ -317,6 +320,7 @@ pub(super) async fn create_group(
         conversation_id: ConversationId(from_db(conversation)),
         member_count: 1,
         created_at_ms: *now_ms,
+        join_policy: chat_proto::JoinPolicy::Open,
     })
 }
 
