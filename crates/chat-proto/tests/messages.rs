@@ -669,6 +669,7 @@ fn debug_output_hides_passwords_and_tokens() {
         incoming_requests: Vec::new(),
         outgoing_requests: Vec::new(),
         unacked: 0,
+        unread: Vec::new(),
     };
     let shown = format!("{register:?} {login:?} {response:#?}");
     for secret in [
