@@ -197,8 +197,14 @@ impl Session {
     }
 
     /// A message at `seq` exists; the user's own messages count as read.
+    /// A conversation the login did not list as unread was read up to its
+    /// end, so one first met here starts read up to just before `seq`.
     fn saw_message(&mut self, conversation: ConversationId, seq: Seq, own: bool) {
-        let state = self.unread.entry(conversation).or_default();
+        let before = Seq(seq.0.saturating_sub(1));
+        let state = self.unread.entry(conversation).or_insert(ReadState {
+            read: before,
+            last: before,
+        });
         state.last = state.last.max(seq);
         if own {
             state.read = state.read.max(seq);

@@ -473,3 +473,48 @@ async fn past_the_window_a_sender_may_not_recall() {
         Status::Forbidden
     );
 }
+
+#[tokio::test]
+async fn a_former_friend_sees_no_presence_typing_or_receipts() {
+    let server = TestServer::start().await;
+    let ((ann, ann_id, ann_name), (ben, ben_id, ben_name), conversation) = pair(&server).await;
+    ben.send(Target::User(ann_id), "bye").await.unwrap();
+    drain_pushes(&ann).await;
+    ben.friend_remove(ann_name.as_str()).await.unwrap();
+    drain_pushes(&ann).await;
+    drain_pushes(&ben).await;
+
+    // The conversation stays in the list, without the other's presence.
+    let page = list(&ann).await;
+    let entry = &page.conversations[0];
+    assert_eq!(entry.conversation_id, conversation);
+    let peer = entry.peer.as_ref().unwrap();
+    assert_eq!(peer.id, ben_id);
+    assert!(!peer.online, "a former friend's presence must not show");
+    // No typing at them, no receipts to them, no look at their position.
+    assert_eq!(
+        status_of(
+            ann.call(TypingRequest {
+                conversation_id: conversation
+            })
+            .await
+        ),
+        Status::Forbidden
+    );
+    assert_eq!(read(&ann, conversation, 1).await, Seq(1));
+    expect_no_push(&ben).await;
+    let positions = ann
+        .call(ReadPositionsRequest {
+            conversation_id: conversation,
+        })
+        .await
+        .unwrap()
+        .positions;
+    assert_eq!(positions.len(), 1);
+    assert_ne!(positions[0].user_id, ben_id);
+    // Friends again: the conversation is theirs again, at the top.
+    befriend(&ben, &ann, &ann_name, &ben_name).await;
+    let page = list(&ann).await;
+    assert_eq!(page.conversations[0].conversation_id, conversation);
+    assert!(page.conversations[0].peer.as_ref().unwrap().online);
+}

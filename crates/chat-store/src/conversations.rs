@@ -82,10 +82,23 @@ macro_rules! writes {
                     "not a member of the conversation",
                 ));
             }
-            let row: Option<MessageRow> = sqlx::query_as(&format!(
-                "{} WHERE m.conversation_id = ? AND m.seq = ? {}",
-                crate::rows::SELECT_MESSAGE,
+            // Lock the message row alone (a lock taken through the join
+            // would also hold the sender's account row, which every append
+            // of that sender checks).
+            let found: Option<i64> = sqlx::query_scalar(concat!(
+                "SELECT seq FROM messages WHERE conversation_id = ? AND seq = ? ",
                 $lock
+            ))
+            .bind(conversation)
+            .bind(to_db(args.seq.0))
+            .fetch_optional(&mut *conn)
+            .await?;
+            if found.is_none() {
+                return Err(crate::StoreError::NotFound("message"));
+            }
+            let row: Option<MessageRow> = sqlx::query_as(&format!(
+                "{} WHERE m.conversation_id = ? AND m.seq = ?",
+                crate::rows::SELECT_MESSAGE
             ))
             .bind(conversation)
             .bind(to_db(args.seq.0))

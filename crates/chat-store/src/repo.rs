@@ -382,6 +382,10 @@ pub struct ConversationRecord {
     pub read_seq: Seq,
     /// The newest message's time, or when the conversation began.
     pub last_activity_ms: i64,
+    /// For a direct conversation, whether the two are friends now (the
+    /// conversation stays theirs after they stop being friends, but the
+    /// other's presence, typing and receipts do not).
+    pub peer_is_friend: bool,
 }
 
 /// What [`ConversationStore::mark_read`] did.

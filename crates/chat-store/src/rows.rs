@@ -430,29 +430,33 @@ pub(crate) const COUNT_UNACKED: &str = "SELECT COUNT(*) FROM conversation_member
 
 /// `SELECT` of [`ConversationRow`]s (placeholders: user, then the paging
 /// key: activity, activity, conversation id, then the limit): the user's
-/// conversations, most recent activity first. Each row is found through
-/// the user's membership rows and point lookups (the pair's other user and
-/// the user's friend row for them, or the group; the newest message by its
-/// key), so a page costs a sort of the user's memberships and nothing that
-/// grows with the number of messages.
+/// conversations, most recent activity first. The page is chosen first,
+/// from the user's membership rows and their conversations' activity
+/// alone (a sort of the user's memberships, nothing that grows with the
+/// number of messages); only its rows are then completed by point lookups
+/// (the pair's other user and the user's friend row for them, or the
+/// group; the newest message by its key and its preview).
 pub(crate) const SELECT_CONVERSATIONS: &str = "SELECT c.id AS conversation_id, c.kind, \
-     c.last_seq, c.last_activity_ms, cm.read_seq, \
+     c.last_seq, c.last_activity_ms, page.read_seq, \
      p.id AS peer_id, p.name AS peer_name, f.remark AS peer_remark, \
+     f.friend_id AS peer_friend_id, \
      g.id AS group_id, g.name AS group_name, \
      m.seq AS last_message_seq, m.sender_id AS last_sender_id, s.name AS last_sender_name, \
      SUBSTR(m.body, 1, 100) AS last_preview, m.server_ts_ms AS last_ts_ms, \
      m.recalled_at_ms AS last_recalled_at_ms \
-     FROM conversation_members cm \
-     JOIN conversations c ON c.id = cm.conversation_id \
+     FROM (SELECT cm.conversation_id, cm.user_id, cm.read_seq \
+           FROM conversation_members cm JOIN conversations pc ON pc.id = cm.conversation_id \
+           WHERE cm.user_id = ? \
+           AND (pc.last_activity_ms < ? OR (pc.last_activity_ms = ? AND pc.id < ?)) \
+           ORDER BY pc.last_activity_ms DESC, pc.id DESC LIMIT ?) page \
+     JOIN conversations c ON c.id = page.conversation_id \
      LEFT JOIN users p ON c.kind = 'direct' \
-         AND p.id = CASE WHEN c.user_lo = cm.user_id THEN c.user_hi ELSE c.user_lo END \
-     LEFT JOIN friends f ON f.user_id = cm.user_id AND f.friend_id = p.id \
+         AND p.id = CASE WHEN c.user_lo = page.user_id THEN c.user_hi ELSE c.user_lo END \
+     LEFT JOIN friends f ON f.user_id = page.user_id AND f.friend_id = p.id \
      LEFT JOIN chat_groups g ON g.conversation_id = c.id \
      LEFT JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq \
      LEFT JOIN users s ON s.id = m.sender_id \
-     WHERE cm.user_id = ? \
-     AND (c.last_activity_ms < ? OR (c.last_activity_ms = ? AND c.id < ?)) \
-     ORDER BY c.last_activity_ms DESC, c.id DESC LIMIT ?";
+     ORDER BY c.last_activity_ms DESC, c.id DESC";
 
 /// One entry of a user's conversation list.
 #[derive(sqlx::FromRow)]
@@ -465,6 +469,7 @@ pub(crate) struct ConversationRow {
     peer_id: Option<i64>,
     peer_name: Option<DbText>,
     peer_remark: Option<DbText>,
+    peer_friend_id: Option<i64>,
     group_id: Option<i64>,
     group_name: Option<DbText>,
     last_message_seq: Option<i64>,
@@ -513,6 +518,7 @@ impl ConversationRow {
             last_seq: Seq(from_db(self.last_seq)),
             read_seq: Seq(from_db(self.read_seq)),
             last_activity_ms: self.last_activity_ms,
+            peer_is_friend: self.peer_friend_id.is_some(),
         })
     }
 }

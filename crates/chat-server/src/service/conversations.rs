@@ -35,8 +35,11 @@ pub async fn list(
         .await?;
     let has_more = records.len() > limit as usize;
     records.truncate(limit as usize);
+    // Presence only of friends: a former friend's conversation stays
+    // listed, but whether they are online is no longer the user's business.
     let peers: Vec<UserId> = records
         .iter()
+        .filter(|record| record.peer_is_friend)
         .filter_map(|record| record.peer.as_ref().map(|(id, _, _)| *id))
         .collect();
     let mut online = ctx.bus.online(&peers).await.into_iter();
@@ -49,7 +52,7 @@ pub async fn list(
                 id,
                 name,
                 remark,
-                online: online.next().unwrap_or(false),
+                online: record.peer_is_friend && online.next().unwrap_or(false),
             }),
             group: record.group.map(|(id, name)| GroupSummary { id, name }),
             last_message: record.last_message,
@@ -88,7 +91,13 @@ pub async fn read(ctx: &Context, me: &Identity, request: ReadRequest) -> Result<
         {
             match kind {
                 ConversationKind::Direct => {
-                    told.extend(members.into_iter().filter(|member| *member != me.user));
+                    // A receipt only to a friend: after an unfriending the
+                    // two keep their history, not each other's activity.
+                    for peer in members.into_iter().filter(|member| *member != me.user) {
+                        if ctx.store.friend(me.user, peer).await?.is_some() {
+                            told.push(peer);
+                        }
+                    }
                 }
                 ConversationKind::Group => {
                     let senders = ctx
@@ -125,9 +134,21 @@ pub async fn read_positions(
     me: &Identity,
     request: ReadPositionsRequest,
 ) -> Result<ReadPositionsResponse> {
-    let positions = ctx.store.read_positions(request.conversation_id).await?;
+    let mut positions = ctx.store.read_positions(request.conversation_id).await?;
     if !positions.iter().any(|position| position.user_id == me.user) {
         return Err(ServiceError::forbidden("not a member of this conversation"));
+    }
+    // In a pair that are no longer friends, each sees only their own.
+    if let Some(Participants {
+        kind: ConversationKind::Direct,
+        members,
+    }) = ctx.store.participants(request.conversation_id).await?
+    {
+        if let Some(&peer) = members.iter().find(|member| **member != me.user) {
+            if ctx.store.friend(me.user, peer).await?.is_none() {
+                positions.retain(|position| position.user_id == me.user);
+            }
+        }
     }
     Ok(ReadPositionsResponse { positions })
 }
@@ -144,7 +165,7 @@ pub async fn typing(
     request: TypingRequest,
 ) -> Result<TypingResponse> {
     let participants = ctx.store.participants(request.conversation_id).await?;
-    let Some(Participants { members, .. }) = participants else {
+    let Some(Participants { kind, members }) = participants else {
         return Err(ServiceError::forbidden("not a member of this conversation"));
     };
     if !members.contains(&me.user) {
@@ -154,6 +175,14 @@ pub async fn typing(
         .into_iter()
         .filter(|member| *member != me.user)
         .collect();
+    // As for sending: a pair types to each other only while friends.
+    if kind == ConversationKind::Direct {
+        for &peer in &others {
+            if ctx.store.friend(me.user, peer).await?.is_none() {
+                return Err(ServiceError::forbidden("not friends"));
+            }
+        }
+    }
     ctx.push(
         &others,
         &Push::PushTyping(TypingPush {
@@ -210,8 +239,9 @@ pub async fn recall(
 }
 
 /// Lets through at most one `typing` per conversation per second from one
-/// session; the rest are answered `ok` and dropped, so a fast typist's
-/// client costs nothing and never sees an error.
+/// session, and typing in at most 8 conversations per second; the rest are
+/// answered `ok` and dropped, so a fast typist's client costs nothing and
+/// never sees an error.
 #[derive(Debug, Default)]
 pub struct TypingGate {
     /// When each recent conversation last let one through (a few entries:
@@ -232,11 +262,12 @@ impl TypingGate {
         let second = std::time::Duration::from_secs(1);
         self.recent
             .retain(|(_, at)| now.saturating_duration_since(*at) < second);
-        if self.recent.iter().any(|(id, _)| *id == conversation) {
+        // Full of conversations typed in this second: drop this one too,
+        // rather than forget one and let its repeats through.
+        if self.recent.len() >= TYPING_GATE_LEN
+            || self.recent.iter().any(|(id, _)| *id == conversation)
+        {
             return false;
-        }
-        if self.recent.len() >= TYPING_GATE_LEN {
-            self.recent.remove(0);
         }
         self.recent.push((conversation, now));
         true
@@ -261,12 +292,17 @@ mod tests {
     }
 
     #[test]
-    fn the_gate_stays_small() {
+    fn the_gate_stays_small_and_cannot_be_cycled() {
         let mut gate = TypingGate::default();
         let now = Instant::now();
-        for id in 0..100 {
-            assert!(gate.admit(ConversationId(id), now));
-        }
+        let admitted = (0..100)
+            .filter(|id| gate.admit(ConversationId(*id), now))
+            .count();
+        assert_eq!(admitted, TYPING_GATE_LEN);
         assert!(gate.recent.len() <= TYPING_GATE_LEN);
+        // Cycling through more conversations than it holds lets none of
+        // them repeat within the second.
+        assert!(!gate.admit(ConversationId(0), now + Duration::from_millis(500)));
+        assert!(gate.admit(ConversationId(0), now + Duration::from_secs(1)));
     }
 }

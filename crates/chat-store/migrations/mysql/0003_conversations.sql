@@ -26,7 +26,13 @@ UPDATE conversations c SET c.last_activity_ms = COALESCE(
     0);
 
 -- Read positions start where the member had received up to, or at their own
--- newest message if that is later (they had read what they answered).
-UPDATE conversation_members cm SET cm.read_seq = GREATEST(cm.acked_seq, COALESCE(
-    (SELECT MAX(m.seq) FROM messages m
-     WHERE m.conversation_id = cm.conversation_id AND m.sender_id = cm.user_id), 0));
+-- newest message if that is later (they had read what they answered). Each
+-- member's newest message is found in one pass over the messages, not one
+-- search per member.
+CREATE TEMPORARY TABLE own_newest (PRIMARY KEY (conversation_id, sender_id))
+    SELECT conversation_id, sender_id, MAX(seq) AS seq FROM messages
+    GROUP BY conversation_id, sender_id;
+UPDATE conversation_members cm
+    LEFT JOIN own_newest o ON o.conversation_id = cm.conversation_id AND o.sender_id = cm.user_id
+    SET cm.read_seq = GREATEST(cm.acked_seq, COALESCE(o.seq, 0));
+DROP TEMPORARY TABLE own_newest;

@@ -25,8 +25,15 @@ UPDATE conversations SET last_activity_ms = COALESCE(
     0);
 
 -- Read positions start where the member had received up to, or at their own
--- newest message if that is later (they had read what they answered).
+-- newest message if that is later (they had read what they answered). Each
+-- member's newest message is found in one pass over the messages, not one
+-- search per member.
+CREATE TEMP TABLE own_newest AS
+    SELECT conversation_id, sender_id, MAX(seq) AS seq FROM messages
+    GROUP BY conversation_id, sender_id;
+CREATE UNIQUE INDEX temp.own_newest_key ON own_newest (conversation_id, sender_id);
 UPDATE conversation_members SET read_seq = MAX(acked_seq, COALESCE(
-    (SELECT MAX(m.seq) FROM messages m
-     WHERE m.conversation_id = conversation_members.conversation_id
-       AND m.sender_id = conversation_members.user_id), 0));
+    (SELECT o.seq FROM own_newest o
+     WHERE o.conversation_id = conversation_members.conversation_id
+       AND o.sender_id = conversation_members.user_id), 0));
+DROP TABLE own_newest;

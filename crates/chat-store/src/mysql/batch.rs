@@ -416,12 +416,21 @@ async fn read_under_lock(
             .filter(|conversation| !locked.contains(conversation))
             .collect();
         sql.ends(&unlocked);
-        let rows: BTreeSet<(i64, i64)> = acks
-            .iter()
-            .map(|(_, user, conversation, _)| (to_db(conversation.0), to_db(user.0)))
-            .collect();
-        sql.lock_positions(&rows);
     }
+    // The member rows this batch writes, locked here in key order with the
+    // rest: the acks' positions, and each sender's (whose read position
+    // the append moves in step 3). Taking a row lock only in step 3 would
+    // let two nodes' batches each hold what the other waits for.
+    let mut rows: BTreeSet<(i64, i64)> = acks
+        .iter()
+        .map(|(_, user, conversation, _)| (to_db(conversation.0), to_db(user.0)))
+        .collect();
+    for (message, route) in appends.iter().zip(routes) {
+        if let Route::Conversation { id, .. } = *route {
+            rows.insert((id, to_db(message.sender_id.0)));
+        }
+    }
+    sql.lock_positions(&rows);
     sql.run(conn).await
 }
 

@@ -183,7 +183,15 @@ async fn befriend(
     .fetch_optional(&mut *conn)
     .await?;
     let (conversation, last_seq) = match existing {
-        Some(row) => row,
+        Some((id, last_seq)) => {
+            // Friends again: the conversation comes back to the top.
+            sqlx::query("UPDATE conversations SET last_activity_ms = ? WHERE id = ?")
+                .bind(now_ms)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            (id, last_seq)
+        }
         None => {
             let id = sqlx::query(
                 "INSERT INTO conversations (kind, user_lo, user_hi, last_seq, last_activity_ms) \

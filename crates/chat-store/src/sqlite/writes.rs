@@ -160,7 +160,15 @@ async fn befriend(
     .await?;
     let conversation =
         match existing {
-            Some(id) => id,
+            Some(id) => {
+                // Friends again: the conversation comes back to the top.
+                sqlx::query("UPDATE conversations SET last_activity_ms = ? WHERE id = ?")
+                    .bind(now_ms)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+                id
+            }
             None => sqlx::query_scalar(
                 "INSERT INTO conversations (kind, user_lo, user_hi, last_seq, last_activity_ms) \
                  VALUES ('direct', ?, ?, 0, ?) RETURNING id",
