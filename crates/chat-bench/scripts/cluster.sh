@@ -44,7 +44,8 @@ for index in 1 2 3; do
     port=$((PORT_BASE + index))
     "$BIN/chatd" --listen "127.0.0.1:$port" --http-listen "127.0.0.1:$((port + 100))" --store "mysql://root@127.0.0.1:3306/$DATABASE" \
         --redis redis://127.0.0.1:6379 --redis-prefix "$PREFIX" --node-id "bench-node-$index" \
-        --log warn --rate-limit-per-sec 0 --max-connections-per-ip 0 >>"$OUT/chatd-$index.log" 2>&1 &
+        --log warn --rate-limit-per-sec 0 --max-connections-per-ip 0 \
+        --registrations-per-ip-per-hour 0 --registrations-per-minute 0 >>"$OUT/chatd-$index.log" 2>&1 &
     pids+=($!)
     nodes+=("127.0.0.1:$port")
     # One node at a time: each applies the migrations on its first start.

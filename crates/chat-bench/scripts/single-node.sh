@@ -30,7 +30,8 @@ chatd_pid=
 
 start_chatd() { # DB_FILE [STORE_QUERY]
     "$BIN/chatd" --listen "$ADDR" --http-listen "${HTTP_ADDR:-127.0.0.1:7480}" --store "sqlite://$1${2:-}" --log warn \
-        --rate-limit-per-sec 0 --max-connections-per-ip 0 >>"$OUT/chatd.log" 2>&1 &
+        --rate-limit-per-sec 0 --max-connections-per-ip 0 \
+        --registrations-per-ip-per-hour 0 --registrations-per-minute 0 >>"$OUT/chatd.log" 2>&1 &
     chatd_pid=$!
     for _ in $(seq 1 100); do
         if (exec 3<>"/dev/tcp/${ADDR%:*}/${ADDR#*:}") 2>/dev/null; then

@@ -43,7 +43,8 @@ start_chatd() { # NAME CHAT_ADDR HTTP_ADDR [TLS FLAGS...]
     shift 3
     rm -f "$OUT/$name.db"*
     "$BIN/chatd" --listen "$chat" --http-listen "$http" --store "sqlite://$OUT/$name.db" \
-        --log warn --rate-limit-per-sec 0 --max-connections-per-ip 0 "$@" \
+        --log warn --rate-limit-per-sec 0 --max-connections-per-ip 0 \
+        --registrations-per-ip-per-hour 0 --registrations-per-minute 0 "$@" \
         >>"$OUT/$name.log" 2>&1 &
     pids+=($!)
     echo $! >"$OUT/$name.pid"

@@ -234,7 +234,10 @@ impl Node {
                 telemetry::upkeep();
             }
         });
-        let purge = tokio::spawn(purge_expired_tokens(node.ctx.clone()));
+        // Ends with this task, also when it is aborted (a simulated crash):
+        // a purge left running would keep the store, and its connections,
+        // alive.
+        let purge = AbortOnDrop(tokio::spawn(purge_expired_tokens(node.ctx.clone())));
         let mut shutdown = node.shutdown.clone();
         // Sessions and HTTP connections live in JoinSets owned by this task,
         // so aborting the task (a simulated crash) drops every connection.
@@ -307,7 +310,7 @@ impl Node {
         drop(http_listener);
         http_connections.shutdown().await;
         upkeep.abort();
-        purge.abort();
+        drop(purge);
         node.ctx.bus.close().await;
         node.ctx.store.close().await;
         tracing::info!("stopped");
@@ -512,6 +515,15 @@ fn log_panic(joined: Result<(), tokio::task::JoinError>) {
         if error.is_panic() {
             tracing::error!(%error, "a session task panicked");
         }
+    }
+}
+
+/// A task that is aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

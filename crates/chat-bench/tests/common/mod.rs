@@ -29,6 +29,8 @@ impl TestServer {
             listen: "127.0.0.1:0".to_owned(),
             store: format!("sqlite://{}", dir.path().join(DATABASE).display()),
             rate_limit_per_sec: 0,
+            registrations_per_ip_per_hour: 0,
+            registrations_per_minute: 0,
             shutdown_grace_secs: 5,
             log: "warn".to_owned(),
             http_listen: String::new(),

@@ -31,8 +31,11 @@ fn config(listen: String, store: String) -> Config {
     Config {
         listen,
         store,
-        // The tests send quickly; rate limits have their own server tests.
+        // The tests send quickly and register many users from one address;
+        // rate and registration limits have their own server tests.
         rate_limit_per_sec: 0,
+        registrations_per_ip_per_hour: 0,
+        registrations_per_minute: 0,
         shutdown_grace_secs: 5,
         http_listen: String::new(),
         ..Config::default()

@@ -552,8 +552,11 @@ impl Cluster {
                 node_id: Some(format!("node-{index}")),
                 redis_prefix: prefix.clone(),
                 heartbeat_secs: 1,
-                // Tests fire requests quickly; the limits have their own tests.
+                // Tests fire requests quickly and register many users from
+                // one address; the limits have their own tests.
                 rate_limit_per_sec: 0,
+                registrations_per_ip_per_hour: 0,
+                registrations_per_minute: 0,
                 shutdown_grace_secs: 5,
                 http_listen: "127.0.0.1:0".to_owned(),
                 ..Config::default()

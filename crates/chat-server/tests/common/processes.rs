@@ -46,6 +46,8 @@ impl NodeProcess {
             .args(["--redis-prefix", spec.prefix])
             .args(["--node-id", &format!("node-{}", spec.index)])
             .args(["--heartbeat-secs", "1", "--rate-limit-per-sec", "0"])
+            .args(["--registrations-per-ip-per-hour", "0"])
+            .args(["--registrations-per-minute", "0"])
             .args(["--proxy-protocol", "--log", "warn"])
             .args(spec.extra)
             .stdout(Stdio::null())
