@@ -20,6 +20,8 @@ export const RequestType = Object.freeze({
   register: 0x0002,
   login: 0x0003,
   logout: 0x0004,
+  session_list: 0x0010,
+  session_revoke: 0x0011,
   friend_add: 0x0101,
   friend_respond: 0x0102,
   friend_remove: 0x0103,
@@ -34,6 +36,10 @@ export const RequestType = Object.freeze({
   group_info: 0x0207,
   group_members: 0x0208,
   group_list: 0x0209,
+  group_set_policy: 0x020a,
+  group_invite: 0x020b,
+  group_respond_join: 0x020c,
+  group_unban: 0x020d,
   send: 0x0301,
   ack: 0x0302,
   history: 0x0303,
@@ -56,6 +62,8 @@ export const PushType = Object.freeze({
   push_read: 0x8007,
   push_typing: 0x8008,
   push_recall: 0x8009,
+  push_group_join_request: 0x800a,
+  push_group_invitation: 0x800b,
 });
 
 /** @typedef {keyof typeof RequestType} RequestName */

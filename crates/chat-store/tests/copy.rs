@@ -59,9 +59,9 @@ async fn many_rows_and_large_bodies_arrive_exactly() {
     let source = SqliteFile::new().await;
     let alice = user(&source.store, "alice").await;
     let bob = user(&source.store, "bob").await;
-    // Names that a padding or case-blind collation would take for one.
+    // Names that a padding collation would take for one. (A case-blind one
+    // is moot: names that differ only in case are one account.)
     user(&source.store, "bob ").await;
-    user(&source.store, "Bob").await;
     source
         .store
         .add_friend_request(alice, bob, None, NOW)
@@ -105,7 +105,7 @@ async fn many_rows_and_large_bodies_arrive_exactly() {
             .unwrap()
             .rows
     };
-    assert_eq!(rows("users"), 4);
+    assert_eq!(rows("users"), 3);
     assert_eq!(rows("messages"), 1_236);
 
     let target = database.open().await;
@@ -114,10 +114,7 @@ async fn many_rows_and_large_bodies_arrive_exactly() {
         target.user_by_name("bob ").await.unwrap().unwrap().name,
         "bob "
     );
-    assert_eq!(
-        target.user_by_name("Bob").await.unwrap().unwrap().name,
-        "Bob"
-    );
+
     target.close().await;
     database.drop_now().await;
 }
