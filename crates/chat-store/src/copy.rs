@@ -171,9 +171,33 @@ pub async fn copy_sqlite_to_mysql(
     })
 }
 
+/// How long [`open_source`] keeps trying while the source is in use: long
+/// enough for a chatd (or a store) that has just stopped to let go of the
+/// file, far shorter than anyone would wait for a running one.
+const IN_USE_PATIENCE: Duration = Duration::from_secs(3);
+
 /// Opens the source with SQLite's exclusive lock, refusing when another
 /// connection has the database open, and brings its schema up to date.
+/// SQLite's busy handler does not cover every lock a write-ahead-log
+/// database takes on open (the shared-memory index, the exclusive
+/// locking mode), so a source that is busy is tried again for a short
+/// while rather than at once called in use.
 async fn open_source(path: &std::path::Path) -> Result<SqliteConnection> {
+    let deadline = tokio::time::Instant::now() + IN_USE_PATIENCE;
+    loop {
+        match open_source_once(path).await {
+            Err(StoreError::Config(reason))
+                if reason.contains("in use") && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One attempt of [`open_source`].
+async fn open_source_once(path: &std::path::Path) -> Result<SqliteConnection> {
     let options = SqliteConnectOptions::new()
         .filename(path)
         .locking_mode(SqliteLockingMode::Exclusive)
