@@ -28,6 +28,7 @@ pub mod names;
 mod reads;
 pub mod repo;
 mod rows;
+mod shared_writes;
 pub mod sqlite;
 
 use std::sync::Arc;

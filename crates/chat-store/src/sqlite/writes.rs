@@ -36,32 +36,6 @@ pub(super) async fn create_user(
     })
 }
 
-pub(super) async fn create_token(
-    conn: &mut SqliteConnection,
-    (token_hash, user, expires_at_ms): &args::NewToken,
-) -> Result<()> {
-    sqlx::query("INSERT INTO tokens (token_hash, user_id, expires_at_ms) VALUES (?, ?, ?)")
-        .bind(token_hash)
-        .bind(to_db(user.0))
-        .bind(expires_at_ms)
-        .execute(&mut *conn)
-        .await
-        .map_err(|error| insert_error(error, "token exists", "user"))?;
-    Ok(())
-}
-
-pub(super) async fn revoke_token(
-    conn: &mut SqliteConnection,
-    (token_hash, now_ms): &args::RevokeToken,
-) -> Result<()> {
-    sqlx::query("DELETE FROM tokens WHERE token_hash = ? OR expires_at_ms <= ?")
-        .bind(token_hash)
-        .bind(now_ms)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
 /// The name of a user, or `NotFound`.
 async fn user_name(conn: &mut SqliteConnection, user: UserId) -> Result<String> {
     sqlx::query_scalar("SELECT name FROM users WHERE id = ?")
@@ -252,36 +226,6 @@ pub(super) async fn remove_friend(
     Ok(())
 }
 
-pub(super) async fn update_friend(
-    conn: &mut SqliteConnection,
-    (user, friend, remark, category): &args::FriendUpdate,
-) -> Result<FriendRecord> {
-    // NULL leaves the column as it is; '' clears it to NULL. A stored value
-    // is never '', so NULLIF only ever clears a new empty value.
-    let updated = sqlx::query(
-        "UPDATE friends SET remark = NULLIF(COALESCE(?, remark), ''), \
-         category = NULLIF(COALESCE(?, category), '') WHERE user_id = ? AND friend_id = ?",
-    )
-    .bind(remark)
-    .bind(category)
-    .bind(to_db(user.0))
-    .bind(to_db(friend.0))
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if updated == 0 {
-        return Err(StoreError::NotFound("friend"));
-    }
-    let row: FriendRow = sqlx::query_as(&format!(
-        "{SELECT_FRIEND} WHERE f.user_id = ? AND f.friend_id = ?"
-    ))
-    .bind(to_db(user.0))
-    .bind(to_db(friend.0))
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(row.into())
-}
-
 pub(super) async fn create_group(
     conn: &mut SqliteConnection,
     (owner, name, description, now_ms): &args::NewGroup,
@@ -375,103 +319,6 @@ pub(super) async fn add_member(
     Ok(())
 }
 
-pub(super) async fn remove_member(
-    conn: &mut SqliteConnection,
-    (group, user): &args::GroupUser,
-) -> Result<()> {
-    let (conversation, owner) = group_row(conn, *group).await?;
-    if owner == to_db(user.0) {
-        return Err(StoreError::Conflict(
-            "the owner cannot leave; hand the group over or dissolve it",
-        ));
-    }
-    let deleted = sqlx::query("DELETE FROM group_members WHERE group_id = ? AND user_id = ?")
-        .bind(to_db(group.0))
-        .bind(to_db(user.0))
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    if deleted == 0 {
-        return Err(StoreError::NotFound("member"));
-    }
-    sqlx::query("DELETE FROM conversation_members WHERE conversation_id = ? AND user_id = ?")
-        .bind(conversation)
-        .bind(to_db(user.0))
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-pub(super) async fn set_role(
-    conn: &mut SqliteConnection,
-    (group, user, role): &args::NewRole,
-) -> Result<()> {
-    let (_conversation, owner) = group_row(conn, *group).await?;
-    let current: Option<String> =
-        sqlx::query_scalar("SELECT role FROM group_members WHERE group_id = ? AND user_id = ?")
-            .bind(to_db(group.0))
-            .bind(to_db(user.0))
-            .fetch_optional(&mut *conn)
-            .await?;
-    let current = role_from_db(&current.ok_or(StoreError::NotFound("member"))?)?;
-    let is_owner = owner == to_db(user.0);
-    match (*role, is_owner) {
-        (Role::Owner, true) => return Ok(()),
-        (_, true) => {
-            return Err(StoreError::Conflict(
-                "the owner's role changes only by handing the group to another member",
-            ))
-        }
-        (Role::Owner, false) => {
-            sqlx::query(
-                "UPDATE group_members SET role = 'admin' WHERE group_id = ? AND user_id = ?",
-            )
-            .bind(to_db(group.0))
-            .bind(owner)
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query("UPDATE chat_groups SET owner_id = ? WHERE id = ?")
-                .bind(to_db(user.0))
-                .bind(to_db(group.0))
-                .execute(&mut *conn)
-                .await?;
-        }
-        (_, false) => {}
-    }
-    if current != *role {
-        sqlx::query("UPDATE group_members SET role = ? WHERE group_id = ? AND user_id = ?")
-            .bind(role_to_db(*role))
-            .bind(to_db(group.0))
-            .bind(to_db(user.0))
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
-}
-
-pub(super) async fn dissolve_group(
-    conn: &mut SqliteConnection,
-    group: &GroupId,
-) -> Result<Vec<UserId>> {
-    let (conversation, _owner) = group_row(conn, *group).await?;
-    let members: Vec<i64> =
-        sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = ? ORDER BY user_id")
-            .bind(to_db(group.0))
-            .fetch_all(&mut *conn)
-            .await?;
-    sqlx::query("DELETE FROM group_members WHERE group_id = ?")
-        .bind(to_db(group.0))
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("DELETE FROM conversation_members WHERE conversation_id = ?")
-        .bind(conversation)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("DELETE FROM chat_groups WHERE id = ?")
-        .bind(to_db(group.0))
-        .execute(&mut *conn)
-        .await?;
-    Ok(into_user_ids(members))
-}
-
 crate::conversations::writes!(SqliteConnection, lock = "");
+
+crate::shared_writes::writes!(SqliteConnection, lock = "");
