@@ -486,95 +486,120 @@ impl Session {
         let request = self.check_request(frame)?;
         let ctx = self.ctx.clone();
         let ctx = &*ctx;
-        // Requests allowed before login.
-        let request = match request {
-            Request::Ping(_) => {
-                return Ok(Response::Ping(PingResponse {
-                    server_ts_ms: now_ms(),
-                }))
-            }
-            Request::Register(request) => {
-                return account::register(ctx, request, self.peer.ip())
-                    .await
-                    .map(Response::Register)
-            }
-            Request::Login(request) => return self.login(request).await.map(Response::Login),
-            other => other,
-        };
-        let Some(login) = &mut self.login else {
-            return Err(ServiceError::unauthorized("log in first"));
-        };
-        if let Request::Typing(typing) = &request {
-            if !login.typing.admit(typing.conversation_id, Instant::now()) {
-                return Ok(Response::Typing(TypingResponse {}));
-            }
-        }
-        let me = &login.identity;
+        // One match, each request type once: the three allowed before login,
+        // then every other on the logged-in identity (`me` answers
+        // `unauthorized` before login).
         match request {
-            Request::Ping(_) | Request::Register(_) | Request::Login(_) => {
-                unreachable!("handled above")
-            }
+            Request::Ping(_) => Ok(Response::Ping(PingResponse {
+                server_ts_ms: now_ms(),
+            })),
+            Request::Register(r) => account::register(ctx, r, self.peer.ip())
+                .await
+                .map(Response::Register),
+            Request::Login(r) => self.login(r).await.map(Response::Login),
             Request::Logout(_) => {
-                account::revoke(ctx, me).await?;
+                account::revoke(ctx, self.me()?).await?;
                 self.log_out().await;
                 Ok(Response::Logout(LogoutResponse {}))
             }
-            Request::SessionList(_) => account::sessions(ctx, me).await.map(Response::SessionList),
-            Request::SessionRevoke(r) => account::revoke_session(ctx, me, r)
+            Request::Typing(r) => {
+                let Some(login) = &mut self.login else {
+                    return Err(not_logged_in());
+                };
+                if !login.typing.admit(r.conversation_id, Instant::now()) {
+                    return Ok(Response::Typing(TypingResponse {}));
+                }
+                conversations::typing(ctx, self.me()?, r)
+                    .await
+                    .map(Response::Typing)
+            }
+            Request::SessionList(_) => account::sessions(ctx, self.me()?)
+                .await
+                .map(Response::SessionList),
+            Request::SessionRevoke(r) => account::revoke_session(ctx, self.me()?, r)
                 .await
                 .map(Response::SessionRevoke),
-            Request::FriendAdd(r) => friends::add(ctx, me, r).await.map(Response::FriendAdd),
-            Request::FriendRespond(r) => friends::respond(ctx, me, r)
+            Request::FriendAdd(r) => friends::add(ctx, self.me()?, r)
+                .await
+                .map(Response::FriendAdd),
+            Request::FriendRespond(r) => friends::respond(ctx, self.me()?, r)
                 .await
                 .map(Response::FriendRespond),
-            Request::FriendRemove(r) => friends::remove(ctx, me, r)
+            Request::FriendRemove(r) => friends::remove(ctx, self.me()?, r)
                 .await
                 .map(Response::FriendRemove),
-            Request::FriendList(r) => friends::list(ctx, me, r).await.map(Response::FriendList),
-            Request::FriendUpdate(r) => friends::update(ctx, me, r)
+            Request::FriendList(r) => friends::list(ctx, self.me()?, r)
+                .await
+                .map(Response::FriendList),
+            Request::FriendUpdate(r) => friends::update(ctx, self.me()?, r)
                 .await
                 .map(Response::FriendUpdate),
-            Request::GroupCreate(r) => groups::create(ctx, me, r).await.map(Response::GroupCreate),
-            Request::GroupJoin(r) => groups::join(ctx, me, r).await.map(Response::GroupJoin),
-            Request::GroupLeave(r) => groups::leave(ctx, me, r).await.map(Response::GroupLeave),
-            Request::GroupDissolve(r) => groups::dissolve(ctx, me, r)
+            Request::GroupCreate(r) => groups::create(ctx, self.me()?, r)
+                .await
+                .map(Response::GroupCreate),
+            Request::GroupJoin(r) => groups::join(ctx, self.me()?, r)
+                .await
+                .map(Response::GroupJoin),
+            Request::GroupLeave(r) => groups::leave(ctx, self.me()?, r)
+                .await
+                .map(Response::GroupLeave),
+            Request::GroupDissolve(r) => groups::dissolve(ctx, self.me()?, r)
                 .await
                 .map(Response::GroupDissolve),
-            Request::GroupKick(r) => groups::kick(ctx, me, r).await.map(Response::GroupKick),
-            Request::GroupSetRole(r) => groups::set_role(ctx, me, r)
+            Request::GroupKick(r) => groups::kick(ctx, self.me()?, r)
+                .await
+                .map(Response::GroupKick),
+            Request::GroupSetRole(r) => groups::set_role(ctx, self.me()?, r)
                 .await
                 .map(Response::GroupSetRole),
-            Request::GroupInfo(r) => groups::info(ctx, me, r).await.map(Response::GroupInfo),
-            Request::GroupMembers(r) => groups::members(ctx, me, r)
+            Request::GroupInfo(r) => groups::info(ctx, self.me()?, r)
+                .await
+                .map(Response::GroupInfo),
+            Request::GroupMembers(r) => groups::members(ctx, self.me()?, r)
                 .await
                 .map(Response::GroupMembers),
-            Request::GroupList(r) => groups::list(ctx, me, r).await.map(Response::GroupList),
-            Request::GroupSetPolicy(r) => groups::set_policy(ctx, me, r)
+            Request::GroupList(r) => groups::list(ctx, self.me()?, r)
+                .await
+                .map(Response::GroupList),
+            Request::GroupSetPolicy(r) => groups::set_policy(ctx, self.me()?, r)
                 .await
                 .map(Response::GroupSetPolicy),
-            Request::GroupInvite(r) => groups::invite(ctx, me, r).await.map(Response::GroupInvite),
-            Request::GroupRespondJoin(r) => groups::respond_join(ctx, me, r)
+            Request::GroupInvite(r) => groups::invite(ctx, self.me()?, r)
+                .await
+                .map(Response::GroupInvite),
+            Request::GroupRespondJoin(r) => groups::respond_join(ctx, self.me()?, r)
                 .await
                 .map(Response::GroupRespondJoin),
-            Request::GroupUnban(r) => groups::unban(ctx, me, r).await.map(Response::GroupUnban),
-            Request::Send(r) => chat::send(ctx, me, r).await.map(Response::Send),
-            Request::Ack(r) => chat::ack(ctx, me, r).await.map(Response::Ack),
-            Request::History(r) => chat::history(ctx, me, r).await.map(Response::History),
-            Request::Sync(r) => chat::sync(ctx, me, r).await.map(Response::Sync),
-            Request::ConversationList(r) => conversations::list(ctx, me, r)
+            Request::GroupUnban(r) => groups::unban(ctx, self.me()?, r)
+                .await
+                .map(Response::GroupUnban),
+            Request::Send(r) => chat::send(ctx, self.me()?, r).await.map(Response::Send),
+            Request::Ack(r) => chat::ack(ctx, self.me()?, r).await.map(Response::Ack),
+            Request::History(r) => chat::history(ctx, self.me()?, r)
+                .await
+                .map(Response::History),
+            Request::Sync(r) => chat::sync(ctx, self.me()?, r).await.map(Response::Sync),
+            Request::ConversationList(r) => conversations::list(ctx, self.me()?, r)
                 .await
                 .map(Response::ConversationList),
-            Request::Read(r) => conversations::read(ctx, me, r).await.map(Response::Read),
-            Request::ReadPositions(r) => conversations::read_positions(ctx, me, r)
+            Request::Read(r) => conversations::read(ctx, self.me()?, r)
+                .await
+                .map(Response::Read),
+            Request::ReadPositions(r) => conversations::read_positions(ctx, self.me()?, r)
                 .await
                 .map(Response::ReadPositions),
-            Request::Typing(r) => conversations::typing(ctx, me, r)
-                .await
-                .map(Response::Typing),
-            Request::Recall(r) => conversations::recall(ctx, me, r)
+            Request::Recall(r) => conversations::recall(ctx, self.me()?, r)
                 .await
                 .map(Response::Recall),
         }
+    }
+
+    /// Who this session acts as, or `unauthorized` before login.
+    fn me(&self) -> Result<&Identity> {
+        self.login
+            .as_ref()
+            .map(|login| &login.identity)
+            .ok_or_else(not_logged_in)
     }
 
     /// Authenticates, then joins the hub so live pushes start to queue.
@@ -746,4 +771,9 @@ pub async fn refuse(mut stream: TcpStream, status: Status, message: &str) {
     )
     .await;
     let _ = stream.shutdown().await;
+}
+
+/// The answer to a request that needs a login, before one.
+fn not_logged_in() -> ServiceError {
+    ServiceError::unauthorized("log in first")
 }
