@@ -292,18 +292,6 @@ on_every_backend!(
     delete_erases_the_person_and_keeps_the_logs,
 );
 
-/// A directory holding only the first migration of a backend, as the
-/// migrations stood before the admin columns.
-fn first_migration_only(backend: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations")
-        .join(backend)
-        .join("0001_initial.sql");
-    std::fs::copy(&source, dir.path().join("0001_initial.sql")).unwrap();
-    dir
-}
-
 /// Data written by the old schema must read the same after the upgrade,
 /// with the new columns empty.
 async fn check_upgraded(store: &Arc<dyn Store>) {
@@ -315,28 +303,13 @@ async fn check_upgraded(store: &Arc<dyn Store>) {
     assert_eq!(store.stats().await.unwrap().users, 1);
 }
 
+/// An account as the first schema stored it.
+const OLD_USER: &[&str] =
+    &["INSERT INTO users (name, password_hash, created_at_ms) VALUES ('alice', 'old-hash', 1)"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_sqlite_database_upgrades_in_place() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("chat.db").display());
-    {
-        let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
-        let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
-            .await
-            .unwrap();
-        let migrations = first_migration_only("sqlite");
-        sqlx::migrate::Migrator::new(migrations.path())
-            .await
-            .unwrap()
-            .run(&pool)
-            .await
-            .unwrap();
-        sqlx::query("INSERT INTO users (name, password_hash, created_at_ms) VALUES ('alice', 'old-hash', 1)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-    }
+    let (_dir, url) = common::old_database("sqlite", None, "0002", OLD_USER).await;
     let store: Arc<dyn Store> =
         Arc::new(chat_store::sqlite::SqliteStore::open(&url).await.unwrap());
     check_upgraded(&store).await;
@@ -348,21 +321,7 @@ async fn an_old_mariadb_database_upgrades_in_place() {
     let Some(database) = common::MariaDb::create("upgrade").await else {
         return;
     };
-    {
-        let pool = sqlx::MySqlPool::connect(&database.url()).await.unwrap();
-        let migrations = first_migration_only("mysql");
-        sqlx::migrate::Migrator::new(migrations.path())
-            .await
-            .unwrap()
-            .run(&pool)
-            .await
-            .unwrap();
-        sqlx::query("INSERT INTO users (name, password_hash, created_at_ms) VALUES ('alice', 'old-hash', 1)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-    }
+    common::old_database("mysql", Some(&database), "0002", OLD_USER).await;
     let store = database.open().await;
     check_upgraded(&store).await;
     store.close().await;

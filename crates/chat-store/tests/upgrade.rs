@@ -9,23 +9,6 @@ use std::sync::Arc;
 use chat_proto::{ConversationId, Seq, UserId};
 use chat_store::Store;
 
-/// The migrations of `backend` numbered below `before`, in a directory of
-/// their own: the schema as an older chatd left it.
-fn migrations_before(backend: &str, before: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations")
-        .join(backend);
-    for entry in std::fs::read_dir(source).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if name.as_str() < before {
-            std::fs::copy(&path, dir.path().join(&name)).unwrap();
-        }
-    }
-    dir
-}
-
 /// What an older chatd stored: alice and bob, friends since t=1000, three
 /// messages (alice's, then two of bob's) of which alice acknowledged the
 /// first and bob all; and a group of alice's, created at t=5000, with no
@@ -81,25 +64,7 @@ async fn check_upgraded(store: &Arc<dyn Store>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sqlite_database_from_before_conversations_upgrades_with_correct_counts() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("chat.db").display());
-    {
-        let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
-        let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
-            .await
-            .unwrap();
-        let migrations = migrations_before("sqlite", "0003");
-        sqlx::migrate::Migrator::new(migrations.path())
-            .await
-            .unwrap()
-            .run(&pool)
-            .await
-            .unwrap();
-        for statement in OLD_DATA {
-            sqlx::query(statement).execute(&pool).await.unwrap();
-        }
-        pool.close().await;
-    }
+    let (_dir, url) = common::old_database("sqlite", None, "0003", OLD_DATA).await;
     let store: Arc<dyn Store> =
         Arc::new(chat_store::sqlite::SqliteStore::open(&url).await.unwrap());
     check_upgraded(&store).await;
@@ -111,20 +76,7 @@ async fn a_mariadb_database_from_before_conversations_upgrades_with_correct_coun
     let Some(database) = common::MariaDb::create("upgrade_conversations").await else {
         return;
     };
-    {
-        let pool = sqlx::MySqlPool::connect(&database.url()).await.unwrap();
-        let migrations = migrations_before("mysql", "0003");
-        sqlx::migrate::Migrator::new(migrations.path())
-            .await
-            .unwrap()
-            .run(&pool)
-            .await
-            .unwrap();
-        for statement in OLD_DATA {
-            sqlx::query(statement).execute(&pool).await.unwrap();
-        }
-        pool.close().await;
-    }
+    common::old_database("mysql", Some(&database), "0003", OLD_DATA).await;
     let store = database.open().await;
     check_upgraded(&store).await;
     store.close().await;

@@ -174,3 +174,54 @@ async fn drop_database(server_url: &str, name: &str) {
         Err(error) => eprintln!("could not drop test database {name}: {error}"),
     }
 }
+
+/// A database as an older chatd left it: the migrations of `backend`
+/// numbered below `before` only, then `statements` (rows in that schema).
+/// For SQLite, a fresh file in the returned directory, at the returned URL;
+/// for MariaDB, `database`, whose URL is returned.
+pub async fn old_database(
+    backend: &str,
+    database: Option<&MariaDb>,
+    before: &str,
+    statements: &[&str],
+) -> (Option<tempfile::TempDir>, String) {
+    let migrations = tempfile::tempdir().unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    for entry in std::fs::read_dir(source).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.as_str() < before {
+            std::fs::copy(&path, migrations.path().join(&name)).unwrap();
+        }
+    }
+    let migrator = sqlx::migrate::Migrator::new(migrations.path())
+        .await
+        .unwrap();
+    match database {
+        None => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("chat.db").display());
+            let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
+            let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
+                .await
+                .unwrap();
+            migrator.run(&pool).await.unwrap();
+            for statement in statements {
+                sqlx::query(statement).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+            (Some(dir), url)
+        }
+        Some(database) => {
+            let pool = sqlx::MySqlPool::connect(&database.url()).await.unwrap();
+            migrator.run(&pool).await.unwrap();
+            for statement in statements {
+                sqlx::query(statement).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+            (None, database.url())
+        }
+    }
+}
