@@ -87,10 +87,10 @@ async fn many_rows_and_large_bodies_arrive_exactly() {
     send(&source.store, bob, alice, "same", "one").await;
     send(&source.store, bob, alice, "same ", "two").await;
     let expected = everything(&source.store, conversation).await;
-    source.store.close().await;
+    let (_source_dir, source_url) = source.stop().await;
 
     let mut tables = Vec::new();
-    let report = copy_sqlite_to_mysql(&source.url, &database.url(), |table| {
+    let report = copy_sqlite_to_mysql(&source_url, &database.url(), |table| {
         tables.push(table.table.clone());
     })
     .await
@@ -149,9 +149,9 @@ async fn a_copy_that_fails_half_way_leaves_the_target_empty() {
         "too long an id",
     )
     .await;
-    source.store.close().await;
+    let (_source_dir, source_url) = source.stop().await;
 
-    let failed = copy_sqlite_to_mysql(&source.url, &database.url(), |_| {}).await;
+    let failed = copy_sqlite_to_mysql(&source_url, &database.url(), |_| {}).await;
     assert!(matches!(failed, Err(StoreError::Database(_))), "{failed:?}");
     let target = database.open().await;
     let stats = target.stats().await.unwrap();

@@ -22,6 +22,14 @@ pub struct SqliteFile {
 }
 
 impl SqliteFile {
+    /// Closes the store and lets go of it, as a stopped chatd would, keeping
+    /// the file: the directory (removed when dropped) and the URL.
+    pub async fn stop(self) -> (tempfile::TempDir, String) {
+        self.store.close().await;
+        drop(self.store);
+        (self.directory, self.url)
+    }
+
     pub async fn new() -> SqliteFile {
         let directory = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", directory.path().join("chat.db").display());
