@@ -179,17 +179,22 @@ impl Session {
     /// the hub and tells friends if the user went offline.
     /// Every log line of the session carries its span: peer address,
     /// transport and, once logged in, the user id.
-    pub async fn run(self) {
+    ///
+    /// The session lives on the heap and the future holds a pointer to it:
+    /// an `async fn` keeps its by-value arguments for as long as it runs,
+    /// so passing the session by value down two calls would keep three
+    /// copies of it in every connection's task.
+    pub fn run(self) -> impl Future<Output = ()> + Send {
         let span = tracing::info_span!(
             "session",
             peer = %self.peer,
             transport = %self.transport.kind(),
             user = tracing::field::Empty,
         );
-        self.run_in_span().instrument(span).await;
+        Box::new(self).run_in_span().instrument(span)
     }
 
-    async fn run_in_span(mut self) {
+    async fn run_in_span(mut self: Box<Self>) {
         let end = self.serve().await;
         tracing::info!(reason = %end, "session ended");
         telemetry::session_ended(end.label());
@@ -660,15 +665,6 @@ impl Session {
         }
         tracing::Span::current().record("user", who.user.id.0);
         tracing::info!(user = %who.user.id, "logged in");
-        // Noted for operators (`chatd admin users show`) off the login's
-        // path: the client need not wait for a write to learn it is in.
-        let store = ctx.store.clone();
-        let user = who.user.id;
-        tokio::spawn(async move {
-            if let Err(error) = store.record_login(user, now_ms()).await {
-                tracing::debug!(%user, %error, "could not note the login time");
-            }
-        });
         Ok(response)
     }
 

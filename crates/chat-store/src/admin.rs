@@ -298,13 +298,15 @@ macro_rules! queries {
             Ok(rows.into_iter().map(AccountRecord::from).collect())
         }
 
-        pub(crate) async fn account(
-            pool: &sqlx::Pool<$database>,
-            user: UserId,
-        ) -> Result<Option<AccountRecord>> {
+        /// One account, read through the pool or on a connection already
+        /// checked out (a login's).
+        pub(crate) async fn account<'e, E>(executor: E, user: UserId) -> Result<Option<AccountRecord>>
+        where
+            E: sqlx::Executor<'e, Database = $database>,
+        {
             let row: Option<AccountRow> = sqlx::query_as(&format!("{SELECT_ACCOUNT} AND id = ?"))
                 .bind(to_db(user.0))
-                .fetch_optional(pool)
+                .fetch_optional(executor)
                 .await?;
             Ok(row.map(AccountRecord::from))
         }

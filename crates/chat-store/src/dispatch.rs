@@ -27,8 +27,8 @@ macro_rules! impl_repositories {
             use $crate::error::Result;
             use $crate::repo::{
                 Appended, FriendAddResult, FriendRecord, FriendStore, GroupRecord, GroupStore,
-                MemberRecord, MessageStore, NewMessage, OnCommit, PendingAppend, TokenStore,
-                UserRecord, UserStore,
+                LoginView, MemberRecord, MessageStore, NewMessage, OnCommit, PendingAppend,
+                TokenStore, UserRecord, UserStore,
             };
 
             #[async_trait]
@@ -51,6 +51,10 @@ macro_rules! impl_repositories {
                 async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>> {
                     self.reads.bounded(self.reads.user_by_id(id)).await
                 }
+
+                async fn login_view(&self, user: UserId) -> Result<LoginView> {
+                    self.reads.bounded(self.reads.login_view(user)).await
+                }
             }
 
             #[async_trait]
@@ -72,7 +76,7 @@ macro_rules! impl_repositories {
                     &self,
                     token_hash: &str,
                     now_ms: i64,
-                ) -> Result<Option<(UserId, i64)>> {
+                ) -> Result<Option<(UserRecord, i64)>> {
                     self.reads
                         .bounded(self.reads.user_for_token(token_hash, now_ms))
                         .await

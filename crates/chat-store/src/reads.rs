@@ -18,13 +18,14 @@ macro_rules! reads {
         };
 
         use crate::error::Result;
-        use crate::repo::{FriendRecord, GroupRecord, MemberRecord, UserRecord};
+        use crate::admin::AccountRecord;
+        use crate::repo::{FriendRecord, GroupRecord, LoginView, MemberRecord, UserRecord};
         use crate::rows::{
             from_db, into_messages, limit_to_db, role_from_db, to_db, DbText, FriendRow,
             GroupRoleRow, GroupRow, MemberRow, MembershipRow, MessageRow, RequestRow, UserRow,
             COUNT_UNACKED, SELECT_AFTER, SELECT_AFTER_FROM_OTHERS, SELECT_FRIEND, SELECT_GROUP,
             SELECT_GROUPS_OF, SELECT_MEMBERS, SELECT_MEMBERSHIPS, SELECT_MESSAGE, SELECT_REQUEST,
-            SELECT_UNACKED, SELECT_USER,
+            SELECT_TOKEN_USER, SELECT_UNACKED, SELECT_USER, TokenUserRow,
         };
 
         /// The read side of the store: every query that changes nothing.
@@ -112,16 +113,13 @@ macro_rules! reads {
                 &self,
                 token_hash: &str,
                 now_ms: i64,
-            ) -> Result<Option<(UserId, i64)>> {
-                let row: Option<(i64, i64)> = sqlx::query_as(
-                    "SELECT user_id, expires_at_ms FROM tokens \
-                     WHERE token_hash = ? AND expires_at_ms > ?",
-                )
-                .bind(token_hash)
-                .bind(now_ms)
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(row.map(|(id, expires_at_ms)| (UserId(from_db(id)), expires_at_ms)))
+            ) -> Result<Option<(UserRecord, i64)>> {
+                let row: Option<TokenUserRow> = sqlx::query_as(SELECT_TOKEN_USER)
+                    .bind(token_hash)
+                    .bind(now_ms)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(Into::into))
             }
 
             pub(crate) async fn tokens_of(
@@ -145,13 +143,7 @@ macro_rules! reads {
             }
 
             pub(crate) async fn friends_of(&self, user: UserId) -> Result<Vec<FriendRecord>> {
-                let rows: Vec<FriendRow> = sqlx::query_as(&format!(
-                    "{SELECT_FRIEND} WHERE f.user_id = ? ORDER BY u.name, u.id"
-                ))
-                .bind(to_db(user.0))
-                .fetch_all(&self.pool)
-                .await?;
-                Ok(rows.into_iter().map(FriendRecord::from).collect())
+                friends_of(&mut *self.pool.acquire().await?, user).await
             }
 
             pub(crate) async fn friend(
@@ -173,22 +165,7 @@ macro_rules! reads {
                 &self,
                 user: UserId,
             ) -> Result<(Vec<FriendRequestInfo>, Vec<FriendRequestInfo>)> {
-                let incoming: Vec<RequestRow> = sqlx::query_as(&format!(
-                    "{SELECT_REQUEST} WHERE r.to_id = ? ORDER BY r.created_at_ms, r.from_id"
-                ))
-                .bind(to_db(user.0))
-                .fetch_all(&self.pool)
-                .await?;
-                let outgoing: Vec<RequestRow> = sqlx::query_as(&format!(
-                    "{SELECT_REQUEST} WHERE r.from_id = ? ORDER BY r.created_at_ms, r.to_id"
-                ))
-                .bind(to_db(user.0))
-                .fetch_all(&self.pool)
-                .await?;
-                Ok((
-                    incoming.into_iter().map(FriendRequestInfo::from).collect(),
-                    outgoing.into_iter().map(FriendRequestInfo::from).collect(),
-                ))
+                pending_requests(&mut *self.pool.acquire().await?, user).await
             }
 
             pub(crate) async fn group(&self, group: GroupId) -> Result<Option<GroupRecord>> {
@@ -220,11 +197,7 @@ macro_rules! reads {
             }
 
             pub(crate) async fn groups_of(&self, user: UserId) -> Result<Vec<(GroupRecord, Role)>> {
-                let rows: Vec<GroupRoleRow> = sqlx::query_as(SELECT_GROUPS_OF)
-                    .bind(to_db(user.0))
-                    .fetch_all(&self.pool)
-                    .await?;
-                rows.into_iter().map(GroupRoleRow::into_record).collect()
+                groups_of(&mut *self.pool.acquire().await?, user).await
             }
 
             pub(crate) async fn is_conversation_member(
@@ -302,12 +275,7 @@ macro_rules! reads {
             }
 
             pub(crate) async fn unacked_count(&self, user: UserId) -> Result<u64> {
-                let count: i64 = sqlx::query_scalar(COUNT_UNACKED)
-                    .bind(to_db(user.0))
-                    .bind(to_db(user.0))
-                    .fetch_one(&self.pool)
-                    .await?;
-                Ok(from_db(count))
+                unacked_count(&mut *self.pool.acquire().await?, user).await
             }
 
             pub(crate) async fn sync(
@@ -382,25 +350,41 @@ macro_rules! reads {
                     .collect()
             }
 
+            /// Everything a login answers with about the user's world, read
+            /// on one connection. Each statement through the pool checks a
+            /// connection out and back in, which on SQLite is a round trip
+            /// to the connection's thread each way; a login makes seven.
+            pub(crate) async fn login_view(&self, user: UserId) -> Result<LoginView> {
+                let mut conn = self.pool.acquire().await?;
+                let account = super::admin::account(&mut *conn, user).await?;
+                if account.as_ref().is_none_or(AccountRecord::is_disabled) {
+                    return Ok(LoginView {
+                        account,
+                        ..LoginView::default()
+                    });
+                }
+                let friends = friends_of(&mut conn, user).await?;
+                let groups = groups_of(&mut conn, user).await?;
+                let (incoming_requests, outgoing_requests) =
+                    pending_requests(&mut conn, user).await?;
+                let unacked = unacked_count(&mut conn, user).await?;
+                let unread = unread_counts(&mut conn, user).await?;
+                Ok(LoginView {
+                    account,
+                    friends,
+                    groups,
+                    incoming_requests,
+                    outgoing_requests,
+                    unacked,
+                    unread,
+                })
+            }
+
             pub(crate) async fn unread_counts(
                 &self,
                 user: UserId,
             ) -> Result<Vec<chat_proto::UnreadCount>> {
-                let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
-                    "SELECT cm.conversation_id, cm.read_seq, c.last_seq                      FROM conversation_members cm JOIN conversations c ON c.id = cm.conversation_id                      WHERE cm.user_id = ? AND c.last_seq > cm.read_seq ORDER BY cm.conversation_id",
-                )
-                .bind(to_db(user.0))
-                .fetch_all(&self.pool)
-                .await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(conversation, read, last)| chat_proto::UnreadCount {
-                        conversation_id: ConversationId(from_db(conversation)),
-                        read_seq: Seq(from_db(read)),
-                        last_seq: Seq(from_db(last)),
-                        unread: from_db(last - read),
-                    })
-                    .collect())
+                unread_counts(&mut *self.pool.acquire().await?, user).await
             }
 
             pub(crate) async fn read_positions(
@@ -471,6 +455,79 @@ macro_rules! reads {
                 .await?;
                 Ok(crate::rows::into_user_ids(senders))
             }
+        }
+
+        /// A connection of the pool.
+        type Conn = <$database as sqlx::Database>::Connection;
+
+        async fn friends_of(conn: &mut Conn, user: UserId) -> Result<Vec<FriendRecord>> {
+            let rows: Vec<FriendRow> = sqlx::query_as(&format!(
+                "{SELECT_FRIEND} WHERE f.user_id = ? ORDER BY u.name, u.id"
+            ))
+            .bind(to_db(user.0))
+            .fetch_all(&mut *conn)
+            .await?;
+            Ok(rows.into_iter().map(FriendRecord::from).collect())
+        }
+
+        async fn pending_requests(
+            conn: &mut Conn,
+            user: UserId,
+        ) -> Result<(Vec<FriendRequestInfo>, Vec<FriendRequestInfo>)> {
+            let incoming: Vec<RequestRow> = sqlx::query_as(&format!(
+                "{SELECT_REQUEST} WHERE r.to_id = ? ORDER BY r.created_at_ms, r.from_id"
+            ))
+            .bind(to_db(user.0))
+            .fetch_all(&mut *conn)
+            .await?;
+            let outgoing: Vec<RequestRow> = sqlx::query_as(&format!(
+                "{SELECT_REQUEST} WHERE r.from_id = ? ORDER BY r.created_at_ms, r.to_id"
+            ))
+            .bind(to_db(user.0))
+            .fetch_all(&mut *conn)
+            .await?;
+            Ok((
+                incoming.into_iter().map(FriendRequestInfo::from).collect(),
+                outgoing.into_iter().map(FriendRequestInfo::from).collect(),
+            ))
+        }
+
+        async fn groups_of(conn: &mut Conn, user: UserId) -> Result<Vec<(GroupRecord, Role)>> {
+            let rows: Vec<GroupRoleRow> = sqlx::query_as(SELECT_GROUPS_OF)
+                .bind(to_db(user.0))
+                .fetch_all(&mut *conn)
+                .await?;
+            rows.into_iter().map(GroupRoleRow::into_record).collect()
+        }
+
+        async fn unacked_count(conn: &mut Conn, user: UserId) -> Result<u64> {
+            let count: i64 = sqlx::query_scalar(COUNT_UNACKED)
+                .bind(to_db(user.0))
+                .bind(to_db(user.0))
+                .fetch_one(&mut *conn)
+                .await?;
+            Ok(from_db(count))
+        }
+
+        async fn unread_counts(
+            conn: &mut Conn,
+            user: UserId,
+        ) -> Result<Vec<chat_proto::UnreadCount>> {
+            let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+                "SELECT cm.conversation_id, cm.read_seq, c.last_seq                      FROM conversation_members cm JOIN conversations c ON c.id = cm.conversation_id                      WHERE cm.user_id = ? AND c.last_seq > cm.read_seq ORDER BY cm.conversation_id",
+            )
+            .bind(to_db(user.0))
+            .fetch_all(&mut *conn)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(conversation, read, last)| chat_proto::UnreadCount {
+                    conversation_id: ConversationId(from_db(conversation)),
+                    read_seq: Seq(from_db(read)),
+                    last_seq: Seq(from_db(last)),
+                    unread: from_db(last - read),
+                })
+                .collect())
         }
     };
 }

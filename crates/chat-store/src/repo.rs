@@ -139,6 +139,31 @@ pub trait UserStore: Send + Sync {
 
     /// Looks an account up by id.
     async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>>;
+
+    /// What a login answers with about the user's world, read together:
+    /// the account (`None` if deleted; nothing else is read for a deleted or
+    /// disabled one), friends, groups with the user's role, pending friend
+    /// requests each way, the unacknowledged count and the unread counts.
+    async fn login_view(&self, user: UserId) -> Result<LoginView>;
+}
+
+/// Everything a login answers with; see [`UserStore::login_view`].
+#[derive(Debug, Clone, Default)]
+pub struct LoginView {
+    /// The account, `None` if it was deleted.
+    pub account: Option<crate::admin::AccountRecord>,
+    /// The user's friends, by name.
+    pub friends: Vec<FriendRecord>,
+    /// The user's groups and the user's role in each.
+    pub groups: Vec<(GroupRecord, Role)>,
+    /// Friend requests to the user, oldest first.
+    pub incoming_requests: Vec<FriendRequestInfo>,
+    /// Friend requests from the user, oldest first.
+    pub outgoing_requests: Vec<FriendRequestInfo>,
+    /// Messages to the user not yet acknowledged.
+    pub unacked: u64,
+    /// The conversations with unread messages.
+    pub unread: Vec<UnreadCount>,
 }
 
 /// Session tokens, stored only as hashes.
@@ -150,8 +175,13 @@ pub trait TokenStore: Send + Sync {
     /// `Conflict` if the hash is stored already, `NotFound` for an unknown user.
     async fn create_token(&self, token_hash: &str, user: UserId, expires_at_ms: i64) -> Result<()>;
 
-    /// The user a still-valid token belongs to, and when the token expires.
-    async fn user_for_token(&self, token_hash: &str, now_ms: i64) -> Result<Option<(UserId, i64)>>;
+    /// The account a still-valid token belongs to, and when the token
+    /// expires; `None` also for a deleted or disabled account's token.
+    async fn user_for_token(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<(UserRecord, i64)>>;
 
     /// The hashes of `user`'s tokens still valid at `now_ms`, with their
     /// expiry, soonest to expire first.

@@ -171,6 +171,27 @@ impl From<UserRow> for UserRecord {
     }
 }
 
+/// A live token's account (neither deleted nor disabled) with the token's
+/// expiry; takes the token's hash and the current time.
+pub(crate) const SELECT_TOKEN_USER: &str = "SELECT u.id, u.name, u.password_hash, \
+     u.created_at_ms, t.expires_at_ms FROM tokens t JOIN users u ON u.id = t.user_id \
+     WHERE t.token_hash = ? AND t.expires_at_ms > ? \
+     AND u.deleted_at_ms IS NULL AND u.disabled_at_ms IS NULL";
+
+/// A row of [`SELECT_TOKEN_USER`].
+#[derive(sqlx::FromRow)]
+pub(crate) struct TokenUserRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    expires_at_ms: i64,
+}
+
+impl From<TokenUserRow> for (UserRecord, i64) {
+    fn from(row: TokenUserRow) -> Self {
+        (UserRecord::from(row.user), row.expires_at_ms)
+    }
+}
+
 /// `SELECT` of a [`FriendRow`]; `f` is the owner's side of the friendship.
 pub(crate) const SELECT_FRIEND: &str = "SELECT u.id, u.name, f.remark, f.category, \
      f.conversation_id FROM friends f JOIN users u ON u.id = f.friend_id";

@@ -191,8 +191,12 @@ impl SqliteStore {
             }
         };
         let reader_options = options.read_only(true);
+        // No liveness test at checkout: a connection to a local file cannot
+        // have been hung up on, and the test is a round trip to the
+        // connection's thread before every read.
         let read_pool = match SqlitePoolOptions::new()
             .max_connections(READERS)
+            .test_before_acquire(false)
             .connect_with(reader_options)
             .await
         {

@@ -133,16 +133,38 @@ async fn tokens_expire_and_revoke(store: Arc<dyn Store>) {
     store.create_token("t1", alice, NOW + 1000).await.unwrap();
     store.create_token("t2", alice, NOW + 10).await.unwrap();
     assert_eq!(
-        store.user_for_token("t1", NOW).await.unwrap(),
+        store
+            .user_for_token("t1", NOW)
+            .await
+            .unwrap()
+            .map(|(user, expires)| (user.id, expires)),
         Some((alice, NOW + 1000))
     );
     assert_eq!(
-        store.user_for_token("t2", NOW + 9).await.unwrap(),
+        store
+            .user_for_token("t2", NOW + 9)
+            .await
+            .unwrap()
+            .map(|(user, expires)| (user.id, expires)),
         Some((alice, NOW + 10))
     );
     // A token is valid strictly before its expiry.
-    assert_eq!(store.user_for_token("t2", NOW + 10).await.unwrap(), None);
-    assert_eq!(store.user_for_token("unknown", NOW).await.unwrap(), None);
+    assert_eq!(
+        store
+            .user_for_token("t2", NOW + 10)
+            .await
+            .unwrap()
+            .map(|(user, expires)| (user.id, expires)),
+        None
+    );
+    assert_eq!(
+        store
+            .user_for_token("unknown", NOW)
+            .await
+            .unwrap()
+            .map(|(user, expires)| (user.id, expires)),
+        None
+    );
     assert!(matches!(
         store.create_token("t1", alice, NOW + 5).await,
         Err(StoreError::Conflict(_))
@@ -152,11 +174,25 @@ async fn tokens_expire_and_revoke(store: Arc<dyn Store>) {
         Err(StoreError::NotFound(_))
     ));
     store.revoke_token("t1", NOW).await.unwrap();
-    assert_eq!(store.user_for_token("t1", NOW).await.unwrap(), None);
+    assert_eq!(
+        store
+            .user_for_token("t1", NOW)
+            .await
+            .unwrap()
+            .map(|(user, expires)| (user.id, expires)),
+        None
+    );
     // Revoking an unknown token is fine, and sweeps expired ones: t2 is gone
     // even for a clock that would still accept it.
     store.revoke_token("never-issued", NOW + 20).await.unwrap();
-    assert_eq!(store.user_for_token("t2", NOW).await.unwrap(), None);
+    assert_eq!(
+        store
+            .user_for_token("t2", NOW)
+            .await
+            .unwrap()
+            .map(|(user, expires)| (user.id, expires)),
+        None
+    );
 }
 
 async fn tokens_are_listed_per_user(store: Arc<dyn Store>) {
@@ -184,9 +220,20 @@ async fn expired_tokens_are_purged(store: Arc<dyn Store>) {
     assert_eq!(store.purge_expired_tokens(NOW).await.unwrap(), 0);
     assert_eq!(store.purge_expired_tokens(NOW + 10).await.unwrap(), 2);
     // Gone even for a clock that would still accept them.
-    assert_eq!(store.user_for_token("old", NOW).await.unwrap(), None);
     assert_eq!(
-        store.user_for_token("live", NOW).await.unwrap(),
+        store
+            .user_for_token("old", NOW)
+            .await
+            .unwrap()
+            .map(|(user, expires)| (user.id, expires)),
+        None
+    );
+    assert_eq!(
+        store
+            .user_for_token("live", NOW)
+            .await
+            .unwrap()
+            .map(|(user, expires)| (user.id, expires)),
         Some((alice, NOW + 1000))
     );
     assert_eq!(store.purge_expired_tokens(NOW + 10).await.unwrap(), 0);
@@ -233,7 +280,11 @@ async fn password_hashes_are_replaced_only_if_unchanged(store: Arc<dyn Store>) {
     );
     // Tokens stay valid: the password is the same.
     assert_eq!(
-        store.user_for_token("device", NOW).await.unwrap(),
+        store
+            .user_for_token("device", NOW)
+            .await
+            .unwrap()
+            .map(|(user, expires)| (user.id, expires)),
         Some((alice, NOW + 1000))
     );
 }
@@ -1689,6 +1740,66 @@ async fn recall_rules_and_tombstones(store: Arc<dyn Store>) {
 // Instantiation for every backend
 // ---------------------------------------------------------------------------
 
+/// A login's one read agrees with the reads it stands for, and stops at
+/// the account for a disabled or deleted one; a disabled account's token
+/// finds no one.
+async fn login_view_is_the_reads_it_replaces(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    let dave = user(&store, "dave").await;
+    befriend(&store, alice, bob).await;
+    store
+        .add_friend_request(carol, alice, None, NOW)
+        .await
+        .unwrap();
+    store
+        .add_friend_request(alice, dave, None, NOW)
+        .await
+        .unwrap();
+    let group = store.create_group(bob, "g", "", NOW).await.unwrap();
+    store
+        .add_member(group.id, alice, Role::Member, NOW)
+        .await
+        .unwrap();
+    send(&store, bob, Target::User(alice), "b1").await;
+    send(&store, bob, Target::Group(group.id), "b2").await;
+
+    let view = store.login_view(alice).await.unwrap();
+    let account = view.account.expect("a live account");
+    assert_eq!((account.id, account.name.as_str()), (alice, "alice"));
+    assert_eq!(view.friends, store.friends_of(alice).await.unwrap());
+    assert_eq!(view.groups, store.groups_of(alice).await.unwrap());
+    let (incoming, outgoing) = store.pending_requests(alice).await.unwrap();
+    assert_eq!(view.incoming_requests, incoming);
+    assert_eq!(view.outgoing_requests, outgoing);
+    assert_eq!(view.unacked, store.unacked_count(alice).await.unwrap());
+    assert_eq!(view.unacked, 2);
+    assert_eq!(view.unread, store.unread_counts(alice).await.unwrap());
+    assert_eq!(view.unread.len(), 2);
+
+    store
+        .create_token("alice's", alice, NOW + 1000)
+        .await
+        .unwrap();
+    store.disable_account(alice, None, NOW).await.unwrap();
+    let view = store.login_view(alice).await.unwrap();
+    assert!(view.account.expect("still there").is_disabled());
+    assert!(view.friends.is_empty() && view.groups.is_empty() && view.unacked == 0);
+    // A token made after the account was disabled still finds no one.
+    store
+        .create_token("later", alice, NOW + 1000)
+        .await
+        .unwrap();
+    assert_eq!(store.user_for_token("later", NOW).await.unwrap(), None);
+    assert!(store
+        .login_view(UserId(999_999))
+        .await
+        .unwrap()
+        .account
+        .is_none());
+}
+
 macro_rules! conformance {
     ($($check:ident),* $(,)?) => {
         mod sqlite {
@@ -1726,6 +1837,7 @@ conformance!(
     tokens_expire_and_revoke,
     expired_tokens_are_purged,
     tokens_are_listed_per_user,
+    login_view_is_the_reads_it_replaces,
     password_hashes_are_replaced_only_if_unchanged,
     friend_request_then_accept,
     friend_request_back_accepts,

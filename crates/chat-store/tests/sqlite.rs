@@ -73,7 +73,11 @@ async fn a_reopened_file_keeps_everything() {
         Some(alice.clone())
     );
     assert_eq!(
-        store.user_for_token("token", NOW).await.unwrap(),
+        store
+            .user_for_token("token", NOW)
+            .await
+            .unwrap()
+            .map(|(user, expires)| (user.id, expires)),
         Some((bob, NOW + 1000))
     );
     let friend = store.friend(alice.id, bob).await.unwrap().unwrap();

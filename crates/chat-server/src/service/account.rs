@@ -107,17 +107,13 @@ pub async fn authenticate(
             user: None,
             password: None,
         } => {
-            let Some((user_id, expires_at)) =
+            // One statement: the token's account, if it is neither
+            // deleted nor disabled (disabling also revokes its tokens).
+            let Some((user, expires_at)) =
                 ctx.store.user_for_token(&token_hash(&token), now).await?
             else {
                 return Err(ServiceError::unauthorized("token is invalid or expired"));
             };
-            let user = ctx
-                .store
-                .user_by_id(user_id)
-                .await?
-                .ok_or_else(|| ServiceError::unauthorized("token is invalid or expired"))?;
-            refuse_if_disabled(ctx, user.id).await?;
             Ok(Authenticated {
                 user,
                 token,
@@ -268,16 +264,19 @@ pub async fn refuse_if_disabled(ctx: &Context, user: UserId) -> Result<()> {
 /// A store failure.
 pub async fn login_response(ctx: &Context, who: &Authenticated) -> Result<LoginResponse> {
     let user_id = who.user.id;
-    // Checked again now that the session is in the hub: an operator who
-    // disabled the account between the first check and the session joining
-    // the hub ended every session it could see, and would have missed this
-    // one.
-    refuse_if_disabled(ctx, user_id).await?;
-    let friends = friends_with_presence(ctx, ctx.store.friends_of(user_id).await?).await;
-    let groups = ctx
-        .store
-        .groups_of(user_id)
-        .await?
+    // One read on one connection. The account is checked again now that
+    // the session is in the hub: an operator who disabled it between the
+    // first check and the session joining the hub ended every session it
+    // could see, and would have missed this one.
+    let view = ctx.store.login_view(user_id).await?;
+    match &view.account {
+        Some(account) if account.is_disabled() => return Err(ServiceError::forbidden(DISABLED)),
+        Some(account) => note_login(ctx, user_id, account.last_login_at_ms),
+        None => return Err(ServiceError::unauthorized("wrong user or password")),
+    }
+    let friends = friends_with_presence(ctx, view.friends).await;
+    let groups = view
+        .groups
         .into_iter()
         .map(|(group, role)| Group {
             id: group.id,
@@ -291,9 +290,6 @@ pub async fn login_response(ctx: &Context, who: &Authenticated) -> Result<LoginR
             join_policy: group.join_policy,
         })
         .collect();
-    let (incoming_requests, outgoing_requests) = ctx.store.pending_requests(user_id).await?;
-    let unacked = ctx.store.unacked_count(user_id).await?;
-    let unread = ctx.store.unread_counts(user_id).await?;
     Ok(LoginResponse {
         user: UserSummary {
             id: user_id,
@@ -303,12 +299,33 @@ pub async fn login_response(ctx: &Context, who: &Authenticated) -> Result<LoginR
         token_expires_at_ms: who.token_expires_at_ms,
         friends,
         groups,
-        incoming_requests,
-        outgoing_requests,
-        unacked,
-        unread,
+        incoming_requests: view.incoming_requests,
+        outgoing_requests: view.outgoing_requests,
+        unacked: view.unacked,
+        unread: view.unread,
     })
 }
+
+/// Logins are noted for operators (`chatd admin users show`) to the
+/// minute, off the login's path: the client need not wait for a write to
+/// learn it is in, and a login within the minute of the last one (a
+/// reconnect, a resume storm) writes nothing at all.
+fn note_login(ctx: &Context, user: UserId, last_login_at_ms: Option<i64>) {
+    let now = now_ms();
+    if last_login_at_ms.is_some_and(|last| last > now - LOGIN_NOTED_WITHIN_MS) {
+        return;
+    }
+    let store = ctx.store.clone();
+    tokio::spawn(async move {
+        if let Err(error) = store.record_login(user, now).await {
+            tracing::debug!(%user, %error, "could not note the login time");
+        }
+    });
+}
+
+/// How precisely logins are noted (the store's `record_login` keeps the
+/// same minute).
+const LOGIN_NOTED_WITHIN_MS: i64 = 60_000;
 
 /// What a login is called in `session_list`: the start of its token's hash
 /// (64 bits, so two logins of one user never share it in practice). The
