@@ -11,8 +11,8 @@
 
 /// Implements `UserStore`, `TokenStore`, `FriendStore`, `GroupStore`,
 /// `MessageStore` and `ConversationStore` for `$store`, which must have a
-/// `reads: Reads` field, a `write(args, body)` method, and `append`,
-/// `queue` and `ack_write` methods (its hot path), with a `writes` module in
+/// `reads: Reads` field, a `hot` field (its hot path, with `append`, `queue`
+/// and `ack`) and a `write(args, body)` method, with a `writes` module in
 /// scope.
 macro_rules! impl_repositories {
     ($store:ty) => {
@@ -236,7 +236,7 @@ macro_rules! impl_repositories {
             #[async_trait]
             impl MessageStore for $store {
                 async fn append_message(&self, message: NewMessage) -> Result<Appended> {
-                    self.append(message, None).await
+                    self.hot.append(message, None).await
                 }
 
                 async fn queue_append(
@@ -244,7 +244,7 @@ macro_rules! impl_repositories {
                     message: NewMessage,
                     on_commit: OnCommit,
                 ) -> Result<PendingAppend> {
-                    self.queue(message, on_commit).await
+                    self.hot.queue(message, on_commit).await
                 }
 
                 async fn is_conversation_member(
@@ -275,7 +275,7 @@ macro_rules! impl_repositories {
                     conversation: ConversationId,
                     seq: Seq,
                 ) -> Result<Seq> {
-                    self.ack_write(user, conversation, seq).await
+                    self.hot.ack(user, conversation, seq).await
                 }
 
                 async fn unacked(
@@ -383,3 +383,33 @@ macro_rules! impl_repositories {
 }
 
 pub(crate) use impl_repositories;
+
+/// Implements every trait of `Store` for `$store`: the repositories (see
+/// [`impl_repositories`]), `AdminStore` and `GroupAccessStore`, and `Store`
+/// itself, reporting `$backend` as its name. Besides what those need,
+/// `$store` must have a `shut_down` method (the backend's order of closing)
+/// and its hot path a `failure` method.
+macro_rules! impl_store {
+    ($store:ty, backend = $backend:literal) => {
+        $crate::dispatch::impl_repositories!($store);
+        $crate::admin::impl_admin!($store);
+        $crate::group_access::impl_group_access!($store);
+
+        #[async_trait::async_trait]
+        impl $crate::repo::Store for $store {
+            async fn close(&self) {
+                self.shut_down().await;
+            }
+
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            fn failure(&self) -> Option<String> {
+                self.hot.failure()
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store;
