@@ -530,34 +530,164 @@ pub(crate) fn limit_to_db(limit: u32) -> i64 {
 }
 
 /// The arguments of each write transaction, as one value a backend can keep
-/// while the write waits and hand to the body again on retry.
+/// while the write waits and hand to the body again on retry. Each is a
+/// struct whose fields are named after the trait method's parameters, so a
+/// body binds `args.user`, never "the second element".
 pub(crate) mod args {
-    use chat_proto::{ConversationId, GroupId, Role, Seq, UserId};
+    use chat_proto::{ConversationId, GroupId, JoinPolicy, Role, Seq, UserId};
 
-    /// `create_user`: name, password hash, time.
-    pub(crate) type NewUser = (String, String, i64);
-    /// `create_token`: hash, user, expiry.
-    pub(crate) type NewToken = (String, UserId, i64);
-    /// `revoke_token`: hash, time.
-    pub(crate) type RevokeToken = (String, i64);
-    /// `add_friend_request`: from, to, greeting, time.
-    pub(crate) type FriendRequest = (UserId, UserId, Option<String>, i64);
-    /// `respond_friend_request`: from, to, accept, time.
-    pub(crate) type FriendResponse = (UserId, UserId, bool, i64);
-    /// `remove_friend`: the user and the friend.
-    pub(crate) type UserPair = (UserId, UserId);
-    /// `update_friend`: user, friend, remark, category.
-    pub(crate) type FriendUpdate = (UserId, UserId, Option<String>, Option<String>);
-    /// `create_group`: owner, name, description, time.
-    pub(crate) type NewGroup = (UserId, String, String, i64);
-    /// `add_member`: group, user, role, time.
-    pub(crate) type NewMember = (GroupId, UserId, Role, i64);
-    /// `remove_member`: group, user.
-    pub(crate) type GroupUser = (GroupId, UserId);
-    /// `set_role`: group, user, role.
-    pub(crate) type NewRole = (GroupId, UserId, Role);
-    /// `mark_read`: user, conversation, seq.
-    pub(crate) type Read = (UserId, ConversationId, Seq);
+    /// `create_user`.
+    pub(crate) struct NewUser {
+        pub(crate) name: String,
+        pub(crate) password_hash: String,
+        pub(crate) now_ms: i64,
+    }
+
+    /// `create_token`.
+    pub(crate) struct NewToken {
+        pub(crate) token_hash: String,
+        pub(crate) user: UserId,
+        pub(crate) expires_at_ms: i64,
+    }
+
+    /// `revoke_token`.
+    pub(crate) struct RevokeToken {
+        pub(crate) token_hash: String,
+        pub(crate) now_ms: i64,
+    }
+
+    /// `add_friend_request`: `from` asks `to`, with an optional greeting.
+    pub(crate) struct FriendRequest {
+        pub(crate) from: UserId,
+        pub(crate) to: UserId,
+        pub(crate) message: Option<String>,
+        pub(crate) now_ms: i64,
+    }
+
+    /// `respond_friend_request`: `to` answers `from`'s request.
+    pub(crate) struct FriendResponse {
+        pub(crate) from: UserId,
+        pub(crate) to: UserId,
+        pub(crate) accept: bool,
+        pub(crate) now_ms: i64,
+    }
+
+    /// `remove_friend`.
+    pub(crate) struct FriendPair {
+        pub(crate) user: UserId,
+        pub(crate) friend: UserId,
+    }
+
+    /// `update_friend`: `user`'s remark and category for `friend`.
+    pub(crate) struct FriendUpdate {
+        pub(crate) user: UserId,
+        pub(crate) friend: UserId,
+        pub(crate) remark: Option<String>,
+        pub(crate) category: Option<String>,
+    }
+
+    /// `create_group`.
+    pub(crate) struct NewGroup {
+        pub(crate) owner: UserId,
+        pub(crate) name: String,
+        pub(crate) description: String,
+        pub(crate) now_ms: i64,
+    }
+
+    /// `add_member`.
+    pub(crate) struct NewMember {
+        pub(crate) group: GroupId,
+        pub(crate) user: UserId,
+        pub(crate) role: Role,
+        pub(crate) now_ms: i64,
+    }
+
+    /// `remove_member`.
+    pub(crate) struct GroupUser {
+        pub(crate) group: GroupId,
+        pub(crate) user: UserId,
+    }
+
+    /// `set_role`.
+    pub(crate) struct NewRole {
+        pub(crate) group: GroupId,
+        pub(crate) user: UserId,
+        pub(crate) role: Role,
+    }
+
+    /// `mark_read`.
+    pub(crate) struct Read {
+        pub(crate) user: UserId,
+        pub(crate) conversation: ConversationId,
+        pub(crate) seq: Seq,
+    }
+
+    /// `create_group_with_policy`.
+    pub(crate) struct NewGroupWithPolicy {
+        pub(crate) group: NewGroup,
+        pub(crate) policy: JoinPolicy,
+    }
+
+    /// `set_join_policy`.
+    pub(crate) struct JoinPolicyChange {
+        pub(crate) group: GroupId,
+        pub(crate) actor: UserId,
+        pub(crate) policy: JoinPolicy,
+    }
+
+    /// `request_join`.
+    pub(crate) struct JoinRequest {
+        pub(crate) group: GroupId,
+        pub(crate) user: UserId,
+        pub(crate) now_ms: i64,
+    }
+
+    /// `respond_join`: `actor` answers `user`'s request.
+    pub(crate) struct JoinResponse {
+        pub(crate) group: GroupId,
+        pub(crate) actor: UserId,
+        pub(crate) user: UserId,
+        pub(crate) accept: bool,
+        pub(crate) now_ms: i64,
+    }
+
+    /// `invite`: `actor` invites `user`.
+    pub(crate) struct Invitation {
+        pub(crate) group: GroupId,
+        pub(crate) actor: UserId,
+        pub(crate) user: UserId,
+        pub(crate) now_ms: i64,
+    }
+
+    /// `kick`: `actor` removes `target`, banning them with `ban`.
+    pub(crate) struct Kick {
+        pub(crate) group: GroupId,
+        pub(crate) actor: UserId,
+        pub(crate) target: UserId,
+        pub(crate) ban: bool,
+        pub(crate) now_ms: i64,
+    }
+
+    /// `unban`: `actor` lifts `target`'s ban.
+    pub(crate) struct Unban {
+        pub(crate) group: GroupId,
+        pub(crate) actor: UserId,
+        pub(crate) target: UserId,
+    }
+
+    /// `set_role_as`: `actor` sets `target`'s role.
+    pub(crate) struct RoleChange {
+        pub(crate) group: GroupId,
+        pub(crate) actor: UserId,
+        pub(crate) target: UserId,
+        pub(crate) role: Role,
+    }
+
+    /// `dissolve_as`.
+    pub(crate) struct Dissolution {
+        pub(crate) group: GroupId,
+        pub(crate) actor: UserId,
+    }
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ macro_rules! writes {
 
         pub(super) async fn create_user(
             conn: &mut $conn,
-            (name, password_hash, now_ms): &args::NewUser,
+            args::NewUser { name, password_hash, now_ms }: &args::NewUser,
         ) -> Result<UserRecord> {
             let inserted = sqlx::query(
                 "INSERT INTO users (name, name_key, name_skeleton, password_hash, created_at_ms) \
@@ -91,7 +91,7 @@ macro_rules! writes {
 
         pub(super) async fn add_friend_request(
             conn: &mut $conn,
-            (from, to, message, now_ms): &args::FriendRequest,
+            args::FriendRequest { from, to, message, now_ms }: &args::FriendRequest,
         ) -> Result<FriendAddResult> {
             if from == to {
                 return Err(StoreError::Conflict("cannot befriend oneself"));
@@ -239,7 +239,7 @@ macro_rules! writes {
 
         pub(super) async fn respond_friend_request(
             conn: &mut $conn,
-            (from, to, accept, now_ms): &args::FriendResponse,
+            args::FriendResponse { from, to, accept, now_ms }: &args::FriendResponse,
         ) -> Result<Option<ConversationId>> {
             lock_pair(conn, *from, *to).await?;
             let deleted = sqlx::query("DELETE FROM friend_requests WHERE from_id = ? AND to_id = ?")
@@ -260,7 +260,7 @@ macro_rules! writes {
 
         pub(super) async fn remove_friend(
             conn: &mut $conn,
-            (user, friend): &args::UserPair,
+            args::FriendPair { user, friend }: &args::FriendPair,
         ) -> Result<()> {
             lock_pair(conn, *user, *friend).await?;
             // The conversation and its members stay: both keep their history and
@@ -283,7 +283,7 @@ macro_rules! writes {
 
         pub(super) async fn create_group(
             conn: &mut $conn,
-            (owner, name, description, now_ms): &args::NewGroup,
+            args::NewGroup { owner, name, description, now_ms }: &args::NewGroup,
         ) -> Result<GroupRecord> {
             let inserted = sqlx::query(
                 "INSERT INTO conversations (kind, last_seq, last_activity_ms) VALUES ('group', 0, ?)",
@@ -348,7 +348,7 @@ macro_rules! writes {
 
         pub(super) async fn add_member(
             conn: &mut $conn,
-            (group, user, role, now_ms): &args::NewMember,
+            args::NewMember { group, user, role, now_ms }: &args::NewMember,
         ) -> Result<()> {
             let (conversation, _owner) = group_for_change(conn, *group).await?;
             if *role == Role::Owner {
@@ -395,7 +395,7 @@ macro_rules! writes {
 
         pub(super) async fn create_token(
             conn: &mut $conn,
-            (token_hash, user, expires_at_ms): &args::NewToken,
+            args::NewToken { token_hash, user, expires_at_ms }: &args::NewToken,
         ) -> Result<()> {
             sqlx::query("INSERT INTO tokens (token_hash, user_id, expires_at_ms) VALUES (?, ?, ?)")
                 .bind(token_hash)
@@ -409,7 +409,7 @@ macro_rules! writes {
 
         pub(super) async fn revoke_token(
             conn: &mut $conn,
-            (token_hash, now_ms): &args::RevokeToken,
+            args::RevokeToken { token_hash, now_ms }: &args::RevokeToken,
         ) -> Result<()> {
             sqlx::query("DELETE FROM tokens WHERE token_hash = ? OR expires_at_ms <= ?")
                 .bind(token_hash)
@@ -421,7 +421,7 @@ macro_rules! writes {
 
         pub(super) async fn update_friend(
             conn: &mut $conn,
-            (user, friend, remark, category): &args::FriendUpdate,
+            args::FriendUpdate { user, friend, remark, category }: &args::FriendUpdate,
         ) -> Result<FriendRecord> {
             // NULL leaves the column as it is; '' clears it to NULL. A stored value
             // is never '', so NULLIF only ever clears a new empty value. (MySQL
@@ -453,7 +453,7 @@ macro_rules! writes {
 
         pub(super) async fn remove_member(
             conn: &mut $conn,
-            (group, user): &args::GroupUser,
+            args::GroupUser { group, user }: &args::GroupUser,
         ) -> Result<()> {
             let (conversation, owner) = group_for_change(conn, *group).await?;
             if owner == to_db(user.0) {
@@ -480,7 +480,7 @@ macro_rules! writes {
 
         pub(super) async fn set_role(
             conn: &mut $conn,
-            (group, user, role): &args::NewRole,
+            args::NewRole { group, user, role }: &args::NewRole,
         ) -> Result<()> {
             let (_conversation, owner) = group_for_change(conn, *group).await?;
             let current: Option<DbText> =
