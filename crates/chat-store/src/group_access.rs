@@ -189,15 +189,21 @@ macro_rules! queries {
             role.map(|role| role_from_db(&role.0)).transpose()
         }
 
-        /// Refuses unless `actor` is the owner or an admin.
-        async fn require_manager(
+        /// Locks the group's row, then refuses with `refusal` unless
+        /// `actor` is the owner or, when `least` is `Admin`, an admin. A
+        /// non-member asking for an owner's change is told they are not a
+        /// member.
+        async fn lock_as(
             conn: &mut $connection,
             group: GroupId,
             actor: UserId,
+            least: Role,
             refusal: &'static str,
         ) -> Result<()> {
-            match role_of(conn, group, actor).await? {
-                Some(Role::Owner | Role::Admin) => Ok(()),
+            lock_group(conn, group).await?;
+            match (role_of(conn, group, actor).await?, least) {
+                (Some(Role::Owner), _) | (Some(Role::Admin), Role::Admin) => Ok(()),
+                (None, Role::Owner) => Err(StoreError::Forbidden("not a member of this group")),
                 _ => Err(StoreError::Forbidden(refusal)),
             }
         }
@@ -239,7 +245,12 @@ macro_rules! queries {
         /// Makes `user` a plain member, forgetting their invitation and
         /// request: an accepted request, or a join an open group or an
         /// invitation allows.
-        async fn join(conn: &mut $connection, group: GroupId, user: UserId, now_ms: i64) -> Result<()> {
+        async fn join(
+            conn: &mut $connection,
+            group: GroupId,
+            user: UserId,
+            now_ms: i64,
+        ) -> Result<()> {
             forget_pending(conn, group, user).await?;
             let member = args::NewMember {
                 group,
@@ -268,14 +279,8 @@ macro_rules! queries {
             conn: &mut $connection,
             args::JoinPolicyChange { group, actor, policy }: &args::JoinPolicyChange,
         ) -> Result<()> {
-            lock_group(conn, *group).await?;
-            require_manager(
-                conn,
-                *group,
-                *actor,
-                "only the owner or an admin can change who may join",
-            )
-            .await?;
+            let refusal = "only the owner or an admin can change who may join";
+            lock_as(conn, *group, *actor, Role::Admin, refusal).await?;
             sqlx::query("UPDATE chat_groups SET join_policy = ? WHERE id = ?")
                 .bind(policy.as_str())
                 .bind(to_db(group.0))
@@ -328,14 +333,8 @@ macro_rules! queries {
             conn: &mut $connection,
             args::JoinResponse { group, actor, user, accept, now_ms }: &args::JoinResponse,
         ) -> Result<()> {
-            lock_group(conn, *group).await?;
-            require_manager(
-                conn,
-                *group,
-                *actor,
-                "only the owner or an admin can answer requests to join",
-            )
-            .await?;
+            let refusal = "only the owner or an admin can answer requests to join";
+            lock_as(conn, *group, *actor, Role::Admin, refusal).await?;
             let answered = sqlx::query(
                 "DELETE FROM group_join_requests WHERE group_id = ? AND user_id = ?",
             )
@@ -436,8 +435,8 @@ macro_rules! queries {
             conn: &mut $connection,
             args::Unban { group, actor, target }: &args::Unban,
         ) -> Result<()> {
-            lock_group(conn, *group).await?;
-            require_manager(conn, *group, *actor, "only the owner or an admin can unban").await?;
+            let refusal = "only the owner or an admin can unban";
+            lock_as(conn, *group, *actor, Role::Admin, refusal).await?;
             let lifted = sqlx::query("DELETE FROM group_bans WHERE group_id = ? AND user_id = ?")
                 .bind(to_db(group.0))
                 .bind(to_db(target.0))
@@ -454,12 +453,8 @@ macro_rules! queries {
             conn: &mut $connection,
             args::RoleChange { group, actor, target, role }: &args::RoleChange,
         ) -> Result<()> {
-            lock_group(conn, *group).await?;
-            match role_of(conn, *group, *actor).await? {
-                Some(Role::Owner) => {}
-                Some(_) => return Err(StoreError::Forbidden("only the owner can change roles")),
-                None => return Err(StoreError::Forbidden("not a member of this group")),
-            }
+            let refusal = "only the owner can change roles";
+            lock_as(conn, *group, *actor, Role::Owner, refusal).await?;
             writes::set_role(
                 conn,
                 &args::NewRole {
@@ -475,16 +470,8 @@ macro_rules! queries {
             conn: &mut $connection,
             args::Dissolution { group, actor }: &args::Dissolution,
         ) -> Result<Vec<UserId>> {
-            lock_group(conn, *group).await?;
-            match role_of(conn, *group, *actor).await? {
-                Some(Role::Owner) => {}
-                Some(_) => {
-                    return Err(StoreError::Forbidden(
-                        "only the owner can dissolve the group",
-                    ))
-                }
-                None => return Err(StoreError::Forbidden("not a member of this group")),
-            }
+            let refusal = "only the owner can dissolve the group";
+            lock_as(conn, *group, *actor, Role::Owner, refusal).await?;
             writes::dissolve_group(conn, group).await
         }
 
