@@ -536,157 +536,66 @@ pub(crate) fn limit_to_db(limit: u32) -> i64 {
 pub(crate) mod args {
     use chat_proto::{ConversationId, GroupId, JoinPolicy, Role, Seq, UserId};
 
-    /// `create_user`.
-    pub(crate) struct NewUser {
-        pub(crate) name: String,
-        pub(crate) password_hash: String,
-        pub(crate) now_ms: i64,
+    /// Declares each arguments struct, every field `pub(crate)`.
+    macro_rules! arguments {
+        ($($(#[$doc:meta])* $name:ident { $($field:ident: $type:ty),* $(,)? })*) => {
+            $(
+                $(#[$doc])*
+                pub(crate) struct $name {
+                    $(pub(crate) $field: $type,)*
+                }
+            )*
+        };
     }
 
-    /// `create_token`.
-    pub(crate) struct NewToken {
-        pub(crate) token_hash: String,
-        pub(crate) user: UserId,
-        pub(crate) expires_at_ms: i64,
-    }
-
-    /// `revoke_token`.
-    pub(crate) struct RevokeToken {
-        pub(crate) token_hash: String,
-        pub(crate) now_ms: i64,
-    }
-
-    /// `add_friend_request`: `from` asks `to`, with an optional greeting.
-    pub(crate) struct FriendRequest {
-        pub(crate) from: UserId,
-        pub(crate) to: UserId,
-        pub(crate) message: Option<String>,
-        pub(crate) now_ms: i64,
-    }
-
-    /// `respond_friend_request`: `to` answers `from`'s request.
-    pub(crate) struct FriendResponse {
-        pub(crate) from: UserId,
-        pub(crate) to: UserId,
-        pub(crate) accept: bool,
-        pub(crate) now_ms: i64,
-    }
-
-    /// `remove_friend`.
-    pub(crate) struct FriendPair {
-        pub(crate) user: UserId,
-        pub(crate) friend: UserId,
-    }
-
-    /// `update_friend`: `user`'s remark and category for `friend`.
-    pub(crate) struct FriendUpdate {
-        pub(crate) user: UserId,
-        pub(crate) friend: UserId,
-        pub(crate) remark: Option<String>,
-        pub(crate) category: Option<String>,
-    }
-
-    /// `create_group`.
-    pub(crate) struct NewGroup {
-        pub(crate) owner: UserId,
-        pub(crate) name: String,
-        pub(crate) description: String,
-        pub(crate) now_ms: i64,
-    }
-
-    /// `add_member`.
-    pub(crate) struct NewMember {
-        pub(crate) group: GroupId,
-        pub(crate) user: UserId,
-        pub(crate) role: Role,
-        pub(crate) now_ms: i64,
-    }
-
-    /// `remove_member`.
-    pub(crate) struct GroupUser {
-        pub(crate) group: GroupId,
-        pub(crate) user: UserId,
-    }
-
-    /// `set_role`.
-    pub(crate) struct NewRole {
-        pub(crate) group: GroupId,
-        pub(crate) user: UserId,
-        pub(crate) role: Role,
-    }
-
-    /// `mark_read`.
-    pub(crate) struct Read {
-        pub(crate) user: UserId,
-        pub(crate) conversation: ConversationId,
-        pub(crate) seq: Seq,
-    }
-
-    /// `create_group_with_policy`.
-    pub(crate) struct NewGroupWithPolicy {
-        pub(crate) group: NewGroup,
-        pub(crate) policy: JoinPolicy,
-    }
-
-    /// `set_join_policy`.
-    pub(crate) struct JoinPolicyChange {
-        pub(crate) group: GroupId,
-        pub(crate) actor: UserId,
-        pub(crate) policy: JoinPolicy,
-    }
-
-    /// `request_join`.
-    pub(crate) struct JoinRequest {
-        pub(crate) group: GroupId,
-        pub(crate) user: UserId,
-        pub(crate) now_ms: i64,
-    }
-
-    /// `respond_join`: `actor` answers `user`'s request.
-    pub(crate) struct JoinResponse {
-        pub(crate) group: GroupId,
-        pub(crate) actor: UserId,
-        pub(crate) user: UserId,
-        pub(crate) accept: bool,
-        pub(crate) now_ms: i64,
-    }
-
-    /// `invite`: `actor` invites `user`.
-    pub(crate) struct Invitation {
-        pub(crate) group: GroupId,
-        pub(crate) actor: UserId,
-        pub(crate) user: UserId,
-        pub(crate) now_ms: i64,
-    }
-
-    /// `kick`: `actor` removes `target`, banning them with `ban`.
-    pub(crate) struct Kick {
-        pub(crate) group: GroupId,
-        pub(crate) actor: UserId,
-        pub(crate) target: UserId,
-        pub(crate) ban: bool,
-        pub(crate) now_ms: i64,
-    }
-
-    /// `unban`: `actor` lifts `target`'s ban.
-    pub(crate) struct Unban {
-        pub(crate) group: GroupId,
-        pub(crate) actor: UserId,
-        pub(crate) target: UserId,
-    }
-
-    /// `set_role_as`: `actor` sets `target`'s role.
-    pub(crate) struct RoleChange {
-        pub(crate) group: GroupId,
-        pub(crate) actor: UserId,
-        pub(crate) target: UserId,
-        pub(crate) role: Role,
-    }
-
-    /// `dissolve_as`.
-    pub(crate) struct Dissolution {
-        pub(crate) group: GroupId,
-        pub(crate) actor: UserId,
+    arguments! {
+        /// `create_user`.
+        NewUser { name: String, password_hash: String, now_ms: i64 }
+        /// `create_token`.
+        NewToken { token_hash: String, user: UserId, expires_at_ms: i64 }
+        /// `revoke_token`.
+        RevokeToken { token_hash: String, now_ms: i64 }
+        /// `add_friend_request`: `from` asks `to`, with an optional greeting.
+        FriendRequest { from: UserId, to: UserId, message: Option<String>, now_ms: i64 }
+        /// `respond_friend_request`: `to` answers `from`'s request.
+        FriendResponse { from: UserId, to: UserId, accept: bool, now_ms: i64 }
+        /// `remove_friend`.
+        FriendPair { user: UserId, friend: UserId }
+        /// `update_friend`: `user`'s remark and category for `friend`.
+        FriendUpdate {
+            user: UserId,
+            friend: UserId,
+            remark: Option<String>,
+            category: Option<String>,
+        }
+        /// `create_group`.
+        NewGroup { owner: UserId, name: String, description: String, now_ms: i64 }
+        /// `add_member`.
+        NewMember { group: GroupId, user: UserId, role: Role, now_ms: i64 }
+        /// `remove_member`.
+        GroupUser { group: GroupId, user: UserId }
+        /// `set_role`.
+        NewRole { group: GroupId, user: UserId, role: Role }
+        /// `mark_read`.
+        Read { user: UserId, conversation: ConversationId, seq: Seq }
+        /// `create_group_with_policy`.
+        NewGroupWithPolicy { group: NewGroup, policy: JoinPolicy }
+        /// `set_join_policy`.
+        JoinPolicyChange { group: GroupId, actor: UserId, policy: JoinPolicy }
+        /// `request_join`.
+        JoinRequest { group: GroupId, user: UserId, now_ms: i64 }
+        /// `respond_join`: `actor` answers `user`'s request.
+        JoinResponse { group: GroupId, actor: UserId, user: UserId, accept: bool, now_ms: i64 }
+        /// `invite`: `actor` invites `user`.
+        Invitation { group: GroupId, actor: UserId, user: UserId, now_ms: i64 }
+        /// `kick`: `actor` removes `target`, banning them with `ban`.
+        Kick { group: GroupId, actor: UserId, target: UserId, ban: bool, now_ms: i64 }
+        /// `unban`: `actor` lifts `target`'s ban.
+        Unban { group: GroupId, actor: UserId, target: UserId }
+        /// `set_role_as`: `actor` sets `target`'s role.
+        RoleChange { group: GroupId, actor: UserId, target: UserId, role: Role }
+        /// `dissolve_as`.
+        Dissolution { group: GroupId, actor: UserId }
     }
 }
 
