@@ -15,7 +15,11 @@ macro_rules! writes {
         /// it); see [`crate::ConversationStore::mark_read`].
         pub(super) async fn mark_read(
             conn: &mut $conn,
-            (user, conversation, seq): &crate::rows::args::Read,
+            crate::rows::args::Read {
+                user,
+                conversation,
+                seq,
+            }: &crate::rows::args::Read,
         ) -> crate::error::Result<crate::repo::ReadMark> {
             use crate::rows::{from_db, to_db};
             let (conversation, user) = (to_db(conversation.0), to_db(user.0));

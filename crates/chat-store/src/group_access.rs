@@ -154,7 +154,7 @@ macro_rules! queries {
         use $crate::error::{Result, StoreError};
         use $crate::group_access::{JoinOutcome, Standing};
         use $crate::repo::GroupRecord;
-        use $crate::rows::{from_db, insert_error, role_from_db, to_db, DbText};
+        use $crate::rows::{args, from_db, insert_error, role_from_db, to_db, DbText};
 
         use super::writes;
 
@@ -189,15 +189,21 @@ macro_rules! queries {
             role.map(|role| role_from_db(&role.0)).transpose()
         }
 
-        /// Refuses unless `actor` is the owner or an admin.
-        async fn require_manager(
+        /// Locks the group's row, then refuses with `refusal` unless
+        /// `actor` is the owner or, when `least` is `Admin`, an admin. A
+        /// non-member asking for an owner's change is told they are not a
+        /// member.
+        async fn lock_as(
             conn: &mut $connection,
             group: GroupId,
             actor: UserId,
+            least: Role,
             refusal: &'static str,
         ) -> Result<()> {
-            match role_of(conn, group, actor).await? {
-                Some(Role::Owner | Role::Admin) => Ok(()),
+            lock_group(conn, group).await?;
+            match (role_of(conn, group, actor).await?, least) {
+                (Some(Role::Owner), _) | (Some(Role::Admin), Role::Admin) => Ok(()),
+                (None, Role::Owner) => Err(StoreError::Forbidden("not a member of this group")),
                 _ => Err(StoreError::Forbidden(refusal)),
             }
         }
@@ -236,34 +242,45 @@ macro_rules! queries {
             Ok(())
         }
 
+        /// Makes `user` a plain member, forgetting their invitation and
+        /// request: an accepted request, or a join an open group or an
+        /// invitation allows.
+        async fn join(
+            conn: &mut $connection,
+            group: GroupId,
+            user: UserId,
+            now_ms: i64,
+        ) -> Result<()> {
+            forget_pending(conn, group, user).await?;
+            let member = args::NewMember {
+                group,
+                user,
+                role: Role::Member,
+                now_ms,
+            };
+            writes::add_member(conn, &member).await
+        }
+
         pub(crate) async fn create_group_with_policy(
             conn: &mut $connection,
-            (owner, name, description, policy, now_ms): &(UserId, String, String, JoinPolicy, i64),
+            args::NewGroupWithPolicy { group, policy }: &args::NewGroupWithPolicy,
         ) -> Result<GroupRecord> {
-            let mut group =
-                writes::create_group(conn, &(*owner, name.clone(), description.clone(), *now_ms))
-                    .await?;
+            let mut record = writes::create_group(conn, group).await?;
             sqlx::query("UPDATE chat_groups SET join_policy = ? WHERE id = ?")
                 .bind(policy.as_str())
-                .bind(to_db(group.id.0))
+                .bind(to_db(record.id.0))
                 .execute(&mut *conn)
                 .await?;
-            group.join_policy = *policy;
-            Ok(group)
+            record.join_policy = *policy;
+            Ok(record)
         }
 
         pub(crate) async fn set_join_policy(
             conn: &mut $connection,
-            (group, actor, policy): &(GroupId, UserId, JoinPolicy),
+            args::JoinPolicyChange { group, actor, policy }: &args::JoinPolicyChange,
         ) -> Result<()> {
-            lock_group(conn, *group).await?;
-            require_manager(
-                conn,
-                *group,
-                *actor,
-                "only the owner or an admin can change who may join",
-            )
-            .await?;
+            let refusal = "only the owner or an admin can change who may join";
+            lock_as(conn, *group, *actor, Role::Admin, refusal).await?;
             sqlx::query("UPDATE chat_groups SET join_policy = ? WHERE id = ?")
                 .bind(policy.as_str())
                 .bind(to_db(group.0))
@@ -274,7 +291,7 @@ macro_rules! queries {
 
         pub(crate) async fn request_join(
             conn: &mut $connection,
-            (group, user, now_ms): &(GroupId, UserId, i64),
+            args::JoinRequest { group, user, now_ms }: &args::JoinRequest,
         ) -> Result<JoinOutcome> {
             let policy = lock_group(conn, *group).await?;
             if is_banned(conn, *group, *user).await? {
@@ -292,8 +309,7 @@ macro_rules! queries {
             .await?;
             match (invited, policy) {
                 (true, _) | (false, JoinPolicy::Open) => {
-                    forget_pending(conn, *group, *user).await?;
-                    writes::add_member(conn, &(*group, *user, Role::Member, *now_ms)).await?;
+                    join(conn, *group, *user, *now_ms).await?;
                     Ok(JoinOutcome::Joined)
                 }
                 (false, JoinPolicy::Approval) => {
@@ -315,16 +331,10 @@ macro_rules! queries {
 
         pub(crate) async fn respond_join(
             conn: &mut $connection,
-            (group, actor, user, accept, now_ms): &(GroupId, UserId, UserId, bool, i64),
+            args::JoinResponse { group, actor, user, accept, now_ms }: &args::JoinResponse,
         ) -> Result<()> {
-            lock_group(conn, *group).await?;
-            require_manager(
-                conn,
-                *group,
-                *actor,
-                "only the owner or an admin can answer requests to join",
-            )
-            .await?;
+            let refusal = "only the owner or an admin can answer requests to join";
+            lock_as(conn, *group, *actor, Role::Admin, refusal).await?;
             let answered = sqlx::query(
                 "DELETE FROM group_join_requests WHERE group_id = ? AND user_id = ?",
             )
@@ -337,15 +347,14 @@ macro_rules! queries {
                 return Err(StoreError::NotFound("join request"));
             }
             if *accept {
-                forget_pending(conn, *group, *user).await?;
-                writes::add_member(conn, &(*group, *user, Role::Member, *now_ms)).await?;
+                join(conn, *group, *user, *now_ms).await?;
             }
             Ok(())
         }
 
         pub(crate) async fn invite(
             conn: &mut $connection,
-            (group, actor, user, now_ms): &(GroupId, UserId, UserId, i64),
+            args::Invitation { group, actor, user, now_ms }: &args::Invitation,
         ) -> Result<()> {
             let policy = lock_group(conn, *group).await?;
             if role_of(conn, *group, *actor).await?.is_none() {
@@ -378,7 +387,7 @@ macro_rules! queries {
 
         pub(crate) async fn kick(
             conn: &mut $connection,
-            (group, actor, target, ban, now_ms): &(GroupId, UserId, UserId, bool, i64),
+            args::Kick { group, actor, target, ban, now_ms }: &args::Kick,
         ) -> Result<()> {
             lock_group(conn, *group).await?;
             let Some(mine) = role_of(conn, *group, *actor).await? else {
@@ -397,7 +406,14 @@ macro_rules! queries {
                     "only the owner, or an admin removing a plain member, can kick",
                 ));
             }
-            writes::remove_member(conn, &(*group, *target)).await?;
+            writes::remove_member(
+                conn,
+                &args::GroupUser {
+                    group: *group,
+                    user: *target,
+                },
+            )
+            .await?;
             forget_pending(conn, *group, *target).await?;
             if *ban {
                 sqlx::query(concat!(
@@ -417,10 +433,10 @@ macro_rules! queries {
 
         pub(crate) async fn unban(
             conn: &mut $connection,
-            (group, actor, target): &(GroupId, UserId, UserId),
+            args::Unban { group, actor, target }: &args::Unban,
         ) -> Result<()> {
-            lock_group(conn, *group).await?;
-            require_manager(conn, *group, *actor, "only the owner or an admin can unban").await?;
+            let refusal = "only the owner or an admin can unban";
+            lock_as(conn, *group, *actor, Role::Admin, refusal).await?;
             let lifted = sqlx::query("DELETE FROM group_bans WHERE group_id = ? AND user_id = ?")
                 .bind(to_db(group.0))
                 .bind(to_db(target.0))
@@ -435,31 +451,27 @@ macro_rules! queries {
 
         pub(crate) async fn set_role_as(
             conn: &mut $connection,
-            (group, actor, target, role): &(GroupId, UserId, UserId, Role),
+            args::RoleChange { group, actor, target, role }: &args::RoleChange,
         ) -> Result<()> {
-            lock_group(conn, *group).await?;
-            match role_of(conn, *group, *actor).await? {
-                Some(Role::Owner) => {}
-                Some(_) => return Err(StoreError::Forbidden("only the owner can change roles")),
-                None => return Err(StoreError::Forbidden("not a member of this group")),
-            }
-            writes::set_role(conn, &(*group, *target, *role)).await
+            let refusal = "only the owner can change roles";
+            lock_as(conn, *group, *actor, Role::Owner, refusal).await?;
+            writes::set_role(
+                conn,
+                &args::NewRole {
+                    group: *group,
+                    user: *target,
+                    role: *role,
+                },
+            )
+            .await
         }
 
         pub(crate) async fn dissolve_as(
             conn: &mut $connection,
-            (group, actor): &(GroupId, UserId),
+            args::Dissolution { group, actor }: &args::Dissolution,
         ) -> Result<Vec<UserId>> {
-            lock_group(conn, *group).await?;
-            match role_of(conn, *group, *actor).await? {
-                Some(Role::Owner) => {}
-                Some(_) => {
-                    return Err(StoreError::Forbidden(
-                        "only the owner can dissolve the group",
-                    ))
-                }
-                None => return Err(StoreError::Forbidden("not a member of this group")),
-            }
+            let refusal = "only the owner can dissolve the group";
+            lock_as(conn, *group, *actor, Role::Owner, refusal).await?;
             writes::dissolve_group(conn, group).await
         }
 
@@ -541,145 +553,78 @@ pub(crate) use queries;
 
 /// Implements [`GroupAccessStore`] for `$store`, which must have a `reads:
 /// Reads` field with a `pool()`, a `write(args, body)` method, and a
-/// `group_access` module in scope (an expansion of [`queries!`]).
+/// `group_access` module in scope (an expansion of [`queries!`]). Each
+/// change is one transaction: the body of the same name in `group_access`.
 macro_rules! impl_group_access {
     ($store:ty) => {
         const _: () = {
-            use async_trait::async_trait;
             use chat_proto::{GroupId, JoinPolicy, Role, UserId, UserSummary};
 
             use $crate::error::Result;
             use $crate::group_access::{GroupAccessStore, JoinOutcome, Standing};
             use $crate::repo::GroupRecord;
+            use $crate::rows::args;
 
-            #[async_trait]
-            impl GroupAccessStore for $store {
-                async fn create_group_with_policy(
-                    &self,
-                    owner: UserId,
-                    name: &str,
-                    description: &str,
-                    policy: JoinPolicy,
-                    now_ms: i64,
-                ) -> Result<GroupRecord> {
-                    let args = (
-                        owner,
-                        name.to_owned(),
-                        description.to_owned(),
-                        policy,
-                        now_ms,
-                    );
-                    self.write(args, |conn, args| {
-                        Box::pin(group_access::create_group_with_policy(conn, args))
-                    })
-                    .await
-                }
+            $crate::dispatch::delegate! {
+                impl GroupAccessStore for $store, bodies in group_access {
+                    writes {
+                        fn create_group_with_policy(
+                            owner: UserId,
+                            name: &str,
+                            description: &str,
+                            policy: JoinPolicy,
+                            now_ms: i64,
+                        ) -> GroupRecord = args::NewGroupWithPolicy {
+                            group: args::NewGroup {
+                                owner,
+                                name: name.to_owned(),
+                                description: description.to_owned(),
+                                now_ms,
+                            },
+                            policy,
+                        };
+                        fn set_join_policy(group: GroupId, actor: UserId, policy: JoinPolicy) -> ()
+                            = args::JoinPolicyChange { group, actor, policy };
+                        fn request_join(group: GroupId, user: UserId, now_ms: i64) -> JoinOutcome
+                            = args::JoinRequest { group, user, now_ms };
+                        fn respond_join(
+                            group: GroupId,
+                            actor: UserId,
+                            user: UserId,
+                            accept: bool,
+                            now_ms: i64,
+                        ) -> () = args::JoinResponse { group, actor, user, accept, now_ms };
+                        fn invite(group: GroupId, actor: UserId, user: UserId, now_ms: i64) -> ()
+                            = args::Invitation { group, actor, user, now_ms };
+                        fn kick(
+                            group: GroupId,
+                            actor: UserId,
+                            target: UserId,
+                            ban: bool,
+                            now_ms: i64,
+                        ) -> () = args::Kick { group, actor, target, ban, now_ms };
+                        fn unban(group: GroupId, actor: UserId, target: UserId) -> ()
+                            = args::Unban { group, actor, target };
+                        fn set_role_as(group: GroupId, actor: UserId, target: UserId, role: Role)
+                            -> () = args::RoleChange { group, actor, target, role };
+                        fn dissolve_as(group: GroupId, actor: UserId) -> Vec<UserId>
+                            = args::Dissolution { group, actor };
+                    }
 
-                async fn set_join_policy(
-                    &self,
-                    group: GroupId,
-                    actor: UserId,
-                    policy: JoinPolicy,
-                ) -> Result<()> {
-                    self.write((group, actor, policy), |conn, args| {
-                        Box::pin(group_access::set_join_policy(conn, args))
-                    })
-                    .await
-                }
+                    async fn join_requests(&self, group: GroupId) -> Result<Vec<UserSummary>> {
+                        group_access::join_requests(self.reads.pool(), group).await
+                    }
 
-                async fn request_join(
-                    &self,
-                    group: GroupId,
-                    user: UserId,
-                    now_ms: i64,
-                ) -> Result<JoinOutcome> {
-                    self.write((group, user, now_ms), |conn, args| {
-                        Box::pin(group_access::request_join(conn, args))
-                    })
-                    .await
-                }
+                    async fn invitations_of(
+                        &self,
+                        user: UserId,
+                    ) -> Result<Vec<(GroupId, UserSummary)>> {
+                        group_access::invitations_of(self.reads.pool(), user).await
+                    }
 
-                async fn respond_join(
-                    &self,
-                    group: GroupId,
-                    actor: UserId,
-                    user: UserId,
-                    accept: bool,
-                    now_ms: i64,
-                ) -> Result<()> {
-                    self.write((group, actor, user, accept, now_ms), |conn, args| {
-                        Box::pin(group_access::respond_join(conn, args))
-                    })
-                    .await
-                }
-
-                async fn invite(
-                    &self,
-                    group: GroupId,
-                    actor: UserId,
-                    user: UserId,
-                    now_ms: i64,
-                ) -> Result<()> {
-                    self.write((group, actor, user, now_ms), |conn, args| {
-                        Box::pin(group_access::invite(conn, args))
-                    })
-                    .await
-                }
-
-                async fn kick(
-                    &self,
-                    group: GroupId,
-                    actor: UserId,
-                    target: UserId,
-                    ban: bool,
-                    now_ms: i64,
-                ) -> Result<()> {
-                    self.write((group, actor, target, ban, now_ms), |conn, args| {
-                        Box::pin(group_access::kick(conn, args))
-                    })
-                    .await
-                }
-
-                async fn unban(&self, group: GroupId, actor: UserId, target: UserId) -> Result<()> {
-                    self.write((group, actor, target), |conn, args| {
-                        Box::pin(group_access::unban(conn, args))
-                    })
-                    .await
-                }
-
-                async fn set_role_as(
-                    &self,
-                    group: GroupId,
-                    actor: UserId,
-                    target: UserId,
-                    role: Role,
-                ) -> Result<()> {
-                    self.write((group, actor, target, role), |conn, args| {
-                        Box::pin(group_access::set_role_as(conn, args))
-                    })
-                    .await
-                }
-
-                async fn dissolve_as(&self, group: GroupId, actor: UserId) -> Result<Vec<UserId>> {
-                    self.write((group, actor), |conn, args| {
-                        Box::pin(group_access::dissolve_as(conn, args))
-                    })
-                    .await
-                }
-
-                async fn join_requests(&self, group: GroupId) -> Result<Vec<UserSummary>> {
-                    group_access::join_requests(self.reads.pool(), group).await
-                }
-
-                async fn invitations_of(
-                    &self,
-                    user: UserId,
-                ) -> Result<Vec<(GroupId, UserSummary)>> {
-                    group_access::invitations_of(self.reads.pool(), user).await
-                }
-
-                async fn standing(&self, group: GroupId, user: UserId) -> Result<Standing> {
-                    group_access::standing(self.reads.pool(), group, user).await
+                    async fn standing(&self, group: GroupId, user: UserId) -> Result<Standing> {
+                        group_access::standing(self.reads.pool(), group, user).await
+                    }
                 }
             }
         };

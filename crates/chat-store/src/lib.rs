@@ -30,6 +30,7 @@ pub mod repo;
 mod rows;
 mod shared_writes;
 pub mod sqlite;
+mod url_params;
 
 use std::sync::Arc;
 

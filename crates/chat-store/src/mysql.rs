@@ -49,15 +49,12 @@ mod group_access {
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPoolOptions};
 use sqlx::{Executor as _, MySqlPool};
 
 use crate::error::{within, Result, StoreError};
-use chat_proto::{ConversationId, Seq, UserId};
-
-use crate::repo::{Appended, NewMessage, OnCommit, PendingAppend, Store};
 use crate::rows::BoxFuture;
+use crate::url_params::take_params;
 use hot::HotWriter;
 use reads::Reads;
 
@@ -141,21 +138,13 @@ impl MysqlStore {
         })
     }
 
-    /// Appends a message on the hot path, then runs `on_commit` with the
-    /// result there, in commit order.
-    async fn append(&self, message: NewMessage, on_commit: Option<OnCommit>) -> Result<Appended> {
-        self.hot.append(message, on_commit).await
-    }
-
-    /// Queues an append on the hot path and returns its pending result.
-    async fn queue(&self, message: NewMessage, on_commit: OnCommit) -> Result<PendingAppend> {
-        self.hot.queue(message, on_commit).await
-    }
-
-    /// Moves `user`'s acknowledged position in `conversation`, on the hot
-    /// path.
-    async fn ack_write(&self, user: UserId, conversation: ConversationId, seq: Seq) -> Result<Seq> {
-        self.hot.ack(user, conversation, seq).await
+    /// Closes the store: the hot path first, so what is queued commits;
+    /// every other write returns only after its commit, so once callers
+    /// have stopped there is nothing else in flight. The reads share the
+    /// pool: closing them closes it.
+    async fn shut_down(&self) {
+        self.hot.close().await;
+        self.reads.close().await;
     }
 
     /// Runs `body` in a transaction: commits if it returns `Ok`, rolls back
@@ -263,58 +252,27 @@ pub(crate) fn connect_options(url: &str) -> Result<(MySqlConnectOptions, Duratio
 /// Takes this crate's own `timeout` parameter out of a MySQL URL and returns
 /// the rest with the duration it names (or the default).
 fn split_timeout(url: &str) -> Result<(String, Duration)> {
-    let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_owned(), DEFAULT_TIMEOUT));
-    };
     let mut timeout = DEFAULT_TIMEOUT;
-    let mut rest = Vec::new();
-    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-        match pair.split_once('=') {
-            Some(("timeout", value)) => {
-                timeout = value
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|secs| *secs > 0.0)
-                    .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-                    .ok_or_else(|| {
-                        StoreError::Config(format!(
-                            "timeout={value:?} in the MySQL URL: expected a positive number of seconds"
-                        ))
-                    })?;
-            }
-            _ => rest.push(pair),
+    let url = take_params(url, |name, value| {
+        if name != "timeout" {
+            return Ok(false);
         }
-    }
-    let url = if rest.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", rest.join("&"))
-    };
+        timeout = value
+            .parse::<f64>()
+            .ok()
+            .filter(|secs| *secs > 0.0)
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .ok_or_else(|| {
+                StoreError::Config(format!(
+                    "timeout={value:?} in the MySQL URL: expected a positive number of seconds"
+                ))
+            })?;
+        Ok(true)
+    })?;
     Ok((url, timeout))
 }
 
-crate::dispatch::impl_repositories!(MysqlStore);
-crate::admin::impl_admin!(MysqlStore);
-crate::group_access::impl_group_access!(MysqlStore);
-
-#[async_trait]
-impl Store for MysqlStore {
-    async fn close(&self) {
-        // The hot path first, so what is queued commits; every other write
-        // returns only after its commit, so once callers have stopped there
-        // is nothing else in flight. The reads share the pool: this closes it.
-        self.hot.close().await;
-        self.reads.close().await;
-    }
-
-    fn backend(&self) -> &'static str {
-        "mysql"
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.hot.failure()
-    }
-}
+crate::dispatch::impl_store!(MysqlStore, backend = "mysql");
 
 /// How long a node waits for another node's migrations before giving up.
 const MIGRATION_LOCK_SECS: i64 = 60;

@@ -4,8 +4,8 @@
 //! are written once here as a macro that each backend expands over its own
 //! pool type. (A generic function over `sqlx::Database` would need a long
 //! list of encode and decode bounds repeated at every use; the macro keeps
-//! the queries readable.) Writes differ between the backends (locking,
-//! `RETURNING`, upserts) and live with each backend.
+//! the queries readable.) The writes are written once the same way (see
+//! `shared_writes.rs`), with the few clauses that differ passed in.
 
 /// Expands to a `Reads` struct wrapping a `sqlx::Pool<$database>`, with one
 /// method per read of the repository traits.

@@ -551,34 +551,73 @@ pub(crate) fn limit_to_db(limit: u32) -> i64 {
 }
 
 /// The arguments of each write transaction, as one value a backend can keep
-/// while the write waits and hand to the body again on retry.
+/// while the write waits and hand to the body again on retry. Each is a
+/// struct whose fields are named after the trait method's parameters, so a
+/// body binds `args.user`, never "the second element".
 pub(crate) mod args {
-    use chat_proto::{ConversationId, GroupId, Role, Seq, UserId};
+    use chat_proto::{ConversationId, GroupId, JoinPolicy, Role, Seq, UserId};
 
-    /// `create_user`: name, password hash, time.
-    pub(crate) type NewUser = (String, String, i64);
-    /// `create_token`: hash, user, expiry.
-    pub(crate) type NewToken = (String, UserId, i64);
-    /// `revoke_token`: hash, time.
-    pub(crate) type RevokeToken = (String, i64);
-    /// `add_friend_request`: from, to, greeting, time.
-    pub(crate) type FriendRequest = (UserId, UserId, Option<String>, i64);
-    /// `respond_friend_request`: from, to, accept, time.
-    pub(crate) type FriendResponse = (UserId, UserId, bool, i64);
-    /// `remove_friend`: the user and the friend.
-    pub(crate) type UserPair = (UserId, UserId);
-    /// `update_friend`: user, friend, remark, category.
-    pub(crate) type FriendUpdate = (UserId, UserId, Option<String>, Option<String>);
-    /// `create_group`: owner, name, description, time.
-    pub(crate) type NewGroup = (UserId, String, String, i64);
-    /// `add_member`: group, user, role, time.
-    pub(crate) type NewMember = (GroupId, UserId, Role, i64);
-    /// `remove_member`: group, user.
-    pub(crate) type GroupUser = (GroupId, UserId);
-    /// `set_role`: group, user, role.
-    pub(crate) type NewRole = (GroupId, UserId, Role);
-    /// `mark_read`: user, conversation, seq.
-    pub(crate) type Read = (UserId, ConversationId, Seq);
+    /// Declares each arguments struct, every field `pub(crate)`.
+    macro_rules! arguments {
+        ($($(#[$doc:meta])* $name:ident { $($field:ident: $type:ty),* $(,)? })*) => {
+            $(
+                $(#[$doc])*
+                pub(crate) struct $name {
+                    $(pub(crate) $field: $type,)*
+                }
+            )*
+        };
+    }
+
+    arguments! {
+        /// `create_user`.
+        NewUser { name: String, password_hash: String, now_ms: i64 }
+        /// `create_token`.
+        NewToken { token_hash: String, user: UserId, expires_at_ms: i64 }
+        /// `revoke_token`.
+        RevokeToken { token_hash: String, now_ms: i64 }
+        /// `add_friend_request`: `from` asks `to`, with an optional greeting.
+        FriendRequest { from: UserId, to: UserId, message: Option<String>, now_ms: i64 }
+        /// `respond_friend_request`: `to` answers `from`'s request.
+        FriendResponse { from: UserId, to: UserId, accept: bool, now_ms: i64 }
+        /// `remove_friend`.
+        FriendPair { user: UserId, friend: UserId }
+        /// `update_friend`: `user`'s remark and category for `friend`.
+        FriendUpdate {
+            user: UserId,
+            friend: UserId,
+            remark: Option<String>,
+            category: Option<String>,
+        }
+        /// `create_group`.
+        NewGroup { owner: UserId, name: String, description: String, now_ms: i64 }
+        /// `add_member`.
+        NewMember { group: GroupId, user: UserId, role: Role, now_ms: i64 }
+        /// `remove_member`.
+        GroupUser { group: GroupId, user: UserId }
+        /// `set_role`.
+        NewRole { group: GroupId, user: UserId, role: Role }
+        /// `mark_read`.
+        Read { user: UserId, conversation: ConversationId, seq: Seq }
+        /// `create_group_with_policy`.
+        NewGroupWithPolicy { group: NewGroup, policy: JoinPolicy }
+        /// `set_join_policy`.
+        JoinPolicyChange { group: GroupId, actor: UserId, policy: JoinPolicy }
+        /// `request_join`.
+        JoinRequest { group: GroupId, user: UserId, now_ms: i64 }
+        /// `respond_join`: `actor` answers `user`'s request.
+        JoinResponse { group: GroupId, actor: UserId, user: UserId, accept: bool, now_ms: i64 }
+        /// `invite`: `actor` invites `user`.
+        Invitation { group: GroupId, actor: UserId, user: UserId, now_ms: i64 }
+        /// `kick`: `actor` removes `target`, banning them with `ban`.
+        Kick { group: GroupId, actor: UserId, target: UserId, ban: bool, now_ms: i64 }
+        /// `unban`: `actor` lifts `target`'s ban.
+        Unban { group: GroupId, actor: UserId, target: UserId }
+        /// `set_role_as`: `actor` sets `target`'s role.
+        RoleChange { group: GroupId, actor: UserId, target: UserId, role: Role }
+        /// `dissolve_as`.
+        Dissolution { group: GroupId, actor: UserId }
+    }
 }
 
 #[cfg(test)]

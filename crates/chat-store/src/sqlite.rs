@@ -58,13 +58,10 @@ pub use backup::{backup, BackupReport};
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::error::{Result, StoreError};
-use chat_proto::{ConversationId, Seq, UserId};
-
-use crate::repo::{Appended, NewMessage, OnCommit, PendingAppend, Store};
+use crate::url_params::take_params;
 use hot::HotWriter;
 use reads::Reads;
 use writer::{WriteBody, Writer};
@@ -223,46 +220,18 @@ impl SqliteStore {
         self.writer.write(args, body).await
     }
 
-    /// Appends a message on the hot path, running `on_commit` in commit
-    /// order.
-    async fn append(&self, message: NewMessage, on_commit: Option<OnCommit>) -> Result<Appended> {
-        self.hot.append(message, on_commit).await
-    }
-
-    /// Queues an append on the hot path and returns its pending result.
-    async fn queue(&self, message: NewMessage, on_commit: OnCommit) -> Result<PendingAppend> {
-        self.hot.queue(message, on_commit).await
-    }
-
-    /// Moves `user`'s acknowledged position in `conversation`.
-    async fn ack_write(&self, user: UserId, conversation: ConversationId, seq: Seq) -> Result<Seq> {
-        self.hot.ack(user, conversation, seq).await
-    }
-}
-
-crate::dispatch::impl_repositories!(SqliteStore);
-crate::admin::impl_admin!(SqliteStore);
-crate::group_access::impl_group_access!(SqliteStore);
-
-#[async_trait]
-impl Store for SqliteStore {
-    async fn close(&self) {
-        // The writers first, so every queued write commits before the
-        // connections go; the log last, once nothing else can hold it.
+    /// Closes the store: the writers first, so every queued write commits
+    /// before the connections go; the log last, once nothing else can hold
+    /// it.
+    async fn shut_down(&self) {
         self.hot.close().await;
         self.writer.close().await;
         self.reads.close().await;
         self.hot.close_log().await;
     }
-
-    fn backend(&self) -> &'static str {
-        "sqlite"
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.hot.failure()
-    }
 }
+
+crate::dispatch::impl_store!(SqliteStore, backend = "sqlite");
 
 /// This crate's own parameters of a SQLite URL.
 #[derive(Debug, Clone, Copy)]
@@ -279,13 +248,9 @@ fn split_params(url: &str) -> Result<(String, SqliteParams)> {
         synchronous: SqliteSynchronous::Normal,
         wal_limit: checkpoint::DEFAULT_WAL_LIMIT,
     };
-    let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_owned(), params));
-    };
-    let mut rest = Vec::new();
-    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-        match pair.split_once('=') {
-            Some(("synchronous", value)) => {
+    let rest = take_params(url, |name, value| {
+        match name {
+            "synchronous" => {
                 params.synchronous = match value.to_ascii_lowercase().as_str() {
                     "normal" => SqliteSynchronous::Normal,
                     "full" => SqliteSynchronous::Full,
@@ -297,21 +262,18 @@ fn split_params(url: &str) -> Result<(String, SqliteParams)> {
                     }
                 }
             }
-            Some(("wal_limit", value)) => params.wal_limit = checkpoint::parse_limit(value)?,
-            _ => rest.push(pair),
+            "wal_limit" => params.wal_limit = checkpoint::parse_limit(value)?,
+            _ => return Ok(false),
         }
-    }
-    let url = if rest.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", rest.join("&"))
-    };
-    Ok((url, params))
+        Ok(true)
+    })?;
+    Ok((rest, params))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo::{NewMessage, Store};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dead_hot_thread_is_reported_not_hidden() {
