@@ -47,7 +47,7 @@ mod envelope;
 mod link;
 mod route;
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -61,6 +61,7 @@ use tokio::task::JoinHandle;
 use crate::bus::{Bus, EndedSessions};
 use crate::config::Config;
 use crate::hub::{Ending, Hub, SessionId};
+use crate::lock::{Mutex, RwLock};
 use link::{redact, Link};
 use route::{route_loop, Route, ROUTE_QUEUE};
 
@@ -245,8 +246,8 @@ struct Shared {
     hub: Arc<Hub>,
     scripts: Scripts,
     /// The command connection while the node is joined, `None` while Redis
-    /// is unreachable. A `std` lock: it is held only to clone or replace a
-    /// handle, never across an await.
+    /// is unreachable. A blocking lock: it is held only to clone or replace
+    /// a handle, never across an await.
     link: RwLock<Option<MultiplexedConnection>>,
     /// Rung by a caller whose Redis call failed, so the link task checks the
     /// connection now rather than at the next heartbeat.
@@ -255,11 +256,11 @@ struct Shared {
 
 impl Shared {
     fn connection(&self) -> Option<MultiplexedConnection> {
-        self.link.read().expect("link lock poisoned").clone()
+        self.link.read().clone()
     }
 
     fn set_connection(&self, connection: Option<MultiplexedConnection>) {
-        *self.link.write().expect("link lock poisoned") = connection;
+        *self.link.write() = connection;
     }
 }
 
@@ -431,10 +432,10 @@ impl Drop for RedisBus {
     fn drop(&mut self) {
         // A node that is dropped without `close` (a crash in tests) must stop
         // heartbeating, so that its presence expires as a real crash's would.
-        if let Some(task) = self.task.lock().expect("task lock poisoned").take() {
+        if let Some(task) = self.task.lock().take() {
             task.abort();
         }
-        if let Some(router) = self.router.lock().expect("task lock poisoned").take() {
+        if let Some(router) = self.router.lock().take() {
             router.abort();
         }
     }
@@ -567,11 +568,11 @@ impl Bus for RedisBus {
     async fn close(&self) {
         // Forwarding stops first: the sessions are gone, and their queued
         // pushes are stored anyway.
-        if let Some(router) = self.router.lock().expect("task lock poisoned").take() {
+        if let Some(router) = self.router.lock().take() {
             router.abort();
         }
         let _ = self.stop.send(true);
-        let task = self.task.lock().expect("task lock poisoned").take();
+        let task = self.task.lock().take();
         if let Some(mut task) = task {
             // The link withdraws this node's presence (one bounded call) and
             // stops; give it a little longer than that, then stop it anyway.
