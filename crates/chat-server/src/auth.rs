@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, OnceLock};
 use std::time::Duration;
 
 use argon2::password_hash::{
@@ -26,6 +26,7 @@ use tokio::sync::Semaphore;
 use chat_proto::Status;
 
 use crate::error::ServiceError;
+use crate::lock::Mutex;
 
 /// How long a password operation may wait for a free hashing slot before
 /// the server answers `unavailable` instead of queueing without bound.
@@ -90,7 +91,7 @@ impl HashPool {
                     // The lock is held only to take the next job.
                     let job = {
                         let (lock, wake) = &*queues;
-                        let Ok(mut waiting) = lock.lock() else { return };
+                        let mut waiting = lock.lock();
                         loop {
                             if let Some(job) = waiting.next() {
                                 break job;
@@ -98,10 +99,7 @@ impl HashPool {
                             if waiting.closed {
                                 return;
                             }
-                            waiting = match wake.wait(waiting) {
-                                Ok(waiting) => waiting,
-                                Err(_) => return,
-                            };
+                            waiting = crate::lock::wait(wake, waiting);
                         }
                     };
                     job();
@@ -116,9 +114,7 @@ impl HashPool {
     /// Queues a job; false once the pool is closed.
     fn submit(&self, priority: Priority, job: HashJob) -> bool {
         let (lock, wake) = &*self.queues;
-        let Ok(mut waiting) = lock.lock() else {
-            return false;
-        };
+        let mut waiting = lock.lock();
         if waiting.closed {
             return false;
         }
@@ -150,9 +146,7 @@ impl HashPool {
 impl Drop for HashPool {
     fn drop(&mut self) {
         let (lock, wake) = &*self.queues;
-        if let Ok(mut waiting) = lock.lock() {
-            waiting.closed = true;
-        }
+        lock.lock().closed = true;
         wake.notify_all();
     }
 }
@@ -531,7 +525,7 @@ mod tests {
             let order = order.clone();
             assert!(pool.submit(
                 Priority::Registration,
-                Box::new(move || order.lock().unwrap().push(format!("registration {index}")))
+                Box::new(move || order.lock().push(format!("registration {index}")))
             ));
         }
         let (done, finished) = std::sync::mpsc::channel::<()>();
@@ -539,7 +533,7 @@ mod tests {
             let order = order.clone();
             assert!(pool.submit(
                 Priority::Login,
-                Box::new(move || order.lock().unwrap().push("login".to_owned()))
+                Box::new(move || order.lock().push("login".to_owned()))
             ));
             assert!(pool.submit(
                 Priority::Registration,
@@ -552,7 +546,7 @@ mod tests {
         finished
             .recv_timeout(Duration::from_secs(10))
             .expect("every job runs");
-        assert_eq!(order.lock().unwrap()[0], "login");
+        assert_eq!(order.lock()[0], "login");
     }
 
     #[test]

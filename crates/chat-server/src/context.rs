@@ -1,6 +1,7 @@
 //! What every request handler can reach: configuration, store, bus, hub and
 //! the shared limiters.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,26 +124,36 @@ impl Context {
 }
 
 impl Context {
-    /// Counts one use of a per-user quota, or refuses it with `rate_limited`
-    /// (and a summarised log line).
+    /// Runs `attempt` as one use of a per-user quota: refused with
+    /// `rate_limited` (and a summarised log line) when `user` has used up
+    /// `quota` for now, and given back when the attempt fails, so that only
+    /// what was stored counts.
     ///
     /// # Errors
-    /// `rate_limited` when `user` has used up `quota` for now.
-    pub fn take_quota(
+    /// `rate_limited`, or the attempt's own error.
+    pub async fn within_quota<T, E>(
         &self,
         quota: &WindowCounter<UserId>,
         user: UserId,
         what: &'static str,
-    ) -> crate::error::Result<()> {
+        attempt: impl Future<Output = Result<T, E>>,
+    ) -> crate::error::Result<T>
+    where
+        E: Into<crate::error::ServiceError>,
+    {
         let now = std::time::Instant::now();
-        if quota.try_acquire(user, now) {
-            return Ok(());
+        if !quota.try_acquire(user, now) {
+            self.quota_refusals.refused(what, now);
+            return Err(crate::error::ServiceError::new(
+                Status::RateLimited,
+                format!("too many {what} for now; retry later"),
+            ));
         }
-        self.quota_refusals.refused(what, now);
-        Err(crate::error::ServiceError::new(
-            Status::RateLimited,
-            format!("too many {what} for now; retry later"),
-        ))
+        let result = attempt.await;
+        if result.is_err() {
+            quota.release(&user);
+        }
+        result.map_err(Into::into)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The hub: which sessions are connected to this node, by user.
 //!
 //! Delivery is the hot path (every message fans out through here), so the
-//! table is sharded by user id and guarded by short `std::sync::RwLock`
+//! table is sharded by user id and guarded by short `RwLock`
 //! critical sections that never await: a lookup and a `try_send` per session.
 //! A task owning the table would add a channel hop to every delivery for no
 //! gain in clarity.
@@ -9,11 +9,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chat_proto::UserId;
 use tokio::sync::Notify;
+
+use crate::lock::{Mutex, RwLock};
 
 const SHARDS: usize = 64;
 
@@ -120,7 +122,7 @@ impl SessionHandle {
     /// than it is written to: rather than buffer without bound, the session
     /// is killed (its messages stay stored for its next login or sync).
     pub fn push(&self, frame: Bytes) -> bool {
-        let mut outbox = self.outbox.lock().expect("outbox lock poisoned");
+        let mut outbox = self.outbox.lock();
         if outbox.ended.is_some() {
             return false;
         }
@@ -155,7 +157,7 @@ impl SessionHandle {
     /// (it is stored, and comes back at the client's next login or sync);
     /// an ending already decided stays.
     pub fn end(&self, why: Ending) {
-        let mut outbox = self.outbox.lock().expect("outbox lock poisoned");
+        let mut outbox = self.outbox.lock();
         if outbox.ended.is_none() {
             if why != Ending::Rebalance {
                 outbox.frames.clear();
@@ -174,7 +176,7 @@ impl SessionHandle {
     /// Takes every queued frame even after the session was told to end (a
     /// session leaving politely still writes what it had).
     pub fn take_queued(&self) -> VecDeque<Bytes> {
-        std::mem::take(&mut self.outbox.lock().expect("outbox lock poisoned").frames)
+        std::mem::take(&mut self.outbox.lock().frames)
     }
 
     /// Takes every queued frame; once the session must end, why instead.
@@ -182,7 +184,7 @@ impl SessionHandle {
     /// # Errors
     /// The [`Ending`] the session was given.
     pub fn take(&self) -> Result<VecDeque<Bytes>, Ending> {
-        let mut outbox = self.outbox.lock().expect("outbox lock poisoned");
+        let mut outbox = self.outbox.lock();
         if let Some(ending) = &outbox.ended {
             return Err(ending.clone());
         }
@@ -224,7 +226,7 @@ impl Hub {
 
     /// Adds a session; returns how many sessions its user has here now.
     pub fn register(&self, handle: Arc<SessionHandle>) -> usize {
-        let mut shard = self.shard(handle.user).write().expect("hub lock poisoned");
+        let mut shard = self.shard(handle.user).write();
         let sessions = shard.entry(handle.user).or_default();
         sessions.push(handle);
         sessions.len()
@@ -232,7 +234,7 @@ impl Hub {
 
     /// Removes a session; returns how many sessions its user still has here.
     pub fn unregister(&self, user: UserId, session: SessionId) -> usize {
-        let mut shard = self.shard(user).write().expect("hub lock poisoned");
+        let mut shard = self.shard(user).write();
         let Some(sessions) = shard.get_mut(&user) else {
             return 0;
         };
@@ -250,7 +252,7 @@ impl Hub {
         let mut delivered = 0;
         let mut dropped = 0;
         for &user in users {
-            let shard = self.shard(user).read().expect("hub lock poisoned");
+            let shard = self.shard(user).read();
             if let Some(sessions) = shard.get(&user) {
                 for handle in sessions {
                     if Some(handle.id) == except {
@@ -271,22 +273,19 @@ impl Hub {
     /// How many users have a session here.
     #[must_use]
     pub fn user_count(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| shard.read().expect("hub lock poisoned").len())
-            .sum()
+        self.shards.iter().map(|shard| shard.read().len()).sum()
     }
 
     /// How many sessions `user` has here.
     #[must_use]
     pub fn session_count(&self, user: UserId) -> usize {
-        let shard = self.shard(user).read().expect("hub lock poisoned");
+        let shard = self.shard(user).read();
         shard.get(&user).map_or(0, Vec::len)
     }
 
     /// Ends every session of `user` here with `why`; returns how many.
     pub fn end_sessions(&self, user: UserId, why: &Ending) -> usize {
-        let shard = self.shard(user).read().expect("hub lock poisoned");
+        let shard = self.shard(user).read();
         let Some(sessions) = shard.get(&user) else {
             return 0;
         };
@@ -305,7 +304,7 @@ impl Hub {
         except: Option<SessionId>,
         why: &Ending,
     ) -> usize {
-        let shard = self.shard(user).read().expect("hub lock poisoned");
+        let shard = self.shard(user).read();
         let Some(sessions) = shard.get(&user) else {
             return 0;
         };
@@ -325,15 +324,7 @@ impl Hub {
         let mut all: Vec<Arc<SessionHandle>> = self
             .shards
             .iter()
-            .flat_map(|shard| {
-                shard
-                    .read()
-                    .expect("hub lock poisoned")
-                    .values()
-                    .flatten()
-                    .cloned()
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|shard| shard.read().values().flatten().cloned().collect::<Vec<_>>())
             .collect();
         all.sort_by_key(|handle| (handle.user, handle.id));
         all
@@ -344,14 +335,7 @@ impl Hub {
     pub fn users(&self) -> Vec<UserId> {
         self.shards
             .iter()
-            .flat_map(|shard| {
-                shard
-                    .read()
-                    .expect("hub lock poisoned")
-                    .keys()
-                    .copied()
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|shard| shard.read().keys().copied().collect::<Vec<_>>())
             .collect()
     }
 }

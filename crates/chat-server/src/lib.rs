@@ -21,6 +21,7 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod limits;
+pub mod lock;
 pub mod proxy;
 pub mod redis_bus;
 pub mod server;

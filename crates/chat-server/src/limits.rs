@@ -4,10 +4,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chat_store::log_throttle::{LogThrottle, Verdict};
+
+use crate::lock::Mutex;
 
 /// A token bucket for one connection's requests. Owned by the session, so it
 /// needs no lock.
@@ -124,14 +125,6 @@ impl<K: Eq + Hash + Clone> WindowCounter<K> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Windows<K>> {
-        // A poisoned lock only means a panic elsewhere mid-update of plain
-        // counters: keep counting.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Counts one event for `key` unless `key` is already at its limit:
     /// check and count are one step, so concurrent attempts cannot all slip
     /// past the check before any of them is counted. Returns whether it was
@@ -140,7 +133,7 @@ impl<K: Eq + Hash + Clone> WindowCounter<K> {
         if self.limit == 0 {
             return true;
         }
-        let mut state = self.lock();
+        let mut state = self.state.lock();
         let window = self.window;
         let current = state
             .entries
@@ -176,7 +169,8 @@ impl<K: Eq + Hash + Clone> WindowCounter<K> {
 
     /// How many events `key` has in its current window.
     pub fn count(&self, key: &K, now: Instant) -> u32 {
-        self.lock()
+        self.state
+            .lock()
             .entries
             .get(key)
             .filter(|entry| now.saturating_duration_since(entry.start) < self.window)
@@ -186,19 +180,19 @@ impl<K: Eq + Hash + Clone> WindowCounter<K> {
     /// Takes back one event counted by [`WindowCounter::try_acquire`] (the
     /// attempt turned out not to be a failure).
     pub fn release(&self, key: &K) {
-        if let Some(entry) = self.lock().entries.get_mut(key) {
+        if let Some(entry) = self.state.lock().entries.get_mut(key) {
             entry.count = entry.count.saturating_sub(1);
         }
     }
 
     /// Forgets `key` (after a successful login).
     pub fn clear(&self, key: &K) {
-        self.lock().entries.remove(key);
+        self.state.lock().entries.remove(key);
     }
 
     /// How many keys are remembered.
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.state.lock().entries.len()
     }
 
     /// Whether no key is remembered.
@@ -303,7 +297,7 @@ impl ConnectionLimiter {
     /// at accept when the client's address is not known yet (behind a
     /// proxy, it comes in the PROXY header).
     pub fn try_acquire_total(&self) -> bool {
-        let mut guard = self.counts.lock().expect("limiter lock poisoned");
+        let mut guard = self.counts.lock();
         let (total, _) = &mut *guard;
         if self.total != 0 && *total >= self.total {
             return false;
@@ -315,7 +309,7 @@ impl ConnectionLimiter {
     /// Counts a connection already counted in the total against its
     /// address, or refuses it.
     pub fn try_acquire_ip(&self, ip: IpAddr) -> bool {
-        let mut guard = self.counts.lock().expect("limiter lock poisoned");
+        let mut guard = self.counts.lock();
         let (_, per_ip) = &mut *guard;
         let count = per_ip.entry(ip).or_insert(0);
         if self.per_ip != 0 && *count >= self.per_ip {
@@ -333,13 +327,13 @@ impl ConnectionLimiter {
 
     /// Forgets a connection counted by [`ConnectionLimiter::try_acquire_total`].
     pub fn release_total(&self) {
-        let mut guard = self.counts.lock().expect("limiter lock poisoned");
+        let mut guard = self.counts.lock();
         guard.0 = guard.0.saturating_sub(1);
     }
 
     /// Forgets a connection counted by [`ConnectionLimiter::try_acquire_ip`].
     pub fn release_ip(&self, ip: IpAddr) {
-        let mut guard = self.counts.lock().expect("limiter lock poisoned");
+        let mut guard = self.counts.lock();
         let (_, per_ip) = &mut *guard;
         if let Some(count) = per_ip.get_mut(&ip) {
             *count -= 1;
@@ -420,7 +414,7 @@ mod tests {
             counter.clear(&key);
         }
         assert!(counter.len() <= 3);
-        assert!(counter.lock().order.len() <= 7);
+        assert!(counter.state.lock().order.len() <= 7);
     }
 
     #[test]

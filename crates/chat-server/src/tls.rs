@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -14,6 +14,8 @@ use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
+
+use crate::lock::RwLock;
 
 /// A certificate or key that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -89,14 +91,7 @@ impl Tls {
     /// As [`Tls::load`].
     pub fn reload(&self) -> Result<(), TlsError> {
         let key = load_certified_key(&self.cert_path, &self.key_path, &self.provider)?;
-        // A poisoned lock only means a reader panicked mid-clone; the value
-        // is a whole `Arc` either way.
-        let mut current = self
-            .resolver
-            .current
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *current = Arc::new(key);
+        *self.resolver.current.write() = Arc::new(key);
         Ok(())
     }
 }
@@ -114,11 +109,7 @@ impl fmt::Debug for ReloadingResolver {
 
 impl ResolvesServerCert for ReloadingResolver {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let current = self
-            .current
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Some(current.clone())
+        Some(self.current.read().clone())
     }
 }
 

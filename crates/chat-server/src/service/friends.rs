@@ -77,15 +77,14 @@ pub async fn add(
     };
     // A request stores a row and notifies someone: counted per user, and
     // given back if nothing was stored.
-    ctx.take_quota(&ctx.friend_requests, me.user, "friend requests")?;
-    let added = ctx
-        .store
-        .add_friend_request(me.user, other.id, request.message.as_deref(), now_ms())
-        .await;
-    if added.is_err() {
-        ctx.friend_requests.release(&me.user);
-    }
-    match added? {
+    let added =
+        ctx.store
+            .add_friend_request(me.user, other.id, request.message.as_deref(), now_ms());
+    let quota = &ctx.friend_requests;
+    match ctx
+        .within_quota(quota, me.user, "friend requests", added)
+        .await?
+    {
         FriendAddResult::Pending(info) => {
             ctx.push(
                 &[other.id],

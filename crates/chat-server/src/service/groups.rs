@@ -39,16 +39,30 @@ fn to_wire(group: GroupRecord, my_role: Option<Role>) -> Group {
     }
 }
 
-/// The group's owner and admins, who answer requests to join.
-async fn managers(ctx: &Context, group: GroupId) -> Result<Vec<UserId>> {
+/// The ids of the group's members whose role `wanted` accepts.
+async fn members_where(
+    ctx: &Context,
+    group: GroupId,
+    wanted: impl Fn(Role) -> bool,
+) -> Result<Vec<UserId>> {
     Ok(ctx
         .store
         .members(group)
         .await?
         .into_iter()
-        .filter(|member| matches!(member.role, Role::Owner | Role::Admin))
+        .filter(|member| wanted(member.role))
         .map(|member| member.id)
         .collect())
+}
+
+/// The group's owner and admins, who answer requests to join.
+async fn managers(ctx: &Context, group: GroupId) -> Result<Vec<UserId>> {
+    members_where(ctx, group, |role| matches!(role, Role::Owner | Role::Admin)).await
+}
+
+/// Every member of the group.
+async fn member_ids(ctx: &Context, group: GroupId) -> Result<Vec<UserId>> {
+    members_where(ctx, group, |_| true).await
 }
 
 async fn load(ctx: &Context, group: GroupId) -> Result<GroupRecord> {
@@ -66,37 +80,55 @@ async fn my_role(ctx: &Context, group: GroupId, me: &Identity) -> Result<Role> {
         .ok_or_else(|| ServiceError::forbidden("not a member of this group"))
 }
 
-async fn member_ids(ctx: &Context, group: GroupId) -> Result<Vec<UserId>> {
-    Ok(ctx
-        .store
-        .members(group)
-        .await?
-        .into_iter()
-        .map(|member| member.id)
-        .collect())
+/// The session's user as others see them.
+fn summary(me: &Identity) -> UserSummary {
+    UserSummary {
+        id: me.user,
+        name: me.name.clone(),
+    }
 }
 
-/// Pushes a group event to `users`.
-async fn announce(
-    ctx: &Context,
-    users: &[UserId],
-    group_id: GroupId,
-    kind: GroupEventKind,
-    user_id: UserId,
-    actor_id: UserId,
-    role: Option<Role>,
-) {
-    ctx.push(
-        users,
-        &Push::PushGroupEvent(GroupEventPush {
+/// A change to a group's membership that its members are told of
+/// (`push_group_event`), made by the session's user.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    /// This user joined (or was let in) as a plain member.
+    Joined(UserId),
+    /// The session's user left.
+    Left,
+    /// This user was removed.
+    Kicked(UserId),
+    /// This user has this role now.
+    RoleChanged(UserId, Role),
+    /// The session's user, the owner, dissolved the group.
+    Dissolved,
+}
+
+impl Change {
+    fn event(self, group_id: GroupId, me: &Identity) -> GroupEventPush {
+        let (kind, user_id, role) = match self {
+            Change::Joined(user) => (GroupEventKind::Joined, user, Some(Role::Member)),
+            Change::Left => (GroupEventKind::Left, me.user, None),
+            Change::Kicked(user) => (GroupEventKind::Kicked, user, None),
+            Change::RoleChanged(user, role) => (GroupEventKind::RoleChanged, user, Some(role)),
+            Change::Dissolved => (GroupEventKind::Dissolved, me.user, None),
+        };
+        GroupEventPush {
             group_id,
             kind,
             user_id,
-            actor_id,
+            actor_id: me.user,
             role,
-        }),
-        None,
-    );
+        }
+    }
+}
+
+/// Pushes `changes`, in order, to `users`.
+fn announce(ctx: &Context, me: &Identity, group_id: GroupId, users: &[UserId], changes: &[Change]) {
+    for change in changes {
+        let event = change.event(group_id, me);
+        ctx.push(users, &Push::PushGroupEvent(event), None);
+    }
 }
 
 /// Creates a group owned by the session's user.
@@ -116,21 +148,17 @@ pub async fn create(
         validate::MAX_DESCRIPTION_CHARS,
         false,
     )?;
-    ctx.take_quota(&ctx.group_creations, me.user, "group creations")?;
-    let created = ctx
-        .store
-        .create_group_with_policy(
-            me.user,
-            &request.name,
-            &request.description,
-            request.join_policy,
-            now_ms(),
-        )
-        .await;
-    if created.is_err() {
-        ctx.group_creations.release(&me.user);
-    }
-    let group = created?;
+    let created = ctx.store.create_group_with_policy(
+        me.user,
+        &request.name,
+        &request.description,
+        request.join_policy,
+        now_ms(),
+    );
+    let quota = &ctx.group_creations;
+    let group = ctx
+        .within_quota(quota, me.user, "group creations", created)
+        .await?;
     tracing::debug!(group = %group.id, owner = %me.user, "group created");
     Ok(GroupCreateResponse {
         group: to_wire(group, Some(Role::Owner)),
@@ -151,27 +179,21 @@ pub async fn join(
     request: GroupJoinRequest,
 ) -> Result<GroupJoinResponse> {
     load(ctx, request.group_id).await?;
-    ctx.take_quota(&ctx.group_joins, me.user, "group joins")?;
-    let joined = ctx
-        .store
-        .request_join(request.group_id, me.user, now_ms())
-        .await;
-    if joined.is_err() {
-        ctx.group_joins.release(&me.user);
-    }
-    match joined? {
+    let joined = ctx.store.request_join(request.group_id, me.user, now_ms());
+    let quota = &ctx.group_joins;
+    match ctx
+        .within_quota(quota, me.user, "group joins", joined)
+        .await?
+    {
         JoinOutcome::Joined => {
             let members = member_ids(ctx, request.group_id).await?;
             announce(
                 ctx,
-                &members,
+                me,
                 request.group_id,
-                GroupEventKind::Joined,
-                me.user,
-                me.user,
-                Some(Role::Member),
-            )
-            .await;
+                &members,
+                &[Change::Joined(me.user)],
+            );
             let group = load(ctx, request.group_id).await?;
             Ok(GroupJoinResponse {
                 group: to_wire(group, Some(Role::Member)),
@@ -183,10 +205,7 @@ pub async fn join(
                 &managers(ctx, request.group_id).await?,
                 &Push::PushGroupJoinRequest(GroupJoinRequestPush {
                     group_id: request.group_id,
-                    user: UserSummary {
-                        id: me.user,
-                        name: me.name.clone(),
-                    },
+                    user: summary(me),
                 }),
                 None,
             );
@@ -217,14 +236,11 @@ pub async fn respond_join(
         let members = member_ids(ctx, request.group_id).await?;
         announce(
             ctx,
-            &members,
+            me,
             request.group_id,
-            GroupEventKind::Joined,
-            user.id,
-            me.user,
-            Some(Role::Member),
-        )
-        .await;
+            &members,
+            &[Change::Joined(user.id)],
+        );
     }
     Ok(GroupRespondJoinResponse {})
 }
@@ -249,10 +265,7 @@ pub async fn invite(
         &Push::PushGroupInvitation(GroupInvitationPush {
             invitation: GroupInvitation {
                 group: to_wire(group, None),
-                inviter: UserSummary {
-                    id: me.user,
-                    name: me.name.clone(),
-                },
+                inviter: summary(me),
             },
         }),
         None,
@@ -310,16 +323,7 @@ pub async fn leave(
     ctx.store.remove_member(request.group_id, me.user).await?;
     let mut told = member_ids(ctx, request.group_id).await?;
     told.push(me.user);
-    announce(
-        ctx,
-        &told,
-        request.group_id,
-        GroupEventKind::Left,
-        me.user,
-        me.user,
-        None,
-    )
-    .await;
+    announce(ctx, me, request.group_id, &told, &[Change::Left]);
     Ok(GroupLeaveResponse {})
 }
 
@@ -334,16 +338,7 @@ pub async fn dissolve(
 ) -> Result<GroupDissolveResponse> {
     my_role(ctx, request.group_id, me).await?;
     let former = ctx.store.dissolve_as(request.group_id, me.user).await?;
-    announce(
-        ctx,
-        &former,
-        request.group_id,
-        GroupEventKind::Dissolved,
-        me.user,
-        me.user,
-        None,
-    )
-    .await;
+    announce(ctx, me, request.group_id, &former, &[Change::Dissolved]);
     Ok(GroupDissolveResponse {})
 }
 
@@ -377,14 +372,11 @@ pub async fn kick(
     told.push(target.id);
     announce(
         ctx,
-        &told,
+        me,
         request.group_id,
-        GroupEventKind::Kicked,
-        target.id,
-        me.user,
-        None,
-    )
-    .await;
+        &told,
+        &[Change::Kicked(target.id)],
+    );
     Ok(GroupKickResponse {})
 }
 
@@ -411,28 +403,12 @@ pub async fn set_role(
         .set_role_as(request.group_id, me.user, target.id, request.role)
         .await?;
     let members = member_ids(ctx, request.group_id).await?;
-    announce(
-        ctx,
-        &members,
-        request.group_id,
-        GroupEventKind::RoleChanged,
-        target.id,
-        me.user,
-        Some(request.role),
-    )
-    .await;
+    let mut changes = vec![Change::RoleChanged(target.id, request.role)];
     if request.role == Role::Owner {
-        announce(
-            ctx,
-            &members,
-            request.group_id,
-            GroupEventKind::RoleChanged,
-            me.user,
-            me.user,
-            Some(Role::Admin),
-        )
-        .await;
+        // Handing the group over made the previous owner an admin.
+        changes.push(Change::RoleChanged(me.user, Role::Admin));
     }
+    announce(ctx, me, request.group_id, &members, &changes);
     Ok(GroupSetRoleResponse {})
 }
 
