@@ -168,7 +168,7 @@ pub struct Identity {
     /// The session.
     pub session: SessionId,
     /// The hash of the session's token, revoked at logout.
-    pub token_hash: String,
+    pub token_hash: Arc<str>,
 }
 
 /// Milliseconds since the Unix epoch.

@@ -74,7 +74,7 @@ pub struct SessionHandle {
     pub details: Option<SessionDetails>,
     /// The hash of the token the session logged in with (or was given at
     /// login), so a logout can end every session that holds it.
-    pub token_hash: Option<String>,
+    pub token_hash: Option<Arc<str>>,
     capacity: usize,
     outbox: Mutex<Outbox>,
     wake: Notify,
@@ -113,7 +113,7 @@ impl SessionHandle {
 
     /// The same handle, holding the token with the hash `token_hash`.
     #[must_use]
-    pub fn with_token_hash(mut self, token_hash: String) -> Self {
+    pub fn with_token_hash(mut self, token_hash: Arc<str>) -> Self {
         self.token_hash = Some(token_hash);
         self
     }

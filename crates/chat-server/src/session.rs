@@ -615,7 +615,8 @@ impl Session {
         let ctx = self.ctx.clone();
         let who = account::authenticate(&ctx, request, self.peer.ip()).await?;
         let session = ctx.hub.next_session_id();
-        let token_hash = crate::auth::token_hash(&who.token);
+        // Shared with the hub's handle: one copy per session.
+        let token_hash: Arc<str> = crate::auth::token_hash(&who.token).into();
         let handle = Arc::new(
             SessionHandle::new(session, who.user.id, ctx.config.outbox_len)
                 .with_details(SessionDetails {

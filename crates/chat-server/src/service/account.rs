@@ -346,7 +346,7 @@ pub async fn sessions(ctx: &Context, me: &Identity) -> Result<SessionListRespons
             .map(|(hash, expires_at_ms)| SessionInfo {
                 id: session_id(&hash),
                 expires_at_ms,
-                current: hash == me.token_hash,
+                current: *hash == *me.token_hash,
             })
             .collect(),
     })
