@@ -20,14 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chat_proto::{
-    AckResponse, Call, ChatMessage, ConversationId, ConversationListRequest,
-    ConversationListResponse, FriendAddResponse, FriendListResponse, FriendRemoveResponse,
-    FriendRespondResponse, FriendUpdateResponse, GroupCreateResponse, GroupDissolveResponse,
-    GroupId, GroupInfoResponse, GroupJoinResponse, GroupKickResponse, GroupLeaveResponse,
-    GroupListResponse, GroupMembersResponse, GroupSetRoleResponse, HistoryRequest, HistoryResponse,
-    LoginResponse, LogoutResponse, PingResponse, Push, ReadRequest, ReadResponse, RegisterResponse,
-    Request, Response, Role, SendResponse, Seq, SessionEndReason, Status, Target, UserRef,
-    UserSummary,
+    AckRequest, Call, ChatMessage, ConversationId, ConversationListRequest,
+    ConversationListResponse, HistoryRequest, LoginResponse, LogoutRequest, LogoutResponse,
+    PingRequest, Push, ReadRequest, ReadResponse, Request, Response, SendRequest, SendResponse,
+    Seq, SessionEndReason, Status, SyncRequest, Target, UserRef, UserSummary,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -179,6 +175,13 @@ impl Default for ReadState {
 }
 
 impl Session {
+    /// Keeps what a successful login returned.
+    fn remember(&mut self, login: &LoginResponse) {
+        self.token = Some(login.token.clone());
+        self.me = Some(login.user.clone());
+        self.reset_unread(login);
+    }
+
     /// Starts the unread counts again from a login's.
     fn reset_unread(&mut self, login: &LoginResponse) {
         self.unread = login
@@ -245,10 +248,7 @@ impl Shared {
 
     /// Keeps what a successful re-login returned.
     fn remember(&self, login: &LoginResponse) {
-        let mut session = self.session();
-        session.token = Some(login.token.clone());
-        session.me = Some(login.user.clone());
-        session.reset_unread(login);
+        self.session().remember(login);
     }
 }
 
@@ -528,27 +528,6 @@ impl Client {
         .await
     }
 
-    /// `ping`.
-    ///
-    /// # Errors
-    /// As [`Client::request`].
-    pub async fn ping(&self) -> Result<PingResponse> {
-        self.with_retry(Retry::Idempotent, |c| async move { c.ping().await })
-            .await
-    }
-
-    /// `register`.
-    ///
-    /// # Errors
-    /// As [`Client::request`].
-    pub async fn register(&self, name: &str, password: &str) -> Result<RegisterResponse> {
-        self.with_retry(
-            Retry::Once,
-            |c| async move { c.register(name, password).await },
-        )
-        .await
-    }
-
     /// `login` with a password; remembered (with the token the server
     /// returns) to log in again after a reconnect.
     ///
@@ -596,9 +575,7 @@ impl Client {
     fn remember_login(&self, credentials: Credentials, response: &LoginResponse) {
         let mut session = self.shared.session();
         session.credentials = Some(credentials);
-        session.token = Some(response.token.clone());
-        session.me = Some(response.user.clone());
-        session.reset_unread(response);
+        session.remember(response);
     }
 
     /// `logout`; the client stays connected but will not log in again.
@@ -613,219 +590,9 @@ impl Client {
             session.credentials = None;
             session.token = None;
         }
-        let result = self
-            .with_retry(Retry::Once, |c| async move { c.logout().await })
-            .await;
+        let result = self.call(LogoutRequest {}).await;
         self.shared.session().me = None;
         result
-    }
-
-    /// `friend_add`.
-    ///
-    /// # Errors
-    /// As [`Client::request`].
-    pub async fn friend_add(
-        &self,
-        user: impl IntoUserRef,
-        message: Option<&str>,
-    ) -> Result<FriendAddResponse> {
-        let user = user.into_user_ref();
-        self.with_retry(Retry::Once, |c| {
-            let user = user.clone();
-            async move { c.friend_add(user, message).await }
-        })
-        .await
-    }
-
-    /// `friend_respond`.
-    ///
-    /// # Errors
-    /// As [`Client::request`].
-    pub async fn friend_respond(
-        &self,
-        user: impl IntoUserRef,
-        accept: bool,
-    ) -> Result<FriendRespondResponse> {
-        let user = user.into_user_ref();
-        self.with_retry(Retry::Once, |c| {
-            let user = user.clone();
-            async move { c.friend_respond(user, accept).await }
-        })
-        .await
-    }
-
-    /// `friend_remove`.
-    ///
-    /// # Errors
-    /// As [`Client::request`].
-    pub async fn friend_remove(&self, user: impl IntoUserRef) -> Result<FriendRemoveResponse> {
-        let user = user.into_user_ref();
-        self.with_retry(Retry::Once, |c| {
-            let user = user.clone();
-            async move { c.friend_remove(user).await }
-        })
-        .await
-    }
-
-    /// `friend_list`.
-    ///
-    /// # Errors
-    /// As [`Client::request`].
-    pub async fn friend_list(&self) -> Result<FriendListResponse> {
-        self.with_retry(Retry::Idempotent, |c| async move { c.friend_list().await })
-            .await
-    }
-
-    /// `friend_update` (`None` leaves a field unchanged, `Some("")` clears it).
-    ///
-    /// # Errors
-    /// As [`Client::request`].
-    pub async fn friend_update(
-        &self,
-        user: impl IntoUserRef,
-        remark: Option<&str>,
-        category: Option<&str>,
-    ) -> Result<FriendUpdateResponse> {
-        let user = user.into_user_ref();
-        self.with_retry(Retry::Idempotent, |c| {
-            let user = user.clone();
-            async move { c.friend_update(user, remark, category).await }
-        })
-        .await
-    }
-
-    /// `group_create`.
-    ///
-    /// # Errors
-    /// As [`Client::request`].
-    pub async fn group_create(&self, name: &str, description: &str) -> Result<GroupCreateResponse> {
-        self.with_retry(Retry::Once, |c| async move {
-            c.group_create(name, description).await
-        })
-        .await
-    }
-
-    /// `group_join`.
-    ///
-    /// # Errors
-    /// As [`Client::request`].
-    pub async fn group_join(&self, group_id: GroupId) -> Result<GroupJoinResponse> {
-        self.with_retry(Retry::Once, |c| async move { c.group_join(group_id).await })
-            .await
-    }
-
-    /// `group_leave`.
-    ///
-    /// # Errors
-    /// As [`Client::request`].
-    pub async fn group_leave(&self, group_id: GroupId) -> Result<GroupLeaveResponse> {
-        self.with_retry(
-            Retry::Once,
-            |c| async move { c.group_leave(group_id).await },
-        )
-        .await
-    }
-
-    /// `group_dissolve`.
-    ///
-    /// # Errors
-    /// As [`Client::request`].
-    pub async fn group_dissolve(&self, group_id: GroupId) -> Result<GroupDissolveResponse> {
-        self.with_retry(
-            Retry::Once,
-            |c| async move { c.group_dissolve(group_id).await },
-        )
-        .await
-    }
-
-    /// `group_kick`.
-    ///
-    /// # Errors
-    /// As [`Client::request`].
-    pub async fn group_kick(
-        &self,
-        group_id: GroupId,
-        user: impl IntoUserRef,
-    ) -> Result<GroupKickResponse> {
-        let user = user.into_user_ref();
-        self.with_retry(Retry::Once, |c| {
-            let user = user.clone();
-            async move { c.group_kick(group_id, user).await }
-        })
-        .await
-    }
-
-    /// `group_set_role`.
-    ///
-    /// # Errors
-    /// As [`Client::request`].
-    pub async fn group_set_role(
-        &self,
-        group_id: GroupId,
-        user: impl IntoUserRef,
-        role: Role,
-    ) -> Result<GroupSetRoleResponse> {
-        let user = user.into_user_ref();
-        self.with_retry(Retry::Once, |c| {
-            let user = user.clone();
-            async move { c.group_set_role(group_id, user, role).await }
-        })
-        .await
-    }
-
-    /// `group_info`.
-    ///
-    /// # Errors
-    /// As [`Client::request`].
-    pub async fn group_info(&self, group_id: GroupId) -> Result<GroupInfoResponse> {
-        self.with_retry(Retry::Idempotent, |c| async move {
-            c.group_info(group_id).await
-        })
-        .await
-    }
-
-    /// `group_members`.
-    ///
-    /// # Errors
-    /// As [`Client::request`].
-    pub async fn group_members(&self, group_id: GroupId) -> Result<GroupMembersResponse> {
-        self.with_retry(Retry::Idempotent, |c| async move {
-            c.group_members(group_id).await
-        })
-        .await
-    }
-
-    /// `group_list`.
-    ///
-    /// # Errors
-    /// As [`Client::request`].
-    pub async fn group_list(&self) -> Result<GroupListResponse> {
-        self.with_retry(Retry::Idempotent, |c| async move { c.group_list().await })
-            .await
-    }
-
-    /// `history` (not fed into the event stream; for showing old messages).
-    ///
-    /// # Errors
-    /// As [`Client::request`].
-    pub async fn history(&self, request: HistoryRequest) -> Result<HistoryResponse> {
-        self.with_retry(Retry::Idempotent, |c| {
-            let request = request.clone();
-            async move { c.history(request).await }
-        })
-        .await
-    }
-
-    /// `ack` by hand (the client also acknowledges on its own what the
-    /// application takes from [`Client::next_event`]).
-    ///
-    /// # Errors
-    /// As [`Client::request`].
-    pub async fn ack(&self, conversation_id: ConversationId, seq: Seq) -> Result<AckResponse> {
-        self.with_retry(Retry::Idempotent, |c| async move {
-            c.ack(conversation_id, seq).await
-        })
-        .await
     }
 
     /// Any request, typed by the message table: `client.call(ReadRequest
@@ -960,8 +727,10 @@ impl Client {
             .own_pending
             .insert(client_msg_id.to_owned());
         let result = self
-            .with_retry(Retry::Idempotent, |c| async move {
-                c.send_with_id(to, client_msg_id, body).await
+            .call_idempotent(SendRequest {
+                to,
+                client_msg_id: client_msg_id.to_owned(),
+                body: body.to_owned(),
             })
             .await;
         match &result {
@@ -1063,7 +832,7 @@ impl Supervisor {
                         // it makes the push branch notice and reconnect.
                         let pinged = Arc::clone(&self.connection);
                         tokio::spawn(async move {
-                            if let Err(ClientError::Timeout(_)) = pinged.ping().await {
+                            if let Err(ClientError::Timeout(_)) = pinged.call(PingRequest {}).await {
                                 pinged.close();
                             }
                         });
@@ -1162,7 +931,7 @@ impl Supervisor {
                 .min(HISTORY_PAGE);
             let page = self
                 .connection
-                .history(HistoryRequest {
+                .call(HistoryRequest {
                     conversation_id,
                     before_seq: Some(before),
                     after_seq: Some(cursor),
@@ -1218,7 +987,12 @@ impl Supervisor {
                 (
                     conversation_id,
                     seq,
-                    connection.ack(conversation_id, seq).await,
+                    connection
+                        .call(AckRequest {
+                            conversation_id,
+                            seq,
+                        })
+                        .await,
                 )
             }
         });
@@ -1330,7 +1104,14 @@ impl Supervisor {
         }
         for _ in 0..MAX_SYNC_ROUNDS {
             let cursors = self.delivery.cursors();
-            let page = match self.connection.sync(cursors, None).await {
+            let page = match self
+                .connection
+                .call(SyncRequest {
+                    cursors,
+                    limit: None,
+                })
+                .await
+            {
                 Ok(page) => page,
                 Err(error) => {
                     // The push branch sees the closed connection next and

@@ -26,21 +26,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chat_proto::{
-    AckRequest, AckResponse, Call, ConversationId, Cursor, ErrorBody, Frame, FrameCodec,
-    FriendAddRequest, FriendAddResponse, FriendListRequest, FriendListResponse,
-    FriendRemoveRequest, FriendRemoveResponse, FriendRespondRequest, FriendRespondResponse,
-    FriendUpdateRequest, FriendUpdateResponse, GroupCreateRequest, GroupCreateResponse,
-    GroupDissolveRequest, GroupDissolveResponse, GroupId, GroupInfoRequest, GroupInfoResponse,
-    GroupInviteRequest, GroupInviteResponse, GroupJoinRequest, GroupJoinResponse, GroupKickRequest,
-    GroupKickResponse, GroupLeaveRequest, GroupLeaveResponse, GroupListRequest, GroupListResponse,
-    GroupMembersRequest, GroupMembersResponse, GroupRespondJoinRequest, GroupRespondJoinResponse,
-    GroupSetPolicyRequest, GroupSetPolicyResponse, GroupSetRoleRequest, GroupSetRoleResponse,
-    GroupUnbanRequest, GroupUnbanResponse, HistoryRequest, HistoryResponse, JoinPolicy,
-    LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, MessageType, PingRequest,
-    PingResponse, Push, RegisterRequest, RegisterResponse, Request, Response, Role, SendRequest,
-    SendResponse, Seq, ServerMessage, SessionListRequest, SessionListResponse,
-    SessionRevokeRequest, SessionRevokeResponse, SyncRequest, SyncResponse, Target, UserId,
-    UserRef, CLIENT_MAX_PAYLOAD,
+    Call, ErrorBody, Frame, FrameCodec, LoginRequest, LoginResponse, MessageType, Push, Request,
+    Response, SendRequest, SendResponse, ServerMessage, Target, UserId, UserRef,
+    CLIENT_MAX_PAYLOAD,
 };
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -277,15 +265,6 @@ impl fmt::Debug for Connection {
             .field("closed", &self.is_closed())
             .finish_non_exhaustive()
     }
-}
-
-macro_rules! call {
-    ($self:ident, $variant:ident, $request:expr) => {
-        match $self.request(Request::$variant($request)).await? {
-            Response::$variant(response) => Ok(response),
-            other => Err(unexpected_response(MessageType::$variant, &other)),
-        }
-    };
 }
 
 fn unexpected_response(expected: MessageType, got: &Response) -> ClientError {
@@ -554,7 +533,7 @@ impl Connection {
         }
     }
 
-    /// A fresh `client_msg_id` for [`Connection::send_with_id`]: a random
+    /// A fresh `client_msg_id` for a [`SendRequest`]: a random
     /// per-connection prefix and a counter, so it is unique for the sender.
     pub fn new_client_msg_id(&self) -> String {
         let n = self.next_client_msg_id.fetch_add(1, Ordering::Relaxed);
@@ -672,458 +651,10 @@ impl Connection {
             .flatten()
     }
 
-    // -- Session -----------------------------------------------------------
-
-    /// `ping`.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn ping(&self) -> Result<PingResponse> {
-        call!(self, Ping, PingRequest {})
-    }
-
-    /// `register`: creates an account.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn register(&self, name: &str, password: &str) -> Result<RegisterResponse> {
-        call!(
-            self,
-            Register,
-            RegisterRequest {
-                name: name.to_owned(),
-                password: password.to_owned(),
-            }
-        )
-    }
-
-    /// `login` with a name or id and a password.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn login(&self, user: impl IntoUserRef, password: &str) -> Result<LoginResponse> {
-        call!(
-            self,
-            Login,
-            LoginRequest {
-                user: Some(user.into_user_ref()),
-                password: Some(password.to_owned()),
-                token: None,
-            }
-        )
-    }
-
-    /// `login` with a session token from an earlier login.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn login_with_token(&self, token: &str) -> Result<LoginResponse> {
-        call!(
-            self,
-            Login,
-            LoginRequest {
-                user: None,
-                password: None,
-                token: Some(token.to_owned()),
-            }
-        )
-    }
-
-    /// `logout`.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn logout(&self) -> Result<LogoutResponse> {
-        call!(self, Logout, LogoutRequest {})
-    }
-
-    /// `session_list`: the user's logins, one per device.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn session_list(&self) -> Result<SessionListResponse> {
-        call!(self, SessionList, SessionListRequest {})
-    }
-
-    /// `session_revoke`: ends another of the user's logins by its `id`.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn session_revoke(&self, id: &str) -> Result<SessionRevokeResponse> {
-        call!(
-            self,
-            SessionRevoke,
-            SessionRevokeRequest { id: id.to_owned() }
-        )
-    }
-
-    // -- Friends -----------------------------------------------------------
-
-    /// `friend_add`: asks `user` to be friends, with an optional greeting.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn friend_add(
-        &self,
-        user: impl IntoUserRef,
-        message: Option<&str>,
-    ) -> Result<FriendAddResponse> {
-        call!(
-            self,
-            FriendAdd,
-            FriendAddRequest {
-                user: user.into_user_ref(),
-                message: message.map(str::to_owned),
-            }
-        )
-    }
-
-    /// `friend_respond`: accepts or declines `user`'s request.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn friend_respond(
-        &self,
-        user: impl IntoUserRef,
-        accept: bool,
-    ) -> Result<FriendRespondResponse> {
-        call!(
-            self,
-            FriendRespond,
-            FriendRespondRequest {
-                user: user.into_user_ref(),
-                accept,
-            }
-        )
-    }
-
-    /// `friend_remove`.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn friend_remove(&self, user: impl IntoUserRef) -> Result<FriendRemoveResponse> {
-        call!(
-            self,
-            FriendRemove,
-            FriendRemoveRequest {
-                user: user.into_user_ref(),
-            }
-        )
-    }
-
-    /// `friend_list`.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn friend_list(&self) -> Result<FriendListResponse> {
-        call!(self, FriendList, FriendListRequest {})
-    }
-
-    /// `friend_update`: sets the remark and/or category (`None` leaves a
-    /// field unchanged, `Some("")` clears it).
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn friend_update(
-        &self,
-        user: impl IntoUserRef,
-        remark: Option<&str>,
-        category: Option<&str>,
-    ) -> Result<FriendUpdateResponse> {
-        call!(
-            self,
-            FriendUpdate,
-            FriendUpdateRequest {
-                user: user.into_user_ref(),
-                remark: remark.map(str::to_owned),
-                category: category.map(str::to_owned),
-            }
-        )
-    }
-
-    // -- Groups ------------------------------------------------------------
-
-    /// `group_create`.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn group_create(&self, name: &str, description: &str) -> Result<GroupCreateResponse> {
-        call!(
-            self,
-            GroupCreate,
-            GroupCreateRequest {
-                name: name.to_owned(),
-                description: description.to_owned(),
-                join_policy: JoinPolicy::Open,
-            }
-        )
-    }
-
-    /// `group_create` with a join policy.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn group_create_with_policy(
-        &self,
-        name: &str,
-        description: &str,
-        join_policy: JoinPolicy,
-    ) -> Result<GroupCreateResponse> {
-        call!(
-            self,
-            GroupCreate,
-            GroupCreateRequest {
-                name: name.to_owned(),
-                description: description.to_owned(),
-                join_policy,
-            }
-        )
-    }
-
-    /// `group_set_policy`.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn group_set_policy(
-        &self,
-        group_id: GroupId,
-        join_policy: JoinPolicy,
-    ) -> Result<GroupSetPolicyResponse> {
-        call!(
-            self,
-            GroupSetPolicy,
-            GroupSetPolicyRequest {
-                group_id,
-                join_policy
-            }
-        )
-    }
-
-    /// `group_invite`.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn group_invite(
-        &self,
-        group_id: GroupId,
-        user: impl IntoUserRef,
-    ) -> Result<GroupInviteResponse> {
-        call!(
-            self,
-            GroupInvite,
-            GroupInviteRequest {
-                group_id,
-                user: user.into_user_ref(),
-            }
-        )
-    }
-
-    /// `group_respond_join`: lets `user` in, or refuses.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn group_respond_join(
-        &self,
-        group_id: GroupId,
-        user: impl IntoUserRef,
-        accept: bool,
-    ) -> Result<GroupRespondJoinResponse> {
-        call!(
-            self,
-            GroupRespondJoin,
-            GroupRespondJoinRequest {
-                group_id,
-                user: user.into_user_ref(),
-                accept,
-            }
-        )
-    }
-
-    /// `group_unban`.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn group_unban(
-        &self,
-        group_id: GroupId,
-        user: impl IntoUserRef,
-    ) -> Result<GroupUnbanResponse> {
-        call!(
-            self,
-            GroupUnban,
-            GroupUnbanRequest {
-                group_id,
-                user: user.into_user_ref(),
-            }
-        )
-    }
-
-    /// `group_join`.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn group_join(&self, group_id: GroupId) -> Result<GroupJoinResponse> {
-        call!(self, GroupJoin, GroupJoinRequest { group_id })
-    }
-
-    /// `group_leave`.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn group_leave(&self, group_id: GroupId) -> Result<GroupLeaveResponse> {
-        call!(self, GroupLeave, GroupLeaveRequest { group_id })
-    }
-
-    /// `group_dissolve`.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn group_dissolve(&self, group_id: GroupId) -> Result<GroupDissolveResponse> {
-        call!(self, GroupDissolve, GroupDissolveRequest { group_id })
-    }
-
-    /// `group_kick`.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn group_kick(
-        &self,
-        group_id: GroupId,
-        user: impl IntoUserRef,
-    ) -> Result<GroupKickResponse> {
-        call!(
-            self,
-            GroupKick,
-            GroupKickRequest {
-                group_id,
-                user: user.into_user_ref(),
-                ban: false,
-            }
-        )
-    }
-
-    /// `group_kick` with `ban`: the user cannot join again until unbanned.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn group_kick_and_ban(
-        &self,
-        group_id: GroupId,
-        user: impl IntoUserRef,
-    ) -> Result<GroupKickResponse> {
-        call!(
-            self,
-            GroupKick,
-            GroupKickRequest {
-                group_id,
-                user: user.into_user_ref(),
-                ban: true,
-            }
-        )
-    }
-
-    /// `group_set_role`.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn group_set_role(
-        &self,
-        group_id: GroupId,
-        user: impl IntoUserRef,
-        role: Role,
-    ) -> Result<GroupSetRoleResponse> {
-        call!(
-            self,
-            GroupSetRole,
-            GroupSetRoleRequest {
-                group_id,
-                user: user.into_user_ref(),
-                role,
-            }
-        )
-    }
-
-    /// `group_info`.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn group_info(&self, group_id: GroupId) -> Result<GroupInfoResponse> {
-        call!(self, GroupInfo, GroupInfoRequest { group_id })
-    }
-
-    /// `group_members`.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn group_members(&self, group_id: GroupId) -> Result<GroupMembersResponse> {
-        call!(self, GroupMembers, GroupMembersRequest { group_id })
-    }
-
-    /// `group_list`: the session user's groups.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn group_list(&self) -> Result<GroupListResponse> {
-        call!(self, GroupList, GroupListRequest {})
-    }
-
-    // -- Chat --------------------------------------------------------------
-
-    /// `send` with a freshly generated `client_msg_id`.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn send(&self, to: Target, body: &str) -> Result<SendResponse> {
-        let client_msg_id = self.new_client_msg_id();
-        self.send_with_id(to, &client_msg_id, body).await
-    }
-
-    /// `send` with the caller's `client_msg_id`; a resend with the same id
-    /// returns the first answer (with `duplicate` set) and stores nothing.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn send_with_id(
-        &self,
-        to: Target,
-        client_msg_id: &str,
-        body: &str,
-    ) -> Result<SendResponse> {
-        call!(
-            self,
-            Send,
-            SendRequest {
-                to,
-                client_msg_id: client_msg_id.to_owned(),
-                body: body.to_owned(),
-            }
-        )
-    }
-
-    /// `ack`: everything up to `seq` in the conversation was delivered.
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn ack(&self, conversation_id: ConversationId, seq: Seq) -> Result<AckResponse> {
-        call!(
-            self,
-            Ack,
-            AckRequest {
-                conversation_id,
-                seq,
-            }
-        )
-    }
-
-    /// `history`: one page of a conversation (see [`HistoryRequest`]).
-    ///
-    /// # Errors
-    /// As [`Connection::request`].
-    pub async fn history(&self, request: HistoryRequest) -> Result<HistoryResponse> {
-        call!(self, History, request)
-    }
-
-    /// Any request, typed by the message table (see [`chat_proto::Call`]).
+    /// Any request, typed by the message table (see [`chat_proto::Call`]):
+    /// `connection.call(GroupJoinRequest { group_id })` answers with a
+    /// [`chat_proto::GroupJoinResponse`]. Every request without a method of
+    /// its own below goes through here.
     ///
     /// # Errors
     /// As [`Connection::request`].
@@ -1132,12 +663,45 @@ impl Connection {
             .map_err(|other| unexpected_response(R::TYPE, &other))
     }
 
-    /// `sync`: what the client missed after `cursors`.
+    /// `login` with a name or id and a password.
     ///
     /// # Errors
     /// As [`Connection::request`].
-    pub async fn sync(&self, cursors: Vec<Cursor>, limit: Option<u32>) -> Result<SyncResponse> {
-        call!(self, Sync, SyncRequest { cursors, limit })
+    pub async fn login(&self, user: impl IntoUserRef, password: &str) -> Result<LoginResponse> {
+        self.call(LoginRequest {
+            user: Some(user.into_user_ref()),
+            password: Some(password.to_owned()),
+            token: None,
+        })
+        .await
+    }
+
+    /// `login` with a session token from an earlier login.
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn login_with_token(&self, token: &str) -> Result<LoginResponse> {
+        self.call(LoginRequest {
+            user: None,
+            password: None,
+            token: Some(token.to_owned()),
+        })
+        .await
+    }
+
+    /// `send` with a freshly generated `client_msg_id` (see
+    /// [`Connection::new_client_msg_id`]); to choose the id, and so be able
+    /// to send again without storing twice, call a [`SendRequest`].
+    ///
+    /// # Errors
+    /// As [`Connection::request`].
+    pub async fn send(&self, to: Target, body: &str) -> Result<SendResponse> {
+        self.call(SendRequest {
+            to,
+            client_msg_id: self.new_client_msg_id(),
+            body: body.to_owned(),
+        })
+        .await
     }
 }
 
@@ -1387,7 +951,10 @@ mod tests {
     //! they can reorder replies, go silent or hang up at exact moments that a
     //! real server never would on demand.
 
-    use chat_proto::{Frame, PingResponse, PresencePush, Status};
+    use chat_proto::{
+        ConversationId, Frame, FriendListRequest, GroupListRequest, HistoryRequest, PingRequest,
+        PingResponse, PresencePush, Status,
+    };
     use tokio::net::TcpListener;
     use tokio_util::codec::Framed;
 
@@ -1432,7 +999,11 @@ mod tests {
             server
         });
         let connection = Connection::connect(address).await.unwrap();
-        let (a, b, c) = tokio::join!(connection.ping(), connection.ping(), connection.ping());
+        let (a, b, c) = tokio::join!(
+            connection.call(PingRequest {}),
+            connection.call(PingRequest {}),
+            connection.call(PingRequest {})
+        );
         let mut stamps = vec![
             a.unwrap().server_ts_ms,
             b.unwrap().server_ts_ms,
@@ -1462,7 +1033,7 @@ mod tests {
             server.next().await
         });
         let connection = Connection::connect(address).await.unwrap();
-        let error = connection.friend_list().await.unwrap_err();
+        let error = connection.call(FriendListRequest {}).await.unwrap_err();
         assert_eq!(error.status(), Some(Status::Unauthorized));
         assert!(error.is_server_error());
     }
@@ -1478,12 +1049,15 @@ mod tests {
         });
         let connection = Connection::connect(address).await.unwrap();
         connection.set_request_timeout(Duration::from_secs(30));
-        let (a, b) = tokio::join!(connection.ping(), connection.group_list());
+        let (a, b) = tokio::join!(
+            connection.call(PingRequest {}),
+            connection.call(GroupListRequest {})
+        );
         assert!(matches!(a, Err(ClientError::Closed(_))), "{a:?}");
         assert!(matches!(b, Err(ClientError::Closed(_))), "{b:?}");
         connection.closed().await;
         assert!(connection.is_closed());
-        let after = connection.ping().await;
+        let after = connection.call(PingRequest {}).await;
         assert!(matches!(after, Err(ClientError::Closed(_))), "{after:?}");
         assert_eq!(connection.next_push().await, None);
     }
@@ -1497,7 +1071,7 @@ mod tests {
         });
         let connection = Connection::connect(address).await.unwrap();
         connection.set_request_timeout(Duration::from_millis(50));
-        let error = connection.ping().await.unwrap_err();
+        let error = connection.call(PingRequest {}).await.unwrap_err();
         assert!(matches!(error, ClientError::Timeout(_)), "{error:?}");
         assert!(connection.shared.lock().pending.is_empty());
     }
@@ -1555,7 +1129,7 @@ mod tests {
             server.next().await
         });
         let connection = Connection::connect(address).await.unwrap();
-        let error = connection.group_list().await.unwrap_err();
+        let error = connection.call(GroupListRequest {}).await.unwrap_err();
         assert!(matches!(error, ClientError::Protocol(_)), "{error:?}");
     }
 
@@ -1621,7 +1195,7 @@ mod tests {
             server.next().await
         });
         let connection = Connection::connect(address).await.unwrap();
-        let history = connection.history(HistoryRequest {
+        let history = connection.call(HistoryRequest {
             conversation_id: ConversationId(1),
             before_seq: None,
             after_seq: None,
@@ -1630,7 +1204,7 @@ mod tests {
         let (first, second) = tokio::join!(history, async {
             // Make sure the history request is written first.
             tokio::task::yield_now().await;
-            connection.ping().await
+            connection.call(PingRequest {}).await
         });
         assert!(matches!(first, Err(ClientError::Protocol(_))), "{first:?}");
         assert_eq!(second.unwrap().server_ts_ms, 7);

@@ -6,11 +6,13 @@
 
 mod common;
 
-use chat_client::Connection;
+use chat_client::{Connection, IntoUserRef};
 use chat_proto::{
     ConversationCursor, ConversationId, ConversationKind, ConversationListRequest,
-    ConversationListResponse, Cursor, HistoryRequest, Push, ReadPositionsRequest, ReadRequest,
-    RecallRequest, Role, Seq, Status, SyncRequest, Target, TypingRequest, UserId,
+    ConversationListResponse, Cursor, FriendListRequest, FriendRemoveRequest, FriendUpdateRequest,
+    GroupCreateRequest, GroupJoinRequest, GroupLeaveRequest, GroupSetRoleRequest, HistoryRequest,
+    JoinPolicy, Push, ReadPositionsRequest, ReadRequest, RecallRequest, Role, Seq, Status,
+    SyncRequest, Target, TypingRequest, UserId,
 };
 use common::{befriend, drain_pushes, expect_no_push, expect_push, status_of, unique, TestServer};
 
@@ -60,7 +62,7 @@ async fn pair(
     let (b, b_login) = server.user(&b_name).await;
     befriend(&a, &b, &b_name, &a_name).await;
     let conversation = a
-        .friend_list()
+        .call(FriendListRequest {})
         .await
         .unwrap()
         .friends
@@ -84,10 +86,25 @@ async fn the_list_orders_by_activity_with_previews_and_counts() {
     let carol_name = unique("cat");
     let (carol, _) = server.user(&carol_name).await;
     befriend(&alice, &carol, &carol_name, &alice_name).await;
-    let group = carol.group_create("team", "").await.unwrap().group;
-    alice.group_join(group.id).await.unwrap();
+    let group = carol
+        .call(GroupCreateRequest {
+            name: "team".to_owned(),
+            description: "".to_owned(),
+            join_policy: JoinPolicy::Open,
+        })
+        .await
+        .unwrap()
+        .group;
     alice
-        .friend_update(bob_id, Some("Bobby"), None)
+        .call(GroupJoinRequest { group_id: group.id })
+        .await
+        .unwrap();
+    alice
+        .call(FriendUpdateRequest {
+            user: bob_id.into_user_ref(),
+            remark: Some("Bobby".to_owned()),
+            category: None,
+        })
         .await
         .unwrap();
 
@@ -173,7 +190,10 @@ async fn the_list_orders_by_activity_with_previews_and_counts() {
     assert_eq!(unread, [(group.conversation_id, 1)]);
 
     // Leaving the group takes it off the list.
-    alice.group_leave(group.id).await.unwrap();
+    alice
+        .call(GroupLeaveRequest { group_id: group.id })
+        .await
+        .unwrap();
     let page = list(&alice).await;
     assert_eq!(page.conversations.len(), 2);
     assert!(page
@@ -270,9 +290,20 @@ async fn group_receipts_go_to_the_senders_they_cover() {
     let (bob, bob_login) = server.user(&unique("bob")).await;
     let (carol, _) = server.user(&unique("car")).await;
     let (dave, dave_login) = server.user(&unique("dav")).await;
-    let group = owner.group_create("g", "").await.unwrap().group;
+    let group = owner
+        .call(GroupCreateRequest {
+            name: "g".to_owned(),
+            description: "".to_owned(),
+            join_policy: JoinPolicy::Open,
+        })
+        .await
+        .unwrap()
+        .group;
     for member in [&bob, &carol, &dave] {
-        member.group_join(group.id).await.unwrap();
+        member
+            .call(GroupJoinRequest { group_id: group.id })
+            .await
+            .unwrap();
     }
     bob.send(Target::Group(group.id), "from bob").await.unwrap();
     dave.send(Target::Group(group.id), "from dave")
@@ -377,12 +408,27 @@ async fn recall_by_the_sender_within_the_window_and_by_group_admins() {
     let (admin, admin_login) = server.user(&unique("adm")).await;
     let (bob, bob_login) = server.user(&unique("bob")).await;
     let (carol, _) = server.user(&unique("car")).await;
-    let group = owner.group_create("g", "").await.unwrap().group;
+    let group = owner
+        .call(GroupCreateRequest {
+            name: "g".to_owned(),
+            description: "".to_owned(),
+            join_policy: JoinPolicy::Open,
+        })
+        .await
+        .unwrap()
+        .group;
     for member in [&admin, &bob, &carol] {
-        member.group_join(group.id).await.unwrap();
+        member
+            .call(GroupJoinRequest { group_id: group.id })
+            .await
+            .unwrap();
     }
     owner
-        .group_set_role(group.id, admin_login.user.id, Role::Admin)
+        .call(GroupSetRoleRequest {
+            group_id: group.id,
+            user: admin_login.user.id.into_user_ref(),
+            role: Role::Admin,
+        })
         .await
         .unwrap();
     let conversation = group.conversation_id;
@@ -426,7 +472,7 @@ async fn recall_by_the_sender_within_the_window_and_by_group_admins() {
 
     // History, sync and the list show tombstones.
     let history = owner
-        .history(HistoryRequest {
+        .call(HistoryRequest {
             conversation_id: conversation,
             before_seq: None,
             after_seq: None,
@@ -480,7 +526,11 @@ async fn a_former_friend_sees_no_presence_typing_or_receipts() {
     let ((ann, ann_id, ann_name), (ben, ben_id, ben_name), conversation) = pair(&server).await;
     ben.send(Target::User(ann_id), "bye").await.unwrap();
     drain_pushes(&ann).await;
-    ben.friend_remove(ann_name.as_str()).await.unwrap();
+    ben.call(FriendRemoveRequest {
+        user: ann_name.as_str().into_user_ref(),
+    })
+    .await
+    .unwrap();
     drain_pushes(&ann).await;
     drain_pushes(&ben).await;
 

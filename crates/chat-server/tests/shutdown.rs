@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_client::Connection;
-use chat_proto::{Push, SessionEndReason, Target};
+use chat_proto::{
+    GroupCreateRequest, GroupJoinRequest, JoinPolicy, LogoutRequest, PingRequest, Push,
+    SessionEndReason, Target,
+};
 use common::{
     befriend, drain_pushes, expect_no_push, next_message, unique, whole_history, TestServer,
 };
@@ -36,7 +39,7 @@ async fn sessions_are_told_the_server_is_draining_and_closed() {
     let (bob, _) = server.user(&bob_name).await;
     befriend(&alice, &bob, &bob_name, &alice_name).await;
     let anonymous = server.connect().await;
-    anonymous.ping().await.unwrap();
+    anonymous.call(PingRequest {}).await.unwrap();
 
     server.restart().await;
     for connection in [&alice, &bob, &anonymous] {
@@ -48,7 +51,7 @@ async fn sessions_are_told_the_server_is_draining_and_closed() {
     // The restarted server serves the same accounts.
     let (alice, login) = server.login(&alice_name).await;
     assert_eq!(login.friends.len(), 1);
-    alice.ping().await.unwrap();
+    alice.call(PingRequest {}).await.unwrap();
     server.shutdown().await;
 }
 
@@ -60,8 +63,18 @@ async fn every_acknowledged_message_is_kept_through_a_shutdown_under_load() {
     let (alice, alice_login) = server.user(&alice_name).await;
     let (bob, bob_login) = server.user(&bob_name).await;
     befriend(&alice, &bob, &bob_name, &alice_name).await;
-    let group = alice.group_create("loud", "").await.unwrap().group;
-    bob.group_join(group.id).await.unwrap();
+    let group = alice
+        .call(GroupCreateRequest {
+            name: "loud".to_owned(),
+            description: "".to_owned(),
+            join_policy: JoinPolicy::Open,
+        })
+        .await
+        .unwrap()
+        .group;
+    bob.call(GroupJoinRequest { group_id: group.id })
+        .await
+        .unwrap();
     let alice = Arc::new(alice);
     let bob = Arc::new(bob);
 
@@ -138,9 +151,19 @@ async fn messages_for_an_offline_user_are_delivered_after_a_restart() {
     let (alice, _) = server.user(&alice_name).await;
     let (bob, bob_login) = server.user(&bob_name).await;
     befriend(&alice, &bob, &bob_name, &alice_name).await;
-    let group = alice.group_create("news", "").await.unwrap().group;
-    bob.group_join(group.id).await.unwrap();
-    bob.logout().await.unwrap();
+    let group = alice
+        .call(GroupCreateRequest {
+            name: "news".to_owned(),
+            description: "".to_owned(),
+            join_policy: JoinPolicy::Open,
+        })
+        .await
+        .unwrap()
+        .group;
+    bob.call(GroupJoinRequest { group_id: group.id })
+        .await
+        .unwrap();
+    bob.call(LogoutRequest {}).await.unwrap();
     drop(bob);
     drain_pushes(&alice).await;
 
