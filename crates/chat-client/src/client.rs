@@ -15,7 +15,6 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +27,7 @@ use chat_proto::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::client_msg_ids::ClientMsgIds;
 use crate::connection::{Connection, ConnectionOptions, IntoUserRef};
 use crate::delivery::{DeliveryState, Verdict};
 use crate::error::{ClientError, Result};
@@ -272,8 +272,7 @@ pub struct Client {
     link: watch::Receiver<LinkState>,
     commands: mpsc::UnboundedSender<Command>,
     events: tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>,
-    client_msg_id_prefix: String,
-    next_client_msg_id: AtomicU64,
+    client_msg_ids: ClientMsgIds,
     supervisor: JoinHandle<()>,
 }
 
@@ -351,15 +350,12 @@ impl Client {
             acked: std::collections::HashMap::new(),
         };
         let supervisor = tokio::spawn(supervisor.run());
-        let mut prefix_bytes = [0u8; 8];
-        rand::Rng::fill(&mut rand::thread_rng(), &mut prefix_bytes);
         Ok(Client {
             shared,
             link,
             commands,
             events: tokio::sync::Mutex::new(event_rx),
-            client_msg_id_prefix: prefix_bytes.iter().map(|b| format!("{b:02x}")).collect(),
-            next_client_msg_id: AtomicU64::new(1),
+            client_msg_ids: ClientMsgIds::new(),
             supervisor,
         })
     }
@@ -696,8 +692,7 @@ impl Client {
 
     /// A fresh `client_msg_id`, unique for this client.
     pub fn new_client_msg_id(&self) -> String {
-        let n = self.next_client_msg_id.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n}", self.client_msg_id_prefix)
+        self.client_msg_ids.next()
     }
 
     /// `send` with a fresh `client_msg_id`.

@@ -38,6 +38,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::codec::{BytesCodec, FramedRead, FramedWrite};
 
+use crate::client_msg_ids::ClientMsgIds;
 use crate::error::{ClientError, Result};
 use crate::transport::{self, ByteStream, ClientTls, ServerAddress, TransportStream};
 
@@ -249,8 +250,7 @@ pub struct Connection {
     unmatched: tokio::sync::Mutex<mpsc::UnboundedReceiver<UnmatchedReply>>,
     next_request_id: AtomicU32,
     request_timeout_ms: AtomicU64,
-    client_msg_id_prefix: String,
-    next_client_msg_id: AtomicU64,
+    client_msg_ids: ClientMsgIds,
     local_addr: SocketAddr,
     peer_addr: SocketAddr,
     reader: JoinHandle<()>,
@@ -453,9 +453,6 @@ impl Connection {
             unmatched_tx,
         ));
         let writer = tokio::spawn(write_loop(outbox_rx, sink, Arc::clone(&shared)));
-        let mut prefix_bytes = [0u8; 8];
-        rand::Rng::fill(&mut rand::thread_rng(), &mut prefix_bytes);
-        let client_msg_id_prefix = prefix_bytes.iter().map(|b| format!("{b:02x}")).collect();
         Connection {
             shared,
             outbox,
@@ -463,8 +460,7 @@ impl Connection {
             unmatched: tokio::sync::Mutex::new(unmatched_rx),
             next_request_id: AtomicU32::new(1),
             request_timeout_ms: AtomicU64::new(duration_to_ms(options.request_timeout)),
-            client_msg_id_prefix,
-            next_client_msg_id: AtomicU64::new(1),
+            client_msg_ids: ClientMsgIds::new(),
             local_addr,
             peer_addr,
             reader,
@@ -536,8 +532,7 @@ impl Connection {
     /// A fresh `client_msg_id` for a [`SendRequest`]: a random
     /// per-connection prefix and a counter, so it is unique for the sender.
     pub fn new_client_msg_id(&self) -> String {
-        let n = self.next_client_msg_id.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n}", self.client_msg_id_prefix)
+        self.client_msg_ids.next()
     }
 
     /// Registers a wait for the reply to `request_id`, for frames sent with
