@@ -49,7 +49,7 @@ impl ReconnectPolicy {
     }
 }
 
-/// Settings of a [`Client`].
+/// Settings of a [`Client`](super::Client).
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// Server addresses in any form [`ServerAddress`](crate::transport::ServerAddress) parses (`host:port`,
