@@ -413,11 +413,7 @@ impl Client {
     where
         R: Call + Clone,
     {
-        self.with_retry(Retry::Once, |c| {
-            let request = request.clone();
-            async move { c.call(request).await }
-        })
-        .await
+        self.call_with(Retry::Once, request).await
     }
 
     /// As [`Client::call`], for a request that has the same effect however
@@ -431,7 +427,14 @@ impl Client {
     where
         R: Call + Clone,
     {
-        self.with_retry(Retry::Idempotent, |c| {
+        self.call_with(Retry::Idempotent, request).await
+    }
+
+    async fn call_with<R>(&self, retry: Retry, request: R) -> Result<R::Response>
+    where
+        R: Call + Clone,
+    {
+        self.with_retry(retry, |c| {
             let request = request.clone();
             async move { c.call(request).await }
         })

@@ -1,9 +1,9 @@
 //! Picking a session up again on a new connection.
 
-use chat_proto::{LoginResponse, Status};
+use chat_proto::{LoginRequest, LoginResponse, Status};
 use tokio::sync::mpsc;
 
-use super::session::Shared;
+use super::session::{Credentials, Shared};
 use crate::connection::{Connection, ConnectionOptions};
 use crate::error::Result;
 use crate::event::Event;
@@ -26,21 +26,27 @@ pub(super) async fn resume(
     let Some(credentials) = credentials else {
         return Ok((connection, None));
     };
+    // The token first; the password (when the session has one) if the
+    // token is refused, say because it expired.
+    let by_token = token.map(|token| LoginRequest {
+        user: None,
+        password: None,
+        token: Some(token),
+    });
+    let by_password = match credentials {
+        Credentials {
+            user: Some(user),
+            password: Some(password),
+        } => Some(LoginRequest {
+            user: Some(user),
+            password: Some(password),
+            token: None,
+        }),
+        _ => None,
+    };
     let mut refusal = None;
-    if let Some(token) = &token {
-        match connection.login_with_token(token).await {
-            Ok(login) => {
-                shared.remember(&login);
-                return Ok((connection, Some(login)));
-            }
-            Err(error) if error.status() == Some(Status::Unauthorized) => {
-                refusal = Some(error);
-            }
-            Err(error) => return Err(error),
-        }
-    }
-    if let (Some(user), Some(password)) = (&credentials.user, &credentials.password) {
-        match connection.login(user, password).await {
+    for request in by_token.into_iter().chain(by_password) {
+        match connection.call(request).await {
             Ok(login) => {
                 shared.remember(&login);
                 return Ok((connection, Some(login)));
