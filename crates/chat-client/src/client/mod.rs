@@ -8,10 +8,12 @@
 //! configured addresses), logs in again with the session token (or the
 //! password when the token is refused), and syncs from its cursors.
 //!
-//! Requests that are safe to repeat (reads, `ack`, `friend_update`, and
-//! `send`, which the server de-duplicates by `client_msg_id`) are retried on
-//! the next connection when the connection drops under them; the others fail
-//! with the connection error and the application decides.
+//! Requests that are safe to repeat are retried on the next connection when
+//! the connection drops under them: those sent with
+//! [`Client::call_idempotent`] (reads, `ack`, `friend_update`), logins, and
+//! [`Client::send`], which the server de-duplicates by `client_msg_id`.
+//! Those sent with [`Client::call`] fail with the connection error and the
+//! application decides.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
