@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use chat_client::IntoUserRef;
 use chat_proto::{
-    FriendAddRequest, GroupCreateRequest, GroupId, GroupJoinRequest, JoinPolicy, LoginRequest,
-    RegisterRequest, Request, Status, UserRef,
+    FriendAddRequest, GroupCreateRequest, GroupId, GroupJoinRequest, LoginRequest, RegisterRequest,
+    Request, Status, UserRef,
 };
-use common::{status_of, unique, RawClient, TestServer, PASSWORD};
+use common::{open_group, status_of, unique, RawClient, TestServer, PASSWORD};
 use tokio::io::AsyncWriteExt;
 
 /// A raw connection whose PROXY header says it comes from `ip`.
@@ -310,15 +310,7 @@ async fn friend_requests_group_creations_and_joins_have_per_user_quotas() {
     );
     // Quotas are per user: another user still has all of theirs.
     let (creator, _) = server.user(&unique("creator")).await;
-    let group = creator
-        .call(GroupCreateRequest {
-            name: "first".to_owned(),
-            description: "".to_owned(),
-            join_policy: JoinPolicy::Open,
-        })
-        .await
-        .unwrap()
-        .group;
+    let group = open_group(&creator, "first").await;
     assert_eq!(
         status_of(
             creator
@@ -332,18 +324,8 @@ async fn friend_requests_group_creations_and_joins_have_per_user_quotas() {
         Status::RateLimited
     );
     let (joiner, _) = server.user(&unique("joiner")).await;
-    let other_group = server
-        .user(&unique("another creator"))
-        .await
-        .0
-        .call(GroupCreateRequest {
-            name: "other".to_owned(),
-            description: "".to_owned(),
-            join_policy: JoinPolicy::Open,
-        })
-        .await
-        .unwrap()
-        .group;
+    let (other_creator, _) = server.user(&unique("another creator")).await;
+    let other_group = open_group(&other_creator, "other").await;
     // A join that fails (no such group) does not use the quota up.
     assert_eq!(
         status_of(

@@ -6,10 +6,12 @@ mod common;
 
 use chat_client::ClientError;
 use chat_proto::{
-    FriendListRequest, GroupCreateRequest, JoinPolicy, LogoutRequest, PingRequest, Push,
-    RegisterRequest, SessionEndReason, Status, Target,
+    FriendListRequest, LogoutRequest, PingRequest, Push, RegisterRequest, SessionEndReason, Status,
+    Target,
 };
-use common::{befriend, expect_no_push, next_message, status_of, unique, TestServer, PASSWORD};
+use common::{
+    befriend, expect_no_push, next_message, open_group, status_of, unique, TestServer, PASSWORD,
+};
 
 /// The error body of a failed call, panicking if it succeeded.
 fn error_of<T: std::fmt::Debug>(result: chat_client::Result<T>) -> chat_proto::ErrorBody {
@@ -397,15 +399,7 @@ async fn logging_in_twice_on_one_connection_is_a_conflict() {
     // The session is still the first user's.
     let list = connection.call(FriendListRequest {}).await.unwrap();
     assert!(list.friends.is_empty());
-    let group = connection
-        .call(GroupCreateRequest {
-            name: "mine".to_owned(),
-            description: "".to_owned(),
-            join_policy: JoinPolicy::Open,
-        })
-        .await
-        .unwrap()
-        .group;
+    let group = open_group(&connection, "mine").await;
     assert_eq!(group.owner_id, login.user.id);
 }
 

@@ -15,7 +15,9 @@ use chat_proto::{
     GroupJoinRequest, GroupKickRequest, GroupListRequest, GroupSetRoleRequest, JoinPolicy,
     LogoutRequest, PingRequest, RegisterRequest, Request, SendRequest, Status, Target,
 };
-use common::{befriend, expect_message, expect_push, status_of, unique, TestServer, Wire};
+use common::{
+    befriend, expect_message, expect_push, open_group, status_of, unique, TestServer, Wire,
+};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -384,15 +386,7 @@ async fn nobody_can_act_as_somebody_else(wire: Wire) {
         Status::Forbidden
     );
     // Group admin powers need the role.
-    let group = alice
-        .call(GroupCreateRequest {
-            name: "club".to_owned(),
-            description: "".to_owned(),
-            join_policy: JoinPolicy::Open,
-        })
-        .await
-        .unwrap()
-        .group;
+    let group = open_group(&alice, "club").await;
     mallory
         .call(GroupJoinRequest { group_id: group.id })
         .await

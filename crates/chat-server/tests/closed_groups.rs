@@ -10,7 +10,9 @@ use chat_proto::{
     GroupRespondJoinRequest, GroupSetPolicyRequest, GroupSetRoleRequest, GroupUnbanRequest,
     JoinPolicy, Push, Role, Status,
 };
-use common::{drain_pushes, expect_group_event, expect_push, status_of, unique, TestServer};
+use common::{
+    drain_pushes, expect_group_event, expect_push, open_group, status_of, unique, TestServer,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joining_by_approval_waits_for_the_owner_or_an_admin() {
@@ -122,15 +124,7 @@ async fn an_invitation_only_group_does_not_exist_for_strangers() {
     let (member, _) = server.user(&unique("member")).await;
     let (invitee, invitee_login) = server.user(&unique("invitee")).await;
     let (stranger, _) = server.user(&unique("stranger")).await;
-    let group = owner
-        .call(GroupCreateRequest {
-            name: "secret".to_owned(),
-            description: "".to_owned(),
-            join_policy: JoinPolicy::Open,
-        })
-        .await
-        .unwrap()
-        .group;
+    let group = open_group(&owner, "secret").await;
     member
         .call(GroupJoinRequest { group_id: group.id })
         .await
@@ -215,15 +209,7 @@ async fn a_kick_with_a_ban_keeps_the_user_out_until_unbanned() {
     let (owner, _) = server.user(&unique("owner")).await;
     let (admin, admin_login) = server.user(&unique("admin")).await;
     let (troll, troll_login) = server.user(&unique("troll")).await;
-    let group = owner
-        .call(GroupCreateRequest {
-            name: "open".to_owned(),
-            description: "".to_owned(),
-            join_policy: JoinPolicy::Open,
-        })
-        .await
-        .unwrap()
-        .group;
+    let group = open_group(&owner, "open").await;
     admin
         .call(GroupJoinRequest { group_id: group.id })
         .await

@@ -10,11 +10,13 @@ use chat_client::{Connection, IntoUserRef};
 use chat_proto::{
     ConversationCursor, ConversationId, ConversationKind, ConversationListRequest,
     ConversationListResponse, Cursor, FriendListRequest, FriendRemoveRequest, FriendUpdateRequest,
-    GroupCreateRequest, GroupJoinRequest, GroupLeaveRequest, GroupSetRoleRequest, HistoryRequest,
-    JoinPolicy, Push, ReadPositionsRequest, ReadRequest, RecallRequest, Role, Seq, Status,
-    SyncRequest, Target, TypingRequest, UserId,
+    GroupJoinRequest, GroupLeaveRequest, GroupSetRoleRequest, HistoryRequest, Push,
+    ReadPositionsRequest, ReadRequest, RecallRequest, Role, Seq, Status, SyncRequest, Target,
+    TypingRequest, UserId,
 };
-use common::{befriend, drain_pushes, expect_no_push, expect_push, status_of, unique, TestServer};
+use common::{
+    befriend, drain_pushes, expect_no_push, expect_push, open_group, status_of, unique, TestServer,
+};
 
 async fn list(connection: &Connection) -> ConversationListResponse {
     connection
@@ -86,15 +88,7 @@ async fn the_list_orders_by_activity_with_previews_and_counts() {
     let carol_name = unique("cat");
     let (carol, _) = server.user(&carol_name).await;
     befriend(&alice, &carol, &carol_name, &alice_name).await;
-    let group = carol
-        .call(GroupCreateRequest {
-            name: "team".to_owned(),
-            description: "".to_owned(),
-            join_policy: JoinPolicy::Open,
-        })
-        .await
-        .unwrap()
-        .group;
+    let group = open_group(&carol, "team").await;
     alice
         .call(GroupJoinRequest { group_id: group.id })
         .await
@@ -290,15 +284,7 @@ async fn group_receipts_go_to_the_senders_they_cover() {
     let (bob, bob_login) = server.user(&unique("bob")).await;
     let (carol, _) = server.user(&unique("car")).await;
     let (dave, dave_login) = server.user(&unique("dav")).await;
-    let group = owner
-        .call(GroupCreateRequest {
-            name: "g".to_owned(),
-            description: "".to_owned(),
-            join_policy: JoinPolicy::Open,
-        })
-        .await
-        .unwrap()
-        .group;
+    let group = open_group(&owner, "g").await;
     for member in [&bob, &carol, &dave] {
         member
             .call(GroupJoinRequest { group_id: group.id })
@@ -408,15 +394,7 @@ async fn recall_by_the_sender_within_the_window_and_by_group_admins() {
     let (admin, admin_login) = server.user(&unique("adm")).await;
     let (bob, bob_login) = server.user(&unique("bob")).await;
     let (carol, _) = server.user(&unique("car")).await;
-    let group = owner
-        .call(GroupCreateRequest {
-            name: "g".to_owned(),
-            description: "".to_owned(),
-            join_policy: JoinPolicy::Open,
-        })
-        .await
-        .unwrap()
-        .group;
+    let group = open_group(&owner, "g").await;
     for member in [&admin, &bob, &carol] {
         member
             .call(GroupJoinRequest { group_id: group.id })

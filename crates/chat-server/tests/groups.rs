@@ -11,7 +11,7 @@ use chat_proto::{
     UserId,
 };
 use common::{
-    drain_pushes, expect_group_event, expect_no_push, next_message, status_of, unique,
+    drain_pushes, expect_group_event, expect_no_push, next_message, open_group, status_of, unique,
     whole_history, TestServer,
 };
 
@@ -720,33 +720,9 @@ async fn group_list_shows_my_groups_with_my_role() {
         .unwrap()
         .groups
         .is_empty());
-    let mine = alice
-        .call(GroupCreateRequest {
-            name: "mine".to_owned(),
-            description: "".to_owned(),
-            join_policy: JoinPolicy::Open,
-        })
-        .await
-        .unwrap()
-        .group;
-    let theirs = bob
-        .call(GroupCreateRequest {
-            name: "theirs".to_owned(),
-            description: "".to_owned(),
-            join_policy: JoinPolicy::Open,
-        })
-        .await
-        .unwrap()
-        .group;
-    let unrelated = bob
-        .call(GroupCreateRequest {
-            name: "unrelated".to_owned(),
-            description: "".to_owned(),
-            join_policy: JoinPolicy::Open,
-        })
-        .await
-        .unwrap()
-        .group;
+    let mine = open_group(&alice, "mine").await;
+    let theirs = open_group(&bob, "theirs").await;
+    let unrelated = open_group(&bob, "unrelated").await;
     alice
         .call(GroupJoinRequest {
             group_id: theirs.id,

@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use chat_client::Connection;
 use chat_proto::{
-    GroupCreateRequest, GroupJoinRequest, GroupMembersRequest, JoinPolicy, LogoutRequest,
-    PingRequest, Push, RegisterRequest, Request, Response, SessionEndReason, Status, Target,
+    GroupJoinRequest, GroupMembersRequest, LogoutRequest, PingRequest, Push, RegisterRequest,
+    Request, Response, SessionEndReason, Status, Target,
 };
-use common::{drain_pushes, next_message, unique, RawClient, TestServer, Wire, PUSH_WAIT};
+use common::{
+    drain_pushes, next_message, open_group, unique, RawClient, TestServer, Wire, PUSH_WAIT,
+};
 
 crate::over_every_wire!(
     requests_beyond_the_rate_are_refused_and_the_connection_recovers,
@@ -182,15 +184,7 @@ async fn a_client_that_never_reads_is_cut_off_without_slowing_others_or_losing_m
     let (alice, _) = server.user(&unique("alice")).await;
     let (bob, _) = server.user(&unique("bob")).await;
     let slow_name = unique("slow");
-    let group = alice
-        .call(GroupCreateRequest {
-            name: "busy".to_owned(),
-            description: "".to_owned(),
-            join_policy: JoinPolicy::Open,
-        })
-        .await
-        .unwrap()
-        .group;
+    let group = open_group(&alice, "busy").await;
     bob.call(GroupJoinRequest { group_id: group.id })
         .await
         .unwrap();

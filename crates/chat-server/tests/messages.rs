@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use chat_client::Connection;
 use chat_proto::{
-    AckRequest, ChatMessage, ConversationId, Cursor, GroupCreateRequest, GroupJoinRequest,
-    HistoryRequest, HistoryResponse, JoinPolicy, LogoutRequest, PingRequest, Request, Response,
-    SendRequest, SendResponse, Seq, Status, SyncRequest, Target, UserId,
+    AckRequest, ChatMessage, ConversationId, Cursor, GroupJoinRequest, HistoryRequest,
+    HistoryResponse, LogoutRequest, PingRequest, Request, Response, SendRequest, SendResponse, Seq,
+    Status, SyncRequest, Target, UserId,
 };
 use common::{
-    befriend, drain_pushes, expect_no_push, next_message, status_of, unique, whole_history,
-    TestServer,
+    befriend, drain_pushes, expect_no_push, next_message, open_group, status_of, unique,
+    whole_history, TestServer,
 };
 
 async fn page(
@@ -106,15 +106,7 @@ async fn one_to_one_needs_friendship_and_groups_need_membership() {
     expect_no_push(&bob).await;
     expect_no_push(&stranger).await;
 
-    let group = alice
-        .call(GroupCreateRequest {
-            name: "members only".to_owned(),
-            description: "".to_owned(),
-            join_policy: JoinPolicy::Open,
-        })
-        .await
-        .unwrap()
-        .group;
+    let group = open_group(&alice, "members only").await;
     assert_eq!(
         status_of(stranger.send(Target::Group(group.id), "let me in").await),
         Status::Forbidden
@@ -151,15 +143,7 @@ async fn concurrent_senders_get_gap_free_sequence_numbers_in_their_own_order() {
     const EACH: usize = 50;
     let server = TestServer::start().await;
     let (owner, _) = server.user(&unique("owner")).await;
-    let group = owner
-        .call(GroupCreateRequest {
-            name: "busy".to_owned(),
-            description: "".to_owned(),
-            join_policy: JoinPolicy::Open,
-        })
-        .await
-        .unwrap()
-        .group;
+    let group = open_group(&owner, "busy").await;
     let mut senders = vec![owner];
     for _ in 1..SENDERS {
         let (member, _) = server.user(&unique("sender")).await;
@@ -287,17 +271,7 @@ async fn a_resend_with_the_same_id_is_answered_from_the_log() {
     // The id is the sender's own: another sender may use the same one.
     let bobs = bob
         .call(SendRequest {
-            to: Target::Group(
-                bob.call(GroupCreateRequest {
-                    name: "g".to_owned(),
-                    description: "".to_owned(),
-                    join_policy: JoinPolicy::Open,
-                })
-                .await
-                .unwrap()
-                .group
-                .id,
-            ),
+            to: Target::Group(open_group(&bob, "g").await.id),
             client_msg_id: "msg-1".to_owned(),
             body: "bob's own".to_owned(),
         })
@@ -466,15 +440,7 @@ async fn offline_messages_arrive_at_login_in_order_until_acked() {
     let (bob_id, carol_id) = (bob_login.user.id, carol_login.user.id);
     befriend(&bob, &alice, &alice_name, &bob_name).await;
     befriend(&bob, &carol, &carol_name, &bob_name).await;
-    let group = alice
-        .call(GroupCreateRequest {
-            name: "trio".to_owned(),
-            description: "".to_owned(),
-            join_policy: JoinPolicy::Open,
-        })
-        .await
-        .unwrap()
-        .group;
+    let group = open_group(&alice, "trio").await;
     bob.call(GroupJoinRequest { group_id: group.id })
         .await
         .unwrap();
@@ -582,15 +548,7 @@ async fn sync_returns_what_was_missed_with_and_without_cursors() {
     let bodies: Vec<String> = (1..=4).map(|n| format!("a{n}")).collect();
     let sent = pipelined_sends(&alice, Target::User(bob_id), &bodies).await;
     let direct = sent[0].conversation_id;
-    let group = alice
-        .call(GroupCreateRequest {
-            name: "g".to_owned(),
-            description: "".to_owned(),
-            join_policy: JoinPolicy::Open,
-        })
-        .await
-        .unwrap()
-        .group;
+    let group = open_group(&alice, "g").await;
     bob.call(GroupJoinRequest { group_id: group.id })
         .await
         .unwrap();

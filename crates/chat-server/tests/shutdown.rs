@@ -7,12 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_client::Connection;
-use chat_proto::{
-    GroupCreateRequest, GroupJoinRequest, JoinPolicy, LogoutRequest, PingRequest, Push,
-    SessionEndReason, Target,
-};
+use chat_proto::{GroupJoinRequest, LogoutRequest, PingRequest, Push, SessionEndReason, Target};
 use common::{
-    befriend, drain_pushes, expect_no_push, next_message, unique, whole_history, TestServer,
+    befriend, drain_pushes, expect_no_push, next_message, open_group, unique, whole_history,
+    TestServer,
 };
 
 /// Takes the pushes left on a closed connection and returns the reason of
@@ -63,15 +61,7 @@ async fn every_acknowledged_message_is_kept_through_a_shutdown_under_load() {
     let (alice, alice_login) = server.user(&alice_name).await;
     let (bob, bob_login) = server.user(&bob_name).await;
     befriend(&alice, &bob, &bob_name, &alice_name).await;
-    let group = alice
-        .call(GroupCreateRequest {
-            name: "loud".to_owned(),
-            description: "".to_owned(),
-            join_policy: JoinPolicy::Open,
-        })
-        .await
-        .unwrap()
-        .group;
+    let group = open_group(&alice, "loud").await;
     bob.call(GroupJoinRequest { group_id: group.id })
         .await
         .unwrap();
@@ -151,15 +141,7 @@ async fn messages_for_an_offline_user_are_delivered_after_a_restart() {
     let (alice, _) = server.user(&alice_name).await;
     let (bob, bob_login) = server.user(&bob_name).await;
     befriend(&alice, &bob, &bob_name, &alice_name).await;
-    let group = alice
-        .call(GroupCreateRequest {
-            name: "news".to_owned(),
-            description: "".to_owned(),
-            join_policy: JoinPolicy::Open,
-        })
-        .await
-        .unwrap()
-        .group;
+    let group = open_group(&alice, "news").await;
     bob.call(GroupJoinRequest { group_id: group.id })
         .await
         .unwrap();

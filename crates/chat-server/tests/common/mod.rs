@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use chat_client::{ClientTls, Connection, ConnectionOptions, IntoUserRef};
 use chat_proto::{
-    FriendAddRequest, FriendRespondRequest, LoginResponse, Push, RegisterRequest, Status,
+    FriendAddRequest, FriendRespondRequest, Group, GroupCreateRequest, JoinPolicy, LoginResponse,
+    Push, RegisterRequest, Status,
 };
 use chat_server::{Config, RunningServer};
 use tempfile::TempDir;
@@ -275,6 +276,19 @@ pub async fn befriend(a: &Connection, b: &Connection, b_name: &str, a_name: &str
     .await
     .expect("accepts");
     expect_push(a, |push| matches!(push, Push::PushFriendUpdate(_))).await;
+}
+
+/// Creates an open group owned by `owner`, with no description.
+pub async fn open_group(owner: &Connection, name: &str) -> Group {
+    owner
+        .call(GroupCreateRequest {
+            name: name.to_owned(),
+            description: String::new(),
+            join_policy: JoinPolicy::Open,
+        })
+        .await
+        .expect("group created")
+        .group
 }
 
 /// Waits for the next push that `matches`, skipping presence pushes and
