@@ -12,8 +12,12 @@ use crate::render::{
 use chat_client::{Client, ClientError, Event};
 use chat_proto::{
     ChatMessage, ConversationId, ConversationListRequest, Friend, FriendAddOutcome,
-    FriendRequestInfo, Group, GroupEventKind, HistoryRequest, LoginResponse, RecallRequest,
-    SendResponse, Seq, Status, Target, UserId, UserRef, UserSummary,
+    FriendAddRequest, FriendListRequest, FriendRemoveRequest, FriendRequestInfo,
+    FriendRespondRequest, FriendUpdateRequest, Group, GroupCreateRequest, GroupDissolveRequest,
+    GroupEventKind, GroupInfoRequest, GroupJoinRequest, GroupKickRequest, GroupLeaveRequest,
+    GroupListRequest, GroupMembersRequest, GroupSetRoleRequest, HistoryRequest, JoinPolicy,
+    LoginResponse, RecallRequest, RegisterRequest, SendResponse, Seq, Status, Target, UserId,
+    UserRef, UserSummary,
 };
 use serde_json::json;
 use tokio::sync::watch;
@@ -297,7 +301,7 @@ impl Shell {
             Command::Quit => return Ok(Flow::Quit),
             Command::Register { name, password } => {
                 let password = password.ok_or_else(|| Failure::new("a password is needed"))?;
-                let response = self.client.register(&name, &password).await?;
+                let response = self.client.call(RegisterRequest { name, password }).await?;
                 let line = format!(
                     "registered {} [{}]; now `login {}`",
                     printable(&response.user.name),
@@ -330,7 +334,7 @@ impl Shell {
                 self.respond("logout", &response, vec!["logged out".to_owned()]);
             }
             Command::Friends => {
-                let list = self.client.friend_list().await?;
+                let list = self.client.call_idempotent(FriendListRequest {}).await?;
                 let mut lines = Vec::new();
                 {
                     let mut directory = lock(&self.directory);
@@ -348,7 +352,13 @@ impl Shell {
                 self.respond("friends", &list, lines);
             }
             Command::Add { user, greeting } => {
-                let response = self.client.friend_add(user, greeting.as_deref()).await?;
+                let response = self
+                    .client
+                    .call(FriendAddRequest {
+                        user,
+                        message: greeting,
+                    })
+                    .await?;
                 let name = printable(&response.user.name);
                 let line = match response.outcome {
                     FriendAddOutcome::Pending => format!("asked {name} to be friends"),
@@ -362,7 +372,7 @@ impl Shell {
             Command::Accept { user } => self.respond_to_request(user, true).await?,
             Command::Decline { user } => self.respond_to_request(user, false).await?,
             Command::Remove { user } => {
-                let response = self.client.friend_remove(user).await?;
+                let response = self.client.call(FriendRemoveRequest { user }).await?;
                 lock(&self.directory)
                     .friends
                     .retain(|friend| friend.id != response.user.id);
@@ -373,12 +383,26 @@ impl Shell {
                 self.respond("remove", &response, vec![line]);
             }
             Command::Remark { user, text } => {
-                let response = self.client.friend_update(user, Some(&text), None).await?;
+                let response = self
+                    .client
+                    .call_idempotent(FriendUpdateRequest {
+                        user,
+                        remark: Some(text),
+                        category: None,
+                    })
+                    .await?;
                 lock(&self.directory).upsert_friend(response.friend.clone());
                 self.respond("remark", &response, vec![friend_line(&response.friend)]);
             }
             Command::Category { user, text } => {
-                let response = self.client.friend_update(user, None, Some(&text)).await?;
+                let response = self
+                    .client
+                    .call_idempotent(FriendUpdateRequest {
+                        user,
+                        remark: None,
+                        category: Some(text),
+                    })
+                    .await?;
                 lock(&self.directory).upsert_friend(response.friend.clone());
                 self.respond("category", &response, vec![friend_line(&response.friend)]);
             }
@@ -390,14 +414,21 @@ impl Shell {
                 self.respond("chat", &response, vec![line]);
             }
             Command::Groups => {
-                let list = self.client.group_list().await?;
+                let list = self.client.call_idempotent(GroupListRequest {}).await?;
                 lock(&self.directory).groups.clone_from(&list.groups);
                 let mut lines = vec![format!("groups ({}):", list.groups.len())];
                 lines.extend(list.groups.iter().map(|g| format!("  {}", group_line(g))));
                 self.respond("groups", &list, lines);
             }
             Command::GroupCreate { name, description } => {
-                let response = self.client.group_create(&name, &description).await?;
+                let response = self
+                    .client
+                    .call(GroupCreateRequest {
+                        name,
+                        description,
+                        join_policy: JoinPolicy::Open,
+                    })
+                    .await?;
                 lock(&self.directory).upsert_group(response.group.clone());
                 if self.json {
                     self.print(json_response(
@@ -410,20 +441,20 @@ impl Shell {
                 }
             }
             Command::GroupJoin { group_id } => {
-                let response = self.client.group_join(group_id).await?;
+                let response = self.client.call(GroupJoinRequest { group_id }).await?;
                 lock(&self.directory).upsert_group(response.group.clone());
                 let line = format!("joined {}", group_line(&response.group));
                 self.respond("gjoin", &response, vec![line]);
             }
             Command::GroupLeave { group_id } => {
-                let response = self.client.group_leave(group_id).await?;
+                let response = self.client.call(GroupLeaveRequest { group_id }).await?;
                 lock(&self.directory)
                     .groups
                     .retain(|group| group.id != group_id);
                 self.respond("gleave", &response, vec![format!("left group {group_id}")]);
             }
             Command::GroupDissolve { group_id } => {
-                let response = self.client.group_dissolve(group_id).await?;
+                let response = self.client.call(GroupDissolveRequest { group_id }).await?;
                 lock(&self.directory)
                     .groups
                     .retain(|group| group.id != group_id);
@@ -431,7 +462,10 @@ impl Shell {
                 self.respond("gdissolve", &response, vec![line]);
             }
             Command::GroupMembers { group_id } => {
-                let response = self.client.group_members(group_id).await?;
+                let response = self
+                    .client
+                    .call_idempotent(GroupMembersRequest { group_id })
+                    .await?;
                 let mut lines = vec![format!(
                     "group {group_id} has {} members:",
                     response.members.len()
@@ -446,7 +480,14 @@ impl Shell {
             }
             Command::GroupKick { group_id, user } => {
                 let shown = user_text(&user);
-                let response = self.client.group_kick(group_id, user).await?;
+                let response = self
+                    .client
+                    .call(GroupKickRequest {
+                        group_id,
+                        user,
+                        ban: false,
+                    })
+                    .await?;
                 let line = format!("removed {shown} from group {group_id}");
                 self.respond("gkick", &response, vec![line]);
             }
@@ -456,7 +497,14 @@ impl Shell {
                 role,
             } => {
                 let shown = user_text(&user);
-                let response = self.client.group_set_role(group_id, user, role).await?;
+                let response = self
+                    .client
+                    .call(GroupSetRoleRequest {
+                        group_id,
+                        user,
+                        role,
+                    })
+                    .await?;
                 let line = format!("{shown} is now {} of group {group_id}", role.as_str());
                 self.respond("grole", &response, vec![line]);
             }
@@ -476,7 +524,7 @@ impl Shell {
                 let (conversation_id, group_name) = self.conversation(&conversation).await?;
                 let page = self
                     .client
-                    .history(HistoryRequest {
+                    .call_idempotent(HistoryRequest {
                         conversation_id,
                         before_seq: None,
                         after_seq: None,
@@ -528,7 +576,10 @@ impl Shell {
     }
 
     async fn respond_to_request(&mut self, user: UserRef, accept: bool) -> Result<(), Failure> {
-        let response = self.client.friend_respond(user, accept).await?;
+        let response = self
+            .client
+            .call(FriendRespondRequest { user, accept })
+            .await?;
         let name = printable(&response.user.name);
         {
             let mut directory = lock(&self.directory);
@@ -578,7 +629,7 @@ impl Shell {
         if let Some(friend) = lock(&self.directory).find_friend(user) {
             return Ok(friend.clone());
         }
-        let list = self.client.friend_list().await?;
+        let list = self.client.call_idempotent(FriendListRequest {}).await?;
         let mut directory = lock(&self.directory);
         directory.friends = list.friends;
         directory.find_friend(user).cloned().ok_or_else(|| Failure {
@@ -600,7 +651,13 @@ impl Shell {
                 if let Some((conversation_id, name)) = known {
                     return Ok((conversation_id, Some(name)));
                 }
-                let group = self.client.group_info(*group_id).await?.group;
+                let group = self
+                    .client
+                    .call_idempotent(GroupInfoRequest {
+                        group_id: *group_id,
+                    })
+                    .await?
+                    .group;
                 Ok((group.conversation_id, Some(group.name)))
             }
         }
@@ -717,7 +774,7 @@ async fn human_event(client: &Client, directory: &Mutex<Directory>, event: &Even
     if let (Some(group_id), None) = (group_id, &group_name) {
         // A group joined elsewhere or a dissolved one: ask, but never let a
         // failed lookup hold the message back.
-        if let Ok(info) = client.group_info(group_id).await {
+        if let Ok(info) = client.call_idempotent(GroupInfoRequest { group_id }).await {
             group_name = Some(info.group.name.clone());
             if info.group.my_role.is_some() {
                 lock(directory).upsert_group(info.group);

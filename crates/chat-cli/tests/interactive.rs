@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use chat_proto::{Push, Target};
+use chat_proto::{FriendListRequest, Push, Target};
 use common::{befriend, logged_in, register, TestServer, CHAT, PASSWORD, PATIENCE};
 use expectrl::{Eof, Regex, Session};
 
@@ -72,7 +72,7 @@ async fn a_message_arriving_mid_line_does_not_corrupt_the_line() {
     });
 
     let alice_id = bob
-        .friend_list()
+        .call(FriendListRequest {})
         .await
         .expect("friend list")
         .friends

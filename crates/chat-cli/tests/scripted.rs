@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use chat_proto::{Push, ReadRequest, Seq, Target, TypingRequest};
+use chat_proto::{FriendListRequest, Push, ReadRequest, Seq, Target, TypingRequest};
 use common::{befriend, register, run_script, unique, ChatProcess, TestServer, PASSWORD};
 use serde_json::Value;
 
@@ -298,7 +298,12 @@ async fn conversations_unread_counts_receipts_typing_and_recall_in_chat() {
     register(server.addr(), &bob).await;
     befriend(server.addr(), &alice, &bob).await;
     let bob_connection = common::logged_in(server.addr(), &bob).await;
-    let alice_id = bob_connection.friend_list().await.unwrap().friends[0].id;
+    let alice_id = bob_connection
+        .call(FriendListRequest {})
+        .await
+        .unwrap()
+        .friends[0]
+        .id;
     for body in ["one", "two"] {
         bob_connection
             .send(Target::User(alice_id), body)
@@ -345,7 +350,12 @@ async fn conversations_unread_counts_receipts_typing_and_recall_in_chat() {
     .await;
 
     // Bob typing and reading are shown.
-    let conversation = bob_connection.friend_list().await.unwrap().friends[0].conversation_id;
+    let conversation = bob_connection
+        .call(FriendListRequest {})
+        .await
+        .unwrap()
+        .friends[0]
+        .conversation_id;
     bob_connection
         .call(TypingRequest {
             conversation_id: conversation,

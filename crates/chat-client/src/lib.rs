@@ -20,6 +20,7 @@
 //! [`ClientError`] is the one error type of this crate.
 
 pub mod client;
+mod client_msg_ids;
 pub mod connection;
 pub mod delivery;
 pub mod error;

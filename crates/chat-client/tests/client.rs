@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use chat_client::{Client, Event};
-use chat_proto::{ChatMessage, Push, Target};
+use chat_proto::{ChatMessage, FriendListRequest, Push, Target};
 use common::{befriend, logged_in, register, TestServer, PASSWORD, PATIENCE};
 
 /// The bodies of the next `count` messages, skipping other events.
@@ -118,7 +118,12 @@ async fn only_what_the_application_took_is_acknowledged() {
     register(server.addr(), "bob").await;
     befriend(server.addr(), "alice", "bob").await;
     let alice = logged_in(server.addr(), "alice").await;
-    let bob_id = alice.friend_list().await.expect("friends").friends[0].id;
+    let bob_id = alice
+        .call(FriendListRequest {})
+        .await
+        .expect("friends")
+        .friends[0]
+        .id;
 
     let bob = Client::connect_to(server.address()).await.expect("connect");
     bob.login("bob", PASSWORD).await.expect("login");

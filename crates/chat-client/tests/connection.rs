@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use chat_client::{ClientError, Connection};
-use chat_proto::{PingRequest, Push, Request, Status, Target, HEADER_LEN};
+use chat_client::{ClientError, Connection, IntoUserRef};
+use chat_proto::{
+    FriendAddRequest, FriendListRequest, PingRequest, Push, RegisterRequest, Request, SendRequest,
+    Status, Target, HEADER_LEN,
+};
 use common::{befriend, logged_in, register, TestServer, PASSWORD, PATIENCE};
 
 #[tokio::test]
@@ -18,7 +21,12 @@ async fn many_requests_in_flight_each_get_their_own_answer() {
     register(server.addr(), "bob").await;
     befriend(server.addr(), "alice", "bob").await;
     let alice = Arc::new(logged_in(server.addr(), "alice").await);
-    let bob_id = alice.friend_list().await.expect("friend list").friends[0].id;
+    let bob_id = alice
+        .call(FriendListRequest {})
+        .await
+        .expect("friend list")
+        .friends[0]
+        .id;
 
     // 100 sends at once on one connection: every answer reaches its own
     // caller, so the sequence numbers are 100 distinct ones.
@@ -37,11 +45,19 @@ async fn many_requests_in_flight_each_get_their_own_answer() {
     // Resending with the same client_msg_id is answered with the first
     // position and marked as a duplicate.
     let first = alice
-        .send_with_id(Target::User(bob_id), "fixed-id-1", "once")
+        .call(SendRequest {
+            to: Target::User(bob_id),
+            client_msg_id: "fixed-id-1".to_owned(),
+            body: "once".to_owned(),
+        })
         .await
         .expect("send");
     let again = alice
-        .send_with_id(Target::User(bob_id), "fixed-id-1", "once")
+        .call(SendRequest {
+            to: Target::User(bob_id),
+            client_msg_id: "fixed-id-1".to_owned(),
+            body: "once".to_owned(),
+        })
         .await
         .expect("resend");
     assert!(!first.duplicate);
@@ -56,23 +72,32 @@ async fn server_errors_carry_their_status() {
     register(server.addr(), "alice").await;
     let connection = Connection::connect(server.addr()).await.expect("connect");
 
-    let error = connection.friend_list().await.unwrap_err();
+    let error = connection.call(FriendListRequest {}).await.unwrap_err();
     assert_eq!(error.status(), Some(Status::Unauthorized), "{error}");
     let error = connection
         .login("alice", "wrong password")
         .await
         .unwrap_err();
     assert_eq!(error.status(), Some(Status::Unauthorized), "{error}");
-    let error = connection.register("alice", PASSWORD).await.unwrap_err();
+    let error = connection
+        .call(RegisterRequest {
+            name: "alice".to_owned(),
+            password: PASSWORD.to_owned(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(error.status(), Some(Status::Conflict), "{error}");
     // The connection is still fine after errors.
     connection.login("alice", PASSWORD).await.expect("login");
     let error = connection
-        .friend_add("nobody-here", None)
+        .call(FriendAddRequest {
+            user: "nobody-here".into_user_ref(),
+            message: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(error.status(), Some(Status::NotFound), "{error}");
-    connection.ping().await.expect("ping");
+    connection.call(PingRequest {}).await.expect("ping");
     server.stop().await;
 }
 
@@ -121,7 +146,7 @@ async fn garbage_gets_an_error_frame_and_a_closed_connection() {
     tokio::time::timeout(PATIENCE, connection.closed())
         .await
         .expect("the server closes the connection");
-    let after = connection.ping().await.unwrap_err();
+    let after = connection.call(PingRequest {}).await.unwrap_err();
     assert!(matches!(after, ClientError::Closed(_)), "{after:?}");
     server.stop().await;
 }
@@ -136,7 +161,7 @@ async fn a_crashing_server_fails_waiting_requests_at_once() {
     // Whatever was in flight or comes after fails fast with Closed, well
     // before the 60 s timeout.
     let started = std::time::Instant::now();
-    let error = connection.ping().await.unwrap_err();
+    let error = connection.call(PingRequest {}).await.unwrap_err();
     assert!(matches!(error, ClientError::Closed(_)), "{error:?}");
     assert!(started.elapsed() < PATIENCE);
     assert!(connection.next_push().await.is_none());

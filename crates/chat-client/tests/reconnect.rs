@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_client::{Client, ClientOptions, Event, ReconnectPolicy};
-use chat_proto::{Seq, Target};
+use chat_proto::{PingRequest, Seq, Target};
 use common::{befriend, register, TestServer, PASSWORD, PATIENCE};
 use tokio::sync::watch;
 
@@ -239,7 +239,7 @@ async fn a_client_gives_up_after_its_attempts_and_says_so() {
         }
     }
     assert!(gave_up, "a GaveUp event ends the stream");
-    let error = client.ping().await.unwrap_err();
+    let error = client.call_idempotent(PingRequest {}).await.unwrap_err();
     assert!(
         matches!(error, chat_client::ClientError::ReconnectFailed { .. }),
         "{error:?}"

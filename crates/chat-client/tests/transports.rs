@@ -16,7 +16,7 @@ use chat_client::{
     Client, ClientError, ClientOptions, ClientTls, Connection, ConnectionOptions, Event,
     ReconnectPolicy,
 };
-use chat_proto::{Frame, FrameCodec, MessageType, PingResponse, Response};
+use chat_proto::{Frame, FrameCodec, MessageType, PingRequest, PingResponse, Response};
 use futures::{SinkExt, StreamExt};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -283,7 +283,11 @@ async fn websocket_server(
 
 /// Three pings at once; each caller must get its own reply.
 async fn three_pings_in_flight(connection: &Connection) {
-    let (a, b, c) = tokio::join!(connection.ping(), connection.ping(), connection.ping());
+    let (a, b, c) = tokio::join!(
+        connection.call(PingRequest {}),
+        connection.call(PingRequest {}),
+        connection.call(PingRequest {})
+    );
     let mut stamps = vec![
         a.unwrap().server_ts_ms,
         b.unwrap().server_ts_ms,
@@ -327,7 +331,7 @@ async fn tls_trusts_a_ca_file_and_checks_ip_addresses() {
     let connection = Connection::connect_url(&format!("tls://{address}"), options_trusting(tls))
         .await
         .unwrap();
-    connection.ping().await.unwrap();
+    connection.call(PingRequest {}).await.unwrap();
 }
 
 #[tokio::test]
@@ -456,7 +460,7 @@ async fn websocket_close_from_the_server_ends_the_connection_with_its_reason() {
     )
     .await
     .unwrap();
-    let error = connection.ping().await.unwrap_err();
+    let error = connection.call(PingRequest {}).await.unwrap_err();
     assert!(
         matches!(&error, ClientError::Closed(reason) if reason.contains("node draining")),
         "{error:?}"
@@ -500,7 +504,7 @@ async fn websocket_message_with_two_frames_is_a_protocol_violation() {
         Connection::connect_url(&format!("ws://{address}"), ConnectionOptions::default())
             .await
             .unwrap();
-    let error = connection.ping().await.unwrap_err();
+    let error = connection.call(PingRequest {}).await.unwrap_err();
     assert!(
         matches!(&error, ClientError::Closed(reason) if reason.contains("more than one frame")),
         "{error:?}"
@@ -535,7 +539,7 @@ async fn client_reconnects_over(url: String, tls: Option<ClientTls>, accepted: A
         max_elapsed: PATIENCE,
     };
     let client = Client::connect(options).await.unwrap();
-    client.ping().await.unwrap();
+    client.call_idempotent(PingRequest {}).await.unwrap();
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -546,7 +550,7 @@ async fn client_reconnects_over(url: String, tls: Option<ClientTls>, accepted: A
         }
     }
     // The answer proves the server finished its side of the handshake too.
-    client.ping().await.unwrap();
+    client.call_idempotent(PingRequest {}).await.unwrap();
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
     client.close().await;
 }

@@ -9,10 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chat_client::IntoUserRef;
 use chat_proto::{
-    GroupCreateRequest, GroupId, LoginRequest, RegisterRequest, Request, Status, UserRef,
+    FriendAddRequest, GroupCreateRequest, GroupId, GroupJoinRequest, LoginRequest, RegisterRequest,
+    Request, Status, UserRef,
 };
-use common::{status_of, unique, RawClient, TestServer, PASSWORD};
+use common::{open_group, status_of, unique, RawClient, TestServer, PASSWORD};
 use tokio::io::AsyncWriteExt;
 
 /// A raw connection whose PROXY header says it comes from `ip`.
@@ -157,7 +159,12 @@ async fn a_registration_flood_does_not_hold_up_logins() {
         flood.push(tokio::spawn(async move {
             connection.set_request_timeout(Duration::from_secs(60));
             // Registered, or refused as busy: either way it is over.
-            let _ = connection.register(&unique("flooder"), PASSWORD).await;
+            let _ = connection
+                .call(RegisterRequest {
+                    name: unique("flooder"),
+                    password: PASSWORD.to_owned(),
+                })
+                .await;
             finished.fetch_add(1, Ordering::SeqCst);
         }));
     }
@@ -264,20 +271,46 @@ async fn friend_requests_group_creations_and_joins_have_per_user_quotas() {
         server.user(&name).await;
         others.push(name);
     }
-    sender.friend_add(others[0].as_str(), None).await.unwrap();
+    sender
+        .call(FriendAddRequest {
+            user: others[0].as_str().into_user_ref(),
+            message: None,
+        })
+        .await
+        .unwrap();
     // A refused request (already asked) does not use the quota up.
     assert_eq!(
-        status_of(sender.friend_add(others[0].as_str(), None).await),
+        status_of(
+            sender
+                .call(FriendAddRequest {
+                    user: others[0].as_str().into_user_ref(),
+                    message: None
+                })
+                .await
+        ),
         Status::Conflict
     );
-    sender.friend_add(others[1].as_str(), None).await.unwrap();
+    sender
+        .call(FriendAddRequest {
+            user: others[1].as_str().into_user_ref(),
+            message: None,
+        })
+        .await
+        .unwrap();
     assert_eq!(
-        status_of(sender.friend_add(others[2].as_str(), None).await),
+        status_of(
+            sender
+                .call(FriendAddRequest {
+                    user: others[2].as_str().into_user_ref(),
+                    message: None
+                })
+                .await
+        ),
         Status::RateLimited
     );
     // Quotas are per user: another user still has all of theirs.
     let (creator, _) = server.user(&unique("creator")).await;
-    let group = creator.group_create("first", "").await.unwrap().group;
+    let group = open_group(&creator, "first").await;
     assert_eq!(
         status_of(
             creator
@@ -291,22 +324,31 @@ async fn friend_requests_group_creations_and_joins_have_per_user_quotas() {
         Status::RateLimited
     );
     let (joiner, _) = server.user(&unique("joiner")).await;
-    let other_group = server
-        .user(&unique("another creator"))
-        .await
-        .0
-        .group_create("other", "")
-        .await
-        .unwrap()
-        .group;
+    let (other_creator, _) = server.user(&unique("another creator")).await;
+    let other_group = open_group(&other_creator, "other").await;
     // A join that fails (no such group) does not use the quota up.
     assert_eq!(
-        status_of(joiner.group_join(GroupId(u64::MAX >> 12)).await),
+        status_of(
+            joiner
+                .call(GroupJoinRequest {
+                    group_id: GroupId(u64::MAX >> 12)
+                })
+                .await
+        ),
         Status::NotFound
     );
-    joiner.group_join(group.id).await.unwrap();
+    joiner
+        .call(GroupJoinRequest { group_id: group.id })
+        .await
+        .unwrap();
     assert_eq!(
-        status_of(joiner.group_join(other_group.id).await),
+        status_of(
+            joiner
+                .call(GroupJoinRequest {
+                    group_id: other_group.id
+                })
+                .await
+        ),
         Status::RateLimited
     );
 }

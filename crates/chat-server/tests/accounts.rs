@@ -5,8 +5,13 @@
 mod common;
 
 use chat_client::ClientError;
-use chat_proto::{Push, SessionEndReason, Status, Target};
-use common::{befriend, expect_no_push, next_message, status_of, unique, TestServer, PASSWORD};
+use chat_proto::{
+    FriendListRequest, LogoutRequest, PingRequest, Push, RegisterRequest, SessionEndReason, Status,
+    Target,
+};
+use common::{
+    befriend, expect_no_push, next_message, open_group, status_of, unique, TestServer, PASSWORD,
+};
 
 /// The error body of a failed call, panicking if it succeeded.
 fn error_of<T: std::fmt::Debug>(result: chat_client::Result<T>) -> chat_proto::ErrorBody {
@@ -36,14 +41,28 @@ async fn register_refuses_invalid_names_and_passwords() {
         " both ",
     ] {
         assert_eq!(
-            status_of(connection.register(name, PASSWORD).await),
+            status_of(
+                connection
+                    .call(RegisterRequest {
+                        name: name.to_owned(),
+                        password: PASSWORD.to_owned()
+                    })
+                    .await
+            ),
             Status::BadRequest,
             "name {name:?}"
         );
     }
     for password in ["1234567".to_owned(), "p".repeat(129), String::new()] {
         assert_eq!(
-            status_of(connection.register(&unique("pw"), &password).await),
+            status_of(
+                connection
+                    .call(RegisterRequest {
+                        name: unique("pw"),
+                        password: password.to_owned()
+                    })
+                    .await
+            ),
             Status::BadRequest,
             "password of {} characters",
             password.chars().count()
@@ -51,21 +70,49 @@ async fn register_refuses_invalid_names_and_passwords() {
     }
     // Seven characters that take more than eight bytes are still seven.
     assert_eq!(
-        status_of(connection.register(&unique("pw"), "ééééééé").await),
+        status_of(
+            connection
+                .call(RegisterRequest {
+                    name: unique("pw"),
+                    password: "ééééééé".to_owned()
+                })
+                .await
+        ),
         Status::BadRequest
     );
 
     // The boundaries themselves are accepted.
     let longest = format!("{}x", "n".repeat(31));
     assert_eq!(longest.chars().count(), 32);
-    let registered = connection.register(&longest, "12345678").await.unwrap();
-    assert_eq!(registered.user.name, longest);
-    connection
-        .register(&unique("maxpw"), &"p".repeat(128))
+    let registered = connection
+        .call(RegisterRequest {
+            name: longest.to_owned(),
+            password: "12345678".to_owned(),
+        })
         .await
         .unwrap();
-    connection.register("agent7", "12345678").await.unwrap();
-    connection.register("x", "12345678").await.unwrap();
+    assert_eq!(registered.user.name, longest);
+    connection
+        .call(RegisterRequest {
+            name: unique("maxpw"),
+            password: "p".repeat(128),
+        })
+        .await
+        .unwrap();
+    connection
+        .call(RegisterRequest {
+            name: "agent7".to_owned(),
+            password: "12345678".to_owned(),
+        })
+        .await
+        .unwrap();
+    connection
+        .call(RegisterRequest {
+            name: "x".to_owned(),
+            password: "12345678".to_owned(),
+        })
+        .await
+        .unwrap();
     // Nothing refused was stored: the refused names are still free to log in as nobody.
     assert_eq!(
         status_of(connection.login(" leading", "12345678").await),
@@ -77,10 +124,24 @@ async fn register_refuses_invalid_names_and_passwords() {
 async fn names_are_unique_whatever_the_case() {
     let server = TestServer::start().await;
     let connection = server.connect().await;
-    let lower = connection.register("alice", PASSWORD).await.unwrap().user;
+    let lower = connection
+        .call(RegisterRequest {
+            name: "alice".to_owned(),
+            password: PASSWORD.to_owned(),
+        })
+        .await
+        .unwrap()
+        .user;
     for taken in ["alice", "Alice", "ALICE"] {
         assert_eq!(
-            status_of(connection.register(taken, "another password").await),
+            status_of(
+                connection
+                    .call(RegisterRequest {
+                        name: taken.to_owned(),
+                        password: "another password".to_owned()
+                    })
+                    .await
+            ),
             Status::Conflict
         );
     }
@@ -106,7 +167,14 @@ async fn login_by_name_or_by_id_and_wrong_credentials_look_the_same() {
     let server = TestServer::start().await;
     let name = unique("carol");
     let connection = server.connect().await;
-    let registered = connection.register(&name, PASSWORD).await.unwrap().user;
+    let registered = connection
+        .call(RegisterRequest {
+            name: name.to_owned(),
+            password: PASSWORD.to_owned(),
+        })
+        .await
+        .unwrap()
+        .user;
 
     let by_name = connection.login(name.as_str(), PASSWORD).await.unwrap();
     assert_eq!(by_name.user, registered);
@@ -157,8 +225,21 @@ async fn failed_logins_lock_the_account_even_for_the_right_password() {
     let name = unique("target");
     let bystander = unique("bystander");
     let setup = server.connect().await;
-    let target = setup.register(&name, PASSWORD).await.unwrap().user;
-    setup.register(&bystander, PASSWORD).await.unwrap();
+    let target = setup
+        .call(RegisterRequest {
+            name: name.to_owned(),
+            password: PASSWORD.to_owned(),
+        })
+        .await
+        .unwrap()
+        .user;
+    setup
+        .call(RegisterRequest {
+            name: bystander.to_owned(),
+            password: PASSWORD.to_owned(),
+        })
+        .await
+        .unwrap();
 
     let attacker = server.connect().await;
     for _ in 0..3 {
@@ -185,7 +266,7 @@ async fn failed_logins_lock_the_account_even_for_the_right_password() {
     // Other accounts are not affected, and the refused connection is still
     // usable.
     owner.login(bystander.as_str(), PASSWORD).await.unwrap();
-    owner.ping().await.unwrap();
+    owner.call(PingRequest {}).await.unwrap();
 }
 
 #[tokio::test]
@@ -197,7 +278,13 @@ async fn failed_logins_from_one_address_are_limited_across_accounts() {
     .await;
     let name = unique("honest");
     let setup = server.connect().await;
-    setup.register(&name, PASSWORD).await.unwrap();
+    setup
+        .call(RegisterRequest {
+            name: name.to_owned(),
+            password: PASSWORD.to_owned(),
+        })
+        .await
+        .unwrap();
     let attacker = server.connect().await;
     for index in 0..3 {
         assert_eq!(
@@ -223,7 +310,7 @@ async fn a_token_logs_in_again_until_logout_revokes_it() {
     let resumed = second.login_with_token(&login.token).await.unwrap();
     assert_eq!(resumed.user, login.user);
     assert_eq!(resumed.token, login.token);
-    second.friend_list().await.unwrap();
+    second.call(FriendListRequest {}).await.unwrap();
 
     // A token that was never issued, and an empty one, are refused.
     let third = server.connect().await;
@@ -246,18 +333,24 @@ async fn a_token_logs_in_again_until_logout_revokes_it() {
 
     // Logout revokes the token: nobody can resume with it any more, and the
     // logged-out connection acts for nobody.
-    second.logout().await.unwrap();
+    second.call(LogoutRequest {}).await.unwrap();
     assert_eq!(
         status_of(third.login_with_token(&login.token).await),
         Status::Unauthorized
     );
-    assert_eq!(status_of(second.friend_list().await), Status::Unauthorized);
-    assert_eq!(status_of(second.logout().await), Status::Unauthorized);
+    assert_eq!(
+        status_of(second.call(FriendListRequest {}).await),
+        Status::Unauthorized
+    );
+    assert_eq!(
+        status_of(second.call(LogoutRequest {}).await),
+        Status::Unauthorized
+    );
     // The connection stays open and can log in again, by password.
     let again = second.login(name.as_str(), PASSWORD).await.unwrap();
     assert_eq!(again.user, login.user);
     assert_ne!(again.token, login.token);
-    second.friend_list().await.unwrap();
+    second.call(FriendListRequest {}).await.unwrap();
     // The first session holds the same token (it was handed out at its
     // password login): logging out ended that login there too.
     match common::expect_push(&first, |push| matches!(push, Push::PushSessionEnded(_))).await {
@@ -284,7 +377,10 @@ async fn logging_in_twice_on_one_connection_is_a_conflict() {
     server
         .connect()
         .await
-        .register(&other, PASSWORD)
+        .call(RegisterRequest {
+            name: other.to_owned(),
+            password: PASSWORD.to_owned(),
+        })
         .await
         .unwrap();
     assert_eq!(
@@ -301,9 +397,9 @@ async fn logging_in_twice_on_one_connection_is_a_conflict() {
         Status::Conflict
     );
     // The session is still the first user's.
-    let list = connection.friend_list().await.unwrap();
+    let list = connection.call(FriendListRequest {}).await.unwrap();
     assert!(list.friends.is_empty());
-    let group = connection.group_create("mine", "").await.unwrap().group;
+    let group = open_group(&connection, "mine").await;
     assert_eq!(group.owner_id, login.user.id);
 }
 
@@ -354,7 +450,7 @@ async fn every_session_of_an_account_gets_every_message() {
     // One device logging out ends the sessions that hold its token (the
     // tablet resumed with the phone's token) and leaves the others
     // receiving.
-    bob_phone.logout().await.unwrap();
+    bob_phone.call(LogoutRequest {}).await.unwrap();
     match common::expect_push(&bob_tablet, |push| {
         matches!(push, Push::PushSessionEnded(_))
     })
@@ -415,11 +511,24 @@ async fn names_that_look_alike_cannot_be_two_accounts() {
     let server = TestServer::start().await;
     let connection = server.connect().await;
     let base = unique("Case");
-    let registered = connection.register(&base, PASSWORD).await.unwrap();
+    let registered = connection
+        .call(RegisterRequest {
+            name: base.to_owned(),
+            password: PASSWORD.to_owned(),
+        })
+        .await
+        .unwrap();
     // The chosen case is kept for display.
     assert_eq!(registered.user.name, base);
     assert_eq!(
-        status_of(connection.register(&base.to_lowercase(), PASSWORD).await),
+        status_of(
+            connection
+                .call(RegisterRequest {
+                    name: base.to_lowercase(),
+                    password: PASSWORD.to_owned()
+                })
+                .await
+        ),
         Status::Conflict
     );
     // Logging in (and finding the user) works in any case.
@@ -433,16 +542,32 @@ async fn names_that_look_alike_cannot_be_two_accounts() {
 
     // Precomposed and decomposed are one name, stored precomposed.
     let cafe = unique("café");
-    let stored = connection.register(&cafe, PASSWORD).await.unwrap();
+    let stored = connection
+        .call(RegisterRequest {
+            name: cafe.to_owned(),
+            password: PASSWORD.to_owned(),
+        })
+        .await
+        .unwrap();
     assert_eq!(stored.user.name, cafe);
     let decomposed = cafe.replace('é', "e\u{301}");
     assert_ne!(decomposed, cafe);
     assert_eq!(
-        status_of(connection.register(&decomposed, PASSWORD).await),
+        status_of(
+            connection
+                .call(RegisterRequest {
+                    name: decomposed.to_owned(),
+                    password: PASSWORD.to_owned()
+                })
+                .await
+        ),
         Status::Conflict
     );
     let normalised = connection
-        .register(&unique("fiance\u{301}"), PASSWORD)
+        .call(RegisterRequest {
+            name: unique("fiance\u{301}"),
+            password: PASSWORD.to_owned(),
+        })
         .await
         .unwrap();
     assert!(normalised.user.name.starts_with("fiancé"));
@@ -454,7 +579,14 @@ async fn names_that_look_alike_cannot_be_two_accounts() {
         format!("{}\u{2066}", unique("isolate")),
     ] {
         assert_eq!(
-            status_of(connection.register(&refused, PASSWORD).await),
+            status_of(
+                connection
+                    .call(RegisterRequest {
+                        name: refused.to_owned(),
+                        password: PASSWORD.to_owned()
+                    })
+                    .await
+            ),
             Status::BadRequest,
             "{refused:?}"
         );
@@ -462,18 +594,41 @@ async fn names_that_look_alike_cannot_be_two_accounts() {
 
     // Latin with a Cyrillic letter in it is refused; an all-Cyrillic name
     // that looks like a taken Latin one is taken.
-    connection.register("ace", PASSWORD).await.unwrap();
+    connection
+        .call(RegisterRequest {
+            name: "ace".to_owned(),
+            password: PASSWORD.to_owned(),
+        })
+        .await
+        .unwrap();
     assert_eq!(
-        status_of(connection.register("\u{430}ce", PASSWORD).await),
+        status_of(
+            connection
+                .call(RegisterRequest {
+                    name: "\u{430}ce".to_owned(),
+                    password: PASSWORD.to_owned()
+                })
+                .await
+        ),
         Status::BadRequest
     );
     assert_eq!(
-        status_of(connection.register("\u{430}\u{441}\u{435}", PASSWORD).await),
+        status_of(
+            connection
+                .call(RegisterRequest {
+                    name: "\u{430}\u{441}\u{435}".to_owned(),
+                    password: PASSWORD.to_owned()
+                })
+                .await
+        ),
         Status::Conflict
     );
     // Cyrillic names of their own are welcome.
     connection
-        .register(&unique("Дмитрий"), PASSWORD)
+        .call(RegisterRequest {
+            name: unique("Дмитрий"),
+            password: PASSWORD.to_owned(),
+        })
         .await
         .unwrap();
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use admin_cli::{AdminCli, ADMIN_TOKEN};
 use chat_client::Connection;
-use chat_proto::{Push, SessionEndReason, SessionEndedPush, Status};
+use chat_proto::{PingRequest, Push, RegisterRequest, SessionEndReason, SessionEndedPush, Status};
 use chat_server::admin::endpoint::DEFAULT_END_MESSAGE;
 use chat_server::config::Registration;
 use chat_server::service::account::DISABLED;
@@ -39,7 +39,7 @@ async fn session_ended(connection: &Connection) -> SessionEndedPush {
         match connection.next_push_timeout(common::PUSH_WAIT).await {
             Some(Push::PushSessionEnded(ended)) => {
                 let closed = tokio::time::timeout(common::PUSH_WAIT, async {
-                    while connection.ping().await.is_ok() {
+                    while connection.call(PingRequest {}).await.is_ok() {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 })
@@ -191,7 +191,13 @@ async fn kick_password_reset_and_delete_end_sessions() {
 async fn closed_registration_lets_only_operators_create_accounts() {
     let server = TestServer::start_with(|config| config.registration = Registration::Closed).await;
     let connection = server.connect().await;
-    let refused = connection.register("mallory", PASSWORD).await.unwrap_err();
+    let refused = connection
+        .call(RegisterRequest {
+            name: "mallory".to_owned(),
+            password: PASSWORD.to_owned(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(refused.status(), Some(Status::Forbidden));
     assert!(
         refused.to_string().contains("registration is closed"),

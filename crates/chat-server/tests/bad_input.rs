@@ -7,9 +7,17 @@ mod common;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
+use chat_client::IntoUserRef;
 use chat_proto::frame::{self, encode_json};
-use chat_proto::{ErrorBody, Flags, Frame, PingRequest, RegisterRequest, Request, Status, Target};
-use common::{befriend, expect_message, expect_push, status_of, unique, TestServer, Wire};
+use chat_proto::{
+    AckRequest, ErrorBody, Flags, Frame, FriendAddRequest, FriendListRequest, FriendRespondRequest,
+    FriendUpdateRequest, GroupCreateRequest, GroupDissolveRequest, GroupInfoRequest,
+    GroupJoinRequest, GroupKickRequest, GroupListRequest, GroupSetRoleRequest, JoinPolicy,
+    LogoutRequest, PingRequest, RegisterRequest, Request, SendRequest, Status, Target,
+};
+use common::{
+    befriend, expect_message, expect_push, open_group, status_of, unique, TestServer, Wire,
+};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -252,7 +260,7 @@ async fn an_oversize_frame_is_refused_before_its_body_and_closes_only_that_conne
     assert_eq!(frame.header.request_id, 77);
     assert_eq!(error_of(&frame).error, Status::TooLarge);
     raw.expect_closed().await;
-    bystander.ping().await.unwrap();
+    bystander.call(PingRequest {}).await.unwrap();
 }
 
 async fn framing_errors_answer_then_close(wire: Wire) {
@@ -291,9 +299,9 @@ async fn framing_errors_answer_then_close(wire: Wire) {
 async fn nothing_but_ping_register_and_login_before_login(wire: Wire) {
     let server = TestServer::start_over(wire, |_| {}).await;
     let connection = server.connect().await;
-    connection.ping().await.unwrap();
+    connection.call(PingRequest {}).await.unwrap();
     assert_eq!(
-        status_of(connection.friend_list().await),
+        status_of(connection.call(FriendListRequest {}).await),
         Status::Unauthorized
     );
     assert_eq!(
@@ -305,10 +313,13 @@ async fn nothing_but_ping_register_and_login_before_login(wire: Wire) {
         Status::Unauthorized
     );
     assert_eq!(
-        status_of(connection.group_list().await),
+        status_of(connection.call(GroupListRequest {}).await),
         Status::Unauthorized
     );
-    assert_eq!(status_of(connection.logout().await), Status::Unauthorized);
+    assert_eq!(
+        status_of(connection.call(LogoutRequest {}).await),
+        Status::Unauthorized
+    );
 }
 
 async fn nobody_can_act_as_somebody_else(wire: Wire) {
@@ -333,7 +344,7 @@ async fn nobody_can_act_as_somebody_else(wire: Wire) {
     assert_eq!(
         status_of(
             mallory
-                .history(chat_proto::HistoryRequest {
+                .call(chat_proto::HistoryRequest {
                     conversation_id: conversation,
                     before_seq: None,
                     after_seq: None,
@@ -344,12 +355,26 @@ async fn nobody_can_act_as_somebody_else(wire: Wire) {
         Status::Forbidden
     );
     assert_eq!(
-        status_of(mallory.ack(conversation, chat_proto::Seq(1)).await),
+        status_of(
+            mallory
+                .call(AckRequest {
+                    conversation_id: conversation,
+                    seq: chat_proto::Seq(1)
+                })
+                .await
+        ),
         Status::Forbidden
     );
     // Cannot answer a friend request addressed to somebody else.
     assert_eq!(
-        status_of(mallory.friend_respond(alice_name.as_str(), true).await),
+        status_of(
+            mallory
+                .call(FriendRespondRequest {
+                    user: alice_name.as_str().into_user_ref(),
+                    accept: true
+                })
+                .await
+        ),
         Status::NotFound
     );
     assert_eq!(
@@ -361,25 +386,42 @@ async fn nobody_can_act_as_somebody_else(wire: Wire) {
         Status::Forbidden
     );
     // Group admin powers need the role.
-    let group = alice.group_create("club", "").await.unwrap().group;
-    mallory.group_join(group.id).await.unwrap();
-    bob.group_join(group.id).await.unwrap();
+    let group = open_group(&alice, "club").await;
+    mallory
+        .call(GroupJoinRequest { group_id: group.id })
+        .await
+        .unwrap();
+    bob.call(GroupJoinRequest { group_id: group.id })
+        .await
+        .unwrap();
     assert_eq!(
-        status_of(mallory.group_kick(group.id, bob_name.as_str()).await),
-        Status::Forbidden
-    );
-    assert_eq!(
-        status_of(mallory.group_dissolve(group.id).await),
+        status_of(
+            mallory
+                .call(GroupKickRequest {
+                    group_id: group.id,
+                    user: bob_name.as_str().into_user_ref(),
+                    ban: false
+                })
+                .await
+        ),
         Status::Forbidden
     );
     assert_eq!(
         status_of(
             mallory
-                .group_set_role(
-                    group.id,
-                    mallory_login.user.name.as_str(),
-                    chat_proto::Role::Owner
-                )
+                .call(GroupDissolveRequest { group_id: group.id })
+                .await
+        ),
+        Status::Forbidden
+    );
+    assert_eq!(
+        status_of(
+            mallory
+                .call(GroupSetRoleRequest {
+                    group_id: group.id,
+                    user: mallory_login.user.name.as_str().into_user_ref(),
+                    role: chat_proto::Role::Owner
+                })
                 .await
         ),
         Status::Forbidden
@@ -417,7 +459,13 @@ async fn sql_metacharacters_and_multibyte_text_are_stored_verbatim(wire: Wire) {
     assert_eq!(emoji_login.user.name, emoji_name);
 
     let greeting = "' OR '1'='1 -- 你好";
-    robert.friend_add(emoji_name, Some(greeting)).await.unwrap();
+    robert
+        .call(FriendAddRequest {
+            user: emoji_name.into_user_ref(),
+            message: Some(greeting.to_owned()),
+        })
+        .await
+        .unwrap();
     let chat_proto::Push::PushFriendRequest(request) = expect_push(&emoji, |p| {
         matches!(p, chat_proto::Push::PushFriendRequest(_))
     })
@@ -427,24 +475,38 @@ async fn sql_metacharacters_and_multibyte_text_are_stored_verbatim(wire: Wire) {
     };
     assert_eq!(request.request.message.as_deref(), Some(greeting));
     assert_eq!(request.request.from.name, tricky_name);
-    emoji.friend_respond(tricky_name, true).await.unwrap();
+    emoji
+        .call(FriendRespondRequest {
+            user: tricky_name.into_user_ref(),
+            accept: true,
+        })
+        .await
+        .unwrap();
 
     let remark = "x'; DELETE FROM friends; --ß";
     let category = "Ünïcødé 🎉 %";
     let updated = emoji
-        .friend_update(tricky_name, Some(remark), Some(category))
+        .call(FriendUpdateRequest {
+            user: tricky_name.into_user_ref(),
+            remark: Some(remark.to_owned()),
+            category: Some(category.to_owned()),
+        })
         .await
         .unwrap()
         .friend;
     assert_eq!(updated.remark.as_deref(), Some(remark));
     assert_eq!(updated.category.as_deref(), Some(category));
-    let listed = emoji.friend_list().await.unwrap().friends;
+    let listed = emoji.call(FriendListRequest {}).await.unwrap().friends;
     assert_eq!(listed[0].remark.as_deref(), Some(remark));
 
     let body = "SELECT * FROM messages; -- ' \" \\ \n 🚀 ñ 中文 \u{200d}";
     let msg_id = "id'; DROP TABLE messages;--";
     let sent = robert
-        .send_with_id(Target::User(emoji_login.user.id), msg_id, body)
+        .call(SendRequest {
+            to: Target::User(emoji_login.user.id),
+            client_msg_id: msg_id.to_owned(),
+            body: body.to_owned(),
+        })
         .await
         .unwrap();
     let chat_proto::Push::PushMessage(message) =
@@ -455,7 +517,11 @@ async fn sql_metacharacters_and_multibyte_text_are_stored_verbatim(wire: Wire) {
     assert_eq!(message.body, body);
     assert_eq!(message.client_msg_id, msg_id);
     let again = robert
-        .send_with_id(Target::User(emoji_login.user.id), msg_id, body)
+        .call(SendRequest {
+            to: Target::User(emoji_login.user.id),
+            client_msg_id: msg_id.to_owned(),
+            body: body.to_owned(),
+        })
         .await
         .unwrap();
     assert!(again.duplicate);
@@ -464,11 +530,19 @@ async fn sql_metacharacters_and_multibyte_text_are_stored_verbatim(wire: Wire) {
     let group_name = "'; DROP TABLE groups; -- 群";
     let description = "100% \"quoted\" \\ back\\slash 🙂";
     let group = robert
-        .group_create(group_name, description)
+        .call(GroupCreateRequest {
+            name: group_name.to_owned(),
+            description: description.to_owned(),
+            join_policy: JoinPolicy::Open,
+        })
         .await
         .unwrap()
         .group;
-    let info = emoji.group_info(group.id).await.unwrap().group;
+    let info = emoji
+        .call(GroupInfoRequest { group_id: group.id })
+        .await
+        .unwrap()
+        .group;
     assert_eq!(info.name, group_name);
     assert_eq!(info.description, description);
 
@@ -478,7 +552,7 @@ async fn sql_metacharacters_and_multibyte_text_are_stored_verbatim(wire: Wire) {
     server.restart().await;
     let (emoji, _) = server.login(emoji_name).await;
     let history = emoji
-        .history(chat_proto::HistoryRequest {
+        .call(chat_proto::HistoryRequest {
             conversation_id: sent.conversation_id,
             before_seq: None,
             after_seq: None,
@@ -494,15 +568,36 @@ async fn oversize_fields_are_refused_with_a_status(wire: Wire) {
     let server = TestServer::start_over(wire, |_| {}).await;
     let connection = server.connect().await;
     assert_eq!(
-        status_of(connection.register(&"n".repeat(33), common::PASSWORD).await),
+        status_of(
+            connection
+                .call(RegisterRequest {
+                    name: "n".repeat(33),
+                    password: common::PASSWORD.to_owned()
+                })
+                .await
+        ),
         Status::BadRequest
     );
     assert_eq!(
-        status_of(connection.register("shortpw", "1234567").await),
+        status_of(
+            connection
+                .call(RegisterRequest {
+                    name: "shortpw".to_owned(),
+                    password: "1234567".to_owned()
+                })
+                .await
+        ),
         Status::BadRequest
     );
     assert_eq!(
-        status_of(connection.register("longpw", &"p".repeat(129)).await),
+        status_of(
+            connection
+                .call(RegisterRequest {
+                    name: "longpw".to_owned(),
+                    password: "p".repeat(129)
+                })
+                .await
+        ),
         Status::BadRequest
     );
     let (alice, alice_login) = server.user(&unique("alice")).await;
@@ -526,13 +621,13 @@ async fn oversize_fields_are_refused_with_a_status(wire: Wire) {
         Status::BadRequest
     );
     assert_eq!(
-        status_of(alice.group_create(&"g".repeat(65), "").await),
-        Status::BadRequest
-    );
-    assert_eq!(
         status_of(
             alice
-                .friend_update(bob_login.user.name.as_str(), Some(&"r".repeat(65)), None)
+                .call(GroupCreateRequest {
+                    name: "g".repeat(65),
+                    description: "".to_owned(),
+                    join_policy: JoinPolicy::Open
+                })
                 .await
         ),
         Status::BadRequest
@@ -540,18 +635,47 @@ async fn oversize_fields_are_refused_with_a_status(wire: Wire) {
     assert_eq!(
         status_of(
             alice
-                .send_with_id(Target::User(bob_login.user.id), &"i".repeat(65), "x")
+                .call(FriendUpdateRequest {
+                    user: bob_login.user.name.as_str().into_user_ref(),
+                    remark: Some("r".repeat(65)),
+                    category: None
+                })
+                .await
+        ),
+        Status::BadRequest
+    );
+    assert_eq!(
+        status_of(
+            alice
+                .call(SendRequest {
+                    to: Target::User(bob_login.user.id),
+                    client_msg_id: "i".repeat(65),
+                    body: "x".to_owned()
+                })
                 .await
         ),
         Status::BadRequest
     );
     // Unknown ids are not found.
     assert_eq!(
-        status_of(alice.group_join(chat_proto::GroupId(999_999)).await),
+        status_of(
+            alice
+                .call(GroupJoinRequest {
+                    group_id: chat_proto::GroupId(999_999)
+                })
+                .await
+        ),
         Status::NotFound
     );
     assert_eq!(
-        status_of(alice.friend_add("nobody-by-that-name", None).await),
+        status_of(
+            alice
+                .call(FriendAddRequest {
+                    user: "nobody-by-that-name".into_user_ref(),
+                    message: None
+                })
+                .await
+        ),
         Status::NotFound
     );
     assert_eq!(

@@ -5,7 +5,10 @@
 
 mod common;
 
-use chat_proto::{Push, Target};
+use chat_proto::{
+    AckRequest, FriendListRequest, GroupCreateRequest, GroupJoinRequest, GroupMembersRequest,
+    JoinPolicy, LogoutRequest, Push, Target,
+};
 use common::{befriend, expect_push, TestServer, Wire};
 
 crate::over_every_wire!(two_friends_then_a_group_of_three);
@@ -19,7 +22,7 @@ async fn two_friends_then_a_group_of_three(wire: Wire) {
     assert!(alice_login.friends.is_empty());
 
     befriend(&alice, &bob, "bob", "alice").await;
-    let friends = alice.friend_list().await.unwrap().friends;
+    let friends = alice.call(FriendListRequest {}).await.unwrap().friends;
     assert_eq!(friends.len(), 1);
     assert_eq!(friends[0].name, "bob");
     assert!(friends[0].online);
@@ -35,7 +38,12 @@ async fn two_friends_then_a_group_of_three(wire: Wire) {
     assert_eq!(message.sender_id, alice_id);
     assert_eq!(message.sender_name, "alice");
     assert_eq!(message.conversation_id, sent.conversation_id);
-    bob.ack(message.conversation_id, message.seq).await.unwrap();
+    bob.call(AckRequest {
+        conversation_id: message.conversation_id,
+        seq: message.seq,
+    })
+    .await
+    .unwrap();
     let reply = bob.send(Target::User(alice_id), "hi alice").await.unwrap();
     assert_eq!(reply.seq.0, 2);
     expect_push(
@@ -45,7 +53,7 @@ async fn two_friends_then_a_group_of_three(wire: Wire) {
     .await;
 
     // Bob logs out; Alice sees him go offline and writes anyway.
-    bob.logout().await.unwrap();
+    bob.call(LogoutRequest {}).await.unwrap();
     expect_push(
         &alice,
         |p| matches!(p, Push::PushPresence(pr) if !pr.online && pr.user_id == bob_id),
@@ -69,19 +77,37 @@ async fn two_friends_then_a_group_of_three(wire: Wire) {
     };
     assert_eq!(missed.body, "are you there?");
     assert_eq!(missed.seq, offline.seq);
-    bob.ack(missed.conversation_id, missed.seq).await.unwrap();
+    bob.call(AckRequest {
+        conversation_id: missed.conversation_id,
+        seq: missed.seq,
+    })
+    .await
+    .unwrap();
 
     // A group of three.
     let (carol, _) = server.user("carol").await;
     let group = alice
-        .group_create("book club", "we read things")
+        .call(GroupCreateRequest {
+            name: "book club".to_owned(),
+            description: "we read things".to_owned(),
+            join_policy: JoinPolicy::Open,
+        })
         .await
         .unwrap()
         .group;
     assert_eq!(group.owner_id, alice_id);
-    bob.group_join(group.id).await.unwrap();
-    carol.group_join(group.id).await.unwrap();
-    let members = alice.group_members(group.id).await.unwrap().members;
+    bob.call(GroupJoinRequest { group_id: group.id })
+        .await
+        .unwrap();
+    carol
+        .call(GroupJoinRequest { group_id: group.id })
+        .await
+        .unwrap();
+    let members = alice
+        .call(GroupMembersRequest { group_id: group.id })
+        .await
+        .unwrap()
+        .members;
     assert_eq!(members.len(), 3);
 
     // Drain the join events so the message pushes stand alone.
@@ -121,7 +147,7 @@ async fn two_friends_then_a_group_of_three(wire: Wire) {
         .await;
     }
     let history = carol
-        .history(chat_proto::HistoryRequest {
+        .call(chat_proto::HistoryRequest {
             conversation_id: group.conversation_id,
             before_seq: None,
             after_seq: None,

@@ -6,9 +6,11 @@
 #[path = "common/cluster.rs"]
 mod cluster;
 
+use chat_client::IntoUserRef;
 use chat_proto::{
-    ConversationListRequest, FriendUpdateKind, Push, ReadRequest, RecallRequest, Seq, Target,
-    TypingRequest,
+    ConversationListRequest, FriendListRequest, FriendRemoveRequest, FriendUpdateKind,
+    GroupCreateRequest, GroupJoinRequest, GroupMembersRequest, JoinPolicy, LogoutRequest, Push,
+    ReadRequest, RecallRequest, Seq, Target, TypingRequest,
 };
 use cluster::{befriend, login_on, message_with, no_message, push_where, user_on, Cluster};
 
@@ -34,7 +36,7 @@ async fn friends_groups_and_presence_across_three_nodes() {
 
     // A friend request and its answer cross nodes as pushes.
     befriend(&alice, "alice", &bob, "bob").await;
-    let friends = alice.friend_list().await.unwrap().friends;
+    let friends = alice.call(FriendListRequest {}).await.unwrap().friends;
     assert_eq!(friends.len(), 1);
     assert!(friends[0].online, "bob is online on another node");
 
@@ -48,9 +50,20 @@ async fn friends_groups_and_presence_across_three_nodes() {
     no_message(&alice).await;
 
     // A group with a member on every node, and one behind the proxy.
-    let group = alice.group_create("everyone", "").await.unwrap().group;
+    let group = alice
+        .call(GroupCreateRequest {
+            name: "everyone".to_owned(),
+            description: "".to_owned(),
+            join_policy: JoinPolicy::Open,
+        })
+        .await
+        .unwrap()
+        .group;
     for member in [&bob, &carol, &dave] {
-        member.group_join(group.id).await.unwrap();
+        member
+            .call(GroupJoinRequest { group_id: group.id })
+            .await
+            .unwrap();
     }
     carol
         .send(Target::Group(group.id), "hello group")
@@ -62,7 +75,11 @@ async fn friends_groups_and_presence_across_three_nodes() {
         no_message(member).await;
     }
     no_message(&carol).await;
-    let members = dave.group_members(group.id).await.unwrap().members;
+    let members = dave
+        .call(GroupMembersRequest { group_id: group.id })
+        .await
+        .unwrap()
+        .members;
     assert_eq!(members.len(), 4);
     assert!(
         members.iter().all(|member| member.online),
@@ -71,18 +88,23 @@ async fn friends_groups_and_presence_across_three_nodes() {
 
     // Presence: bob leaves node 1, alice on node 0 sees him go; he comes
     // back on node 2, she sees him come.
-    bob.logout().await.unwrap();
+    bob.call(LogoutRequest {}).await.unwrap();
     push_where(&alice, "bob offline", |push| {
         is_presence(push, bob_id, false)
     })
     .await;
-    assert!(!alice.friend_list().await.unwrap().friends[0].online);
+    assert!(!alice.call(FriendListRequest {}).await.unwrap().friends[0].online);
     let (bob_again, _) = login_on(cluster.node(2), "bob").await;
     push_where(&alice, "bob online", |push| is_presence(push, bob_id, true)).await;
-    assert!(alice.friend_list().await.unwrap().friends[0].online);
+    assert!(alice.call(FriendListRequest {}).await.unwrap().friends[0].online);
 
     // Ending the friendship is pushed across nodes too.
-    alice.friend_remove("bob").await.unwrap();
+    alice
+        .call(FriendRemoveRequest {
+            user: "bob".into_user_ref(),
+        })
+        .await
+        .unwrap();
     let update = push_where(&bob_again, "friendship ended", |push| {
         matches!(push, Push::PushFriendUpdate(_))
     })
@@ -125,14 +147,14 @@ async fn one_account_on_two_nodes_gets_every_message_on_both() {
     no_message(&erin_0).await;
 
     // Leaving one node is not going offline.
-    erin_0.logout().await.unwrap();
+    erin_0.call(LogoutRequest {}).await.unwrap();
     frank
         .send(Target::User(erin_id), "still there?")
         .await
         .unwrap();
     message_with(&erin_1, "still there?").await;
-    assert!(frank.friend_list().await.unwrap().friends[0].online);
-    erin_1.logout().await.unwrap();
+    assert!(frank.call(FriendListRequest {}).await.unwrap().friends[0].online);
+    erin_1.call(LogoutRequest {}).await.unwrap();
     push_where(&frank, "erin offline", |push| {
         is_presence(push, erin_id, false)
     })

@@ -16,8 +16,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chat_client::{Client, ClientOptions, Event};
-use chat_proto::{ChatMessage, ConversationId, GroupId, Seq, Target, UserId};
+use chat_client::{Client, ClientOptions, Event, IntoUserRef};
+use chat_proto::{
+    ChatMessage, ConversationId, FriendAddRequest, FriendListRequest, FriendRespondRequest,
+    GroupCreateRequest, GroupId, GroupJoinRequest, JoinPolicy, RegisterRequest, Seq, Target,
+    UserId,
+};
 use cluster::{Cluster, PASSWORD};
 use processes::{nodes_of, NodeProcess, NodeSpec};
 use tokio::task::JoinHandle;
@@ -80,7 +84,13 @@ impl Traffic {
             let mut options = ClientOptions::with_addresses(cluster.addresses(index % 3));
             options.connection.request_timeout = Duration::from_secs(10);
             let client = Arc::new(Client::connect(options).await.expect("connects"));
-            client.register(&name, PASSWORD).await.expect("registers");
+            client
+                .call(RegisterRequest {
+                    name: name.to_owned(),
+                    password: PASSWORD.to_owned(),
+                })
+                .await
+                .expect("registers");
             let login = client
                 .login(name.as_str(), PASSWORD)
                 .await
@@ -106,23 +116,37 @@ impl Traffic {
         for index in (0..USERS).step_by(2) {
             let (a, b) = (&participants[index], &participants[friend_of(index)]);
             a.client
-                .friend_add(b.name.as_str(), None)
+                .call(FriendAddRequest {
+                    user: b.name.as_str().into_user_ref(),
+                    message: None,
+                })
                 .await
                 .expect("friend request");
             b.client
-                .friend_respond(a.name.as_str(), true)
+                .call(FriendRespondRequest {
+                    user: a.name.as_str().into_user_ref(),
+                    accept: true,
+                })
                 .await
                 .expect("accepts");
         }
         let group = participants[0]
             .client
-            .group_create("all", "")
+            .call(GroupCreateRequest {
+                name: "all".to_owned(),
+                description: "".to_owned(),
+                join_policy: JoinPolicy::Open,
+            })
             .await
             .expect("creates the group")
             .group
             .id;
         for participant in &participants[1..] {
-            participant.client.group_join(group).await.expect("joins");
+            participant
+                .client
+                .call(GroupJoinRequest { group_id: group })
+                .await
+                .expect("joins");
         }
         let traffic = Traffic {
             participants,
@@ -539,7 +563,7 @@ async fn a_silent_then_resetting_database_under_traffic_loses_no_acknowledged_me
     // The database stops answering but keeps its connections open.
     proxy.set_silent(true);
     let silent_at = Instant::now();
-    let answer = probe.friend_list().await;
+    let answer = probe.call(FriendListRequest {}).await;
     let waited = silent_at.elapsed();
     assert!(
         matches!(&answer, Err(error) if error.status() == Some(chat_proto::Status::Unavailable)),

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chat_client::{Client, ClientOptions, ReconnectPolicy};
+use chat_proto::{PingRequest, RegisterRequest};
 use cluster::{free_port, unique, RedisKeys, TestDatabase, PASSWORD};
 use processes::{nodes_of, start_haproxy, NodeProcess, NodeSpec};
 
@@ -67,7 +68,13 @@ async fn users_of_a_frozen_node_are_served_by_the_others_within_seconds() {
         };
         options.connection.request_timeout = Duration::from_secs(2);
         let client = Client::connect(options).await.expect("connects");
-        client.register(&name, PASSWORD).await.expect("registers");
+        client
+            .call(RegisterRequest {
+                name: name.to_owned(),
+                password: PASSWORD.to_owned(),
+            })
+            .await
+            .expect("registers");
         let login = client
             .login(name.as_str(), PASSWORD)
             .await
@@ -98,7 +105,11 @@ async fn users_of_a_frozen_node_are_served_by_the_others_within_seconds() {
         let (client, _) = &users[index];
         async move {
             loop {
-                let ping = tokio::time::timeout(Duration::from_millis(500), client.ping()).await;
+                let ping = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    client.call_idempotent(PingRequest {}),
+                )
+                .await;
                 if let Ok(Ok(_)) = ping {
                     return stopped.elapsed();
                 }

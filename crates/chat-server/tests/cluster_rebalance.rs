@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chat_client::{Client, ClientOptions, ReconnectPolicy};
+use chat_proto::{PingRequest, RegisterRequest};
 use cluster::{free_port, unique, RedisKeys, TestDatabase, PASSWORD};
 use processes::{nodes_of, start_haproxy, NodeProcess, NodeSpec};
 
@@ -73,7 +74,13 @@ async fn a_restarted_node_gets_its_share_of_users_back() {
             ..ReconnectPolicy::default()
         };
         let client = Client::connect(options).await.expect("connects");
-        client.register(&name, PASSWORD).await.expect("registers");
+        client
+            .call(RegisterRequest {
+                name: name.to_owned(),
+                password: PASSWORD.to_owned(),
+            })
+            .await
+            .expect("registers");
         let login = client
             .login(name.as_str(), PASSWORD)
             .await
@@ -109,7 +116,10 @@ async fn a_restarted_node_gets_its_share_of_users_back() {
     );
     // Everyone is served wherever they went.
     for (client, _) in &users {
-        client.ping().await.expect("served after moving");
+        client
+            .call_idempotent(PingRequest {})
+            .await
+            .expect("served after moving");
     }
     // And it stays that way: no more moves once the spread is even.
     tokio::time::sleep(Duration::from_secs(3)).await;

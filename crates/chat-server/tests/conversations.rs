@@ -6,13 +6,17 @@
 
 mod common;
 
-use chat_client::Connection;
+use chat_client::{Connection, IntoUserRef};
 use chat_proto::{
     ConversationCursor, ConversationId, ConversationKind, ConversationListRequest,
-    ConversationListResponse, Cursor, HistoryRequest, Push, ReadPositionsRequest, ReadRequest,
-    RecallRequest, Role, Seq, Status, SyncRequest, Target, TypingRequest, UserId,
+    ConversationListResponse, Cursor, FriendListRequest, FriendRemoveRequest, FriendUpdateRequest,
+    GroupJoinRequest, GroupLeaveRequest, GroupSetRoleRequest, HistoryRequest, Push,
+    ReadPositionsRequest, ReadRequest, RecallRequest, Role, Seq, Status, SyncRequest, Target,
+    TypingRequest, UserId,
 };
-use common::{befriend, drain_pushes, expect_no_push, expect_push, status_of, unique, TestServer};
+use common::{
+    befriend, drain_pushes, expect_no_push, expect_push, open_group, status_of, unique, TestServer,
+};
 
 async fn list(connection: &Connection) -> ConversationListResponse {
     connection
@@ -60,7 +64,7 @@ async fn pair(
     let (b, b_login) = server.user(&b_name).await;
     befriend(&a, &b, &b_name, &a_name).await;
     let conversation = a
-        .friend_list()
+        .call(FriendListRequest {})
         .await
         .unwrap()
         .friends
@@ -84,10 +88,17 @@ async fn the_list_orders_by_activity_with_previews_and_counts() {
     let carol_name = unique("cat");
     let (carol, _) = server.user(&carol_name).await;
     befriend(&alice, &carol, &carol_name, &alice_name).await;
-    let group = carol.group_create("team", "").await.unwrap().group;
-    alice.group_join(group.id).await.unwrap();
+    let group = open_group(&carol, "team").await;
     alice
-        .friend_update(bob_id, Some("Bobby"), None)
+        .call(GroupJoinRequest { group_id: group.id })
+        .await
+        .unwrap();
+    alice
+        .call(FriendUpdateRequest {
+            user: bob_id.into_user_ref(),
+            remark: Some("Bobby".to_owned()),
+            category: None,
+        })
         .await
         .unwrap();
 
@@ -173,7 +184,10 @@ async fn the_list_orders_by_activity_with_previews_and_counts() {
     assert_eq!(unread, [(group.conversation_id, 1)]);
 
     // Leaving the group takes it off the list.
-    alice.group_leave(group.id).await.unwrap();
+    alice
+        .call(GroupLeaveRequest { group_id: group.id })
+        .await
+        .unwrap();
     let page = list(&alice).await;
     assert_eq!(page.conversations.len(), 2);
     assert!(page
@@ -270,9 +284,12 @@ async fn group_receipts_go_to_the_senders_they_cover() {
     let (bob, bob_login) = server.user(&unique("bob")).await;
     let (carol, _) = server.user(&unique("car")).await;
     let (dave, dave_login) = server.user(&unique("dav")).await;
-    let group = owner.group_create("g", "").await.unwrap().group;
+    let group = open_group(&owner, "g").await;
     for member in [&bob, &carol, &dave] {
-        member.group_join(group.id).await.unwrap();
+        member
+            .call(GroupJoinRequest { group_id: group.id })
+            .await
+            .unwrap();
     }
     bob.send(Target::Group(group.id), "from bob").await.unwrap();
     dave.send(Target::Group(group.id), "from dave")
@@ -377,12 +394,19 @@ async fn recall_by_the_sender_within_the_window_and_by_group_admins() {
     let (admin, admin_login) = server.user(&unique("adm")).await;
     let (bob, bob_login) = server.user(&unique("bob")).await;
     let (carol, _) = server.user(&unique("car")).await;
-    let group = owner.group_create("g", "").await.unwrap().group;
+    let group = open_group(&owner, "g").await;
     for member in [&admin, &bob, &carol] {
-        member.group_join(group.id).await.unwrap();
+        member
+            .call(GroupJoinRequest { group_id: group.id })
+            .await
+            .unwrap();
     }
     owner
-        .group_set_role(group.id, admin_login.user.id, Role::Admin)
+        .call(GroupSetRoleRequest {
+            group_id: group.id,
+            user: admin_login.user.id.into_user_ref(),
+            role: Role::Admin,
+        })
         .await
         .unwrap();
     let conversation = group.conversation_id;
@@ -426,7 +450,7 @@ async fn recall_by_the_sender_within_the_window_and_by_group_admins() {
 
     // History, sync and the list show tombstones.
     let history = owner
-        .history(HistoryRequest {
+        .call(HistoryRequest {
             conversation_id: conversation,
             before_seq: None,
             after_seq: None,
@@ -480,7 +504,11 @@ async fn a_former_friend_sees_no_presence_typing_or_receipts() {
     let ((ann, ann_id, ann_name), (ben, ben_id, ben_name), conversation) = pair(&server).await;
     ben.send(Target::User(ann_id), "bye").await.unwrap();
     drain_pushes(&ann).await;
-    ben.friend_remove(ann_name.as_str()).await.unwrap();
+    ben.call(FriendRemoveRequest {
+        user: ann_name.as_str().into_user_ref(),
+    })
+    .await
+    .unwrap();
     drain_pushes(&ann).await;
     drain_pushes(&ben).await;
 

@@ -20,7 +20,8 @@ use std::collections::HashMap;
 
 use admin_cli::AdminCli;
 use chat_proto::{
-    ConversationId, ConversationListRequest, ConversationListResponse, Role, Seq, Target, UserId,
+    ConversationId, ConversationListRequest, ConversationListResponse, GroupCreateRequest,
+    JoinPolicy, Role, Seq, Target, UserId,
 };
 use chat_store::{NewMessage, RecallArgs, Store};
 use common::TestServer;
@@ -365,7 +366,14 @@ async fn a_sqlite_node_moves_to_mariadb_and_every_client_carries_on() {
     // New accounts and groups get ids never used before.
     let (erin, erin_login) = server.user("erin").await;
     assert!(erin_login.user.id.0 > dave.0, "{:?}", erin_login.user.id);
-    let created = erin.group_create("newcomers", "").await.unwrap();
+    let created = erin
+        .call(GroupCreateRequest {
+            name: "newcomers".to_owned(),
+            description: "".to_owned(),
+            join_policy: JoinPolicy::Open,
+        })
+        .await
+        .unwrap();
     assert!(
         created.group.id.0 > dissolved.id.0,
         "{:?}",

@@ -7,6 +7,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use chat_proto::{PingRequest, RegisterRequest};
 use chat_server::Config;
 
 fn deploy_dir() -> PathBuf {
@@ -121,14 +122,20 @@ async fn chatd_serves_on_when_its_log_cannot_be_written() {
     }
     let connection = connection.expect("chatd listens");
     connection
-        .register("logless", "correct horse battery")
+        .call(RegisterRequest {
+            name: "logless".to_owned(),
+            password: "correct horse battery".to_owned(),
+        })
         .await
         .expect("registers");
     connection
         .login("logless", "correct horse battery")
         .await
         .expect("logs in");
-    connection.ping().await.expect("still serving");
+    connection
+        .call(PingRequest {})
+        .await
+        .expect("still serving");
     assert!(
         child.try_wait().unwrap().is_none(),
         "chatd is still running"

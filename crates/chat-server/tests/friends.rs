@@ -3,7 +3,12 @@
 
 mod common;
 
-use chat_proto::{FriendAddOutcome, FriendUpdateKind, Push, Status, Target, UserId};
+use chat_client::IntoUserRef;
+use chat_proto::{
+    FriendAddOutcome, FriendAddRequest, FriendListRequest, FriendRemoveRequest,
+    FriendRespondRequest, FriendUpdateKind, FriendUpdateRequest, LogoutRequest, Push,
+    RegisterRequest, Status, Target, UserId,
+};
 use common::{
     befriend, expect_no_push, expect_push, expect_silence, next_message, status_of, unique,
     whole_history, TestServer,
@@ -42,7 +47,10 @@ async fn a_request_is_pushed_and_accepting_it_is_pushed_back() {
     let (bob, bob_login) = server.user(&bob_name).await;
 
     let asked = alice
-        .friend_add(bob_name.as_str(), Some("hi, it's alice"))
+        .call(FriendAddRequest {
+            user: bob_name.as_str().into_user_ref(),
+            message: Some("hi, it's alice".to_owned()),
+        })
         .await
         .unwrap();
     assert_eq!(asked.outcome, FriendAddOutcome::Pending);
@@ -58,29 +66,56 @@ async fn a_request_is_pushed_and_accepting_it_is_pushed_back() {
     assert_eq!(pushed.request.message.as_deref(), Some("hi, it's alice"));
 
     // Both sides see the pending request in their lists.
-    let alice_list = alice.friend_list().await.unwrap();
+    let alice_list = alice.call(FriendListRequest {}).await.unwrap();
     assert_eq!(alice_list.outgoing_requests.len(), 1);
     assert_eq!(alice_list.outgoing_requests[0].to, bob_login.user);
     assert!(alice_list.incoming_requests.is_empty());
-    let bob_list = bob.friend_list().await.unwrap();
+    let bob_list = bob.call(FriendListRequest {}).await.unwrap();
     assert_eq!(bob_list.incoming_requests.len(), 1);
     assert_eq!(bob_list.incoming_requests[0].from, alice_login.user);
 
     // Asking again, or asking oneself, is a conflict.
     assert_eq!(
-        status_of(alice.friend_add(bob_name.as_str(), None).await),
+        status_of(
+            alice
+                .call(FriendAddRequest {
+                    user: bob_name.as_str().into_user_ref(),
+                    message: None
+                })
+                .await
+        ),
         Status::Conflict
     );
     assert_eq!(
-        status_of(alice.friend_add(alice_name.as_str(), None).await),
+        status_of(
+            alice
+                .call(FriendAddRequest {
+                    user: alice_name.as_str().into_user_ref(),
+                    message: None
+                })
+                .await
+        ),
         Status::Conflict
     );
     assert_eq!(
-        status_of(alice.friend_add(alice_login.user.id, None).await),
+        status_of(
+            alice
+                .call(FriendAddRequest {
+                    user: alice_login.user.id.into_user_ref(),
+                    message: None
+                })
+                .await
+        ),
         Status::Conflict
     );
 
-    let accepted = bob.friend_respond(alice_name.as_str(), true).await.unwrap();
+    let accepted = bob
+        .call(FriendRespondRequest {
+            user: alice_name.as_str().into_user_ref(),
+            accept: true,
+        })
+        .await
+        .unwrap();
     assert!(accepted.accepted);
     let bobs_view = accepted.friend.expect("the new friend");
     assert_eq!(bobs_view.id, alice_login.user.id);
@@ -95,17 +130,30 @@ async fn a_request_is_pushed_and_accepting_it_is_pushed_back() {
 
     // The request is gone and they are friends both ways.
     for (who, friend) in [(&alice, bob_login.user.id), (&bob, alice_login.user.id)] {
-        let list = who.friend_list().await.unwrap();
+        let list = who.call(FriendListRequest {}).await.unwrap();
         assert!(list.incoming_requests.is_empty() && list.outgoing_requests.is_empty());
         assert_eq!(list.friends.len(), 1);
         assert_eq!(list.friends[0].id, friend);
     }
     assert_eq!(
-        status_of(alice.friend_add(bob_name.as_str(), None).await),
+        status_of(
+            alice
+                .call(FriendAddRequest {
+                    user: bob_name.as_str().into_user_ref(),
+                    message: None
+                })
+                .await
+        ),
         Status::Conflict
     );
     assert_eq!(
-        status_of(bob.friend_respond(alice_name.as_str(), true).await),
+        status_of(
+            bob.call(FriendRespondRequest {
+                user: alice_name.as_str().into_user_ref(),
+                accept: true
+            })
+            .await
+        ),
         Status::NotFound
     );
 }
@@ -118,11 +166,17 @@ async fn an_offline_user_finds_the_request_at_login_and_can_decline_it() {
     server
         .connect()
         .await
-        .register(&bob_name, common::PASSWORD)
+        .call(RegisterRequest {
+            name: bob_name.to_owned(),
+            password: common::PASSWORD.to_owned(),
+        })
         .await
         .unwrap();
     alice
-        .friend_add(bob_name.as_str(), Some("remember me?"))
+        .call(FriendAddRequest {
+            user: bob_name.as_str().into_user_ref(),
+            message: Some("remember me?".to_owned()),
+        })
         .await
         .unwrap();
 
@@ -141,7 +195,10 @@ async fn an_offline_user_finds_the_request_at_login_and_can_decline_it() {
     drop(alice_again);
 
     let declined = bob
-        .friend_respond(alice_login.user.id, false)
+        .call(FriendRespondRequest {
+            user: alice_login.user.id.into_user_ref(),
+            accept: false,
+        })
         .await
         .unwrap();
     assert!(!declined.accepted);
@@ -151,7 +208,7 @@ async fn an_offline_user_finds_the_request_at_login_and_can_decline_it() {
     assert_eq!(update.user, bob_login.user);
     assert!(update.friend.is_none());
     for who in [&alice, &bob] {
-        let list = who.friend_list().await.unwrap();
+        let list = who.call(FriendListRequest {}).await.unwrap();
         assert!(list.friends.is_empty());
         assert!(list.incoming_requests.is_empty() && list.outgoing_requests.is_empty());
     }
@@ -160,7 +217,13 @@ async fn an_offline_user_finds_the_request_at_login_and_can_decline_it() {
         Status::Forbidden
     );
     // Declined is not forever: Alice may ask again.
-    let again = alice.friend_add(bob_name.as_str(), None).await.unwrap();
+    let again = alice
+        .call(FriendAddRequest {
+            user: bob_name.as_str().into_user_ref(),
+            message: None,
+        })
+        .await
+        .unwrap();
     assert_eq!(again.outcome, FriendAddOutcome::Pending);
 }
 
@@ -170,10 +233,22 @@ async fn asking_someone_who_already_asked_accepts_at_once() {
     let (alice_name, bob_name) = (unique("alice"), unique("bob"));
     let (alice, alice_login) = server.user(&alice_name).await;
     let (bob, bob_login) = server.user(&bob_name).await;
-    alice.friend_add(bob_name.as_str(), None).await.unwrap();
+    alice
+        .call(FriendAddRequest {
+            user: bob_name.as_str().into_user_ref(),
+            message: None,
+        })
+        .await
+        .unwrap();
     expect_push(&bob, |push| matches!(push, Push::PushFriendRequest(_))).await;
 
-    let crossed = bob.friend_add(alice_name.as_str(), None).await.unwrap();
+    let crossed = bob
+        .call(FriendAddRequest {
+            user: alice_name.as_str().into_user_ref(),
+            message: None,
+        })
+        .await
+        .unwrap();
     assert_eq!(crossed.outcome, FriendAddOutcome::Accepted);
     assert_eq!(crossed.user, alice_login.user);
     let friend = crossed.friend.expect("the new friend");
@@ -193,7 +268,7 @@ async fn asking_someone_who_already_asked_accepts_at_once() {
         .unwrap();
     assert_eq!(sent.conversation_id, friend.conversation_id);
     assert!(alice
-        .friend_list()
+        .call(FriendListRequest {})
         .await
         .unwrap()
         .outgoing_requests
@@ -213,25 +288,41 @@ async fn removing_a_friend_stops_chat_and_befriending_again_restores_the_convers
         .unwrap();
     next_message(&bob).await;
 
-    let removed = alice.friend_remove(bob_name.as_str()).await.unwrap();
+    let removed = alice
+        .call(FriendRemoveRequest {
+            user: bob_name.as_str().into_user_ref(),
+        })
+        .await
+        .unwrap();
     assert_eq!(removed.user, bob_login.user);
     let update = expect_friend_update(&bob).await;
     assert_eq!(update.kind, FriendUpdateKind::Removed);
     assert_eq!(update.user, alice_login.user);
     for (who, other) in [(&alice, bob_login.user.id), (&bob, alice_login.user.id)] {
-        assert!(who.friend_list().await.unwrap().friends.is_empty());
+        assert!(who
+            .call(FriendListRequest {})
+            .await
+            .unwrap()
+            .friends
+            .is_empty());
         assert_eq!(
             status_of(who.send(Target::User(other), "still friends?").await),
             Status::Forbidden
         );
     }
     assert_eq!(
-        status_of(alice.friend_remove(bob_name.as_str()).await),
+        status_of(
+            alice
+                .call(FriendRemoveRequest {
+                    user: bob_name.as_str().into_user_ref()
+                })
+                .await
+        ),
         Status::NotFound
     );
 
     befriend(&bob, &alice, &alice_name, &bob_name).await;
-    let friends = alice.friend_list().await.unwrap().friends;
+    let friends = alice.call(FriendListRequest {}).await.unwrap().friends;
     assert_eq!(friends[0].conversation_id, first.conversation_id);
     let second = alice
         .send(Target::User(bob_login.user.id), "friends again")
@@ -253,7 +344,11 @@ async fn remark_and_category_set_clear_and_stay_unchanged() {
     befriend(&alice, &bob, &bob_name, &alice_name).await;
 
     let friend = alice
-        .friend_update(bob_name.as_str(), Some("Bobby"), Some("work"))
+        .call(FriendUpdateRequest {
+            user: bob_name.as_str().into_user_ref(),
+            remark: Some("Bobby".to_owned()),
+            category: Some("work".to_owned()),
+        })
         .await
         .unwrap()
         .friend;
@@ -263,21 +358,33 @@ async fn remark_and_category_set_clear_and_stay_unchanged() {
 
     // None leaves a field alone.
     let friend = alice
-        .friend_update(bob_login.user.id, Some("Robert"), None)
+        .call(FriendUpdateRequest {
+            user: bob_login.user.id.into_user_ref(),
+            remark: Some("Robert".to_owned()),
+            category: None,
+        })
         .await
         .unwrap()
         .friend;
     assert_eq!(friend.remark.as_deref(), Some("Robert"));
     assert_eq!(friend.category.as_deref(), Some("work"));
     let friend = alice
-        .friend_update(bob_name.as_str(), None, Some("family"))
+        .call(FriendUpdateRequest {
+            user: bob_name.as_str().into_user_ref(),
+            remark: None,
+            category: Some("family".to_owned()),
+        })
         .await
         .unwrap()
         .friend;
     assert_eq!(friend.remark.as_deref(), Some("Robert"));
     assert_eq!(friend.category.as_deref(), Some("family"));
     let friend = alice
-        .friend_update(bob_name.as_str(), None, None)
+        .call(FriendUpdateRequest {
+            user: bob_name.as_str().into_user_ref(),
+            remark: None,
+            category: None,
+        })
         .await
         .unwrap()
         .friend;
@@ -286,7 +393,11 @@ async fn remark_and_category_set_clear_and_stay_unchanged() {
 
     // An empty string clears a field.
     let friend = alice
-        .friend_update(bob_name.as_str(), Some(""), None)
+        .call(FriendUpdateRequest {
+            user: bob_name.as_str().into_user_ref(),
+            remark: Some("".to_owned()),
+            category: None,
+        })
         .await
         .unwrap()
         .friend;
@@ -294,17 +405,21 @@ async fn remark_and_category_set_clear_and_stay_unchanged() {
     assert_eq!(friend.category.as_deref(), Some("family"));
 
     // The list and a fresh login agree; the remark is Alice's alone.
-    let listed = alice.friend_list().await.unwrap().friends;
+    let listed = alice.call(FriendListRequest {}).await.unwrap().friends;
     assert_eq!(listed[0].remark, None);
     assert_eq!(listed[0].category.as_deref(), Some("family"));
     let (_alice_again, login) = server.login(&alice_name).await;
     assert_eq!(login.friends[0].category.as_deref(), Some("family"));
-    let bobs = bob.friend_list().await.unwrap().friends;
+    let bobs = bob.call(FriendListRequest {}).await.unwrap().friends;
     assert_eq!(bobs[0].remark, None);
     assert_eq!(bobs[0].category, None);
 
     let friend = alice
-        .friend_update(bob_name.as_str(), None, Some(""))
+        .call(FriendUpdateRequest {
+            user: bob_name.as_str().into_user_ref(),
+            remark: None,
+            category: Some("".to_owned()),
+        })
         .await
         .unwrap()
         .friend;
@@ -315,13 +430,20 @@ async fn remark_and_category_set_clear_and_stay_unchanged() {
     server
         .connect()
         .await
-        .register(&stranger, common::PASSWORD)
+        .call(RegisterRequest {
+            name: stranger.to_owned(),
+            password: common::PASSWORD.to_owned(),
+        })
         .await
         .unwrap();
     assert_eq!(
         status_of(
             alice
-                .friend_update(stranger.as_str(), Some("x"), None)
+                .call(FriendUpdateRequest {
+                    user: stranger.as_str().into_user_ref(),
+                    remark: Some("x".to_owned()),
+                    category: None
+                })
                 .await
         ),
         Status::NotFound
@@ -336,19 +458,19 @@ async fn presence_follows_logins_logouts_and_disconnects() {
     let (bob, bob_login) = server.user(&bob_name).await;
     befriend(&alice, &bob, &bob_name, &alice_name).await;
     let alice_id = alice_login.user.id;
-    let list = bob.friend_list().await.unwrap().friends;
+    let list = bob.call(FriendListRequest {}).await.unwrap().friends;
     assert!(list[0].online);
 
     // Logout: friends see Alice go offline, and the list says so.
-    alice.logout().await.unwrap();
+    alice.call(LogoutRequest {}).await.unwrap();
     assert!(!expect_presence(&bob, alice_id).await);
-    assert!(!bob.friend_list().await.unwrap().friends[0].online);
+    assert!(!bob.call(FriendListRequest {}).await.unwrap().friends[0].online);
 
     // Login: online again; her login shows Bob online.
     let (alice, relogin) = server.login(&alice_name).await;
     assert!(expect_presence(&bob, alice_id).await);
     assert!(relogin.friends[0].online);
-    assert!(bob.friend_list().await.unwrap().friends[0].online);
+    assert!(bob.call(FriendListRequest {}).await.unwrap().friends[0].online);
 
     // A second session changes nothing for friends, and neither does
     // closing one of two sessions.
@@ -356,12 +478,12 @@ async fn presence_follows_logins_logouts_and_disconnects() {
     expect_silence(&bob).await;
     drop(alice_laptop);
     expect_silence(&bob).await;
-    assert!(bob.friend_list().await.unwrap().friends[0].online);
+    assert!(bob.call(FriendListRequest {}).await.unwrap().friends[0].online);
 
     // Dropping the last connection without logging out is going offline.
     drop(alice);
     assert!(!expect_presence(&bob, alice_id).await);
-    assert!(!bob.friend_list().await.unwrap().friends[0].online);
+    assert!(!bob.call(FriendListRequest {}).await.unwrap().friends[0].online);
 
     // Users who are not friends hear nothing.
     let (carol, _) = server.user(&unique("carol")).await;

@@ -3,12 +3,15 @@
 
 mod common;
 
-use chat_client::Connection;
+use chat_client::{Connection, IntoUserRef};
 use chat_proto::{
-    GroupEventKind, GroupEventPush, GroupId, LoginResponse, Role, Status, Target, UserId,
+    GroupCreateRequest, GroupDissolveRequest, GroupEventKind, GroupEventPush, GroupId,
+    GroupInfoRequest, GroupJoinRequest, GroupKickRequest, GroupLeaveRequest, GroupListRequest,
+    GroupMembersRequest, GroupSetRoleRequest, JoinPolicy, LoginResponse, Role, Status, Target,
+    UserId,
 };
 use common::{
-    drain_pushes, expect_group_event, expect_no_push, next_message, status_of, unique,
+    drain_pushes, expect_group_event, expect_no_push, next_message, open_group, status_of, unique,
     whole_history, TestServer,
 };
 
@@ -45,14 +48,21 @@ impl std::ops::Deref for User {
 async fn group_of(server: &TestServer, members: usize) -> (GroupId, User, Vec<User>) {
     let owner = User::new(server, "owner").await;
     let group = owner
-        .group_create("the group", "for tests")
+        .call(GroupCreateRequest {
+            name: "the group".to_owned(),
+            description: "for tests".to_owned(),
+            join_policy: JoinPolicy::Open,
+        })
         .await
         .unwrap()
         .group;
     let mut joined = Vec::new();
     for _ in 0..members {
         let member = User::new(server, "member").await;
-        member.group_join(group.id).await.unwrap();
+        member
+            .call(GroupJoinRequest { group_id: group.id })
+            .await
+            .unwrap();
         joined.push(member);
     }
     drain_pushes(&owner).await;
@@ -80,7 +90,11 @@ async fn create_join_and_leave_with_events() {
     let server = TestServer::start().await;
     let owner = User::new(&server, "owner").await;
     let created = owner
-        .group_create("hikers", "weekend walks")
+        .call(GroupCreateRequest {
+            name: "hikers".to_owned(),
+            description: "weekend walks".to_owned(),
+            join_policy: JoinPolicy::Open,
+        })
         .await
         .unwrap()
         .group;
@@ -91,7 +105,13 @@ async fn create_join_and_leave_with_events() {
     assert_eq!(created.description, "weekend walks");
 
     let bob = User::new(&server, "bob").await;
-    let joined = bob.group_join(created.id).await.unwrap().group;
+    let joined = bob
+        .call(GroupJoinRequest {
+            group_id: created.id,
+        })
+        .await
+        .unwrap()
+        .group;
     assert_eq!(joined.id, created.id);
     assert_eq!(joined.member_count, 2);
     assert_eq!(joined.my_role, Some(Role::Member));
@@ -106,16 +126,32 @@ async fn create_join_and_leave_with_events() {
     assert_eq!(event.role, Some(Role::Member));
     drain_pushes(&bob).await;
     assert_eq!(
-        status_of(bob.group_join(created.id).await),
+        status_of(
+            bob.call(GroupJoinRequest {
+                group_id: created.id
+            })
+            .await
+        ),
         Status::Conflict
     );
     assert_eq!(
-        status_of(owner.group_join(created.id).await),
+        status_of(
+            owner
+                .call(GroupJoinRequest {
+                    group_id: created.id
+                })
+                .await
+        ),
         Status::Conflict
     );
 
     let carol = User::new(&server, "carol").await;
-    carol.group_join(created.id).await.unwrap();
+    carol
+        .call(GroupJoinRequest {
+            group_id: created.id,
+        })
+        .await
+        .unwrap();
     for who in [&owner, &bob] {
         let event = expect_group_event(who).await;
         assert_event(
@@ -127,39 +163,74 @@ async fn create_join_and_leave_with_events() {
         );
     }
     drain_pushes(&carol).await;
-    let members = owner.group_members(created.id).await.unwrap().members;
+    let members = owner
+        .call(GroupMembersRequest {
+            group_id: created.id,
+        })
+        .await
+        .unwrap()
+        .members;
     let ids: Vec<_> = members.iter().map(|m| (m.id, m.role, m.online)).collect();
     assert_eq!(ids[0], (owner.id(), Role::Owner, true));
     assert_eq!(ids.len(), 3);
     assert!(ids.contains(&(bob.id(), Role::Member, true)));
     assert!(ids.contains(&(carol.id(), Role::Member, true)));
 
-    bob.group_leave(created.id).await.unwrap();
+    bob.call(GroupLeaveRequest {
+        group_id: created.id,
+    })
+    .await
+    .unwrap();
     for who in [&owner, &carol, &bob] {
         let event = expect_group_event(who).await;
         assert_event(&event, created.id, GroupEventKind::Left, bob.id(), bob.id());
     }
     assert_eq!(
         owner
-            .group_info(created.id)
+            .call(GroupInfoRequest {
+                group_id: created.id
+            })
             .await
             .unwrap()
             .group
             .member_count,
         2
     );
-    assert!(bob.group_list().await.unwrap().groups.is_empty());
+    assert!(bob
+        .call(GroupListRequest {})
+        .await
+        .unwrap()
+        .groups
+        .is_empty());
     assert_eq!(
-        status_of(bob.group_leave(created.id).await),
+        status_of(
+            bob.call(GroupLeaveRequest {
+                group_id: created.id
+            })
+            .await
+        ),
         Status::Forbidden
     );
     // The owner cannot just walk away.
     assert_eq!(
-        status_of(owner.group_leave(created.id).await),
+        status_of(
+            owner
+                .call(GroupLeaveRequest {
+                    group_id: created.id
+                })
+                .await
+        ),
         Status::Conflict
     );
     assert_eq!(
-        owner.group_info(created.id).await.unwrap().group.owner_id,
+        owner
+            .call(GroupInfoRequest {
+                group_id: created.id
+            })
+            .await
+            .unwrap()
+            .group
+            .owner_id,
         owner.id()
     );
 }
@@ -170,11 +241,19 @@ async fn who_may_kick_whom() {
     let (group, owner, members) = group_of(&server, 4).await;
     let [admin, other_admin, plain, victim] = <[User; 4]>::try_from(members).ok().unwrap();
     owner
-        .group_set_role(group, admin.name(), Role::Admin)
+        .call(GroupSetRoleRequest {
+            group_id: group,
+            user: admin.name().into_user_ref(),
+            role: Role::Admin,
+        })
         .await
         .unwrap();
     owner
-        .group_set_role(group, other_admin.id(), Role::Admin)
+        .call(GroupSetRoleRequest {
+            group_id: group,
+            user: other_admin.id().into_user_ref(),
+            role: Role::Admin,
+        })
         .await
         .unwrap();
     for who in [&owner, &admin, &other_admin, &plain, &victim] {
@@ -183,20 +262,51 @@ async fn who_may_kick_whom() {
 
     // A plain member may kick nobody.
     assert_eq!(
-        status_of(plain.group_kick(group, victim.name()).await),
+        status_of(
+            plain
+                .call(GroupKickRequest {
+                    group_id: group,
+                    user: victim.name().into_user_ref(),
+                    ban: false
+                })
+                .await
+        ),
         Status::Forbidden
     );
     // An admin may not kick another admin, nor the owner.
     assert_eq!(
-        status_of(admin.group_kick(group, other_admin.name()).await),
+        status_of(
+            admin
+                .call(GroupKickRequest {
+                    group_id: group,
+                    user: other_admin.name().into_user_ref(),
+                    ban: false
+                })
+                .await
+        ),
         Status::Forbidden
     );
     assert_eq!(
-        status_of(admin.group_kick(group, owner.name()).await),
+        status_of(
+            admin
+                .call(GroupKickRequest {
+                    group_id: group,
+                    user: owner.name().into_user_ref(),
+                    ban: false
+                })
+                .await
+        ),
         Status::Forbidden
     );
     // An admin kicks a plain member; everyone, the kicked one included, hears.
-    admin.group_kick(group, victim.name()).await.unwrap();
+    admin
+        .call(GroupKickRequest {
+            group_id: group,
+            user: victim.name().into_user_ref(),
+            ban: false,
+        })
+        .await
+        .unwrap();
     for who in [&owner, &admin, &other_admin, &plain, &victim] {
         let event = expect_group_event(who).await;
         assert_event(
@@ -208,11 +318,26 @@ async fn who_may_kick_whom() {
         );
     }
     assert_eq!(
-        status_of(admin.group_kick(group, victim.name()).await),
+        status_of(
+            admin
+                .call(GroupKickRequest {
+                    group_id: group,
+                    user: victim.name().into_user_ref(),
+                    ban: false
+                })
+                .await
+        ),
         Status::NotFound
     );
     // The owner may kick an admin.
-    owner.group_kick(group, other_admin.id()).await.unwrap();
+    owner
+        .call(GroupKickRequest {
+            group_id: group,
+            user: other_admin.id().into_user_ref(),
+            ban: false,
+        })
+        .await
+        .unwrap();
     for who in [&owner, &admin, &plain, &other_admin] {
         let event = expect_group_event(who).await;
         assert_event(
@@ -225,7 +350,7 @@ async fn who_may_kick_whom() {
     }
     expect_no_push(&victim).await;
     let members: Vec<_> = owner
-        .group_members(group)
+        .call(GroupMembersRequest { group_id: group })
         .await
         .unwrap()
         .members
@@ -236,7 +361,15 @@ async fn who_may_kick_whom() {
     assert!(!members.contains(&victim.id()) && !members.contains(&other_admin.id()));
     // Nobody outside the group can kick in it.
     assert_eq!(
-        status_of(victim.group_kick(group, plain.name()).await),
+        status_of(
+            victim
+                .call(GroupKickRequest {
+                    group_id: group,
+                    user: plain.name().into_user_ref(),
+                    ban: false
+                })
+                .await
+        ),
         Status::Forbidden
     );
 }
@@ -248,24 +381,46 @@ async fn roles_change_only_by_the_owner_and_ownership_can_be_handed_over() {
     let [heir, plain] = <[User; 2]>::try_from(members).ok().unwrap();
 
     assert_eq!(
-        status_of(heir.group_set_role(group, plain.name(), Role::Admin).await),
+        status_of(
+            heir.call(GroupSetRoleRequest {
+                group_id: group,
+                user: plain.name().into_user_ref(),
+                role: Role::Admin
+            })
+            .await
+        ),
         Status::Forbidden
     );
     assert_eq!(
-        status_of(heir.group_set_role(group, heir.name(), Role::Owner).await),
+        status_of(
+            heir.call(GroupSetRoleRequest {
+                group_id: group,
+                user: heir.name().into_user_ref(),
+                role: Role::Owner
+            })
+            .await
+        ),
         Status::Forbidden
     );
     // The owner's own role changes only by handing over.
     assert_eq!(
         status_of(
             owner
-                .group_set_role(group, owner.name(), Role::Member)
+                .call(GroupSetRoleRequest {
+                    group_id: group,
+                    user: owner.name().into_user_ref(),
+                    role: Role::Member
+                })
                 .await
         ),
         Status::BadRequest
     );
     owner
-        .group_set_role(group, heir.name(), Role::Admin)
+        .call(GroupSetRoleRequest {
+            group_id: group,
+            user: heir.name().into_user_ref(),
+            role: Role::Admin,
+        })
         .await
         .unwrap();
     for who in [&owner, &heir, &plain] {
@@ -281,13 +436,24 @@ async fn roles_change_only_by_the_owner_and_ownership_can_be_handed_over() {
     }
     // Still only the owner changes roles, admins included.
     assert_eq!(
-        status_of(heir.group_set_role(group, plain.name(), Role::Admin).await),
+        status_of(
+            heir.call(GroupSetRoleRequest {
+                group_id: group,
+                user: plain.name().into_user_ref(),
+                role: Role::Admin
+            })
+            .await
+        ),
         Status::Forbidden
     );
 
     // Handing over: the heir is owner, the old owner an admin.
     owner
-        .group_set_role(group, heir.id(), Role::Owner)
+        .call(GroupSetRoleRequest {
+            group_id: group,
+            user: heir.id().into_user_ref(),
+            role: Role::Owner,
+        })
         .await
         .unwrap();
     for who in [&owner, &heir, &plain] {
@@ -310,18 +476,31 @@ async fn roles_change_only_by_the_owner_and_ownership_can_be_handed_over() {
         );
         assert_eq!(demoted.role, Some(Role::Admin));
     }
-    let info = plain.group_info(group).await.unwrap().group;
+    let info = plain
+        .call(GroupInfoRequest { group_id: group })
+        .await
+        .unwrap()
+        .group;
     assert_eq!(info.owner_id, heir.id());
     assert_eq!(
-        owner.group_info(group).await.unwrap().group.my_role,
+        owner
+            .call(GroupInfoRequest { group_id: group })
+            .await
+            .unwrap()
+            .group
+            .my_role,
         Some(Role::Admin)
     );
     assert_eq!(
-        heir.group_info(group).await.unwrap().group.my_role,
+        heir.call(GroupInfoRequest { group_id: group })
+            .await
+            .unwrap()
+            .group
+            .my_role,
         Some(Role::Owner)
     );
     let roles: Vec<_> = plain
-        .group_members(group)
+        .call(GroupMembersRequest { group_id: group })
         .await
         .unwrap()
         .members
@@ -341,34 +520,65 @@ async fn roles_change_only_by_the_owner_and_ownership_can_be_handed_over() {
     // The old owner lost the owner's powers, may now leave, and the new one
     // has them.
     assert_eq!(
-        status_of(owner.group_set_role(group, plain.name(), Role::Admin).await),
+        status_of(
+            owner
+                .call(GroupSetRoleRequest {
+                    group_id: group,
+                    user: plain.name().into_user_ref(),
+                    role: Role::Admin
+                })
+                .await
+        ),
         Status::Forbidden
     );
     assert_eq!(
-        status_of(owner.group_dissolve(group).await),
+        status_of(owner.call(GroupDissolveRequest { group_id: group }).await),
         Status::Forbidden
     );
-    heir.group_set_role(group, plain.name(), Role::Admin)
-        .await
-        .unwrap();
+    heir.call(GroupSetRoleRequest {
+        group_id: group,
+        user: plain.name().into_user_ref(),
+        role: Role::Admin,
+    })
+    .await
+    .unwrap();
     // Demotion works the same way; a non-member has no role to change.
-    heir.group_set_role(group, plain.name(), Role::Member)
-        .await
-        .unwrap();
+    heir.call(GroupSetRoleRequest {
+        group_id: group,
+        user: plain.name().into_user_ref(),
+        role: Role::Member,
+    })
+    .await
+    .unwrap();
     assert_eq!(
-        plain.group_info(group).await.unwrap().group.my_role,
+        plain
+            .call(GroupInfoRequest { group_id: group })
+            .await
+            .unwrap()
+            .group
+            .my_role,
         Some(Role::Member)
     );
     let outsider = User::new(&server, "outsider").await;
     assert_eq!(
         status_of(
-            heir.group_set_role(group, outsider.name(), Role::Admin)
-                .await
+            heir.call(GroupSetRoleRequest {
+                group_id: group,
+                user: outsider.name().into_user_ref(),
+                role: Role::Admin
+            })
+            .await
         ),
         Status::NotFound
     );
-    owner.group_leave(group).await.unwrap();
-    assert_eq!(status_of(heir.group_leave(group).await), Status::Conflict);
+    owner
+        .call(GroupLeaveRequest { group_id: group })
+        .await
+        .unwrap();
+    assert_eq!(
+        status_of(heir.call(GroupLeaveRequest { group_id: group }).await),
+        Status::Conflict
+    );
 }
 
 #[tokio::test]
@@ -377,23 +587,31 @@ async fn dissolving_tells_everyone_and_the_group_is_gone() {
     let (group, owner, members) = group_of(&server, 2).await;
     let [admin, plain] = <[User; 2]>::try_from(members).ok().unwrap();
     owner
-        .group_set_role(group, admin.name(), Role::Admin)
+        .call(GroupSetRoleRequest {
+            group_id: group,
+            user: admin.name().into_user_ref(),
+            role: Role::Admin,
+        })
         .await
         .unwrap();
     for who in [&owner, &admin, &plain] {
         drain_pushes(who).await;
     }
     assert_eq!(
-        status_of(admin.group_dissolve(group).await),
+        status_of(admin.call(GroupDissolveRequest { group_id: group }).await),
         Status::Forbidden
     );
     assert_eq!(
-        status_of(plain.group_dissolve(group).await),
+        status_of(plain.call(GroupDissolveRequest { group_id: group }).await),
         Status::Forbidden
     );
     let outsider = User::new(&server, "outsider").await;
     assert_eq!(
-        status_of(outsider.group_dissolve(group).await),
+        status_of(
+            outsider
+                .call(GroupDissolveRequest { group_id: group })
+                .await
+        ),
         Status::Forbidden
     );
     owner
@@ -404,7 +622,10 @@ async fn dissolving_tells_everyone_and_the_group_is_gone() {
         next_message(who).await;
     }
 
-    owner.group_dissolve(group).await.unwrap();
+    owner
+        .call(GroupDissolveRequest { group_id: group })
+        .await
+        .unwrap();
     for who in [&owner, &admin, &plain] {
         let event = expect_group_event(who).await;
         assert_event(
@@ -414,17 +635,31 @@ async fn dissolving_tells_everyone_and_the_group_is_gone() {
             owner.id(),
             owner.id(),
         );
-        assert_eq!(status_of(who.group_info(group).await), Status::NotFound);
+        assert_eq!(
+            status_of(who.call(GroupInfoRequest { group_id: group }).await),
+            Status::NotFound
+        );
         assert_eq!(
             status_of(who.send(Target::Group(group), "anyone?").await),
             Status::NotFound
         );
-        assert_eq!(status_of(who.group_join(group).await), Status::NotFound);
-        assert_eq!(status_of(who.group_members(group).await), Status::NotFound);
-        assert!(who.group_list().await.unwrap().groups.is_empty());
+        assert_eq!(
+            status_of(who.call(GroupJoinRequest { group_id: group }).await),
+            Status::NotFound
+        );
+        assert_eq!(
+            status_of(who.call(GroupMembersRequest { group_id: group }).await),
+            Status::NotFound
+        );
+        assert!(who
+            .call(GroupListRequest {})
+            .await
+            .unwrap()
+            .groups
+            .is_empty());
     }
     assert_eq!(
-        status_of(owner.group_dissolve(group).await),
+        status_of(owner.call(GroupDissolveRequest { group_id: group }).await),
         Status::NotFound
     );
     expect_no_push(&outsider).await;
@@ -435,13 +670,17 @@ async fn outsiders_may_look_at_a_group_but_not_its_members() {
     let server = TestServer::start().await;
     let (group, owner, _members) = group_of(&server, 1).await;
     let outsider = User::new(&server, "outsider").await;
-    let info = outsider.group_info(group).await.unwrap().group;
+    let info = outsider
+        .call(GroupInfoRequest { group_id: group })
+        .await
+        .unwrap()
+        .group;
     assert_eq!(info.id, group);
     assert_eq!(info.my_role, None);
     assert_eq!(info.member_count, 2);
     assert_eq!(info.owner_id, owner.id());
     assert_eq!(
-        status_of(outsider.group_members(group).await),
+        status_of(outsider.call(GroupMembersRequest { group_id: group }).await),
         Status::Forbidden
     );
     assert_eq!(
@@ -449,11 +688,23 @@ async fn outsiders_may_look_at_a_group_but_not_its_members() {
         Status::Forbidden
     );
     assert_eq!(
-        status_of(outsider.group_info(GroupId(9_999_999)).await),
+        status_of(
+            outsider
+                .call(GroupInfoRequest {
+                    group_id: GroupId(9_999_999)
+                })
+                .await
+        ),
         Status::NotFound
     );
     assert_eq!(
-        status_of(outsider.group_members(GroupId(9_999_999)).await),
+        status_of(
+            outsider
+                .call(GroupMembersRequest {
+                    group_id: GroupId(9_999_999)
+                })
+                .await
+        ),
         Status::NotFound
     );
 }
@@ -463,13 +714,23 @@ async fn group_list_shows_my_groups_with_my_role() {
     let server = TestServer::start().await;
     let alice = User::new(&server, "alice").await;
     let bob = User::new(&server, "bob").await;
-    assert!(alice.group_list().await.unwrap().groups.is_empty());
-    let mine = alice.group_create("mine", "").await.unwrap().group;
-    let theirs = bob.group_create("theirs", "").await.unwrap().group;
-    let unrelated = bob.group_create("unrelated", "").await.unwrap().group;
-    alice.group_join(theirs.id).await.unwrap();
+    assert!(alice
+        .call(GroupListRequest {})
+        .await
+        .unwrap()
+        .groups
+        .is_empty());
+    let mine = open_group(&alice, "mine").await;
+    let theirs = open_group(&bob, "theirs").await;
+    let unrelated = open_group(&bob, "unrelated").await;
+    alice
+        .call(GroupJoinRequest {
+            group_id: theirs.id,
+        })
+        .await
+        .unwrap();
     let mut listed: Vec<_> = alice
-        .group_list()
+        .call(GroupListRequest {})
         .await
         .unwrap()
         .groups
@@ -500,13 +761,20 @@ async fn group_list_shows_my_groups_with_my_role() {
 async fn late_joiners_read_history_but_get_no_old_messages_pushed() {
     let server = TestServer::start().await;
     let (group, owner, _) = group_of(&server, 0).await;
-    let conversation = owner.group_info(group).await.unwrap().group.conversation_id;
+    let conversation = owner
+        .call(GroupInfoRequest { group_id: group })
+        .await
+        .unwrap()
+        .group
+        .conversation_id;
     for body in ["one", "two", "three"] {
         owner.send(Target::Group(group), body).await.unwrap();
     }
     let late = User::new(&server, "late").await;
     let late_name = late.name().to_owned();
-    late.group_join(group).await.unwrap();
+    late.call(GroupJoinRequest { group_id: group })
+        .await
+        .unwrap();
     // Nothing old is pushed, now or at the next login.
     let pushes = drain_pushes(&late).await;
     assert!(
@@ -539,7 +807,14 @@ async fn a_kicked_member_neither_receives_nor_sends() {
     next_message(&stays).await;
     next_message(&kicked).await;
 
-    owner.group_kick(group, kicked.name()).await.unwrap();
+    owner
+        .call(GroupKickRequest {
+            group_id: group,
+            user: kicked.name().into_user_ref(),
+            ban: false,
+        })
+        .await
+        .unwrap();
     for who in [&owner, &stays, &kicked] {
         expect_group_event(who).await;
     }
@@ -555,10 +830,18 @@ async fn a_kicked_member_neither_receives_nor_sends() {
     );
     expect_no_push(&stays).await;
     assert_eq!(
-        status_of(kicked.group_members(group).await),
+        status_of(kicked.call(GroupMembersRequest { group_id: group }).await),
         Status::Forbidden
     );
-    assert_eq!(kicked.group_info(group).await.unwrap().group.my_role, None);
+    assert_eq!(
+        kicked
+            .call(GroupInfoRequest { group_id: group })
+            .await
+            .unwrap()
+            .group
+            .my_role,
+        None
+    );
     // Nor is anything owed at the next login.
     let kicked_name = kicked.name().to_owned();
     drop(kicked);

@@ -8,8 +8,13 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use chat_client::Connection;
-use chat_proto::{PingRequest, Push, Request, Response, SessionEndReason, Status, Target};
-use common::{drain_pushes, next_message, unique, RawClient, TestServer, Wire, PUSH_WAIT};
+use chat_proto::{
+    GroupJoinRequest, GroupMembersRequest, LogoutRequest, PingRequest, Push, RegisterRequest,
+    Request, Response, SessionEndReason, Status, Target,
+};
+use common::{
+    drain_pushes, next_message, open_group, unique, RawClient, TestServer, Wire, PUSH_WAIT,
+};
 
 crate::over_every_wire!(
     requests_beyond_the_rate_are_refused_and_the_connection_recovers,
@@ -64,16 +69,16 @@ async fn requests_beyond_the_rate_are_refused_and_the_connection_recovers(wire: 
     );
     // Still refused right away; the connection stays open.
     assert_eq!(
-        common::status_of(connection.ping().await),
+        common::status_of(connection.call(PingRequest {}).await),
         Status::RateLimited
     );
     assert!(!connection.is_closed());
     // Another connection has its own allowance.
-    server.connect().await.ping().await.unwrap();
+    server.connect().await.call(PingRequest {}).await.unwrap();
     // A second later the bucket has refilled.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     for _ in 0..5 {
-        connection.ping().await.unwrap();
+        connection.call(PingRequest {}).await.unwrap();
     }
 }
 
@@ -83,7 +88,7 @@ async fn connections_beyond_the_per_address_limit_are_refused() {
     let mut open = Vec::new();
     for _ in 0..3 {
         let connection = server.connect().await;
-        connection.ping().await.unwrap();
+        connection.call(PingRequest {}).await.unwrap();
         open.push(connection);
     }
     let refused = server.connect().await;
@@ -98,14 +103,14 @@ async fn connections_beyond_the_per_address_limit_are_refused() {
         .expect("the refused connection is closed");
     // The three admitted ones are unharmed.
     for connection in &open {
-        connection.ping().await.unwrap();
+        connection.call(PingRequest {}).await.unwrap();
     }
     // Closing one frees a place (the server notices the close shortly).
     drop(open.pop());
     let deadline = Instant::now() + PUSH_WAIT;
     loop {
         let connection = server.connect().await;
-        if connection.ping().await.is_ok() {
+        if connection.call(PingRequest {}).await.is_ok() {
             break;
         }
         assert!(Instant::now() < deadline, "no place freed after a close");
@@ -117,7 +122,13 @@ async fn idle_connections_are_closed_and_busy_ones_stay(wire: Wire) {
     let server = TestServer::start_over(wire, |config| config.idle_timeout_secs = 1).await;
     let name = unique("idler");
     let setup = server.connect().await;
-    setup.register(&name, common::PASSWORD).await.unwrap();
+    setup
+        .call(RegisterRequest {
+            name: name.to_owned(),
+            password: common::PASSWORD.to_owned(),
+        })
+        .await
+        .unwrap();
     drop(setup);
     // The idle clock starts at the last frame the server read, which comes
     // after this instant.
@@ -153,13 +164,13 @@ async fn idle_connections_are_closed_and_busy_ones_stay(wire: Wire) {
         // Pinging every 300 ms for well past the timeout keeps it open.
         for _ in 0..8 {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            busy.ping().await.unwrap();
+            busy.call(PingRequest {}).await.unwrap();
         }
     };
     tokio::join!(watch_idle, keep_busy);
     assert!(!busy.is_closed());
     assert!(busy.try_next_push().is_none());
-    busy.ping().await.unwrap();
+    busy.call(PingRequest {}).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,12 +184,16 @@ async fn a_client_that_never_reads_is_cut_off_without_slowing_others_or_losing_m
     let (alice, _) = server.user(&unique("alice")).await;
     let (bob, _) = server.user(&unique("bob")).await;
     let slow_name = unique("slow");
-    let group = alice.group_create("busy", "").await.unwrap().group;
-    bob.group_join(group.id).await.unwrap();
+    let group = open_group(&alice, "busy").await;
+    bob.call(GroupJoinRequest { group_id: group.id })
+        .await
+        .unwrap();
     let slow_id = {
         let (slow, login) = server.user(&slow_name).await;
-        slow.group_join(group.id).await.unwrap();
-        slow.logout().await.unwrap();
+        slow.call(GroupJoinRequest { group_id: group.id })
+            .await
+            .unwrap();
+        slow.call(LogoutRequest {}).await.unwrap();
         login.user.id
     };
     drain_pushes(&alice).await;
@@ -204,7 +219,11 @@ async fn a_client_that_never_reads_is_cut_off_without_slowing_others_or_losing_m
             sent += 1;
         }
         if sent.is_multiple_of(50) {
-            let members = alice.group_members(group.id).await.unwrap().members;
+            let members = alice
+                .call(GroupMembersRequest { group_id: group.id })
+                .await
+                .unwrap()
+                .members;
             let slow_member = members.iter().find(|m| m.id == slow_id).unwrap();
             if !slow_member.online {
                 cut_off = true;

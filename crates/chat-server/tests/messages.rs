@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use chat_client::Connection;
 use chat_proto::{
-    ChatMessage, ConversationId, Cursor, HistoryRequest, HistoryResponse, Request, Response,
-    SendRequest, SendResponse, Seq, Status, Target, UserId,
+    AckRequest, ChatMessage, ConversationId, Cursor, GroupJoinRequest, HistoryRequest,
+    HistoryResponse, LogoutRequest, PingRequest, Request, Response, SendRequest, SendResponse, Seq,
+    Status, SyncRequest, Target, UserId,
 };
 use common::{
-    befriend, drain_pushes, expect_no_push, next_message, status_of, unique, whole_history,
-    TestServer,
+    befriend, drain_pushes, expect_no_push, next_message, open_group, status_of, unique,
+    whole_history, TestServer,
 };
 
 async fn page(
@@ -24,7 +25,7 @@ async fn page(
     limit: Option<u32>,
 ) -> chat_client::Result<HistoryResponse> {
     connection
-        .history(HistoryRequest {
+        .call(HistoryRequest {
             conversation_id,
             before_seq: before.map(Seq),
             after_seq: after.map(Seq),
@@ -105,12 +106,14 @@ async fn one_to_one_needs_friendship_and_groups_need_membership() {
     expect_no_push(&bob).await;
     expect_no_push(&stranger).await;
 
-    let group = alice.group_create("members only", "").await.unwrap().group;
+    let group = open_group(&alice, "members only").await;
     assert_eq!(
         status_of(stranger.send(Target::Group(group.id), "let me in").await),
         Status::Forbidden
     );
-    bob.group_join(group.id).await.unwrap();
+    bob.call(GroupJoinRequest { group_id: group.id })
+        .await
+        .unwrap();
     common::expect_group_event(&alice).await;
     let sent = bob.send(Target::Group(group.id), "i'm in").await.unwrap();
     assert_eq!(sent.conversation_id, group.conversation_id);
@@ -122,7 +125,14 @@ async fn one_to_one_needs_friendship_and_groups_need_membership() {
         Status::Forbidden
     );
     assert_eq!(
-        status_of(stranger.ack(group.conversation_id, Seq(1)).await),
+        status_of(
+            stranger
+                .call(AckRequest {
+                    conversation_id: group.conversation_id,
+                    seq: Seq(1)
+                })
+                .await
+        ),
         Status::Forbidden
     );
 }
@@ -133,15 +143,21 @@ async fn concurrent_senders_get_gap_free_sequence_numbers_in_their_own_order() {
     const EACH: usize = 50;
     let server = TestServer::start().await;
     let (owner, _) = server.user(&unique("owner")).await;
-    let group = owner.group_create("busy", "").await.unwrap().group;
+    let group = open_group(&owner, "busy").await;
     let mut senders = vec![owner];
     for _ in 1..SENDERS {
         let (member, _) = server.user(&unique("sender")).await;
-        member.group_join(group.id).await.unwrap();
+        member
+            .call(GroupJoinRequest { group_id: group.id })
+            .await
+            .unwrap();
         senders.push(member);
     }
     let (listener, _) = server.user(&unique("listener")).await;
-    listener.group_join(group.id).await.unwrap();
+    listener
+        .call(GroupJoinRequest { group_id: group.id })
+        .await
+        .unwrap();
     for connection in senders.iter().chain([&listener]) {
         drain_pushes(connection).await;
     }
@@ -206,14 +222,22 @@ async fn a_resend_with_the_same_id_is_answered_from_the_log() {
     let server = TestServer::start().await;
     let (alice, _, _, bob, bob_id, _) = two_friends(&server).await;
     let first = alice
-        .send_with_id(Target::User(bob_id), "msg-1", "only once")
+        .call(SendRequest {
+            to: Target::User(bob_id),
+            client_msg_id: "msg-1".to_owned(),
+            body: "only once".to_owned(),
+        })
         .await
         .unwrap();
     assert!(!first.duplicate);
     assert_eq!(next_message(&bob).await.body, "only once");
 
     let again = alice
-        .send_with_id(Target::User(bob_id), "msg-1", "only once")
+        .call(SendRequest {
+            to: Target::User(bob_id),
+            client_msg_id: "msg-1".to_owned(),
+            body: "only once".to_owned(),
+        })
         .await
         .unwrap();
     assert!(again.duplicate);
@@ -222,7 +246,11 @@ async fn a_resend_with_the_same_id_is_answered_from_the_log() {
     assert_eq!(again.server_ts_ms, first.server_ts_ms);
     // Even with a different body the id decides: the original stands.
     let changed = alice
-        .send_with_id(Target::User(bob_id), "msg-1", "a different text")
+        .call(SendRequest {
+            to: Target::User(bob_id),
+            client_msg_id: "msg-1".to_owned(),
+            body: "a different text".to_owned(),
+        })
         .await
         .unwrap();
     assert!(changed.duplicate);
@@ -242,16 +270,20 @@ async fn a_resend_with_the_same_id_is_answered_from_the_log() {
 
     // The id is the sender's own: another sender may use the same one.
     let bobs = bob
-        .send_with_id(
-            Target::Group(bob.group_create("g", "").await.unwrap().group.id),
-            "msg-1",
-            "bob's own",
-        )
+        .call(SendRequest {
+            to: Target::Group(open_group(&bob, "g").await.id),
+            client_msg_id: "msg-1".to_owned(),
+            body: "bob's own".to_owned(),
+        })
         .await
         .unwrap();
     assert!(!bobs.duplicate);
     let next = alice
-        .send_with_id(Target::User(bob_id), "msg-2", "second")
+        .call(SendRequest {
+            to: Target::User(bob_id),
+            client_msg_id: "msg-2".to_owned(),
+            body: "second".to_owned(),
+        })
         .await
         .unwrap();
     assert_eq!(next.seq.0, first.seq.0 + 1);
@@ -336,15 +368,33 @@ async fn acks_only_move_forward_and_stop_at_the_end() {
     let sent = pipelined_sends(&alice, Target::User(bob_id), &bodies).await;
     let conversation = sent[0].conversation_id;
     assert_eq!(
-        bob.ack(conversation, Seq(5)).await.unwrap().acked_seq,
+        bob.call(AckRequest {
+            conversation_id: conversation,
+            seq: Seq(5)
+        })
+        .await
+        .unwrap()
+        .acked_seq,
         Seq(5)
     );
     assert_eq!(
-        bob.ack(conversation, Seq(2)).await.unwrap().acked_seq,
+        bob.call(AckRequest {
+            conversation_id: conversation,
+            seq: Seq(2)
+        })
+        .await
+        .unwrap()
+        .acked_seq,
         Seq(5)
     );
     assert_eq!(
-        bob.ack(conversation, Seq(5)).await.unwrap().acked_seq,
+        bob.call(AckRequest {
+            conversation_id: conversation,
+            seq: Seq(5)
+        })
+        .await
+        .unwrap()
+        .acked_seq,
         Seq(5)
     );
     drop(bob);
@@ -352,11 +402,23 @@ async fn acks_only_move_forward_and_stop_at_the_end() {
     let (bob, login) = server.login(&bob_name).await;
     assert_eq!(login.unacked, 5);
     assert_eq!(
-        bob.ack(conversation, Seq(999)).await.unwrap().acked_seq,
+        bob.call(AckRequest {
+            conversation_id: conversation,
+            seq: Seq(999)
+        })
+        .await
+        .unwrap()
+        .acked_seq,
         Seq(10)
     );
     assert_eq!(
-        bob.ack(conversation, Seq(7)).await.unwrap().acked_seq,
+        bob.call(AckRequest {
+            conversation_id: conversation,
+            seq: Seq(7)
+        })
+        .await
+        .unwrap()
+        .acked_seq,
         Seq(10)
     );
     drop(bob);
@@ -378,9 +440,14 @@ async fn offline_messages_arrive_at_login_in_order_until_acked() {
     let (bob_id, carol_id) = (bob_login.user.id, carol_login.user.id);
     befriend(&bob, &alice, &alice_name, &bob_name).await;
     befriend(&bob, &carol, &carol_name, &bob_name).await;
-    let group = alice.group_create("trio", "").await.unwrap().group;
-    bob.group_join(group.id).await.unwrap();
-    carol.group_join(group.id).await.unwrap();
+    let group = open_group(&alice, "trio").await;
+    bob.call(GroupJoinRequest { group_id: group.id })
+        .await
+        .unwrap();
+    carol
+        .call(GroupJoinRequest { group_id: group.id })
+        .await
+        .unwrap();
     drop(bob);
     drain_pushes(&alice).await;
     drain_pushes(&carol).await;
@@ -414,7 +481,7 @@ async fn offline_messages_arrive_at_login_in_order_until_acked() {
         .send(Target::User(carol_id), "from bob")
         .await
         .unwrap();
-    bob_phone.logout().await.unwrap();
+    bob_phone.call(LogoutRequest {}).await.unwrap();
     drop(bob_phone);
     let mut order: Vec<(u64, u64)> = expected
         .iter()
@@ -439,10 +506,18 @@ async fn offline_messages_arrive_at_login_in_order_until_acked() {
     // Ack the group and the first of Alice's; the rest is owed again, at
     // every login until acked.
     let alice_conversation = expected[0].conversation_id;
-    bob.ack(alice_conversation, expected[0].seq).await.unwrap();
-    bob.ack(group.conversation_id, expected[8].seq)
-        .await
-        .unwrap();
+    bob.call(AckRequest {
+        conversation_id: alice_conversation,
+        seq: expected[0].seq,
+    })
+    .await
+    .unwrap();
+    bob.call(AckRequest {
+        conversation_id: group.conversation_id,
+        seq: expected[8].seq,
+    })
+    .await
+    .unwrap();
     drop(bob);
     let still_owed: Vec<(u64, u64)> = order
         .iter()
@@ -473,16 +548,29 @@ async fn sync_returns_what_was_missed_with_and_without_cursors() {
     let bodies: Vec<String> = (1..=4).map(|n| format!("a{n}")).collect();
     let sent = pipelined_sends(&alice, Target::User(bob_id), &bodies).await;
     let direct = sent[0].conversation_id;
-    let group = alice.group_create("g", "").await.unwrap().group;
-    bob.group_join(group.id).await.unwrap();
+    let group = open_group(&alice, "g").await;
+    bob.call(GroupJoinRequest { group_id: group.id })
+        .await
+        .unwrap();
     alice.send(Target::Group(group.id), "g1").await.unwrap();
     alice.send(Target::Group(group.id), "g2").await.unwrap();
-    bob.ack(direct, Seq(2)).await.unwrap();
+    bob.call(AckRequest {
+        conversation_id: direct,
+        seq: Seq(2),
+    })
+    .await
+    .unwrap();
     // Bob's own message: sync by cursor includes it, sync by ack does not.
     let own = bob.send(Target::User(alice_id), "b5").await.unwrap();
     assert_eq!(own.seq, Seq(5));
 
-    let by_ack = bob.sync(Vec::new(), None).await.unwrap();
+    let by_ack = bob
+        .call(SyncRequest {
+            cursors: Vec::new(),
+            limit: None,
+        })
+        .await
+        .unwrap();
     assert!(!by_ack.has_more);
     let got: Vec<_> = by_ack
         .messages
@@ -499,8 +587,8 @@ async fn sync_returns_what_was_missed_with_and_without_cursors() {
     assert_eq!(got, expected);
 
     let by_cursor = bob
-        .sync(
-            vec![
+        .call(SyncRequest {
+            cursors: vec![
                 Cursor {
                     conversation_id: direct,
                     seq: Seq(1),
@@ -510,8 +598,8 @@ async fn sync_returns_what_was_missed_with_and_without_cursors() {
                     seq: Seq(2),
                 },
             ],
-            None,
-        )
+            limit: None,
+        })
         .await
         .unwrap();
     let got: Vec<_> = by_cursor
@@ -522,15 +610,33 @@ async fn sync_returns_what_was_missed_with_and_without_cursors() {
     assert_eq!(got, [(direct, 2), (direct, 3), (direct, 4), (direct, 5)]);
 
     // Limits page the answer.
-    let limited = bob.sync(Vec::new(), Some(1)).await.unwrap();
+    let limited = bob
+        .call(SyncRequest {
+            cursors: Vec::new(),
+            limit: Some(1),
+        })
+        .await
+        .unwrap();
     assert_eq!(limited.messages.len(), 1);
     assert!(limited.has_more);
     assert_eq!(
-        status_of(bob.sync(Vec::new(), Some(0)).await),
+        status_of(
+            bob.call(SyncRequest {
+                cursors: Vec::new(),
+                limit: Some(0)
+            })
+            .await
+        ),
         Status::BadRequest
     );
     assert_eq!(
-        status_of(bob.sync(Vec::new(), Some(1001)).await),
+        status_of(
+            bob.call(SyncRequest {
+                cursors: Vec::new(),
+                limit: Some(1001)
+            })
+            .await
+        ),
         Status::BadRequest
     );
     // Sync reads; it does not ack: the same four are still owed.
@@ -595,16 +701,22 @@ async fn too_many_sync_cursors_is_a_bad_request_not_a_closed_connection() {
         ]
     };
     connection
-        .sync(cursors(chat_proto::SYNC_MAX_CURSORS), None)
+        .call(SyncRequest {
+            cursors: cursors(chat_proto::SYNC_MAX_CURSORS),
+            limit: None,
+        })
         .await
         .expect("as many cursors as allowed");
     assert_eq!(
         common::status_of(
             connection
-                .sync(cursors(chat_proto::SYNC_MAX_CURSORS + 1), None)
+                .call(SyncRequest {
+                    cursors: cursors(chat_proto::SYNC_MAX_CURSORS + 1),
+                    limit: None
+                })
                 .await
         ),
         chat_proto::Status::BadRequest
     );
-    connection.ping().await.unwrap();
+    connection.call(PingRequest {}).await.unwrap();
 }

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_client::Connection;
-use chat_proto::{Push, SessionEndReason, Target};
+use chat_proto::{GroupJoinRequest, LogoutRequest, PingRequest, Push, SessionEndReason, Target};
 use common::{
-    befriend, drain_pushes, expect_no_push, next_message, unique, whole_history, TestServer,
+    befriend, drain_pushes, expect_no_push, next_message, open_group, unique, whole_history,
+    TestServer,
 };
 
 /// Takes the pushes left on a closed connection and returns the reason of
@@ -36,7 +37,7 @@ async fn sessions_are_told_the_server_is_draining_and_closed() {
     let (bob, _) = server.user(&bob_name).await;
     befriend(&alice, &bob, &bob_name, &alice_name).await;
     let anonymous = server.connect().await;
-    anonymous.ping().await.unwrap();
+    anonymous.call(PingRequest {}).await.unwrap();
 
     server.restart().await;
     for connection in [&alice, &bob, &anonymous] {
@@ -48,7 +49,7 @@ async fn sessions_are_told_the_server_is_draining_and_closed() {
     // The restarted server serves the same accounts.
     let (alice, login) = server.login(&alice_name).await;
     assert_eq!(login.friends.len(), 1);
-    alice.ping().await.unwrap();
+    alice.call(PingRequest {}).await.unwrap();
     server.shutdown().await;
 }
 
@@ -60,8 +61,10 @@ async fn every_acknowledged_message_is_kept_through_a_shutdown_under_load() {
     let (alice, alice_login) = server.user(&alice_name).await;
     let (bob, bob_login) = server.user(&bob_name).await;
     befriend(&alice, &bob, &bob_name, &alice_name).await;
-    let group = alice.group_create("loud", "").await.unwrap().group;
-    bob.group_join(group.id).await.unwrap();
+    let group = open_group(&alice, "loud").await;
+    bob.call(GroupJoinRequest { group_id: group.id })
+        .await
+        .unwrap();
     let alice = Arc::new(alice);
     let bob = Arc::new(bob);
 
@@ -138,9 +141,11 @@ async fn messages_for_an_offline_user_are_delivered_after_a_restart() {
     let (alice, _) = server.user(&alice_name).await;
     let (bob, bob_login) = server.user(&bob_name).await;
     befriend(&alice, &bob, &bob_name, &alice_name).await;
-    let group = alice.group_create("news", "").await.unwrap().group;
-    bob.group_join(group.id).await.unwrap();
-    bob.logout().await.unwrap();
+    let group = open_group(&alice, "news").await;
+    bob.call(GroupJoinRequest { group_id: group.id })
+        .await
+        .unwrap();
+    bob.call(LogoutRequest {}).await.unwrap();
     drop(bob);
     drain_pushes(&alice).await;
 

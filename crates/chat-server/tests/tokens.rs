@@ -7,7 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use chat_proto::{Push, SessionEndReason, Status};
+use chat_proto::{
+    FriendListRequest, LogoutRequest, Push, SessionEndReason, SessionListRequest,
+    SessionRevokeRequest, Status,
+};
 use common::{expect_silence, status_of, unique, TestServer, PASSWORD, PUSH_WAIT};
 
 /// The server's SQLite database, opened beside it.
@@ -61,7 +64,7 @@ async fn logging_out_ends_the_other_sessions_of_the_same_token() {
     let resumed = server.connect().await;
     resumed.login_with_token(&login.token).await.unwrap();
     let (other_device, _) = server.login(&name).await;
-    first.logout().await.unwrap();
+    first.call(LogoutRequest {}).await.unwrap();
     match common::expect_push(&resumed, |push| matches!(push, Push::PushSessionEnded(_))).await {
         Push::PushSessionEnded(ended) => assert_eq!(ended.reason, SessionEndReason::LoggedOut),
         _ => unreachable!("matched a session_ended push"),
@@ -71,7 +74,7 @@ async fn logging_out_ends_the_other_sessions_of_the_same_token() {
         .expect("the resumed session is closed");
     // The device with its own token stays logged in.
     expect_silence(&other_device).await;
-    other_device.friend_list().await.unwrap();
+    other_device.call(FriendListRequest {}).await.unwrap();
     // And the token no longer logs in.
     assert_eq!(
         status_of(server.connect().await.login_with_token(&login.token).await),
@@ -152,14 +155,20 @@ fn print_config_hides_passwords() {
 }
 
 async fn session_list(connection: &chat_client::Connection) -> Vec<chat_proto::SessionInfo> {
-    connection.session_list().await.unwrap().sessions
+    connection
+        .call(SessionListRequest {})
+        .await
+        .unwrap()
+        .sessions
 }
 
 async fn session_revoke(
     connection: &chat_client::Connection,
     id: &str,
 ) -> chat_client::Result<chat_proto::SessionRevokeResponse> {
-    connection.session_revoke(id).await
+    connection
+        .call(SessionRevokeRequest { id: id.to_owned() })
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

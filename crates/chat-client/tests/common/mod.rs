@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use chat_client::Connection;
+use chat_client::{Connection, IntoUserRef};
+use chat_proto::{FriendAddRequest, FriendRespondRequest, RegisterRequest};
 use chat_server::{Config, RunningServer};
 use tempfile::TempDir;
 
@@ -128,7 +129,13 @@ pub fn unique(prefix: &str) -> String {
 /// Registers `name` with [`PASSWORD`].
 pub async fn register(addr: SocketAddr, name: &str) {
     let connection = Connection::connect(addr).await.expect("connect");
-    connection.register(name, PASSWORD).await.expect("register");
+    connection
+        .call(RegisterRequest {
+            name: name.to_owned(),
+            password: PASSWORD.to_owned(),
+        })
+        .await
+        .expect("register");
 }
 
 /// A connection logged in as `name`.
@@ -142,9 +149,18 @@ pub async fn logged_in(addr: SocketAddr, name: &str) -> Connection {
 pub async fn befriend(addr: SocketAddr, a: &str, b: &str) {
     let first = logged_in(addr, a).await;
     let second = logged_in(addr, b).await;
-    first.friend_add(b, None).await.expect("friend_add");
+    first
+        .call(FriendAddRequest {
+            user: b.into_user_ref(),
+            message: None,
+        })
+        .await
+        .expect("friend_add");
     second
-        .friend_respond(a, true)
+        .call(FriendRespondRequest {
+            user: a.into_user_ref(),
+            accept: true,
+        })
         .await
         .expect("friend_respond");
 }

@@ -15,7 +15,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use chat_proto::{ChatMessage, LoginResponse, Push};
+use chat_client::IntoUserRef;
+use chat_proto::{
+    ChatMessage, FriendAddRequest, FriendRespondRequest, LoginResponse, Push, RegisterRequest,
+};
 use chat_server::{Config, RunningServer};
 use sqlx::Connection as _;
 use tempfile::TempDir;
@@ -671,7 +674,10 @@ pub async fn user_on(addr: SocketAddr, name: &str) -> (chat_client::Connection, 
         .await
         .expect("connects");
     connection
-        .register(name, PASSWORD)
+        .call(RegisterRequest {
+            name: name.to_owned(),
+            password: PASSWORD.to_owned(),
+        })
         .await
         .expect("registers");
     let login = connection.login(name, PASSWORD).await.expect("logs in");
@@ -741,12 +747,22 @@ pub async fn befriend(
     b: &chat_client::Connection,
     b_name: &str,
 ) {
-    a.friend_add(b_name, None).await.expect("friend request");
+    a.call(FriendAddRequest {
+        user: b_name.into_user_ref(),
+        message: None,
+    })
+    .await
+    .expect("friend request");
     push_where(b, "friend request", |push| {
         matches!(push, Push::PushFriendRequest(_))
     })
     .await;
-    b.friend_respond(a_name, true).await.expect("accepts");
+    b.call(FriendRespondRequest {
+        user: a_name.into_user_ref(),
+        accept: true,
+    })
+    .await
+    .expect("accepts");
     push_where(a, "friend accepted", |push| {
         matches!(push, Push::PushFriendUpdate(_))
     })

@@ -9,8 +9,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use chat_client::{ClientTls, Connection, ConnectionOptions};
-use chat_proto::{LoginResponse, Push, Status};
+use chat_client::{ClientTls, Connection, ConnectionOptions, IntoUserRef};
+use chat_proto::{
+    FriendAddRequest, FriendRespondRequest, Group, GroupCreateRequest, JoinPolicy, LoginResponse,
+    Push, RegisterRequest, Status,
+};
 use chat_server::{Config, RunningServer};
 use tempfile::TempDir;
 
@@ -232,7 +235,10 @@ impl TestServer {
     pub async fn user(&self, name: &str) -> (Connection, LoginResponse) {
         let connection = self.connect().await;
         connection
-            .register(name, PASSWORD)
+            .call(RegisterRequest {
+                name: name.to_owned(),
+                password: PASSWORD.to_owned(),
+            })
             .await
             .expect("registers");
         let login = connection.login(name, PASSWORD).await.expect("logs in");
@@ -256,10 +262,33 @@ pub fn unique(prefix: &str) -> String {
 /// Makes `a` and `b` friends: `a` asks, `b` accepts. Drains the pushes this
 /// causes so later assertions see only their own.
 pub async fn befriend(a: &Connection, b: &Connection, b_name: &str, a_name: &str) {
-    a.friend_add(b_name, None).await.expect("friend request");
+    a.call(FriendAddRequest {
+        user: b_name.into_user_ref(),
+        message: None,
+    })
+    .await
+    .expect("friend request");
     expect_push(b, |push| matches!(push, Push::PushFriendRequest(_))).await;
-    b.friend_respond(a_name, true).await.expect("accepts");
+    b.call(FriendRespondRequest {
+        user: a_name.into_user_ref(),
+        accept: true,
+    })
+    .await
+    .expect("accepts");
     expect_push(a, |push| matches!(push, Push::PushFriendUpdate(_))).await;
+}
+
+/// Creates an open group owned by `owner`, with no description.
+pub async fn open_group(owner: &Connection, name: &str) -> Group {
+    owner
+        .call(GroupCreateRequest {
+            name: name.to_owned(),
+            description: String::new(),
+            join_policy: JoinPolicy::Open,
+        })
+        .await
+        .expect("group created")
+        .group
 }
 
 /// Waits for the next push that `matches`, skipping presence pushes and
@@ -355,7 +384,7 @@ pub async fn whole_history(
     let mut messages = Vec::new();
     loop {
         let page = connection
-            .history(chat_proto::HistoryRequest {
+            .call(chat_proto::HistoryRequest {
                 conversation_id,
                 before_seq: None,
                 after_seq: Some(chat_proto::Seq(messages.len() as u64)),
