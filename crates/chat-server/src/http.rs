@@ -168,12 +168,14 @@ async fn websocket(
                 secure,
             };
             let kind = transport.kind().as_str();
-            let session = Session::new(ctx, transport, connection.client, shutdown);
+            // The session's future is made here so the task holds it, not
+            // a second copy of the session it was made from.
+            let run = Session::new(ctx, transport, connection.client, shutdown).run();
             let slot = connection.slot;
             let task: SessionTask = Box::pin(async move {
                 let _slot = slot;
                 let _open = OpenConnection::new(kind);
-                session.run().await;
+                run.await;
             });
             // If the node is gone, dropping the task closes the socket.
             let _ = sessions.send(task);

@@ -335,23 +335,28 @@ impl Node {
             }
             return;
         };
+        // The steps before the session are boxed: their futures are large
+        // (rustls keeps its whole connection state inline in the
+        // handshake's), and unboxed they would size every connection's task
+        // for as long as the connection lives, not just while they run.
         sessions.spawn(async move {
-            let admitted = match accept::admit(
+            let admitted = match Box::pin(accept::admit(
                 stream,
                 peer,
                 self.ctx.config.proxy_protocol,
                 &mut slot,
-            )
+            ))
             .await
             {
                 Ok(admitted) => admitted,
-                Err(refusal) => return self.refused(refusal, peer).await,
+                Err(refusal) => return Box::pin(self.refused(refusal, peer)).await,
             };
             let client = admitted.client;
             let transport = match &self.tls {
                 Some(tls) => {
                     let timeout = self.ctx.config.tls_handshake_timeout();
-                    match accept::handshake(tls.chat_acceptor(), admitted, timeout).await {
+                    match Box::pin(accept::handshake(tls.chat_acceptor(), admitted, timeout)).await
+                    {
                         Some(stream) => Transport::Tls(Box::new(stream)),
                         None => return,
                     }
