@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -131,6 +132,7 @@ async fn idle_connections_are_closed_and_busy_ones_stay(wire: Wire) {
     let anonymous = server.connect().await;
     let busy = server.connect().await;
 
+    let idle_ones_closed = AtomicBool::new(false);
     let watch_idle = async {
         assert_eq!(expect_session_ended(&idle).await, SessionEndReason::Idle);
         let elapsed = started.elapsed();
@@ -153,10 +155,15 @@ async fn idle_connections_are_closed_and_busy_ones_stay(wire: Wire) {
         tokio::time::timeout(PUSH_WAIT, anonymous.closed())
             .await
             .expect("closed after the push");
+        idle_ones_closed.store(true, Ordering::SeqCst);
     };
     let keep_busy = async {
-        // Pinging every 300 ms for well past the timeout keeps it open.
-        for _ in 0..8 {
+        // Pinging every 300 ms keeps it open until the idle ones are closed
+        // and half a timeout beyond; had the pings not counted, it would
+        // have been closed at the timeout like them.
+        while !(idle_ones_closed.load(Ordering::SeqCst)
+            && started.elapsed() >= Duration::from_millis(1500))
+        {
             tokio::time::sleep(Duration::from_millis(300)).await;
             busy.ping().await.unwrap();
         }
