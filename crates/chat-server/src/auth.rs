@@ -549,6 +549,68 @@ mod tests {
         assert_eq!(order.lock()[0], "login");
     }
 
+    /// Takes every free slot of `permits`, as hashes running would.
+    fn hold_every_slot(permits: &Arc<Semaphore>) -> tokio::sync::OwnedSemaphorePermit {
+        let free = u32::try_from(permits.available_permits()).expect("a few slots");
+        permits
+            .clone()
+            .try_acquire_many_owned(free)
+            .expect("the slots are free")
+    }
+
+    // A paused clock is sound here: the wait for a slot involves only the
+    // semaphore and a timer, no thread or socket the clock could jump past.
+    #[tokio::test(start_paused = true)]
+    async fn a_password_operation_waits_for_a_slot_at_most_the_queue_wait() {
+        let tick = Duration::from_millis(1);
+        let passwords = Passwords::new();
+        let held = hold_every_slot(&passwords.registration_permits);
+
+        // With every slot busy, a registration is refused as busy once the
+        // queue wait has passed, and not before.
+        let started = tokio::time::Instant::now();
+        // The outer timeout turns a wait without bound into a failure
+        // rather than a test that never ends.
+        let refused =
+            tokio::time::timeout(2 * QUEUE_WAIT, passwords.permit(Priority::Registration))
+                .await
+                .expect("answered within the queue wait")
+                .expect_err("no slot came free");
+        assert_eq!(refused.status, Status::Unavailable);
+        let waited = started.elapsed();
+        assert!(
+            waited >= QUEUE_WAIT && waited < QUEUE_WAIT + tick,
+            "{waited:?}"
+        );
+
+        // Logins wait in a queue of their own.
+        let started = tokio::time::Instant::now();
+        drop(
+            passwords
+                .permit(Priority::Login)
+                .await
+                .expect("a login slot"),
+        );
+        assert_eq!(started.elapsed(), Duration::ZERO);
+
+        // A slot that comes free just before the deadline is taken.
+        let started = tokio::time::Instant::now();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(QUEUE_WAIT - tick).await;
+            drop(held);
+        });
+        let _permit = passwords
+            .permit(Priority::Registration)
+            .await
+            .expect("the freed slot");
+        let waited = started.elapsed();
+        assert!(
+            waited >= QUEUE_WAIT - tick && waited < QUEUE_WAIT,
+            "{waited:?}"
+        );
+        release.await.unwrap();
+    }
+
     #[test]
     fn tokens_are_unique_and_hash_stably() {
         let a = new_token();

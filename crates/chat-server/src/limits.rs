@@ -360,6 +360,32 @@ mod tests {
     }
 
     #[test]
+    fn bucket_refills_in_proportion_to_time_and_no_further_than_the_burst() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(4, 4);
+        assert_eq!((0..10).filter(|_| bucket.try_take(start)).count(), 4);
+        // A token every 250 ms: one is back after 250 ms, not two, and
+        // half a token is not enough.
+        let quarter = start + Duration::from_millis(250);
+        assert!(bucket.try_take(quarter));
+        assert!(!bucket.try_take(quarter));
+        assert!(!bucket.try_take(quarter + Duration::from_millis(125)));
+        assert!(bucket.try_take(quarter + Duration::from_millis(250)));
+        assert!(!bucket.try_take(quarter + Duration::from_millis(250)));
+        // A long quiet spell refills up to the burst and no further.
+        let later = start + Duration::from_secs(3600);
+        assert_eq!((0..10).filter(|_| bucket.try_take(later)).count(), 4);
+    }
+
+    #[test]
+    fn an_earlier_instant_adds_no_tokens() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(10, 1);
+        assert!(bucket.try_take(start + Duration::from_secs(1)));
+        assert!(!bucket.try_take(start));
+    }
+
+    #[test]
     fn zero_rate_is_unlimited() {
         let mut bucket = TokenBucket::new(0, 1);
         let now = Instant::now();

@@ -169,9 +169,10 @@ async fn a_registration_flood_does_not_hold_up_logins() {
         }));
     }
     // Wait until the flood is being hashed.
-    while finished.load(Ordering::SeqCst) == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    common::poll::eventually(Duration::from_secs(30), "a flooder answered", || async {
+        finished.load(Ordering::SeqCst) > 0
+    })
+    .await;
     let connection = server.connect().await;
     connection
         .login(victim.as_str(), PASSWORD)

@@ -49,13 +49,10 @@ async fn a_backup_under_traffic_restores_every_acknowledged_message() {
     let wait_for = |count: usize| {
         let acknowledged = acknowledged.clone();
         async move {
-            tokio::time::timeout(Duration::from_secs(30), async {
-                while acknowledged.lock().unwrap().len() < count {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
+            common::poll::eventually(Duration::from_secs(30), "messages acknowledged", || async {
+                acknowledged.lock().unwrap().len() >= count
             })
-            .await
-            .expect("messages are acknowledged");
+            .await;
         }
     };
     wait_for(100).await;

@@ -5,6 +5,8 @@
 
 #[path = "common/cluster.rs"]
 mod cluster;
+#[path = "common/poll.rs"]
+mod poll;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +17,7 @@ use chat_server::bus::Bus;
 use chat_server::hub::{Hub, SessionHandle};
 use chat_server::redis_bus::{RedisBus, RedisBusOptions, CALL_TIMEOUT};
 use futures::StreamExt;
+use poll::eventually;
 
 const SUITE: &str = "cluster_bus";
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -103,23 +106,6 @@ async fn expect_frames(handle: &SessionHandle, expected: &[&[u8]]) {
     received.sort_unstable();
     expected.sort_unstable();
     assert_eq!(received, expected, "frames of user {}", handle.user);
-}
-
-/// Polls `probe` until it is true, for at most `within`; returns how long
-/// it took.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut probe: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if probe().await {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < within, "{what} within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn prefix() -> String {

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -75,7 +76,12 @@ async fn requests_beyond_the_rate_are_refused_and_the_connection_recovers(wire: 
     assert!(!connection.is_closed());
     // Another connection has its own allowance.
     server.connect().await.call(PingRequest {}).await.unwrap();
-    // A second later the bucket has refilled.
+    // A second later the bucket has refilled. This waits in real time: the
+    // session's bucket reads the system's monotonic clock, and a paused
+    // Tokio clock would in any case jump ahead while the runtime waits on
+    // the socket. The refill arithmetic is unit-tested with synthetic
+    // instants in `limits.rs`; here a rate of whole requests per second
+    // makes one second the shortest refill of a five-request burst.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     for _ in 0..5 {
         connection.call(PingRequest {}).await.unwrap();
@@ -107,17 +113,17 @@ async fn connections_beyond_the_per_address_limit_are_refused() {
     }
     // Closing one frees a place (the server notices the close shortly).
     drop(open.pop());
-    let deadline = Instant::now() + PUSH_WAIT;
-    loop {
-        let connection = server.connect().await;
-        if connection.call(PingRequest {}).await.is_ok() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no place freed after a close");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::poll::eventually(PUSH_WAIT, "a place freed after a close", || async {
+        server.connect().await.call(PingRequest {}).await.is_ok()
+    })
+    .await;
 }
 
+/// Runs in real time with the shortest timeout the config allows (one
+/// second). A paused Tokio clock is not sound here: the server shares the
+/// test's runtime, and while that runtime waits on a socket (or on the
+/// store's threads) the paused clock jumps to the next timer, so the idle
+/// timer could fire while a ping is on its way.
 async fn idle_connections_are_closed_and_busy_ones_stay(wire: Wire) {
     let server = TestServer::start_over(wire, |config| config.idle_timeout_secs = 1).await;
     let name = unique("idler");
@@ -137,6 +143,7 @@ async fn idle_connections_are_closed_and_busy_ones_stay(wire: Wire) {
     let anonymous = server.connect().await;
     let busy = server.connect().await;
 
+    let idle_ones_closed = AtomicBool::new(false);
     let watch_idle = async {
         assert_eq!(expect_session_ended(&idle).await, SessionEndReason::Idle);
         let elapsed = started.elapsed();
@@ -159,10 +166,15 @@ async fn idle_connections_are_closed_and_busy_ones_stay(wire: Wire) {
         tokio::time::timeout(PUSH_WAIT, anonymous.closed())
             .await
             .expect("closed after the push");
+        idle_ones_closed.store(true, Ordering::SeqCst);
     };
     let keep_busy = async {
-        // Pinging every 300 ms for well past the timeout keeps it open.
-        for _ in 0..8 {
+        // Pinging every 300 ms keeps it open until the idle ones are closed
+        // and half a timeout beyond; had the pings not counted, it would
+        // have been closed at the timeout like them.
+        while !(idle_ones_closed.load(Ordering::SeqCst)
+            && started.elapsed() >= Duration::from_millis(1500))
+        {
             tokio::time::sleep(Duration::from_millis(300)).await;
             busy.call(PingRequest {}).await.unwrap();
         }
@@ -178,7 +190,9 @@ async fn a_client_that_never_reads_is_cut_off_without_slowing_others_or_losing_m
     const MAX_MESSAGES: usize = 6000;
     let server = TestServer::start_with(|config| {
         config.outbox_len = 16;
-        config.write_timeout_secs = 2;
+        // The shortest the config allows: the cut-off comes a write
+        // timeout after the socket buffers fill.
+        config.write_timeout_secs = 1;
     })
     .await;
     let (alice, _) = server.user(&unique("alice")).await;
@@ -283,17 +297,25 @@ async fn an_overflowing_outbox_ends_the_session_and_loses_nothing() {
     // Bob's session is busy for a while (registrations, each a password
     // hash, handled in order), so pushes pile up in its outbox.
     let mut batch = BytesMut::new();
-    for _ in 0..20 {
+    let first_name = unique("busy");
+    for index in 0..20 {
         let request_id = bob.allocate_request_id();
         Request::Register(chat_proto::RegisterRequest {
-            name: unique("busy"),
+            name: if index == 0 {
+                first_name.clone()
+            } else {
+                unique("busy")
+            },
             password: common::PASSWORD.to_owned(),
         })
         .encode(request_id, &mut batch)
         .unwrap();
     }
     bob.send_raw(&batch).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Once the first registration is stored the session has read the batch
+    // and is busy with the other nineteen. (Not its answer: the answers of
+    // one read are written together, after the last.)
+    common::wait_until_stored(&server, &first_name).await;
     let bodies: Vec<String> = (0..MESSAGES).map(|n| format!("pile {n}")).collect();
     let started = Instant::now();
     for body in &bodies {

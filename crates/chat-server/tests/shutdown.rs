@@ -89,14 +89,10 @@ async fn every_acknowledged_message_is_kept_through_a_shutdown_under_load() {
     let to_bob = spawn_sender(alice.clone(), Target::User(bob_login.user.id), "direct");
     let to_group = spawn_sender(bob.clone(), Target::Group(group.id), "group");
     // Let some traffic through before pulling the plug mid-stream.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while whole_history(&alice, group.conversation_id).await.len() < 50 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the senders are stuck"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::poll::eventually(Duration::from_secs(30), "traffic under way", || async {
+        whole_history(&alice, group.conversation_id).await.len() >= 50
+    })
+    .await;
     server.restart().await;
     let to_bob = to_bob.await.unwrap();
     let to_group = to_group.await.unwrap();
@@ -199,10 +195,15 @@ async fn pushes_queued_for_a_busy_session_are_flushed_before_it_ends() {
     // handled one after another.
     let mut batch = bytes::BytesMut::new();
     let mut answers = Vec::new();
-    for _ in 0..20 {
+    let first_name = unique("busy");
+    for index in 0..20 {
         let request_id = bob.allocate_request_id();
         chat_proto::Request::Register(chat_proto::RegisterRequest {
-            name: unique("busy"),
+            name: if index == 0 {
+                first_name.clone()
+            } else {
+                unique("busy")
+            },
             password: common::PASSWORD.to_owned(),
         })
         .encode(request_id, &mut batch)
@@ -210,8 +211,10 @@ async fn pushes_queued_for_a_busy_session_are_flushed_before_it_ends() {
         answers.push(bob.expect_reply(request_id).unwrap());
     }
     bob.send_raw(&batch).await.unwrap();
-    // Give the session a moment to read the batch and start on it.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Once the first registration is stored the session has read the batch
+    // and is busy with the other nineteen. (Not its answer: the answers of
+    // one read are written together, after the last.)
+    common::wait_until_stored(&server, &first_name).await;
 
     // Meanwhile a message for Bob is acknowledged, so its push waits in his
     // outbox, and the server is told to stop.

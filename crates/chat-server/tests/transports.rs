@@ -119,8 +119,9 @@ async fn a_tls_handshake_that_never_finishes_is_closed_and_counted_against_its_a
     let started = Instant::now();
     let mut silent_a = TcpStream::connect(server.addr()).await.unwrap();
     let mut silent_b = TcpStream::connect(server.addr()).await.unwrap();
-    // Let the accept loop count both before the third arrives.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // No pause is needed for the two to be counted first: the accept loop
+    // counts each connection against its address before it accepts the
+    // next, and the listener hands them over in the order they connected.
     // A third from the same address is over the limit: closed at once.
     let mut third = TcpStream::connect(server.addr()).await.unwrap();
     assert!(closed_within(&mut third, Duration::from_millis(900)).await);
@@ -520,7 +521,9 @@ async fn readyz_turns_503_while_draining() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
     let server = tls_server(&ca, dir.path(), |config| {
-        config.tls_handshake_timeout_secs = 3;
+        // The shortest the config allows; a second is plenty to see one
+        // answer from the probe.
+        config.tls_handshake_timeout_secs = 1;
     })
     .await;
     let http = server.http_addr();
@@ -529,7 +532,12 @@ async fn readyz_turns_503_while_draining() {
         async move { get_over(ca.connect(http).await.expect("https"), http, path).await }
     };
     let _silent = TcpStream::connect(server.addr()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The drain must wait for it, so it has to be accepted before the
+    // shutdown: a later connection whose handshake completes was accepted
+    // after it (the listener hands connections over in order).
+    ca.connect(server.addr())
+        .await
+        .expect("a handshake behind the silent connection completes");
     let (status, _, _) = https_get("/readyz").await;
     assert_eq!(status, 200);
     let stopping = tokio::spawn(server.shutdown());

@@ -239,9 +239,12 @@ async fn joining_while_others_send_splits_history_from_delivery_exactly() {
     let nodes = nodes(&database).await;
     let (group, _conversation, users) = group_with_members(&nodes[0], 2).await;
     let late = nodes[0].create_user("late", "hash", NOW).await.unwrap().id;
+    let (appended_so_far, mut appended_watch) = watch::channel(0usize);
+    let appended_so_far = Arc::new(appended_so_far);
     let mut handles = Vec::new();
     for (task, sender) in users[1..].iter().copied().enumerate() {
         let node = nodes[task % NODES].clone();
+        let appended_so_far = appended_so_far.clone();
         handles.push(tokio::spawn(async move {
             let mut sent = Vec::new();
             for i in 0..40 {
@@ -250,11 +253,20 @@ async fn joining_while_others_send_splits_history_from_delivery_exactly() {
                     .await
                     .unwrap();
                 sent.push((appended.message.seq.0, appended.recipients.contains(&late)));
+                appended_so_far.send_modify(|count| *count += 1);
             }
             sent
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // Join once the senders are under way, so the join lands among their
+    // appends rather than before them.
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        appended_watch.wait_for(|count| *count >= 10),
+    )
+    .await
+    .expect("the senders are under way")
+    .expect("a sender is still running");
     nodes[2]
         .add_member(group, late, Role::Member, NOW)
         .await
@@ -272,6 +284,8 @@ async fn joining_while_others_send_splits_history_from_delivery_exactly() {
         .iter()
         .map(|message| message.seq.0)
         .collect();
+    // Those appended before the join began cannot name the late member.
+    assert!(sent.iter().filter(|(_, named_late)| !named_late).count() >= 10);
     for (seq, named_late) in sent {
         assert_eq!(offered.contains(&seq), named_late, "message {seq}");
     }

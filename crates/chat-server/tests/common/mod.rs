@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod poll;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -289,6 +290,24 @@ pub async fn open_group(owner: &Connection, name: &str) -> Group {
         .await
         .expect("group created")
         .group
+}
+
+/// Waits until the account `name` is stored, that is until its
+/// registration has committed, reading the server's SQLite file beside it.
+pub async fn wait_until_stored(server: &TestServer, name: &str) {
+    let pool = sqlx::SqlitePool::connect(&server.config().store)
+        .await
+        .expect("the test database opens");
+    poll::eventually(PUSH_WAIT, &format!("{name} stored"), || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users WHERE name = ?")
+            .bind(name)
+            .fetch_one(&pool)
+            .await
+            .expect("the users table reads")
+            > 0
+    })
+    .await;
+    pool.close().await;
 }
 
 /// Waits for the next push that `matches`, skipping presence pushes and
