@@ -255,6 +255,7 @@ impl Monitor {
             }
             _ => None,
         };
+        let wal_bytes = self.wal.as_deref().map(file_size);
         let interval = Interval {
             end_secs: mark.at.as_secs_f64(),
             secs,
@@ -267,8 +268,10 @@ impl Monitor {
                 .map(|cpu| cpu * 1e6 / delivered as f64),
             server_rss_kib: self.server_pid.and_then(|pid| read_rss_kib(pid).ok()),
             db_bytes: self.database.as_deref().map(file_size),
-            wal_bytes: self.wal.as_deref().map(file_size),
-            wal_max_bytes: self.wal.as_ref().map(|_| self.wal_max),
+            wal_bytes,
+            // The end reading counts too: the log may have grown since the
+            // last sample.
+            wal_max_bytes: wal_bytes.map(|end| self.wal_max.max(end)),
             loadavg_1m: load_average(),
         };
         progress.println(&interval_line(&interval));
