@@ -247,34 +247,10 @@ macro_rules! queries {
         };
         use $crate::error::{Result, StoreError};
         use $crate::repo::GroupRecord;
-        use $crate::rows::{from_db, is_unique_violation, text, to_db, DbText, GroupRow, SELECT_GROUP};
-
-        /// `SELECT` of an [`AccountRow`] from the live accounts.
-        const SELECT_ACCOUNT: &str = "SELECT id, name, created_at_ms, last_login_at_ms, \
-             disabled_at_ms, disabled_reason FROM users WHERE deleted_at_ms IS NULL";
-
-        #[derive(sqlx::FromRow)]
-        struct AccountRow {
-            id: i64,
-            name: DbText,
-            created_at_ms: i64,
-            last_login_at_ms: Option<i64>,
-            disabled_at_ms: Option<i64>,
-            disabled_reason: Option<DbText>,
-        }
-
-        impl From<AccountRow> for AccountRecord {
-            fn from(row: AccountRow) -> Self {
-                AccountRecord {
-                    id: UserId(from_db(row.id)),
-                    name: row.name.0,
-                    created_at_ms: row.created_at_ms,
-                    last_login_at_ms: row.last_login_at_ms,
-                    disabled_at_ms: row.disabled_at_ms,
-                    disabled_reason: text(row.disabled_reason),
-                }
-            }
-        }
+        use $crate::rows::{
+            from_db, is_unique_violation, to_db, AccountRow, DbText, GroupRow, SELECT_ACCOUNT,
+            SELECT_GROUP,
+        };
 
         pub(crate) async fn accounts(
             pool: &sqlx::Pool<$database>,

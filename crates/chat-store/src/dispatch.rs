@@ -56,7 +56,7 @@ macro_rules! impl_repositories {
                     }
 
                     async fn login_view(&self, user: UserId) -> Result<LoginView> {
-                        self.reads.bounded(self.reads.login_view(user)).await
+                        self.read_login_view(user).await
                     }
                 }
             }

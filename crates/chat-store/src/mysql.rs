@@ -150,6 +150,10 @@ impl MysqlStore {
     /// Runs `body` in a transaction: commits if it returns `Ok`, rolls back
     /// if it returns an error, and runs it again from the start if InnoDB
     /// rolled it back to break a deadlock. All of it within the timeout.
+    async fn read_login_view(&self, user: chat_proto::UserId) -> Result<crate::repo::LoginView> {
+        self.reads.bounded(self.reads.login_view(user)).await
+    }
+
     async fn write<A, T>(&self, args: A, body: TransactionBody<A, T>) -> Result<T>
     where
         A: Send + Sync + 'static,

@@ -11,13 +11,14 @@ use std::pin::Pin;
 
 use chat_proto::{
     ChatMessage, ConversationId, ConversationKind, FriendRequestInfo, GroupId, JoinPolicy,
-    MessagePreview, Recalled, Role, Seq, Target, UserId, UserSummary,
+    MessagePreview, Recalled, Role, Seq, Target, UnreadCount, UserId, UserSummary,
 };
 
 use sqlx::mysql::{MySql, MySqlTypeInfo, MySqlValueRef};
 use sqlx::sqlite::{Sqlite, SqliteTypeInfo, SqliteValueRef};
 use sqlx::{Decode, Type};
 
+use crate::admin::AccountRecord;
 use crate::error::{Result, StoreError};
 use crate::repo::{ConversationRecord, FriendRecord, GroupRecord, MemberRecord, UserRecord};
 
@@ -189,6 +190,127 @@ pub(crate) struct TokenUserRow {
 impl From<TokenUserRow> for (UserRecord, i64) {
     fn from(row: TokenUserRow) -> Self {
         (UserRecord::from(row.user), row.expires_at_ms)
+    }
+}
+
+/// `SELECT` of an [`AccountRow`] from the live accounts.
+pub(crate) const SELECT_ACCOUNT: &str = "SELECT id, name, created_at_ms, last_login_at_ms, \
+     disabled_at_ms, disabled_reason FROM users WHERE deleted_at_ms IS NULL";
+
+/// An account as operators see it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AccountRow {
+    id: i64,
+    name: DbText,
+    created_at_ms: i64,
+    last_login_at_ms: Option<i64>,
+    disabled_at_ms: Option<i64>,
+    disabled_reason: Option<DbText>,
+}
+
+impl From<AccountRow> for AccountRecord {
+    fn from(row: AccountRow) -> Self {
+        AccountRecord {
+            id: UserId(from_db(row.id)),
+            name: row.name.0,
+            created_at_ms: row.created_at_ms,
+            last_login_at_ms: row.last_login_at_ms,
+            disabled_at_ms: row.disabled_at_ms,
+            disabled_reason: text(row.disabled_reason),
+        }
+    }
+}
+
+/// The conversations of the user bound to the one placeholder that have
+/// messages after the user's read position: id, read position, last seq.
+pub(crate) const SELECT_UNREAD: &str = "SELECT cm.conversation_id, cm.read_seq, c.last_seq \
+     FROM conversation_members cm JOIN conversations c ON c.id = cm.conversation_id \
+     WHERE cm.user_id = ? AND c.last_seq > cm.read_seq ORDER BY cm.conversation_id";
+
+/// A row of [`SELECT_UNREAD`].
+pub(crate) fn unread_count((conversation, read, last): (i64, i64, i64)) -> UnreadCount {
+    UnreadCount {
+        conversation_id: ConversationId(from_db(conversation)),
+        read_seq: Seq(from_db(read)),
+        last_seq: Seq(from_db(last)),
+        unread: from_db(last - read),
+    }
+}
+
+/// The rows a login reads, as the SQLite login thread (`sqlite/login.rs`)
+/// reads them with rusqlite: the same structs, so its records come from
+/// the same conversions as everything read through sqlx.
+pub(crate) mod direct {
+    use rusqlite::types::{FromSql, FromSqlResult, ValueRef};
+    use rusqlite::Row;
+
+    use super::{AccountRow, DbText, FriendRow, GroupRoleRow, GroupRow, RequestRow};
+
+    impl FromSql for DbText {
+        fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+            String::column_result(value).map(DbText)
+        }
+    }
+
+    /// A row struct read by column name.
+    pub(crate) trait FromRow: Sized {
+        fn from_row(row: &Row<'_>) -> rusqlite::Result<Self>;
+    }
+
+    impl FromRow for AccountRow {
+        fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+            Ok(AccountRow {
+                id: row.get("id")?,
+                name: row.get("name")?,
+                created_at_ms: row.get("created_at_ms")?,
+                last_login_at_ms: row.get("last_login_at_ms")?,
+                disabled_at_ms: row.get("disabled_at_ms")?,
+                disabled_reason: row.get("disabled_reason")?,
+            })
+        }
+    }
+
+    impl FromRow for FriendRow {
+        fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+            Ok(FriendRow {
+                id: row.get("id")?,
+                name: row.get("name")?,
+                remark: row.get("remark")?,
+                category: row.get("category")?,
+                conversation_id: row.get("conversation_id")?,
+            })
+        }
+    }
+
+    impl FromRow for RequestRow {
+        fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+            Ok(RequestRow {
+                from_id: row.get("from_id")?,
+                from_name: row.get("from_name")?,
+                to_id: row.get("to_id")?,
+                to_name: row.get("to_name")?,
+                message: row.get("message")?,
+                created_at_ms: row.get("created_at_ms")?,
+            })
+        }
+    }
+
+    impl FromRow for GroupRoleRow {
+        fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+            Ok(GroupRoleRow {
+                group: GroupRow {
+                    id: row.get("id")?,
+                    name: row.get("name")?,
+                    description: row.get("description")?,
+                    owner_id: row.get("owner_id")?,
+                    conversation_id: row.get("conversation_id")?,
+                    created_at_ms: row.get("created_at_ms")?,
+                    join_policy: row.get("join_policy")?,
+                    member_count: row.get("member_count")?,
+                },
+                role: row.get("role")?,
+            })
+        }
     }
 }
 

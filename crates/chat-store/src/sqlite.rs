@@ -7,7 +7,8 @@
 //! lose the last commits before the latest sync. `sqlite://PATH?synchronous=full`
 //! syncs the log at every commit instead, so nothing acknowledged is lost
 //! even then, at the price of one disk sync per batch. Reads go through a
-//! pool of read-only connections. Writes go through two writers, each with
+//! pool of read-only connections, a login's on a thread of its own
+//! (`login.rs`). Writes go through two writers, each with
 //! a read-write connection of its own, which SQLite serialises: appends and
 //! acks through the hot-path thread (`hot.rs`, a direct rusqlite
 //! connection), everything else through the writer task (`writer.rs`, on
@@ -24,6 +25,7 @@
 
 mod checkpoint;
 mod hot;
+mod login;
 mod writer;
 mod writes;
 
@@ -82,6 +84,8 @@ pub struct SqliteStore {
     writer: Writer,
     /// Appends and acks.
     hot: HotWriter,
+    /// Logins' reads.
+    login: login::LoginReader,
     /// For `sqlite::memory:`, the private directory holding the throw-away
     /// file; removed when the store is dropped.
     _scratch: Option<tempfile::TempDir>,
@@ -194,7 +198,7 @@ impl SqliteStore {
         let read_pool = match SqlitePoolOptions::new()
             .max_connections(READERS)
             .test_before_acquire(false)
-            .connect_with(reader_options)
+            .connect_with(reader_options.clone())
             .await
         {
             Ok(pool) => pool,
@@ -203,8 +207,17 @@ impl SqliteStore {
                 return Err(error.into());
             }
         };
+        let login = match login::LoginReader::start(reader_options.get_filename()) {
+            Ok(login) => login,
+            Err(error) => {
+                read_pool.close().await;
+                writer_pool.close().await;
+                return Err(error);
+            }
+        };
         Ok(SqliteStore {
             hot,
+            login,
             reads: Reads::new(read_pool),
             writer: Writer::start(writer_pool),
             _scratch: scratch,
@@ -220,6 +233,11 @@ impl SqliteStore {
         self.writer.write(args, body).await
     }
 
+    /// A login's reads, on the login thread in one round trip.
+    async fn read_login_view(&self, user: chat_proto::UserId) -> Result<crate::repo::LoginView> {
+        self.login.view(user).await
+    }
+
     /// Closes the store: the writers first, so every queued write commits
     /// before the connections go; the log last, once nothing else can hold
     /// it.
@@ -227,6 +245,7 @@ impl SqliteStore {
         self.hot.close().await;
         self.writer.close().await;
         self.reads.close().await;
+        self.login.close().await;
         self.hot.close_log().await;
     }
 }
