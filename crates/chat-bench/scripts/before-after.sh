@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Two chatd binaries on the same load, interleaved run by run so they share
-# the machine's noise: `pairs` (10 pairs) at W=1 and W=8, each run on a
+# the machine's noise: `pairs` (PAIRS pairs, 10 by default) at W=1 and W=8 (WINDOWS), each run on a
 # fresh SQLite file and a freshly started server, alternating (new, old,
 # new, old, ...). Besides chat-bench's own report, each run records the
 # server's CPU time per delivered message (utime + stime from
@@ -21,6 +21,7 @@ OUT=${OUT:-/tmp/chat-bench-before-after}
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 WINDOWS=${WINDOWS:-1 8}
+PAIRS=${PAIRS:-10}
 PORT=${PORT:-7521}
 mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
@@ -55,7 +56,7 @@ run_one() { # LABEL BINARY WINDOW RUN
     local before after report
     before=$(cpu_seconds "$server")
     report=$("$BENCH" --json --no-progress --label "$label" pairs --server "127.0.0.1:$PORT" \
-        --pairs 10 --window "$window" --duration "$DURATION")
+        --pairs "$PAIRS" --window "$window" --duration "$DURATION")
     after=$(cpu_seconds "$server")
     echo "$report" >>"$RESULTS"
     local messages

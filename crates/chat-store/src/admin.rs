@@ -72,7 +72,19 @@ pub struct AccountRecord {
     pub disabled_reason: Option<String>,
 }
 
+/// How precisely logins are noted: [`AdminStore::record_login`] writes
+/// only when the last noted login is at least this old.
+pub const LOGIN_NOTED_EVERY_MS: i64 = 60_000;
+
 impl AccountRecord {
+    /// Whether a login at `now_ms` would be noted (see
+    /// [`LOGIN_NOTED_EVERY_MS`]), so a caller can skip the write.
+    #[must_use]
+    pub fn login_worth_noting(&self, now_ms: i64) -> bool {
+        self.last_login_at_ms
+            .is_none_or(|last| last <= now_ms - LOGIN_NOTED_EVERY_MS)
+    }
+
     /// Whether the account may not log in.
     #[must_use]
     pub fn is_disabled(&self) -> bool {
@@ -394,7 +406,7 @@ macro_rules! queries {
             )
             .bind(now_ms)
             .bind(to_db(user.0))
-            .bind(now_ms - 60_000)
+            .bind(now_ms - $crate::admin::LOGIN_NOTED_EVERY_MS)
             .execute(&mut *conn)
             .await?;
             Ok(())

@@ -34,7 +34,9 @@ mod url_params;
 
 use std::sync::Arc;
 
-pub use admin::{AccountDetails, AccountRecord, AdminStore, DeletedAccount, StoreStats};
+pub use admin::{
+    AccountDetails, AccountRecord, AdminStore, DeletedAccount, StoreStats, LOGIN_NOTED_EVERY_MS,
+};
 pub use copy::{copy_sqlite_to_mysql, CopyReport};
 pub use error::{Result, StoreError};
 pub use repo::*;

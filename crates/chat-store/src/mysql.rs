@@ -147,13 +147,14 @@ impl MysqlStore {
         self.reads.close().await;
     }
 
-    /// Runs `body` in a transaction: commits if it returns `Ok`, rolls back
-    /// if it returns an error, and runs it again from the start if InnoDB
-    /// rolled it back to break a deadlock. All of it within the timeout.
+    /// A login's reads, on one connection, within the read timeout.
     async fn read_login_view(&self, user: chat_proto::UserId) -> Result<crate::repo::LoginView> {
         self.reads.bounded(self.reads.login_view(user)).await
     }
 
+    /// Runs `body` in a transaction: commits if it returns `Ok`, rolls back
+    /// if it returns an error, and runs it again from the start if InnoDB
+    /// rolled it back to break a deadlock. All of it within the timeout.
     async fn write<A, T>(&self, args: A, body: TransactionBody<A, T>) -> Result<T>
     where
         A: Send + Sync + 'static,

@@ -16,7 +16,9 @@ mod common;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use chat_proto::{ConversationId, ConversationKind, Cursor, GroupId, Role, Seq, Target, UserId};
+use chat_proto::{
+    ConversationId, ConversationKind, Cursor, GroupId, JoinPolicy, Role, Seq, Target, UserId,
+};
 use chat_store::{Appended, FriendAddResult, NewMessage, Store, StoreError};
 
 /// The clock every check passes to the store.
@@ -1748,31 +1750,58 @@ async fn login_view_is_the_reads_it_replaces(store: Arc<dyn Store>) {
     let bob = user(&store, "bob").await;
     let carol = user(&store, "carol").await;
     let dave = user(&store, "dave").await;
+    let erin = user(&store, "erin").await;
+    // Two friends, one with a remark and a category (text columns set),
+    // one without (NULLs); the order is by name.
+    befriend(&store, alice, erin).await;
     befriend(&store, alice, bob).await;
     store
-        .add_friend_request(carol, alice, None, NOW)
+        .update_friend(alice, erin, Some("from work ✓"), Some("colleagues"))
         .await
         .unwrap();
     store
-        .add_friend_request(alice, dave, None, NOW)
+        .add_friend_request(carol, alice, Some("hi, it's carol"), NOW)
         .await
         .unwrap();
+    store
+        .add_friend_request(alice, dave, None, NOW + 1)
+        .await
+        .unwrap();
+    // Two groups: an open one, and a closed one where alice is an admin.
     let group = store.create_group(bob, "g", "", NOW).await.unwrap();
     store
         .add_member(group.id, alice, Role::Member, NOW)
         .await
         .unwrap();
+    let closed = store
+        .create_group_with_policy(erin, "closed", "by invitation", JoinPolicy::Invite, NOW)
+        .await
+        .unwrap();
+    store
+        .add_member(closed.id, alice, Role::Admin, NOW)
+        .await
+        .unwrap();
     send(&store, bob, Target::User(alice), "b1").await;
     send(&store, bob, Target::Group(group.id), "b2").await;
+    store.record_login(alice, NOW).await.unwrap();
 
     let view = store.login_view(alice).await.unwrap();
-    let account = view.account.expect("a live account");
-    assert_eq!((account.id, account.name.as_str()), (alice, "alice"));
+    let account = view.account.clone().expect("a live account");
+    assert_eq!(Some(account.clone()), store.account(alice).await.unwrap());
+    assert_eq!(account.last_login_at_ms, Some(NOW));
     assert_eq!(view.friends, store.friends_of(alice).await.unwrap());
+    assert_eq!(view.friends.len(), 2);
+    assert_eq!(view.friends[1].remark.as_deref(), Some("from work ✓"));
     assert_eq!(view.groups, store.groups_of(alice).await.unwrap());
+    assert_eq!(view.groups.len(), 2);
+    assert!(view
+        .groups
+        .iter()
+        .any(|(group, role)| *role == Role::Admin && group.join_policy == JoinPolicy::Invite));
     let (incoming, outgoing) = store.pending_requests(alice).await.unwrap();
     assert_eq!(view.incoming_requests, incoming);
     assert_eq!(view.outgoing_requests, outgoing);
+    assert_eq!(incoming[0].message.as_deref(), Some("hi, it's carol"));
     assert_eq!(view.unacked, store.unacked_count(alice).await.unwrap());
     assert_eq!(view.unacked, 2);
     assert_eq!(view.unread, store.unread_counts(alice).await.unwrap());

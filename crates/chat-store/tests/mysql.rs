@@ -657,8 +657,8 @@ async fn a_silent_database_fails_every_call_within_the_timeout_then_recovers() {
             Err(error) => panic!("the store did not recover: {error:?}"),
         }
     };
-    // Seq 2 or 3: bob's queued append may have committed before the
-    // silence cut its answer off, and then took 2 first.
+    // Seq 2 or 3: the frozen proxy held bob's queued append and forwards
+    // it when thawed, so it may commit before the resend and take 2.
     assert!(
         matches!(resent.message.seq, Seq(2) | Seq(3)),
         "{:?}",

@@ -10,7 +10,7 @@ use chat_proto::{
     SessionListResponse, SessionRevokeRequest, SessionRevokeResponse, Status, UserId, UserRef,
     UserSummary,
 };
-use chat_store::UserRecord;
+use chat_store::{AccountRecord, UserRecord};
 
 use crate::auth::{new_token, token_hash, Priority};
 use crate::config::Registration;
@@ -271,7 +271,7 @@ pub async fn login_response(ctx: &Context, who: &Authenticated) -> Result<LoginR
     let view = ctx.store.login_view(user_id).await?;
     match &view.account {
         Some(account) if account.is_disabled() => return Err(ServiceError::forbidden(DISABLED)),
-        Some(account) => note_login(ctx, user_id, account.last_login_at_ms),
+        Some(account) => note_login(ctx, account),
         None => return Err(ServiceError::unauthorized("wrong user or password")),
     }
     let friends = friends_with_presence(ctx, view.friends).await;
@@ -310,22 +310,19 @@ pub async fn login_response(ctx: &Context, who: &Authenticated) -> Result<LoginR
 /// minute, off the login's path: the client need not wait for a write to
 /// learn it is in, and a login within the minute of the last one (a
 /// reconnect, a resume storm) writes nothing at all.
-fn note_login(ctx: &Context, user: UserId, last_login_at_ms: Option<i64>) {
+fn note_login(ctx: &Context, account: &AccountRecord) {
     let now = now_ms();
-    if last_login_at_ms.is_some_and(|last| last > now - LOGIN_NOTED_WITHIN_MS) {
+    if !account.login_worth_noting(now) {
         return;
     }
     let store = ctx.store.clone();
+    let user = account.id;
     tokio::spawn(async move {
         if let Err(error) = store.record_login(user, now).await {
             tracing::debug!(%user, %error, "could not note the login time");
         }
     });
 }
-
-/// How precisely logins are noted (the store's `record_login` keeps the
-/// same minute).
-const LOGIN_NOTED_WITHIN_MS: i64 = 60_000;
 
 /// What a login is called in `session_list`: the start of its token's hash
 /// (64 bits, so two logins of one user never share it in practice). The

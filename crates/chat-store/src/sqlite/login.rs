@@ -5,14 +5,17 @@
 //! pool (sqlx pings it). A login reads seven things (account, friends,
 //! groups, requests each way, unacknowledged and unread counts), so a storm
 //! of token resumes spent most of its CPU switching threads, not in
-//! SQLite. This thread owns a read-only rusqlite connection and reads a
-//! whole login in one job, in one read transaction (so the seven agree
-//! with each other): one round trip per login. The statements are the
+//! SQLite. These threads each own a read-only rusqlite connection and
+//! read a whole login in one job, in one read transaction (so the seven
+//! agree with each other): one round trip per login. There are a few of
+//! them, taking jobs from one queue, so one slow login (a long backlog to
+//! count) does not hold up the others. The statements are the
 //! ones the sqlx path runs (`rows.rs`), and the rows decode through the
 //! same structs (`rows::direct`); the conformance suite checks that a
 //! login's view equals the separate reads.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chat_proto::UserId;
@@ -28,8 +31,11 @@ use crate::rows::{
     SELECT_ACCOUNT, SELECT_FRIEND, SELECT_GROUPS_OF, SELECT_REQUEST, SELECT_UNREAD,
 };
 
-/// Logins that may wait for the thread before callers wait to queue.
+/// Logins that may wait for a thread before callers wait to queue.
 const QUEUE_LEN: usize = 256;
+
+/// Login threads (and read-only connections).
+const THREADS: usize = 2;
 
 /// How long a read waits for a writer's lock (only a checkpoint that
 /// restarts the log takes one readers can see).
@@ -43,29 +49,39 @@ enum Job {
     Close(oneshot::Sender<()>),
 }
 
-/// The handle to the login thread.
+/// The handle to the login threads.
 #[derive(Debug)]
 pub(super) struct LoginReader {
     jobs: mpsc::Sender<Job>,
 }
 
+/// The queue the threads take jobs from, one at a time.
+type SharedJobs = Arc<Mutex<mpsc::Receiver<Job>>>;
+
 impl LoginReader {
-    /// Opens a read-only connection to the database at `path` and starts
-    /// the thread.
+    /// Opens read-only connections to the database at `path` and starts
+    /// the threads.
     pub(super) fn start(path: &Path) -> Result<LoginReader> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(engine)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(engine)?;
-        conn.set_prepared_statement_cache_capacity(16);
         let (jobs, receiver) = mpsc::channel(QUEUE_LEN);
-        std::thread::Builder::new()
-            .name("sqlite-login".to_owned())
-            .spawn(move || run(&conn, receiver))
-            .map_err(|error| StoreError::Config(format!("cannot start a thread: {error}")))?;
-        Ok(LoginReader { jobs })
+        let receiver: SharedJobs = Arc::new(Mutex::new(receiver));
+        // Until every thread has started, dropping `reader` (an error
+        // below) closes the queue and ends the ones already running.
+        let reader = LoginReader { jobs };
+        for index in 0..THREADS {
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(engine)?;
+            conn.busy_timeout(BUSY_TIMEOUT).map_err(engine)?;
+            conn.set_prepared_statement_cache_capacity(16);
+            let receiver = receiver.clone();
+            std::thread::Builder::new()
+                .name(format!("sqlite-login-{index}"))
+                .spawn(move || run(conn, &receiver))
+                .map_err(|error| StoreError::Config(format!("cannot start a thread: {error}")))?;
+        }
+        Ok(reader)
     }
 
     /// See [`crate::UserStore::login_view`].
@@ -78,11 +94,19 @@ impl LoginReader {
         answer.await.map_err(|_| closed())?
     }
 
-    /// Answers what is queued, closes the connection and stops the thread.
+    /// Answers what is queued, then closes the connections and stops the
+    /// threads; returns once every connection is closed.
     pub(super) async fn close(&self) {
-        let (done, stopped) = oneshot::channel();
-        if self.jobs.send(Job::Close(done)).await.is_ok() {
-            let _ = stopped.await;
+        let mut stopped = Vec::with_capacity(THREADS);
+        for _ in 0..THREADS {
+            let (done, closed) = oneshot::channel();
+            if self.jobs.send(Job::Close(done)).await.is_err() {
+                break;
+            }
+            stopped.push(closed);
+        }
+        for closed in stopped {
+            let _ = closed.await;
         }
     }
 }
@@ -103,20 +127,26 @@ struct Statements {
     outgoing: String,
 }
 
-fn run(conn: &Connection, mut jobs: mpsc::Receiver<Job>) {
+fn run(conn: Connection, jobs: &SharedJobs) {
     let statements = Statements {
         account: format!("{SELECT_ACCOUNT} AND id = ?"),
         friends: format!("{SELECT_FRIEND} WHERE f.user_id = ? ORDER BY u.name, u.id"),
         incoming: format!("{SELECT_REQUEST} WHERE r.to_id = ? ORDER BY r.created_at_ms, r.from_id"),
         outgoing: format!("{SELECT_REQUEST} WHERE r.from_id = ? ORDER BY r.created_at_ms, r.to_id"),
     };
-    while let Some(job) = jobs.blocking_recv() {
+    loop {
+        // The lock is held while waiting: the thread that holds it takes
+        // the next job, the others wait their turn. Every job is answered
+        // before a close that was queued after it is taken.
+        let job = jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .blocking_recv();
         match job {
-            Job::View { user, reply } => {
-                // A bug in one login's read must not end the thread, and
-                // with it every later login.
+            Some(Job::View { user, reply }) => {
+                // A bug in one login's read must not end the thread.
                 let view = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    read(conn, &statements, user)
+                    read(&conn, &statements, user)
                 }))
                 .unwrap_or_else(|_| {
                     tracing::error!(%user, "reading a login panicked");
@@ -124,15 +154,14 @@ fn run(conn: &Connection, mut jobs: mpsc::Receiver<Job>) {
                 });
                 let _ = reply.send(view);
             }
-            Job::Close(done) => {
-                jobs.close();
-                // Logins queued before the close are still answered.
-                while let Ok(Job::View { user, reply }) = jobs.try_recv() {
-                    let _ = reply.send(read(conn, &statements, user));
-                }
+            Some(Job::Close(done)) => {
+                // Closed before saying so: the store's last checkpoint
+                // runs once every connection is gone.
+                drop(conn);
                 let _ = done.send(());
                 return;
             }
+            None => return,
         }
     }
 }
