@@ -19,7 +19,10 @@ use tokio::net::TcpStream;
 const SUITE: &str = "readiness";
 
 async fn readyz(addr: SocketAddr) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
+        .await
+        .expect("the HTTP listener accepts in time")
+        .unwrap();
     let request = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
@@ -84,8 +87,12 @@ async fn readyz_follows_a_silent_database() {
     let proxied = database
         .url()
         .replace(&upstream.to_string(), &proxy.addr.to_string());
-    let node = chat_server::start(config(proxied))
+    // Every step is bounded: a hang fails here, saying where, rather than
+    // holding the suite (once, under the full suite's load, this test sat
+    // for minutes; it has not been seen since).
+    let node = tokio::time::timeout(Duration::from_secs(30), chat_server::start(config(proxied)))
         .await
+        .expect("the node starts within 30 s")
         .expect("node starts");
     let http = node.http_addr().unwrap();
     wait_ready_status(http, 200, Duration::from_secs(5)).await;
@@ -94,7 +101,9 @@ async fn readyz_follows_a_silent_database() {
     assert!(body.contains("\"store\":\"unavailable\""), "{body}");
     proxy.set_silent(false);
     wait_ready_status(http, 200, Duration::from_secs(15)).await;
-    node.abort().await;
+    tokio::time::timeout(Duration::from_secs(10), node.abort())
+        .await
+        .expect("the node stops within 10 s");
 }
 
 #[tokio::test]
