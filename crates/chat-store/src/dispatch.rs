@@ -29,10 +29,10 @@ macro_rules! impl_repositories {
 
             use $crate::error::Result;
             use $crate::repo::{
-                Appended, ConversationRecord, ConversationStore, FriendAddResult, FriendRecord,
-                FriendStore, GroupRecord, GroupStore, LoginView, MemberRecord, MessageStore,
-                NewMessage, OnCommit, Participants, PendingAppend, ReadMark, Recall, RecallArgs,
-                TokenStore, UserRecord, UserStore,
+                ConversationRecord, ConversationStore, FriendAddResult, FriendRecord, FriendStore,
+                GroupRecord, GroupStore, LoginView, MemberRecord, MessageStore, NewMessage,
+                OnCommit, Participants, PendingAppend, ReadMark, Recall, RecallArgs, TokenStore,
+                UserRecord, UserStore,
             };
             use $crate::rows::args;
 
@@ -191,10 +191,6 @@ macro_rules! impl_repositories {
 
             #[async_trait]
             impl MessageStore for $store {
-                async fn append_message(&self, message: NewMessage) -> Result<Appended> {
-                    self.hot.append(message, None).await
-                }
-
                 async fn queue_append(
                     &self,
                     message: NewMessage,

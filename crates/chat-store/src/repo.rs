@@ -329,7 +329,15 @@ pub trait MessageStore: Send + Sync {
     /// # Errors
     /// `NotFound` for an unknown user or group, `Forbidden` if not friends or
     /// not a member.
-    async fn append_message(&self, message: NewMessage) -> Result<Appended>;
+    ///
+    /// Written once over [`MessageStore::queue_append`], the one append
+    /// each backend implements: the same queue and commit, without a hook.
+    async fn append_message(&self, message: NewMessage) -> Result<Appended> {
+        let pending = self
+            .queue_append(message, Box::new(|_: &Appended| {}))
+            .await?;
+        pending.await
+    }
 
     /// As [`MessageStore::append_message`], but returns as soon as the
     /// append has its place in the commit queue, with a future of its

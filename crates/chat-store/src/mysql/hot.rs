@@ -58,7 +58,7 @@ const STATEMENT_CACHE: usize = 2048;
 enum Job {
     Append {
         message: NewMessage,
-        on_commit: Option<OnCommit>,
+        on_commit: OnCommit,
         reply: oneshot::Sender<Result<Appended>>,
     },
     Ack {
@@ -132,26 +132,6 @@ impl HotWriter {
         self.failure.get()
     }
 
-    /// Appends a message; see [`crate::MessageStore::append_message`].
-    pub(super) async fn append(
-        &self,
-        message: NewMessage,
-        on_commit: Option<OnCommit>,
-    ) -> Result<Appended> {
-        let deadline = Instant::now() + self.timeout;
-        let (reply, answer) = oneshot::channel();
-        self.submit(
-            Job::Append {
-                message,
-                on_commit,
-                reply,
-            },
-            deadline,
-        )
-        .await?;
-        self.wait(answer, deadline).await
-    }
-
     /// Queues an append and returns its pending result; see
     /// [`crate::MessageStore::queue_append`]. The result comes within the
     /// store's timeout of this call.
@@ -165,7 +145,7 @@ impl HotWriter {
         self.submit(
             Job::Append {
                 message,
-                on_commit: Some(on_commit),
+                on_commit,
                 reply,
             },
             deadline,
@@ -479,7 +459,7 @@ fn answer(job: Job, outcome: Outcome) {
             },
             Outcome::Appended(result),
         ) => {
-            if let (Ok(appended), Some(on_commit)) = (&result, on_commit) {
+            if let Ok(appended) = &result {
                 // A hook that panics must not take the task (and with it
                 // every later write of this node) down.
                 if std::panic::catch_unwind(AssertUnwindSafe(|| on_commit(appended))).is_err() {

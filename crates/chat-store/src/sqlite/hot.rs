@@ -42,7 +42,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 enum Job {
     Append {
         message: NewMessage,
-        on_commit: Option<OnCommit>,
+        on_commit: OnCommit,
         reply: oneshot::Sender<Result<Appended>>,
     },
     Ack {
@@ -145,22 +145,6 @@ impl HotWriter {
         Ok(hot)
     }
 
-    /// Appends a message; see [`crate::MessageStore::append_message`].
-    pub(super) async fn append(
-        &self,
-        message: NewMessage,
-        on_commit: Option<OnCommit>,
-    ) -> Result<Appended> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Job::Append {
-            message,
-            on_commit,
-            reply,
-        })
-        .await?;
-        answer.await.map_err(|_| closed())?
-    }
-
     /// Queues an append and returns its pending result; see
     /// [`crate::MessageStore::queue_append`].
     pub(super) async fn queue(
@@ -171,7 +155,7 @@ impl HotWriter {
         let (reply, answer) = oneshot::channel();
         self.submit(Job::Append {
             message,
-            on_commit: Some(on_commit),
+            on_commit,
             reply,
         })
         .await?;
@@ -402,7 +386,7 @@ fn answer(job: Job, outcome: Outcome) {
             },
             Outcome::Appended(result),
         ) => {
-            if let (Ok(appended), Some(on_commit)) = (&result, on_commit) {
+            if let Ok(appended) = &result {
                 // The hook runs delivery code on this thread; a panic in it
                 // must not end the thread, and with it every later write.
                 // The message is committed: it is answered, and its pushes
