@@ -173,6 +173,7 @@ impl Link {
             tokio::time::interval_at(tokio::time::Instant::now() + self.heartbeat, self.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shared_channel_reported = false;
+        let mut membership = Membership::new(self.heartbeat);
         loop {
             tokio::select! {
                 biased;
@@ -206,7 +207,9 @@ impl Link {
                 _ = heartbeat.tick() => {
                     match self.beat(&mut connection).await {
                         Ok(Beat { existed, subscribers, live_nodes, users }) => {
-                            self.rebalance(live_nodes, users);
+                            if membership.settled(live_nodes, Instant::now()) {
+                                self.rebalance(live_nodes, users);
+                            }
                             if subscribers == 0 {
                                 return Left::Lost("this node's subscription is gone".to_owned());
                             }
@@ -507,6 +510,42 @@ struct Beat {
     users: u64,
 }
 
+/// How long the set of live nodes must stay the same before a node moves
+/// users: a node is live here at its first heartbeat, but the load
+/// balancer sends it nobody until its own health checks have passed
+/// (HAProxy as shipped: two checks a second apart). Users moved before
+/// then all land on the nodes the balancer already knows, and the spread
+/// they leave is within the slack that keeps small clusters from flapping,
+/// so it would stay uneven.
+const SETTLE_HEARTBEATS: u32 = 5;
+
+/// The number of live nodes, and since when it has been that.
+struct Membership {
+    nodes: u64,
+    since: Instant,
+    settle: Duration,
+}
+
+impl Membership {
+    fn new(heartbeat: Duration) -> Membership {
+        Membership {
+            nodes: 0,
+            since: Instant::now(),
+            settle: heartbeat * SETTLE_HEARTBEATS,
+        }
+    }
+
+    /// Notes `nodes` live at `now`; whether that number has held for the
+    /// settling time.
+    fn settled(&mut self, nodes: u64, now: Instant) -> bool {
+        if nodes != self.nodes {
+            self.nodes = nodes;
+            self.since = now;
+        }
+        now.duration_since(self.since) >= self.settle
+    }
+}
+
 /// How many users a node holding `mine` should move, when `users` are
 /// spread over `live_nodes`: none unless it holds more than a quarter above
 /// the average and at least three more (small clusters do not flap).
@@ -592,6 +631,21 @@ mod tests {
             assert!(delay >= INITIAL_BACKOFF / 2, "{failures}: {delay:?}");
         }
         assert!(backoff(20) >= MAX_BACKOFF / 2);
+    }
+
+    #[test]
+    fn rebalancing_waits_for_the_live_nodes_to_settle() {
+        let start = Instant::now();
+        let second = Duration::from_secs(1);
+        let mut membership = Membership::new(second);
+        assert!(!membership.settled(1, start));
+        assert!(membership.settled(1, start + 5 * second));
+        // A node joins: nothing moves until five heartbeats later.
+        assert!(!membership.settled(3, start + 6 * second));
+        assert!(!membership.settled(3, start + 10 * second));
+        assert!(membership.settled(3, start + 11 * second));
+        // And again when one leaves.
+        assert!(!membership.settled(2, start + 12 * second));
     }
 
     #[test]
