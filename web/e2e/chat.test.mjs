@@ -183,7 +183,15 @@ test('unread counts and read positions survive a reload', async (t) => {
 
 test('scrolling up reads older history as far as it goes', async () => {
   await openChat(bob.page, aliceName);
-  const before = (await shownBodies(bob.page)).length;
+  // The chat's history arrives after it opens: count it once it has come
+  // (the earlier tests left messages here) and stopped changing.
+  let before = -1;
+  for (let round = 0; round < 40; round++) {
+    const shown = (await shownBodies(bob.page)).length;
+    if (shown > 0 && shown === before) break;
+    before = shown;
+    await bob.page.waitForTimeout(150);
+  }
   const more = 60;
   for (let index = 1; index <= more; index++) await say(alice.page, `numbered ${index}`);
   await expect(bob.page.locator('.message .body').last()).toHaveText(`numbered ${more}`);
