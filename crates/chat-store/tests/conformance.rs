@@ -32,6 +32,15 @@ async fn user(store: &Arc<dyn Store>, name: &str) -> UserId {
         .id
 }
 
+/// Whose a token is and when it expires, if it is still valid at `now`.
+async fn token_owner(store: &Arc<dyn Store>, token: &str, now: i64) -> Option<(UserId, i64)> {
+    store
+        .user_for_token(token, now)
+        .await
+        .unwrap()
+        .map(|(user, expires)| (user.id, expires))
+}
+
 /// Makes `a` and `b` friends and returns their conversation.
 async fn befriend(store: &Arc<dyn Store>, a: UserId, b: UserId) -> ConversationId {
     assert!(matches!(
@@ -135,38 +144,16 @@ async fn tokens_expire_and_revoke(store: Arc<dyn Store>) {
     store.create_token("t1", alice, NOW + 1000).await.unwrap();
     store.create_token("t2", alice, NOW + 10).await.unwrap();
     assert_eq!(
-        store
-            .user_for_token("t1", NOW)
-            .await
-            .unwrap()
-            .map(|(user, expires)| (user.id, expires)),
+        token_owner(&store, "t1", NOW).await,
         Some((alice, NOW + 1000))
     );
     assert_eq!(
-        store
-            .user_for_token("t2", NOW + 9)
-            .await
-            .unwrap()
-            .map(|(user, expires)| (user.id, expires)),
+        token_owner(&store, "t2", NOW + 9).await,
         Some((alice, NOW + 10))
     );
     // A token is valid strictly before its expiry.
-    assert_eq!(
-        store
-            .user_for_token("t2", NOW + 10)
-            .await
-            .unwrap()
-            .map(|(user, expires)| (user.id, expires)),
-        None
-    );
-    assert_eq!(
-        store
-            .user_for_token("unknown", NOW)
-            .await
-            .unwrap()
-            .map(|(user, expires)| (user.id, expires)),
-        None
-    );
+    assert_eq!(token_owner(&store, "t2", NOW + 10).await, None);
+    assert_eq!(token_owner(&store, "unknown", NOW).await, None);
     assert!(matches!(
         store.create_token("t1", alice, NOW + 5).await,
         Err(StoreError::Conflict(_))
@@ -176,25 +163,11 @@ async fn tokens_expire_and_revoke(store: Arc<dyn Store>) {
         Err(StoreError::NotFound(_))
     ));
     store.revoke_token("t1", NOW).await.unwrap();
-    assert_eq!(
-        store
-            .user_for_token("t1", NOW)
-            .await
-            .unwrap()
-            .map(|(user, expires)| (user.id, expires)),
-        None
-    );
+    assert_eq!(token_owner(&store, "t1", NOW).await, None);
     // Revoking an unknown token is fine, and sweeps expired ones: t2 is gone
     // even for a clock that would still accept it.
     store.revoke_token("never-issued", NOW + 20).await.unwrap();
-    assert_eq!(
-        store
-            .user_for_token("t2", NOW)
-            .await
-            .unwrap()
-            .map(|(user, expires)| (user.id, expires)),
-        None
-    );
+    assert_eq!(token_owner(&store, "t2", NOW).await, None);
 }
 
 async fn tokens_are_listed_per_user(store: Arc<dyn Store>) {
@@ -222,20 +195,9 @@ async fn expired_tokens_are_purged(store: Arc<dyn Store>) {
     assert_eq!(store.purge_expired_tokens(NOW).await.unwrap(), 0);
     assert_eq!(store.purge_expired_tokens(NOW + 10).await.unwrap(), 2);
     // Gone even for a clock that would still accept them.
+    assert_eq!(token_owner(&store, "old", NOW).await, None);
     assert_eq!(
-        store
-            .user_for_token("old", NOW)
-            .await
-            .unwrap()
-            .map(|(user, expires)| (user.id, expires)),
-        None
-    );
-    assert_eq!(
-        store
-            .user_for_token("live", NOW)
-            .await
-            .unwrap()
-            .map(|(user, expires)| (user.id, expires)),
+        token_owner(&store, "live", NOW).await,
         Some((alice, NOW + 1000))
     );
     assert_eq!(store.purge_expired_tokens(NOW + 10).await.unwrap(), 0);
@@ -282,11 +244,7 @@ async fn password_hashes_are_replaced_only_if_unchanged(store: Arc<dyn Store>) {
     );
     // Tokens stay valid: the password is the same.
     assert_eq!(
-        store
-            .user_for_token("device", NOW)
-            .await
-            .unwrap()
-            .map(|(user, expires)| (user.id, expires)),
+        token_owner(&store, "device", NOW).await,
         Some((alice, NOW + 1000))
     );
 }
