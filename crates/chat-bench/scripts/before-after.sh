@@ -2,9 +2,9 @@
 # Two chatd binaries on the same load, interleaved run by run so they share
 # the machine's noise: `pairs` (PAIRS pairs, 10 by default) at W=1 and W=8 (WINDOWS), each run on a
 # fresh SQLite file and a freshly started server, alternating (new, old,
-# new, old, ...). Besides chat-bench's own report, each run records the
-# server's CPU time per delivered message (utime + stime from
-# /proc/PID/stat around the run, divided by the messages delivered).
+# new, old, ...). Each report carries the server's CPU time per delivered
+# message (chat-bench --server-pid: utime + stime of /proc/PID/stat over
+# the measured run, setup excluded).
 #
 #   OLD=/tmp/bins/chatd-old NEW=/tmp/bins/chatd-new BENCH=target/release/chat-bench \
 #       OUT=/tmp/chat-bench-before-after RUNS=3 DURATION=10 \
@@ -34,11 +34,6 @@ cleanup() {
     wait 2>/dev/null || true
 }
 trap cleanup EXIT
-ticks=$(getconf CLK_TCK)
-
-cpu_seconds() { # PID: utime + stime in seconds
-    awk -v hz="$ticks" '{ sub(/.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat"
-}
 
 run_one() { # LABEL BINARY WINDOW RUN
     local label=$1 binary=$2 window=$3 run=$4
@@ -53,16 +48,12 @@ run_one() { # LABEL BINARY WINDOW RUN
         (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
         sleep 0.1
     done
-    local before after report
-    before=$(cpu_seconds "$server")
+    local report
     report=$("$BENCH" --json --no-progress --label "$label" pairs --server "127.0.0.1:$PORT" \
-        --pairs "$PAIRS" --window "$window" --duration "$DURATION")
-    after=$(cpu_seconds "$server")
+        --pairs "$PAIRS" --window "$window" --duration "$DURATION" --server-pid "$server")
     echo "$report" >>"$RESULTS"
-    local messages
-    messages=$(echo "$report" | jq '.delivered')
-    awk -v l="$label" -v w="$window" -v r="$run" -v m="$messages" -v b="$before" -v a="$after" \
-        'BEGIN { c = a - b; printf "%s\t%s\t%s\t%d\t%.2f\t%.2f\n", l, w, r, m, c, (m > 0 ? c * 1e6 / m : 0) }' >>"$CPU"
+    echo "$report" | jq -r --arg l "$label" --arg w "$window" --arg r "$run" \
+        '[$l, $w, $r, .delivered, .server_cpu_secs, (.server_cpu_us_per_delivery * 100 | round / 100)] | @tsv' >>"$CPU"
     kill "$server"
     wait "$server" 2>/dev/null || true
     server=

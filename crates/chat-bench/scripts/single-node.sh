@@ -69,10 +69,10 @@ for scenario in $scenarios; do
     pairs)
         start_chatd "$(fresh_db pairs)"
         for run in $(seq 1 "$RUNS"); do
-            for config in "10 1" "100 1" "10 8" "100 8"; do
+            for config in "1 1" "10 1" "100 1" "10 8" "100 8"; do
                 set -- $config
                 bench pairs --server "$ADDR" --pairs "$1" --window "$2" \
-                    --duration "$DURATION" --baseline
+                    --duration "$DURATION" --baseline --server-pid "$chatd_pid"
             done
         done
         stop_chatd
@@ -83,7 +83,7 @@ for scenario in $scenarios; do
             for config in "10 1" "100 8"; do
                 set -- $config
                 bench --label synchronous=full pairs --server "$ADDR" --pairs "$1" \
-                    --window "$2" --duration "$DURATION"
+                    --window "$2" --duration "$DURATION" --server-pid "$chatd_pid"
             done
         done
         stop_chatd
@@ -93,7 +93,7 @@ for scenario in $scenarios; do
         for run in $(seq 1 "$RUNS"); do
             for members in 100 500; do
                 bench group --server "$ADDR" --members "$members" --senders 10 \
-                    --window 4 --duration "$DURATION"
+                    --window 4 --duration "$DURATION" --server-pid "$chatd_pid"
             done
         done
         stop_chatd

@@ -29,6 +29,7 @@ use crate::conn::{Conn, ReadOutcome};
 use crate::payload::{micros_since, now_ns, parse_body, write_body, PushView, SendView, Stamp};
 use crate::progress::Progress;
 use crate::stats::{record, Live, Stats};
+use crate::sustained::{read_cpu_ticks, TICKS_PER_SEC};
 use crate::tracker::{Arrival, StreamTracker};
 
 /// The shared state of one stream: what its sender did and how far each of
@@ -231,6 +232,8 @@ pub(crate) struct EngineOptions {
     pub ack_every: u32,
     pub label: String,
     pub show_progress: bool,
+    /// The server's process, whose CPU time over the run is measured.
+    pub server_pid: Option<u32>,
 }
 
 /// The phases of a run, broadcast to every unit.
@@ -250,6 +253,9 @@ pub(crate) struct EngineResult {
     pub elapsed: Duration,
     /// Whether everything in flight at the stop arrived before the drain timeout.
     pub drained: bool,
+    /// The server's CPU time (every thread, user and system) over the
+    /// same span as `elapsed`, when its process was given and readable.
+    pub server_cpu_secs: Option<f64>,
 }
 
 /// Something that watches a run while it sends (the `sustained` scenario's
@@ -298,6 +304,11 @@ pub(crate) async fn run(
     if let Some(watcher) = watcher.as_mut() {
         watcher.start(&progress);
     }
+    // The server's CPU time is read before the units start and again when
+    // the run ends, so the setup (argon2 for every account) is not counted.
+    let cpu_before = options
+        .server_pid
+        .and_then(|pid| Some((pid, read_cpu_ticks(pid).ok()?)));
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for unit in units {
@@ -329,6 +340,10 @@ pub(crate) async fn run(
         drained = shared.windows.iter().all(|window| window.drained());
     }
     let end = if drained { Instant::now() } else { stopped };
+    let server_cpu_secs = cpu_before.and_then(|(pid, before)| {
+        let after = read_cpu_ticks(pid).ok()?;
+        Some(after.saturating_sub(before) as f64 / TICKS_PER_SEC)
+    });
     let _ = phase_tx.send(Phase::Finished);
 
     let mut stats = Stats::new();
@@ -348,6 +363,7 @@ pub(crate) async fn run(
         stats,
         elapsed: end - start,
         drained,
+        server_cpu_secs,
     }
 }
 

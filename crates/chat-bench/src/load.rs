@@ -39,6 +39,9 @@ pub struct LoadOptions {
     pub sources: Vec<IpAddr>,
     /// Whether to draw a progress bar on stderr.
     pub progress: bool,
+    /// The server's process id, to report its CPU time per delivered
+    /// message (a server on this machine only).
+    pub server_pid: Option<u32>,
 }
 
 impl Default for LoadOptions {
@@ -53,6 +56,7 @@ impl Default for LoadOptions {
             ack_every: 0,
             sources: Vec::new(),
             progress: false,
+            server_pid: None,
         }
     }
 }
@@ -75,6 +79,10 @@ impl LoadOptions {
         if self.count == 0 {
             return Err(Error::Options("the count must be positive".into()));
         }
+        // Fail before the setup, not after it, when the process is wrong.
+        if let Some(pid) = self.server_pid {
+            crate::sustained::read_cpu_ticks(pid)?;
+        }
         if self.body_len > 4000 {
             return Err(Error::Options(
                 "bodies above 4000 bytes exceed chatd's default limit".into(),
@@ -91,6 +99,7 @@ impl LoadOptions {
             ack_every: self.ack_every,
             label: label.to_owned(),
             show_progress: self.progress,
+            server_pid: self.server_pid,
         }
     }
 

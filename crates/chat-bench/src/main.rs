@@ -91,10 +91,6 @@ enum Action {
         /// Seconds per reported interval.
         #[arg(long, default_value_t = 5.0)]
         interval: f64,
-        /// The server's process id, to read its CPU time (utime + stime of
-        /// /proc/PID/stat) and RSS (VmRSS of /proc/PID/status).
-        #[arg(long)]
-        server_pid: Option<u32>,
         /// The server's SQLite database file, to record its size and its
         /// PATH-wal file's.
         #[arg(long, value_name = "PATH")]
@@ -274,6 +270,11 @@ struct LoadArgs {
     /// (0: one per 200 connections).
     #[arg(long, default_value_t = 0)]
     source_ips: usize,
+    /// The server's process id: its CPU time (utime + stime of
+    /// /proc/PID/stat, every thread) over the measured run is reported per
+    /// delivered message; `sustained` also reads its RSS per interval.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 fn seconds(value: f64, name: &str) -> anyhow::Result<Duration> {
@@ -307,6 +308,7 @@ impl LoadArgs {
             ack_every: self.ack_every,
             sources: sources(self.source_ips, connections),
             progress,
+            server_pid: self.server_pid,
         })
     }
 }
@@ -382,7 +384,12 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         } => {
             let load = pairs.load.options(2 * pairs.pairs, progress)?;
             let baseline_report = if baseline {
-                let report = run_baseline("spawn", pairs.pairs, load.clone()).await?;
+                // The relay runs in this process: the server's CPU is not its.
+                let relay_load = LoadOptions {
+                    server_pid: None,
+                    ..load.clone()
+                };
+                let report = run_baseline("spawn", pairs.pairs, relay_load).await?;
                 if !cli.json {
                     println!("{}", report.to_table());
                 }
@@ -411,10 +418,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             servers,
             pairs,
             interval,
-            server_pid,
             db,
         } => {
             let load = pairs.load.options(2 * pairs.pairs, progress)?;
+            let server_pid = load.server_pid;
             let report = run_sustained(&SustainedOptions {
                 pairs: PairsOptions {
                     target: PairsTarget::Chatd(servers.resolve().await?),

@@ -86,6 +86,12 @@ pub struct Report {
     /// The bare relay's 99th percentile latency with the same parameters.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline_p99_ms: Option<f64>,
+    /// The server's CPU time over the run (with `--server-pid`), seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_secs: Option<f64>,
+    /// `server_cpu_secs` per delivered message, microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_delivery: Option<f64>,
     /// Idle scenario: connections logged in and held.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connections: Option<u64>,
@@ -150,6 +156,8 @@ impl Report {
             baseline_fraction: None,
             baseline_p50_ms: None,
             baseline_p99_ms: None,
+            server_cpu_secs: None,
+            server_cpu_us_per_delivery: None,
             connections: None,
             rss_before_kib: None,
             rss_after_kib: None,
@@ -200,6 +208,11 @@ impl Report {
         let mut report = Report::new(scenario, target);
         report.drained = result.drained;
         report.fill(result.stats, result.elapsed.as_secs_f64());
+        report.server_cpu_secs = result.server_cpu_secs;
+        report.server_cpu_us_per_delivery = result
+            .server_cpu_secs
+            .filter(|_| report.delivered > 0)
+            .map(|secs| secs * 1e6 / report.delivered as f64);
         report
     }
 
@@ -315,6 +328,13 @@ impl Report {
                 row(
                     "ack latency ms",
                     format!("p50 {:.3}  p99 {:.3}", self.ack_p50_ms, self.ack_p99_ms),
+                );
+            }
+            if let (Some(secs), Some(per)) = (self.server_cpu_secs, self.server_cpu_us_per_delivery)
+            {
+                row(
+                    "server CPU",
+                    format!("{secs:.2} s, {per:.1} µs per delivered message"),
                 );
             }
         }

@@ -21,6 +21,7 @@ const COLUMNS: &[(&str, &str, usize)] = &[
     ("baseline_p50_ms", "relay p50 ms", 2),
     ("baseline_p99_ms", "relay p99 ms", 2),
     ("baseline_fraction", "of relay", 3),
+    ("server_cpu_us_per_delivery", "server CPU µs/msg", 1),
     ("rss_per_connection_bytes", "RSS/conn B", 0),
 ];
 

@@ -30,7 +30,7 @@ use crate::summary::load_average;
 /// Clock ticks per second of `/proc/PID/stat`'s CPU times: Linux reports
 /// them in `USER_HZ`, which is 100 on every architecture it exports to user
 /// space (except Alpha).
-const TICKS_PER_SEC: f64 = 100.0;
+pub(crate) const TICKS_PER_SEC: f64 = 100.0;
 
 /// The longest stretch at the start and at the end of a run whose rates are
 /// compared.

@@ -37,6 +37,44 @@ async fn pipelined_pairs_with_receiver_acks_lose_nothing() {
 }
 
 #[tokio::test]
+async fn the_servers_cpu_is_reported_per_delivered_message() {
+    // The server runs in this process, so its CPU time is this process's.
+    let server = TestServer::start().await;
+    let mut load = short_load(4);
+    load.server_pid = Some(std::process::id());
+    let report = run_pairs(&PairsOptions {
+        target: PairsTarget::Chatd(vec![server.server()]),
+        pairs: 2,
+        load,
+    })
+    .await
+    .unwrap();
+    assert_clean_and_consistent(&report, 1);
+    let secs = report.server_cpu_secs.expect("CPU measured");
+    let per = report.server_cpu_us_per_delivery.expect("CPU per message");
+    assert!(secs > 0.0, "{}", report.to_table());
+    let expected = secs * 1e6 / report.delivered as f64;
+    assert!((per - expected).abs() < 1e-6, "{per} against {expected}");
+    assert!(report.to_json_line().contains("server_cpu_us_per_delivery"));
+    assert!(report.to_table().contains("per delivered message"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_pid_that_is_not_running_is_refused_before_setup() {
+    let mut load = short_load(1);
+    load.server_pid = Some(u32::MAX);
+    let error = run_pairs(&PairsOptions {
+        target: PairsTarget::Chatd(vec![Server::tcp("127.0.0.1:9".parse().unwrap())]),
+        pairs: 1,
+        load,
+    })
+    .await
+    .unwrap_err();
+    assert!(error.to_string().contains("/proc/"), "{error}");
+}
+
+#[tokio::test]
 async fn two_runs_on_one_database_do_not_collide() {
     let server = TestServer::start().await;
     for _ in 0..2 {

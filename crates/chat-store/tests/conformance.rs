@@ -1555,6 +1555,68 @@ async fn read_positions_move_forward_within_the_log(store: Arc<dyn Store>) {
         .is_none());
 }
 
+/// Many appends queued at once (a pipelining client) commit in few
+/// transactions: each sender's read position ends at its own last message,
+/// and an ack queued among them is clamped to what committed before it.
+async fn pipelined_sends_leave_each_sender_read_up_to_its_last(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let conversation = befriend(&store, alice, bob).await;
+    let mut pending = Vec::new();
+    for i in 0..40 {
+        let (from, to) = if i % 3 == 0 {
+            (bob, alice)
+        } else {
+            (alice, bob)
+        };
+        pending.push(
+            store
+                .queue_append(
+                    message(from, Target::User(to), &format!("p{i}"), "x"),
+                    Box::new(|_| {}),
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    // An ack queued behind the appends, for more than is committed yet.
+    let acked = {
+        let store = store.clone();
+        tokio::spawn(async move { store.ack(bob, conversation, Seq(1000)).await })
+    };
+    let mut last = std::collections::HashMap::new();
+    for (i, pending) in pending.into_iter().enumerate() {
+        let appended = pending.await.unwrap();
+        let sender = if i % 3 == 0 { bob } else { alice };
+        last.insert(sender, appended.message.seq);
+    }
+    let acked = acked.await.unwrap().unwrap();
+    assert!(acked <= Seq(40), "{acked:?}");
+    let positions: Vec<(UserId, Seq)> = store
+        .read_positions(conversation)
+        .await
+        .unwrap()
+        .iter()
+        .map(|position| (position.user_id, position.read_seq))
+        .collect();
+    assert_eq!(positions, [(alice, last[&alice]), (bob, last[&bob])]);
+    // Unread: what the other sent after one's own last message.
+    let unread = |user: UserId| {
+        let store = store.clone();
+        async move {
+            store
+                .unread_counts(user)
+                .await
+                .unwrap()
+                .iter()
+                .map(|count| count.unread)
+                .sum::<u64>()
+        }
+    };
+    assert_eq!(unread(alice).await, 40 - last[&alice].0);
+    assert_eq!(unread(bob).await, 40 - last[&bob].0);
+}
+
 async fn group_reads_name_the_senders_they_cover(store: Arc<dyn Store>) {
     let owner = user(&store, "owner").await;
     let bob = user(&store, "bob").await;
@@ -1850,6 +1912,7 @@ conformance!(
     a_panicking_commit_hook_leaves_the_store_working,
     conversation_list_is_newest_first_with_counts,
     read_positions_move_forward_within_the_log,
+    pipelined_sends_leave_each_sender_read_up_to_its_last,
     group_reads_name_the_senders_they_cover,
     recall_rules_and_tombstones,
 );

@@ -14,6 +14,7 @@
 //! paths agree on what is stored; the conformance suite runs through this
 //! one for file databases.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -320,13 +321,15 @@ fn run_together(conn: &mut Connection, batch: &[Job]) -> Result<Vec<Outcome>> {
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(engine)?;
     let mut outcomes = Vec::with_capacity(batch.len());
+    let mut readers = Readers::default();
     for job in batch {
-        let outcome = run_job(&transaction, job);
+        let outcome = run_job(&transaction, &mut readers, job);
         if let Some(error) = database_error(&outcome) {
             return Err(error);
         }
         outcomes.push(outcome);
     }
+    readers.write(&transaction)?;
     transaction.commit().map_err(engine)?;
     Ok(outcomes)
 }
@@ -336,10 +339,12 @@ fn run_alone(conn: &mut Connection, job: &Job) -> Outcome {
         let transaction = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(engine)?;
-        let outcome = run_job(&transaction, job);
+        let mut readers = Readers::default();
+        let outcome = run_job(&transaction, &mut readers, job);
         if let Some(error) = database_error(&outcome) {
             return Err(error);
         }
+        readers.write(&transaction)?;
         transaction.commit().map_err(engine)?;
         Ok(outcome)
     };
@@ -361,15 +366,21 @@ fn database_error(outcome: &Outcome) -> Option<StoreError> {
     }
 }
 
-fn run_job(conn: &Connection, job: &Job) -> Outcome {
+fn run_job(conn: &Connection, readers: &mut Readers, job: &Job) -> Outcome {
     match job {
-        Job::Append { message, .. } => Outcome::Appended(append(conn, message)),
+        Job::Append { message, .. } => Outcome::Appended(append(conn, readers, message)),
         Job::Ack {
             user,
             conversation,
             seq,
             ..
-        } => Outcome::Acked(ack(conn, *user, *conversation, *seq)),
+        } => Outcome::Acked(
+            // An ack reads the member's row: the positions moved so far
+            // are written first.
+            readers
+                .write(conn)
+                .and_then(|()| ack(conn, *user, *conversation, *seq)),
+        ),
         Job::Close(_) => Outcome::Acked(Err(closed())),
         #[cfg(test)]
         Job::Panic => panic!("a panic on the hot path, on purpose"),
@@ -409,7 +420,41 @@ fn answer(job: Job, outcome: Outcome) {
     }
 }
 
-fn append(conn: &Connection, message: &NewMessage) -> Result<Appended> {
+/// The read positions a transaction's appends moved, written once per
+/// sender and conversation before it commits: a sender with several
+/// messages in one batch (a pipelining client) moves its row once, to its
+/// last message, rather than once per message.
+#[derive(Default)]
+struct Readers(HashMap<(i64, i64), i64>);
+
+impl Readers {
+    /// `sender` wrote `seq` in `conversation`, and so has read it.
+    fn note(&mut self, conversation: i64, sender: i64, seq: i64) {
+        let position = self.0.entry((conversation, sender)).or_insert(seq);
+        *position = (*position).max(seq);
+    }
+
+    /// Writes the positions noted since the last call.
+    fn write(&mut self, conn: &Connection) -> Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let mut statement = conn
+            .prepare_cached(
+                "UPDATE conversation_members SET read_seq = ?1 \
+                 WHERE conversation_id = ?2 AND user_id = ?3",
+            )
+            .map_err(engine)?;
+        for ((conversation, sender), seq) in self.0.drain() {
+            statement
+                .execute(params![seq, conversation, sender])
+                .map_err(engine)?;
+        }
+        Ok(())
+    }
+}
+
+fn append(conn: &Connection, readers: &mut Readers, message: &NewMessage) -> Result<Appended> {
     let sender = to_db(message.sender_id.0);
     let taken: Option<(i64, i64)> = match message.target {
         Target::User(to) => conn
@@ -477,12 +522,8 @@ fn append(conn: &Connection, message: &NewMessage) -> Result<Appended> {
     .map_err(engine)?;
     // Whoever writes has read what they answer: every message after a
     // member's read position is someone else's, so the unread count is
-    // last_seq - read_seq without counting.
-    conn.prepare_cached(
-        "UPDATE conversation_members SET read_seq = ?1 WHERE conversation_id = ?2 AND user_id = ?3",
-    )
-    .and_then(|mut statement| statement.execute(params![seq, conversation, sender]))
-    .map_err(engine)?;
+    // last_seq - read_seq without counting. Written before the commit.
+    readers.note(conversation, sender, seq);
     let conversation_id = ConversationId(from_db(conversation));
     let recipients = match message.target {
         // A pair's conversation has exactly the pair as members.
