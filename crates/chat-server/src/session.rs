@@ -214,6 +214,11 @@ impl Session {
             }
         }
         let max_payload = self.ctx.config.max_frame_len;
+        // One idle timer for the whole session, moved only when it fires
+        // early: every frame pushes `idle_deadline` on, and re-arming a
+        // timer per frame would cost a timer-wheel update per message.
+        let idle = sleep_until(self.idle_deadline);
+        tokio::pin!(idle);
         loop {
             if let Err(end) = self.flush().await {
                 return end;
@@ -266,14 +271,19 @@ impl Session {
                         }
                     }
                 }
-                result = std::future::poll_fn(|cx| match self.in_flight.front_mut() {
-                    Some((_, _, _, answer)) => answer.as_mut().poll(cx),
-                    None => std::task::Poll::Pending,
-                }), if !self.in_flight.is_empty() => {
+                // The answer is written where it is ready, so the select's
+                // output (which every idle session's task keeps room for)
+                // does not hold a whole response.
+                () = std::future::poll_fn(|cx| {
+                    let Some((_, _, _, answer)) = self.in_flight.front_mut() else {
+                        return std::task::Poll::Pending;
+                    };
+                    let result = std::task::ready!(answer.as_mut().poll(cx));
                     if let Some((message_type, request_id, started, _)) = self.in_flight.pop_front() {
-                        self.write_result(message_type, request_id, started, result);
+                        write_answer(&mut self.write_buf, message_type, request_id, started, result);
                     }
-                }
+                    std::task::Poll::Ready(())
+                }), if !self.in_flight.is_empty() => {}
                 read = std::future::poll_fn(|cx| {
                     self.transport.poll_read_into(cx, &mut self.read_buf, max_payload)
                 }) => {
@@ -286,7 +296,12 @@ impl Session {
                         return end;
                     }
                 }
-                () = sleep_until(self.idle_deadline) => {
+                () = &mut idle => {
+                    if tokio::time::Instant::now() < self.idle_deadline {
+                        // Traffic came since the timer was set.
+                        idle.as_mut().reset(self.idle_deadline);
+                        continue;
+                    }
                     Box::pin(self.end_with(SessionEndReason::Idle, "no traffic within the idle timeout")).await;
                     return End::Idle;
                 }
@@ -392,40 +407,15 @@ impl Session {
             Ok(Response::Login(login)) => Some(login.unacked),
             _ => None,
         };
-        self.write_result(header.message_type, header.request_id, started, result);
+        write_answer(
+            &mut self.write_buf,
+            header.message_type,
+            header.request_id,
+            started,
+            result,
+        );
         if let Some(unacked) = unacked {
             self.after_login(unacked).await;
-        }
-    }
-
-    /// Appends the answer to a request to the write buffer.
-    fn write_result(
-        &mut self,
-        message_type: u16,
-        request_id: u32,
-        started: Instant,
-        result: Result<Response>,
-    ) {
-        let status = result
-            .as_ref()
-            .map_or_else(|error| error.status, |_| Status::Ok);
-        telemetry::request(message_type, status, started.elapsed());
-        match result {
-            Ok(response) => {
-                crate::error::note_success();
-                // Responses are plain data and always encode.
-                let _ = response.encode(request_id, &mut self.write_buf);
-            }
-            Err(error) => {
-                // Store failures are logged (throttled) where they are
-                // turned into `unavailable`; an internal error is a bug.
-                if error.status == Status::Internal {
-                    tracing::warn!(%error, "request failed");
-                }
-                error
-                    .body()
-                    .encode(message_type, request_id, &mut self.write_buf);
-            }
         }
     }
 
@@ -433,7 +423,13 @@ impl Session {
     async fn answer_oldest(&mut self) {
         if let Some((message_type, request_id, started, answer)) = self.in_flight.pop_front() {
             let result = answer.await;
-            self.write_result(message_type, request_id, started, result);
+            write_answer(
+                &mut self.write_buf,
+                message_type,
+                request_id,
+                started,
+                result,
+            );
         }
     }
 
@@ -743,6 +739,35 @@ impl Session {
             }),
             None,
         );
+    }
+}
+
+/// Appends the answer to a request to a session's write buffer.
+fn write_answer(
+    write_buf: &mut BytesMut,
+    message_type: u16,
+    request_id: u32,
+    started: Instant,
+    result: Result<Response>,
+) {
+    let status = result
+        .as_ref()
+        .map_or_else(|error| error.status, |_| Status::Ok);
+    telemetry::request(message_type, status, started.elapsed());
+    match result {
+        Ok(response) => {
+            crate::error::note_success();
+            // Responses are plain data and always encode.
+            let _ = response.encode(request_id, write_buf);
+        }
+        Err(error) => {
+            // Store failures are logged (throttled) where they are
+            // turned into `unavailable`; an internal error is a bug.
+            if error.status == Status::Internal {
+                tracing::warn!(%error, "request failed");
+            }
+            error.body().encode(message_type, request_id, write_buf);
+        }
     }
 }
 
