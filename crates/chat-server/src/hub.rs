@@ -168,6 +168,12 @@ impl SessionHandle {
         self.wake.notify_one();
     }
 
+    /// Wakes the session's waiter without queuing anything (the server's
+    /// shutdown, which the session then reads from its own signal).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// Waits until frames are queued or the session is told to end.
     pub async fn wait(&self) {
         self.wake.notified().await;
@@ -386,6 +392,17 @@ mod tests {
             assert!(!handle.push(frame.clone()));
         }
         assert!(other.take().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_wake_ends_the_wait_and_leaves_the_outbox_as_it_was() {
+        let handle = SessionHandle::new(SessionId(1), UserId(1), 4);
+        handle.wake();
+        tokio::time::timeout(std::time::Duration::from_secs(1), handle.wait())
+            .await
+            .expect("woken");
+        assert!(handle.take().unwrap().is_empty());
+        assert!(handle.push(Bytes::from_static(b"y")));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -278,6 +279,11 @@ impl Node {
             }
         }
         drop(listener);
+        // Logged-in sessions wait on their hub handles, not on the shutdown
+        // signal (one waiter each): wake every one, and it sees the signal.
+        for handle in node.ctx.hub.sessions() {
+            handle.wake();
+        }
         // While sessions drain, the HTTP listener keeps answering, so load
         // balancers see /readyz turn 503; new WebSocket sessions are refused.
         let grace = Duration::from_secs(node.ctx.config.shutdown_grace_secs);
@@ -329,56 +335,55 @@ impl Node {
         sessions: &mut JoinSet<()>,
     ) {
         let _ = stream.set_nodelay(true);
-        let Some(mut slot) = self.admission_slot(peer) else {
+        let Some(slot) = self.admission_slot(peer) else {
             if self.tls.is_none() {
                 tokio::spawn(refuse(stream, Status::RateLimited, "too many connections"));
             }
             return;
         };
-        // The steps before the session are boxed: their futures are large
-        // (rustls keeps its whole connection state inline in the
-        // handshake's), and unboxed they would size every connection's task
-        // for as long as the connection lives, not just while they run.
-        sessions.spawn(async move {
-            let admitted = match Box::pin(accept::admit(
-                stream,
-                peer,
-                self.ctx.config.proxy_protocol,
-                &mut slot,
-            ))
-            .await
-            {
+        // Everything before the session runs in a box of its own, freed
+        // once the session starts: the admission and handshake futures are
+        // large (rustls keeps its whole connection state inline), and
+        // whatever an `async` block holds, it holds for the task's whole
+        // life. The task keeps only the session, its slot and its gauge.
+        sessions.spawn(serve_connection(Box::pin(
+            self.open_session(stream, peer, slot),
+        )));
+    }
+
+    /// Admits a connection (the PROXY header, the TLS handshake) and makes
+    /// its session, or refuses it. The session is returned with the
+    /// admission slot and the open-connection gauge it must hold for its
+    /// life.
+    async fn open_session(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        mut slot: ConnectionSlot,
+    ) -> Option<Opened> {
+        let admitted =
+            match accept::admit(stream, peer, self.ctx.config.proxy_protocol, &mut slot).await {
                 Ok(admitted) => admitted,
-                Err(refusal) => return Box::pin(self.refused(refusal, peer)).await,
-            };
-            let client = admitted.client;
-            let transport = match &self.tls {
-                Some(tls) => {
-                    let timeout = self.ctx.config.tls_handshake_timeout();
-                    match Box::pin(accept::handshake(tls.chat_acceptor(), admitted, timeout)).await
-                    {
-                        Some(stream) => Transport::Tls(Box::new(stream)),
-                        None => return,
-                    }
-                }
-                None => {
-                    let session = Session::new(
-                        self.ctx.clone(),
-                        Transport::Tcp(admitted.stream),
-                        client,
-                        self.shutdown.clone(),
-                    )
-                    .with_buffered(admitted.buffered);
-                    let _open = OpenConnection::new("tcp");
-                    session.run().await;
-                    return;
+                Err(refusal) => {
+                    self.refused(refusal, peer).await;
+                    return None;
                 }
             };
-            let _open = OpenConnection::new(transport.kind().as_str());
-            Session::new(self.ctx.clone(), transport, client, self.shutdown.clone())
-                .run()
-                .await;
-        });
+        let client = admitted.client;
+        let (transport, buffered) = match &self.tls {
+            Some(tls) => {
+                let timeout = self.ctx.config.tls_handshake_timeout();
+                let stream = accept::handshake(tls.chat_acceptor(), admitted, timeout).await?;
+                (Transport::Tls(Box::new(stream)), None)
+            }
+            None => (Transport::Tcp(admitted.stream), Some(admitted.buffered)),
+        };
+        let open = OpenConnection::new(transport.kind().as_str());
+        let mut session = Session::new(self.ctx.clone(), transport, client, self.shutdown.clone());
+        if let Some(buffered) = buffered {
+            session = session.with_buffered(buffered);
+        }
+        Some((Box::new(session), slot, open))
     }
 
     /// Admits an HTTP connection under the same limits and serves it.
@@ -553,4 +558,19 @@ async fn purge_expired_tokens(ctx: Arc<Context>) {
             }
         }
     }
+}
+
+/// A session ready to run, with the admission slot and the open-connection
+/// gauge it holds for its life.
+type Opened = (Box<Session>, ConnectionSlot, OpenConnection);
+
+/// A connection's task: waits for its boxed setup, then runs the session.
+/// Taking the setup already boxed, it holds nothing else for the
+/// connection's life (an `async` block keeps room for everything it
+/// captured, moved out or not).
+async fn serve_connection(setup: Pin<Box<impl Future<Output = Option<Opened>>>>) {
+    let Some((session, _slot, _open)) = setup.await else {
+        return;
+    };
+    session.run_boxed().await;
 }

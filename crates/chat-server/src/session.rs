@@ -185,13 +185,18 @@ impl Session {
     /// so passing the session by value down two calls would keep three
     /// copies of it in every connection's task.
     pub fn run(self) -> impl Future<Output = ()> + Send {
+        Box::new(self).run_boxed()
+    }
+
+    /// [`Session::run`] for a session already on the heap.
+    pub fn run_boxed(self: Box<Self>) -> impl Future<Output = ()> + Send {
         let span = tracing::info_span!(
             "session",
             peer = %self.peer,
             transport = %self.transport.kind(),
             user = tracing::field::Empty,
         );
-        Box::new(self).run_in_span().instrument(span)
+        self.run_in_span().instrument(span)
     }
 
     async fn run_in_span(mut self: Box<Self>) {
@@ -224,24 +229,23 @@ impl Session {
                 return end;
             }
             let handle = self.login.as_ref().map(|login| login.handle.clone());
+            // A logged-in session hears of a shutdown through its hub handle
+            // (the server wakes every handle once the signal is set), and
+            // one that logged in after that wake-up sees the signal here.
+            if handle.is_some() && *self.shutdown.borrow() {
+                return Box::pin(self.drain(handle.as_deref())).await;
+            }
             tokio::select! {
                 biased;
-                _ = self.shutdown.changed() => {
-                    // Answer the sends already queued (they commit), and flush
-                    // what was queued for this session, before saying goodbye.
-                    Box::pin(self.drain_in_flight()).await;
-                    if let Some(handle) = &handle {
-                        if let Ok(frames) = handle.take() {
-                            for frame in frames {
-                                self.write_buf.extend_from_slice(&frame);
-                            }
-                        }
+                // One waiter: on the hub handle once logged in, else on the
+                // shutdown signal (every idle session's task keeps room for
+                // its waiter, so not for two).
+                woken = wake(handle.as_deref(), &mut self.shutdown) => {
+                    if woken == Woken::Shutdown || *self.shutdown.borrow() {
+                        return Box::pin(self.drain(handle.as_deref())).await;
                     }
-                    Box::pin(self.end_with(SessionEndReason::Draining, "the server is shutting down; reconnect")).await;
-                    return End::Draining;
-                }
-                () = async { handle.as_ref().expect("guarded").wait().await }, if handle.is_some() => {
-                    let handle = handle.expect("guarded");
+                    // Woken by the hub, so logged in.
+                    let Some(handle) = handle else { continue };
                     match handle.take() {
                         Ok(frames) => {
                             // Drained: any login backlog is behind us.
@@ -307,6 +311,25 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Ends the session for a shutdown: answers the sends already queued
+    /// (they commit) and flushes what was queued for it, then says goodbye.
+    async fn drain(&mut self, handle: Option<&SessionHandle>) -> End {
+        self.drain_in_flight().await;
+        if let Some(handle) = handle {
+            if let Ok(frames) = handle.take() {
+                for frame in frames {
+                    self.write_buf.extend_from_slice(&frame);
+                }
+            }
+        }
+        self.end_with(
+            SessionEndReason::Draining,
+            "the server is shutting down; reconnect",
+        )
+        .await;
+        End::Draining
     }
 
     /// Handles every whole frame in the read buffer.
@@ -739,6 +762,30 @@ impl Session {
             }),
             None,
         );
+    }
+}
+
+/// What woke a session's waiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Woken {
+    /// Its hub handle: frames queued, an ending, or the server's shutdown.
+    Hub,
+    /// The shutdown signal (a session not logged in).
+    Shutdown,
+}
+
+/// Waits on the hub handle if there is one, else on the shutdown signal.
+async fn wake(handle: Option<&SessionHandle>, shutdown: &mut watch::Receiver<bool>) -> Woken {
+    match handle {
+        Some(handle) => {
+            handle.wait().await;
+            Woken::Hub
+        }
+        None => {
+            // A dropped sender is a shutdown too.
+            let _ = shutdown.changed().await;
+            Woken::Shutdown
+        }
     }
 }
 
