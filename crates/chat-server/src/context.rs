@@ -163,8 +163,9 @@ impl Context {
 pub struct Identity {
     /// The user.
     pub user: UserId,
-    /// The user's name.
-    pub name: String,
+    /// The user's name (shared with the hub's handle: one copy per
+    /// session).
+    pub name: Arc<str>,
     /// The session.
     pub session: SessionId,
     /// The hash of the session's token, revoked at logout.

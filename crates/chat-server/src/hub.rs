@@ -47,8 +47,8 @@ pub enum Ending {
 /// What an operator sees of a logged-in session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionDetails {
-    /// The user's name at login.
-    pub name: String,
+    /// The user's name at login (shared with the session's identity).
+    pub name: Arc<str>,
     /// `tcp`, `tls`, `ws` or `wss`.
     pub transport: &'static str,
     /// The client's address (from the PROXY header behind a proxy).

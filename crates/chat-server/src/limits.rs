@@ -11,37 +11,51 @@ use chat_store::log_throttle::{LogThrottle, Verdict};
 use crate::lock::Mutex;
 
 /// A token bucket for one connection's requests. Owned by the session, so it
-/// needs no lock.
+/// needs no lock. Its rate and burst are the node's, passed in at each take
+/// rather than kept in every connection.
 #[derive(Debug)]
 pub struct TokenBucket {
-    rate_per_sec: f64,
-    burst: f64,
     tokens: f64,
     last: Instant,
 }
 
-impl TokenBucket {
-    /// A full bucket refilling at `rate_per_sec` up to `burst`; a rate of 0
-    /// means unlimited.
+/// How a [`TokenBucket`] refills: `rate_per_sec` tokens a second up to
+/// `burst`; a rate of 0 means unlimited.
+#[derive(Debug, Clone, Copy)]
+pub struct Refill {
+    rate_per_sec: f64,
+    burst: f64,
+}
+
+impl Refill {
+    /// Refilling at `rate_per_sec` up to `burst` (at least 1).
     #[must_use]
     pub fn new(rate_per_sec: u32, burst: u32) -> Self {
-        let burst = f64::from(burst.max(1));
         Self {
             rate_per_sec: f64::from(rate_per_sec),
-            burst,
-            tokens: burst,
+            burst: f64::from(burst.max(1)),
+        }
+    }
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    #[must_use]
+    pub fn new(refill: Refill) -> Self {
+        Self {
+            tokens: refill.burst,
             last: Instant::now(),
         }
     }
 
     /// Takes one token if there is one.
-    pub fn try_take(&mut self, now: Instant) -> bool {
-        if self.rate_per_sec == 0.0 {
+    pub fn try_take(&mut self, refill: Refill, now: Instant) -> bool {
+        if refill.rate_per_sec == 0.0 {
             return true;
         }
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate_per_sec).min(self.burst);
+        self.tokens = (self.tokens + elapsed * refill.rate_per_sec).min(refill.burst);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -351,45 +365,55 @@ mod tests {
     #[test]
     fn bucket_allows_burst_then_refills() {
         let start = Instant::now();
-        let mut bucket = TokenBucket::new(10, 3);
-        assert!(bucket.try_take(start));
-        assert!(bucket.try_take(start));
-        assert!(bucket.try_take(start));
-        assert!(!bucket.try_take(start));
-        assert!(bucket.try_take(start + Duration::from_millis(150)));
+        let refill = Refill::new(10, 3);
+        let mut bucket = TokenBucket::new(refill);
+        assert!(bucket.try_take(refill, start));
+        assert!(bucket.try_take(refill, start));
+        assert!(bucket.try_take(refill, start));
+        assert!(!bucket.try_take(refill, start));
+        assert!(bucket.try_take(refill, start + Duration::from_millis(150)));
     }
 
     #[test]
     fn bucket_refills_in_proportion_to_time_and_no_further_than_the_burst() {
         let start = Instant::now();
-        let mut bucket = TokenBucket::new(4, 4);
-        assert_eq!((0..10).filter(|_| bucket.try_take(start)).count(), 4);
+        let refill = Refill::new(4, 4);
+        let mut bucket = TokenBucket::new(refill);
+        assert_eq!(
+            (0..10).filter(|_| bucket.try_take(refill, start)).count(),
+            4
+        );
         // A token every 250 ms: one is back after 250 ms, not two, and
         // half a token is not enough.
         let quarter = start + Duration::from_millis(250);
-        assert!(bucket.try_take(quarter));
-        assert!(!bucket.try_take(quarter));
-        assert!(!bucket.try_take(quarter + Duration::from_millis(125)));
-        assert!(bucket.try_take(quarter + Duration::from_millis(250)));
-        assert!(!bucket.try_take(quarter + Duration::from_millis(250)));
+        assert!(bucket.try_take(refill, quarter));
+        assert!(!bucket.try_take(refill, quarter));
+        assert!(!bucket.try_take(refill, quarter + Duration::from_millis(125)));
+        assert!(bucket.try_take(refill, quarter + Duration::from_millis(250)));
+        assert!(!bucket.try_take(refill, quarter + Duration::from_millis(250)));
         // A long quiet spell refills up to the burst and no further.
         let later = start + Duration::from_secs(3600);
-        assert_eq!((0..10).filter(|_| bucket.try_take(later)).count(), 4);
+        assert_eq!(
+            (0..10).filter(|_| bucket.try_take(refill, later)).count(),
+            4
+        );
     }
 
     #[test]
     fn an_earlier_instant_adds_no_tokens() {
         let start = Instant::now();
-        let mut bucket = TokenBucket::new(10, 1);
-        assert!(bucket.try_take(start + Duration::from_secs(1)));
-        assert!(!bucket.try_take(start));
+        let refill = Refill::new(10, 1);
+        let mut bucket = TokenBucket::new(refill);
+        assert!(bucket.try_take(refill, start + Duration::from_secs(1)));
+        assert!(!bucket.try_take(refill, start));
     }
 
     #[test]
     fn zero_rate_is_unlimited() {
-        let mut bucket = TokenBucket::new(0, 1);
+        let refill = Refill::new(0, 1);
+        let mut bucket = TokenBucket::new(refill);
         let now = Instant::now();
-        assert!((0..10_000).all(|_| bucket.try_take(now)));
+        assert!((0..10_000).all(|_| bucket.try_take(refill, now)));
     }
 
     #[test]

@@ -33,7 +33,7 @@ use tracing::Instrument;
 use crate::context::{now_ms, Context, Identity};
 use crate::error::{Result, ServiceError};
 use crate::hub::{Ending, SessionDetails, SessionHandle};
-use crate::limits::TokenBucket;
+use crate::limits::{Refill, TokenBucket};
 use crate::service::{account, chat, conversations, friends, groups};
 use crate::telemetry::{self, LoggedInSession};
 use crate::transport::{close_code, ReadError, Transport, WebSocketError};
@@ -151,7 +151,7 @@ impl Session {
         peer: SocketAddr,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        let bucket = TokenBucket::new(ctx.config.rate_limit_per_sec, ctx.config.rate_limit_burst);
+        let bucket = TokenBucket::new(refill(&ctx));
         let idle_deadline = tokio::time::Instant::now() + ctx.config.idle_timeout();
         Self {
             ctx,
@@ -497,7 +497,7 @@ impl Session {
         if header.status != 0 {
             return Err(ServiceError::bad_request("status must be 0 in a request"));
         }
-        if !self.bucket.try_take(Instant::now()) {
+        if !self.bucket.try_take(refill(&self.ctx), Instant::now()) {
             return Err(ServiceError::new(
                 Status::RateLimited,
                 "too many requests on this connection; slow down",
@@ -636,10 +636,11 @@ impl Session {
         let session = ctx.hub.next_session_id();
         // Shared with the hub's handle: one copy per session.
         let token_hash: Arc<str> = crate::auth::token_hash(&who.token).into();
+        let name: Arc<str> = who.user.name.as_str().into();
         let handle = Arc::new(
             SessionHandle::new(session, who.user.id, ctx.config.outbox_len)
                 .with_details(SessionDetails {
-                    name: who.user.name.clone(),
+                    name: name.clone(),
                     transport: self.transport.kind().as_str(),
                     peer: self.peer,
                     logged_in_at_ms: now_ms(),
@@ -653,7 +654,7 @@ impl Session {
         self.login = Some(LoggedIn {
             identity: Identity {
                 user: who.user.id,
-                name: who.user.name.clone(),
+                name,
                 session,
                 token_hash,
             },
@@ -763,6 +764,11 @@ impl Session {
             None,
         );
     }
+}
+
+/// How every connection's request bucket refills.
+fn refill(ctx: &Context) -> Refill {
+    Refill::new(ctx.config.rate_limit_per_sec, ctx.config.rate_limit_burst)
 }
 
 /// What woke a session's waiter.

@@ -105,7 +105,7 @@ async fn list_sessions(
             Some(SessionEntry {
                 session: handle.id.0,
                 user_id: handle.user,
-                user: details.name.clone(),
+                user: details.name.to_string(),
                 transport: details.transport.to_owned(),
                 address: details.peer.to_string(),
                 logged_in_at_ms: details.logged_in_at_ms,

@@ -81,7 +81,7 @@ pub async fn send_queued(
         .queue_append(
             NewMessage {
                 sender_id: me.user,
-                sender_name: me.name.clone(),
+                sender_name: me.name.to_string(),
                 target: request.to,
                 client_msg_id: request.client_msg_id,
                 body: request.body,

@@ -33,7 +33,7 @@ async fn announce_friendship(ctx: &Context, me: &Identity, other: &UserSummary) 
         &Push::PushFriendUpdate(FriendUpdatePush {
             user: UserSummary {
                 id: me.user,
-                name: me.name.clone(),
+                name: me.name.to_string(),
             },
             kind: FriendUpdateKind::Accepted,
             friend: Some(theirs),
@@ -138,7 +138,7 @@ pub async fn respond(
             &Push::PushFriendUpdate(FriendUpdatePush {
                 user: UserSummary {
                     id: me.user,
-                    name: me.name.clone(),
+                    name: me.name.to_string(),
                 },
                 kind: FriendUpdateKind::Declined,
                 friend: None,
@@ -173,7 +173,7 @@ pub async fn remove(
         &Push::PushFriendUpdate(FriendUpdatePush {
             user: UserSummary {
                 id: me.user,
-                name: me.name.clone(),
+                name: me.name.to_string(),
             },
             kind: FriendUpdateKind::Removed,
             friend: None,

@@ -84,7 +84,7 @@ async fn my_role(ctx: &Context, group: GroupId, me: &Identity) -> Result<Role> {
 fn summary(me: &Identity) -> UserSummary {
     UserSummary {
         id: me.user,
-        name: me.name.clone(),
+        name: me.name.to_string(),
     }
 }
 
